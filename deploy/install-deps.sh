@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that the build and the tests need.
+# Idempotent and quiet: does nothing when everything is already there.
+set -euo pipefail
+
+BUILD_PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libboost1.81-dev        # Asio (networking) and Beast (HTTP, WebSocket)
+  libssl-dev              # TLS, and the auth server's KDF and CSPRNG
+  libcpp-httplib-dev      # the auth server's HTTP server
+  libspdlog-dev           # structured logging
+  doctest-dev             # unit tests
+  libsqlite3-dev          # the auth server's store
+  nlohmann-json3-dev      # JSON for the auth API
+  libtomlplusplus-dev     # the proxy's config file
+)
+TEST_PACKAGES=(
+  mosquitto mosquitto-clients   # the real broker and CLI clients the tests run against
+  python3-paho-mqtt             # a real client library for integration tests
+  clang libclang-rt-14-dev      # libFuzzer for the codec fuzz target
+)
+
+missing=()
+for pkg in "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}" "$@"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the mosquitto service on install; the tests start their own on free ports.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi

@@ -1,0 +1,31 @@
+// Decoding whole packets from bytes and encoding them back. No I/O: the
+// framer (framer.hpp) cuts a byte stream into frames; this turns a frame into
+// a packet value and a value into bytes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "mqtt/byte_writer.hpp"
+#include "mqtt/error.hpp"
+#include "mqtt/packets.hpp"
+
+namespace mqtt {
+
+// Decodes one complete packet: `first_byte` is byte 1 of the fixed header,
+// `body` the variable header and payload (exactly remaining-length bytes).
+// `version` is the connection's protocol version; CONNECT carries its own.
+result<packet> decode(std::uint8_t first_byte, std::span<const std::uint8_t> body, protocol_version version);
+
+// Decodes a buffer that holds exactly one packet, fixed header included.
+result<packet> decode(std::span<const std::uint8_t> frame, protocol_version version);
+
+// Encodes a packet in the wire format of `version` (CONNECT uses its own
+// version field). Fails only for fields that cannot be represented.
+result<bytes> encode(const packet& p, protocol_version version);
+
+// The protocol version a CONNECT asks for, read without decoding the rest,
+// so that a server can answer an unsupported one with the right CONNACK.
+std::optional<protocol_version> peek_connect_version(std::span<const std::uint8_t> body);
+
+}  // namespace mqtt

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test. Exits non-zero on any failure.
+#
+#   tests/run.sh                 everything: build + ctest, sanitizer run, short fuzz run
+#   MQTT_SANITIZE_RUN=0 ...      skip the ASan/UBSan build of the unit tests
+#   MQTT_FUZZ_SECONDS=0 ...      skip the fuzzer (default 60 s when clang is present)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+jobs=$(nproc 2>/dev/null || echo 2)
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "dependencies"
+deploy/install-deps.sh
+
+step "build (RelWithDebInfo, warnings as errors)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMQTT_WERROR=ON >/dev/null
+cmake --build build -j"$jobs"
+
+step "ctest"
+(cd build && ctest --no-tests=error --output-on-failure -j"$jobs")
+
+if [ "${MQTT_SANITIZE_RUN:-1}" != 0 ]; then
+  step "unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMQTT_SANITIZE=ON >/dev/null
+  cmake --build build-asan -j"$jobs" --target unit_tests
+  (cd build-asan && ctest --no-tests=error --output-on-failure -L unit)
+fi
+
+fuzz_seconds=${MQTT_FUZZ_SECONDS:-60}
+if [ "$fuzz_seconds" != 0 ] && command -v clang++ >/dev/null 2>&1; then
+  step "fuzzing the framer and decoder for ${fuzz_seconds}s"
+  CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMQTT_FUZZ=ON >/dev/null
+  cmake --build build-fuzz -j"$jobs" --target codec_fuzz
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  cp tests/fuzz/corpus/* "$work"/
+  (cd "$work" && "$root"/build-fuzz/bin/codec_fuzz -max_total_time="$fuzz_seconds" -max_len=4096 \
+      -print_final_stats=1 "$work" 2>&1 | tail -n 12)
+fi
+
+step "all tests passed"

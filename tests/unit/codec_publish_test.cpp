@@ -1,0 +1,168 @@
+#include "test_helpers.hpp"
+
+using namespace test;
+using mqtt::error;
+
+TEST_SUITE("PUBLISH") {
+  TEST_CASE("3.1.1 QoS 0 PUBLISH") {
+    byte_builder b;
+    b({0x30, 0}).str("a/b")("hello");
+    b.out[1] = static_cast<std::uint8_t>(b.out.size() - 2);
+    auto p = decode_exact<mqtt::publish>(b.out, v3);
+    CHECK(p.topic == "a/b");
+    CHECK(p.payload == "hello");
+    CHECK(p.qos == mqtt::qos::at_most_once);
+    CHECK(p.packet_id == 0);
+  }
+
+  TEST_CASE("3.1.1 QoS 1 retained and QoS 2 duplicate") {
+    byte_builder q1;
+    q1({0x33, 0}).str("t")({0x00, 0x07})("x");  // QoS 1, retain
+    q1.out[1] = static_cast<std::uint8_t>(q1.out.size() - 2);
+    auto p1 = decode_exact<mqtt::publish>(q1.out, v3);
+    CHECK(p1.qos == mqtt::qos::at_least_once);
+    CHECK(p1.retain);
+    CHECK(p1.packet_id == 7);
+
+    byte_builder q2;
+    q2({0x3C, 0}).str("t")({0x12, 0x34});  // DUP, QoS 2, empty payload
+    q2.out[1] = static_cast<std::uint8_t>(q2.out.size() - 2);
+    auto p2 = decode_exact<mqtt::publish>(q2.out, v3);
+    CHECK(p2.qos == mqtt::qos::exactly_once);
+    CHECK(p2.dup);
+    CHECK(p2.packet_id == 0x1234);
+    CHECK(p2.payload.empty());
+  }
+
+  TEST_CASE("5.0 PUBLISH with properties") {
+    byte_builder b;
+    b({0x32, 0}).str("req")({0x00, 0x01})
+        ({0})                                    // property length, patched
+        ({0x01, 0x01})                           // payload format: UTF-8
+        ({0x02, 0x00, 0x00, 0x00, 0x3C})         // message expiry 60
+        ({0x08}).str("resp")                     // response topic
+        ({0x09}).str("\x01\x02")                 // correlation data
+        ({0x26}).str("k").str("v")               // user property
+        ({0x26}).str("k").str("w")               // user property again: allowed
+        ({0x0B, 0x81, 0x01})                     // subscription identifier 129
+        ({0x03}).str("text/plain")("payload");   // content type, then payload
+    b.out[9] = static_cast<std::uint8_t>(b.out.size() - 10 - 7);  // properties end where "payload" begins
+    b.out[1] = static_cast<std::uint8_t>(b.out.size() - 2);
+    auto p = decode_exact<mqtt::publish>(b.out, v5);
+    CHECK(p.payload == "payload");
+    CHECK(p.props.number(mqtt::property_id::message_expiry_interval) == 60u);
+    CHECK(p.props.text(mqtt::property_id::response_topic) == "resp");
+    CHECK(p.props.user_properties().size() == 2);
+    CHECK(p.props.numbers(mqtt::property_id::subscription_identifier) == std::vector<std::uint32_t>{129});
+  }
+
+  TEST_CASE("5.0 topic alias may replace the topic name [MQTT-3.3.2-1]") {
+    byte_builder b;
+    b({0x30, 0}).str("")({3, 0x23, 0x00, 0x05})("x");
+    b.out[1] = static_cast<std::uint8_t>(b.out.size() - 2);
+    auto p = decode_exact<mqtt::publish>(b.out, v5);
+    CHECK(p.topic.empty());
+    CHECK(p.props.number(mqtt::property_id::topic_alias) == 5u);
+  }
+
+  TEST_CASE("empty topic without an alias") {
+    byte_builder v3_packet;
+    v3_packet({0x30, 0}).str("")("x");
+    v3_packet.out[1] = static_cast<std::uint8_t>(v3_packet.out.size() - 2);
+    CHECK(decode_error(v3_packet.out, v3) == error::missing_topic_name);
+    byte_builder v5_packet;
+    v5_packet({0x30, 0}).str("")({0})("x");
+    v5_packet.out[1] = static_cast<std::uint8_t>(v5_packet.out.size() - 2);
+    CHECK(decode_error(v5_packet.out, v5) == error::missing_topic_name);
+  }
+
+  TEST_CASE("topic alias 0 is a protocol error [MQTT-3.3.2-8]") {
+    byte_builder b;
+    b({0x30, 0}).str("t")({3, 0x23, 0x00, 0x00});
+    b.out[1] = static_cast<std::uint8_t>(b.out.size() - 2);
+    CHECK(decode_error(b.out, v5) == error::invalid_property_value);
+  }
+
+  TEST_CASE("wildcards in a topic name [MQTT-3.3.2-2]") {
+    for (auto topic : {"a/+", "#", "a/#/b", "sport+"}) {
+      byte_builder b;
+      b({0x30, 0}).str(topic);
+      b.out[1] = static_cast<std::uint8_t>(b.out.size() - 2);
+      CHECK(decode_error(b.out, v3) == error::invalid_topic_name);
+    }
+  }
+
+  TEST_CASE("QoS 3 [MQTT-3.3.1-4] and DUP on QoS 0 [MQTT-3.3.1-2]") {
+    CHECK(decode_error({0x36, 5, 0, 1, 't', 0, 1}, v3) == error::invalid_qos);
+    CHECK(decode_error({0x38, 3, 0, 1, 't'}, v3) == error::dup_with_qos_0);
+  }
+
+  TEST_CASE("packet identifier 0 [MQTT-2.3.1-1]") {
+    CHECK(decode_error({0x32, 5, 0, 1, 't', 0, 0}, v3) == error::packet_id_zero);
+  }
+
+  TEST_CASE("invalid UTF-8 and U+0000 in a topic [MQTT-1.5.4-1] [MQTT-1.5.4-2]") {
+    CHECK(decode_error({0x30, 4, 0, 2, 0xC0, 0x80}, v3) == error::invalid_utf8);  // overlong NUL
+    CHECK(decode_error({0x30, 4, 0, 2, 'a', 0x00}, v3) == error::utf8_contains_null);
+    CHECK(decode_error({0x30, 5, 0, 3, 0xED, 0xA0, 0x80}, v3) == error::invalid_utf8);  // surrogate
+  }
+
+  TEST_CASE("string length beyond the packet") {
+    CHECK(decode_error({0x30, 3, 0, 5, 'a'}, v3) == error::truncated);
+  }
+
+  TEST_CASE("properties not allowed in PUBLISH") {
+    byte_builder b;
+    b({0x30, 0}).str("t")({5, 0x11, 0, 0, 0, 1});  // session expiry
+    b.out[1] = static_cast<std::uint8_t>(b.out.size() - 2);
+    CHECK(decode_error(b.out, v5) == error::property_not_allowed);
+  }
+}
+
+TEST_SUITE("PUBACK PUBREC PUBREL PUBCOMP") {
+  TEST_CASE("3.1.1 forms") {
+    CHECK(decode_exact<mqtt::puback>({0x40, 2, 0, 1}, v3).packet_id == 1);
+    CHECK(decode_exact<mqtt::pubrec>({0x50, 2, 0, 2}, v3).packet_id == 2);
+    CHECK(decode_exact<mqtt::pubrel>({0x62, 2, 0, 3}, v3).packet_id == 3);
+    CHECK(decode_exact<mqtt::pubcomp>({0x70, 2, 0, 4}, v3).packet_id == 4);
+  }
+
+  TEST_CASE("3.1.1 does not allow extra bytes") {
+    CHECK(decode_error({0x40, 3, 0, 1, 0}, v3) == error::trailing_bytes);
+  }
+
+  TEST_CASE("PUBREL must carry flags 0010 [MQTT-3.6.1-1]") {
+    CHECK(decode_error({0x60, 2, 0, 1}, v3) == error::invalid_fixed_header_flags);
+    CHECK(decode_error({0x42, 2, 0, 1}, v3) == error::invalid_fixed_header_flags);
+  }
+
+  TEST_CASE("5.0 short, reason-only and full forms [MQTT-3.4.2.1]") {
+    auto short_form = decode_exact<mqtt::puback>({0x40, 2, 0, 9}, v5);
+    CHECK(short_form.reason == mqtt::reason_code::success);
+    auto reason_only = decode_exact<mqtt::puback>({0x40, 3, 0, 9, 0x10}, v5);
+    CHECK(reason_only.reason == mqtt::reason_code::no_matching_subscribers);
+    byte_builder b;
+    b({0x50, 0})({0, 9})({0x87})({0})({0x1F}).str("denied");
+    b.out[5] = static_cast<std::uint8_t>(b.out.size() - 6);
+    b.out[1] = static_cast<std::uint8_t>(b.out.size() - 2);
+    auto full = decode_exact<mqtt::pubrec>(b.out, v5);
+    CHECK(full.reason == mqtt::reason_code::not_authorized);
+    CHECK(full.props.text(mqtt::property_id::reason_string) == "denied");
+  }
+
+  TEST_CASE("5.0 success with an empty property block still decodes") {
+    auto p = decode_ok({0x40, 4, 0, 9, 0, 0}, v5);
+    CHECK(std::get<mqtt::puback>(p).reason == mqtt::reason_code::success);
+  }
+
+  TEST_CASE("5.0 reason codes are checked per packet") {
+    CHECK(decode_exact<mqtt::pubcomp>({0x70, 3, 0, 1, 0x92}, v5).reason ==
+          mqtt::reason_code::packet_identifier_not_found);
+    CHECK(decode_error({0x70, 3, 0, 1, 0x87}, v5) == error::invalid_reason_code);
+    CHECK(decode_error({0x40, 3, 0, 1, 0x92}, v5) == error::invalid_reason_code);
+  }
+
+  TEST_CASE("packet identifier 0") {
+    CHECK(decode_error({0x40, 2, 0, 0}, v3) == error::packet_id_zero);
+  }
+}
