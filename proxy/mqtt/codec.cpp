@@ -124,6 +124,8 @@ struct body_encoder {
 
 }  // namespace
 
+bool is_valid_reason(packet_type type, reason_code code) { return detail::reason_allowed(type, code); }
+
 packet_type type_of(const packet& p) {
   // The variant's alternatives are declared in packet type order, CONNECT first.
   return static_cast<packet_type>(p.index() + 1);

@@ -24,6 +24,9 @@ result<packet> decode(std::span<const std::uint8_t> frame, protocol_version vers
 // version field). Fails only for fields that cannot be represented.
 result<bytes> encode(const packet& p, protocol_version version);
 
+// Whether a 5.0 packet of this type may carry this reason code (section 2.4).
+bool is_valid_reason(packet_type type, reason_code code);
+
 // The protocol version a CONNECT asks for, read without decoding the rest,
 // so that a server can answer an unsupported one with the right CONNACK.
 std::optional<protocol_version> peek_connect_version(std::span<const std::uint8_t> body);

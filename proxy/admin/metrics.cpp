@@ -1,0 +1,54 @@
+#include "admin/metrics.hpp"
+
+#include <sstream>
+
+namespace proxy {
+namespace {
+
+void line(std::ostringstream& out, const char* name, const char* type, const char* help, std::int64_t value,
+          const char* labels = "") {
+  out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
+      << name << labels << ' ' << value << '\n';
+}
+
+void sample(std::ostringstream& out, const char* name, const char* labels, std::uint64_t value) {
+  out << name << labels << ' ' << value << '\n';
+}
+
+}  // namespace
+
+std::string metrics::render() const {
+  std::ostringstream out;
+  line(out, "mqtt_proxy_connections_open", "gauge", "Client connections open now.", connections_open.load());
+  line(out, "mqtt_proxy_connections_total", "counter", "Client connections accepted.",
+       static_cast<std::int64_t>(connections_total.load()));
+  line(out, "mqtt_proxy_connections_refused_total", "counter", "Connections refused over the connection limit.",
+       static_cast<std::int64_t>(connections_refused.load()));
+  out << "# HELP mqtt_proxy_authentications_total Session validations by result.\n"
+         "# TYPE mqtt_proxy_authentications_total counter\n";
+  sample(out, "mqtt_proxy_authentications_total", "{result=\"ok\"}", auth_ok);
+  sample(out, "mqtt_proxy_authentications_total", "{result=\"invalid\"}", auth_invalid);
+  sample(out, "mqtt_proxy_authentications_total", "{result=\"unavailable\"}", auth_unavailable);
+  sample(out, "mqtt_proxy_authentications_total", "{result=\"timeout\"}", auth_timeout);
+  out << "# HELP mqtt_proxy_auth_latency_seconds Time the API server took to validate a session.\n"
+         "# TYPE mqtt_proxy_auth_latency_seconds summary\n"
+      << "mqtt_proxy_auth_latency_seconds_sum " << static_cast<double>(auth_latency_ms_sum.load()) / 1000.0 << '\n'
+      << "mqtt_proxy_auth_latency_seconds_count " << auth_latency_count.load() << '\n';
+  out << "# HELP mqtt_proxy_acl_denials_total Packets refused by the ACL.\n"
+         "# TYPE mqtt_proxy_acl_denials_total counter\n";
+  sample(out, "mqtt_proxy_acl_denials_total", "{packet=\"publish\"}", acl_denied_publish);
+  sample(out, "mqtt_proxy_acl_denials_total", "{packet=\"subscribe\"}", acl_denied_subscribe);
+  line(out, "mqtt_proxy_upstream_connect_failures_total", "counter", "Failed connections to the broker.",
+       static_cast<std::int64_t>(upstream_connect_failures.load()));
+  out << "# HELP mqtt_proxy_packets_total Packets relayed by direction.\n# TYPE mqtt_proxy_packets_total counter\n";
+  sample(out, "mqtt_proxy_packets_total", "{direction=\"client_to_upstream\"}", packets_client_to_upstream);
+  sample(out, "mqtt_proxy_packets_total", "{direction=\"upstream_to_client\"}", packets_upstream_to_client);
+  out << "# HELP mqtt_proxy_bytes_total Bytes relayed by direction.\n# TYPE mqtt_proxy_bytes_total counter\n";
+  sample(out, "mqtt_proxy_bytes_total", "{direction=\"client_to_upstream\"}", bytes_client_to_upstream);
+  sample(out, "mqtt_proxy_bytes_total", "{direction=\"upstream_to_client\"}", bytes_upstream_to_client);
+  line(out, "mqtt_proxy_protocol_errors_total", "counter", "Connections closed for malformed or illegal packets.",
+       static_cast<std::int64_t>(protocol_errors.load()));
+  return out.str();
+}
+
+}  // namespace proxy

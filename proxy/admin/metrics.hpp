@@ -1,0 +1,35 @@
+// Process-wide counters, owned by main and shared by reference with every
+// connection. Atomics, so the per-core threads never lock to count.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace proxy {
+
+struct metrics {
+  using counter = std::atomic<std::uint64_t>;
+  std::atomic<std::int64_t> connections_open{0};
+  counter connections_total{0};
+  counter connections_refused{0};  // over the connection limit
+  counter auth_ok{0};
+  counter auth_invalid{0};
+  counter auth_unavailable{0};
+  counter auth_timeout{0};
+  counter auth_latency_ms_sum{0};
+  counter auth_latency_count{0};
+  counter acl_denied_publish{0};
+  counter acl_denied_subscribe{0};
+  counter upstream_connect_failures{0};
+  counter packets_client_to_upstream{0};
+  counter packets_upstream_to_client{0};
+  counter bytes_client_to_upstream{0};
+  counter bytes_upstream_to_client{0};
+  counter protocol_errors{0};
+
+  // Prometheus text exposition format.
+  std::string render() const;
+};
+
+}  // namespace proxy

@@ -1,0 +1,133 @@
+// One client connection's protocol state, from CONNECT to close: the auth
+// gate, the ACL, packet-id bookkeeping for what the proxy answers itself, and
+// the upstream CONNECT. Sans-I/O: each event returns the actions to perform.
+//
+//   awaiting_connect --CONNECT--> awaiting_auth --auth PUBLISH--> authenticating
+//        |                                                             |
+//        | CONNECT with the session as password                        | valid
+//        +--------------------> authenticating (direct) ----------------+
+//                                                                      v
+//                 relaying <--upstream CONNACK-- connecting_upstream <-+
+//
+// Any state can go to closed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "admin/metrics.hpp"
+#include "auth/auth_result.hpp"
+#include "mqtt/codec.hpp"
+#include "mqtt/framer.hpp"
+#include "session/session_actions.hpp"
+
+namespace proxy {
+
+struct session_config {
+  std::string auth_topic = "service/auth";  // PUBLISH here (or below it) authenticates
+  std::optional<std::string> upstream_username;
+  std::optional<std::string> upstream_password;
+  acl templates;  // %u / %c patterns added to every user's ACL
+  std::chrono::milliseconds auth_timeout{10'000};
+  std::size_t max_held_packets = 64;
+  std::size_t max_held_bytes = 256 * 1024;
+  std::size_t max_subscriptions = 256;
+  std::size_t max_packet_size = 1024 * 1024;  // advertised to 5.0 clients in CONNACK
+};
+
+// The broker-side client id: "<length of user>:<user>:<client id>". The
+// length prefix makes it injective, so no two (user, client id) pairs map to
+// the same broker session, whatever characters either contains.
+std::string upstream_client_id(std::string_view user, std::string_view client_id);
+
+class client_session {
+ public:
+  enum class state { awaiting_connect, awaiting_auth, authenticating, connecting_upstream, relaying, closed };
+  using actions = std::span<const session_action>;
+
+  // `generated_client_id` is used when the client sends an empty client id.
+  client_session(const session_config& config, metrics& counters, std::string generated_client_id);
+
+  actions on_client_frame(const mqtt::frame& frame);
+  actions on_client_framing_error(boost::system::error_code error);
+  actions on_client_closed();
+  actions on_upstream_frame(const mqtt::frame& frame);
+  actions on_upstream_closed();
+  actions on_upstream_connect_failed(std::string_view why);
+  actions on_auth_result(const auth_result& result);
+  actions on_timer();
+  actions on_keep_alive_expired();
+
+  state current_state() const { return state_; }
+  mqtt::protocol_version version() const { return version_; }
+  // 1.5 times the client's keep-alive [MQTT-3.1.2-24]; zero when it has none.
+  std::chrono::milliseconds keep_alive_limit() const;
+  const std::string& user() const { return user_; }
+  const std::string& client_id() const { return client_id_; }
+
+ private:
+  actions begin();
+  // Client packets, by state.
+  void handle_connect(const mqtt::connect& c);
+  void handle_before_relay(const mqtt::packet& p, const mqtt::frame& frame);
+  void handle_relay(const mqtt::packet& p, const mqtt::frame& frame);
+  void handle_publish(const mqtt::publish& p, const mqtt::frame& frame);
+  void handle_subscribe(const mqtt::subscribe& s, const mqtt::frame& frame);
+  void handle_unsubscribe(const mqtt::unsubscribe& u, const mqtt::frame& frame);
+  // Authentication.
+  std::optional<std::string> auth_token(const mqtt::publish& p) const;
+  bool is_auth_topic(std::string_view topic) const;
+  void start_auth(std::string token);
+  void handle_reauth(const auth_result& result);
+  void deny(std::string_view reason, mqtt::reason_code code);
+  void connect_upstream();
+  void handle_upstream_connack(const mqtt::connack& ack);
+  void enter_relaying();
+  // Upstream packets.
+  void handle_upstream_suback(const mqtt::suback& ack);
+  // Helpers.
+  void hold(const mqtt::frame& frame);
+  void forward_upstream(const mqtt::frame& frame);
+  void ack_locally(const mqtt::publish& p, mqtt::reason_code reason);
+  void send_to_client(const mqtt::packet& p);
+  void send_auth_message(std::string json);
+  void protocol_error(std::string reason, mqtt::reason_code code);
+  void close(std::string reason);
+  void emit(session_action a) { actions_.push_back(std::move(a)); }
+
+  const session_config& config_;
+  metrics& metrics_;
+  std::string generated_client_id_;
+  state state_ = state::awaiting_connect;
+  mqtt::protocol_version version_ = mqtt::protocol_version::v3_1_1;
+  std::vector<session_action> actions_;
+
+  mqtt::connect client_connect_;
+  std::string client_id_;
+  bool client_id_assigned_ = false;
+  bool direct_mode_ = false;  // session came as the CONNECT password
+  std::string auth_topic_used_;
+  std::string user_;
+  acl acl_;
+  bool reauth_pending_ = false;
+  bool connack_sent_ = false;
+  const mqtt::frame* current_client_frame_ = nullptr;  // forwarded without a copy when relayed as is
+
+  std::vector<mqtt::bytes> held_;
+  std::size_t held_bytes_ = 0;
+  std::set<std::uint16_t> local_qos2_ids_;  // PUBRECs the proxy sent itself: it owes the PUBCOMP
+  // SUBSCRIBEs forwarded with some filters removed: the refusal codes by
+  // position, so the broker's SUBACK can be widened back to the client's count.
+  std::map<std::uint16_t, std::vector<std::optional<mqtt::reason_code>>> pending_subacks_;
+  std::set<std::string> subscriptions_;
+};
+
+std::string_view to_string(client_session::state s);
+
+}  // namespace proxy
