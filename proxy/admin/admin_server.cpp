@@ -1,0 +1,91 @@
+#include "admin/admin_server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+namespace proxy {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+
+admin_server::admin_server(asio::io_context& io, const tcp::endpoint& endpoint, const metrics& counters,
+                           readiness_targets targets, const std::atomic<bool>& draining)
+    : acceptor_(io, endpoint), metrics_(counters), targets_(std::move(targets)), draining_(draining) {}
+
+void admin_server::start() { asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached); }
+
+void admin_server::stop() {
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+}
+
+asio::awaitable<void> admin_server::accept_loop() {
+  while (acceptor_.is_open()) {
+    auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;
+    asio::co_spawn(acceptor_.get_executor(), serve(std::move(socket)), asio::detached);
+  }
+}
+
+asio::awaitable<bool> admin_server::reachable(const std::string& host, const std::string& port) {
+  using namespace asio::experimental::awaitable_operators;
+  try {
+    asio::steady_timer deadline(acceptor_.get_executor(), std::chrono::seconds(1));
+    tcp::resolver resolver(acceptor_.get_executor());
+    auto endpoints = co_await resolver.async_resolve(host, port, asio::use_awaitable);
+    tcp::socket probe(acceptor_.get_executor());
+    auto result = co_await (asio::async_connect(probe, endpoints, asio::use_awaitable) ||
+                            deadline.async_wait(asio::use_awaitable));
+    co_return result.index() == 0;
+  } catch (const boost::system::system_error&) {
+    co_return false;
+  }
+}
+
+asio::awaitable<void> admin_server::serve(tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+  for (;;) {
+    stream.expires_after(std::chrono::seconds(10));
+    http::request<http::empty_body> request;
+    auto [ec, n] = co_await http::async_read(stream, buffer, request, asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;
+    http::response<http::string_body> response{http::status::ok, request.version()};
+    response.set(http::field::content_type, "text/plain; charset=utf-8");
+    const auto target = request.target();
+    if (request.method() != http::verb::get) {
+      response.result(http::status::method_not_allowed);
+      response.body() = "GET only\n";
+    } else if (target == "/healthz") {
+      response.body() = "ok\n";
+    } else if (target == "/readyz") {
+      std::string problems;
+      if (draining_.load()) problems += "draining\n";
+      if (!co_await reachable(targets_.upstream_host, targets_.upstream_port)) problems += "broker unreachable\n";
+      if (!co_await reachable(targets_.auth_host, targets_.auth_port)) problems += "API server unreachable\n";
+      response.result(problems.empty() ? http::status::ok : http::status::service_unavailable);
+      response.body() = problems.empty() ? "ready\n" : problems;
+    } else if (target == "/metrics") {
+      response.set(http::field::content_type, "text/plain; version=0.0.4");
+      response.body() = metrics_.render();
+    } else {
+      response.result(http::status::not_found);
+      response.body() = "not found\n";
+    }
+    response.keep_alive(request.keep_alive());
+    response.prepare_payload();
+    auto [write_ec, written] = co_await http::async_write(stream, response, asio::as_tuple(asio::use_awaitable));
+    if (write_ec || !response.keep_alive()) co_return;
+  }
+}
+
+}  // namespace proxy

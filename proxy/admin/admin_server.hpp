@@ -1,0 +1,42 @@
+// The admin listener for load balancers and monitoring:
+//   GET /healthz  200 while the process runs
+//   GET /readyz   200 when listening and both the broker and the API server
+//                 accept TCP connections; 503 while draining or otherwise
+//   GET /metrics  Prometheus text format
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "admin/metrics.hpp"
+
+namespace proxy {
+
+struct readiness_targets {
+  std::string upstream_host, upstream_port;
+  std::string auth_host, auth_port;
+};
+
+class admin_server {
+ public:
+  admin_server(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& endpoint, const metrics& counters,
+               readiness_targets targets, const std::atomic<bool>& draining);
+  void start();
+  void stop();
+
+ private:
+  boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket);
+  boost::asio::awaitable<bool> reachable(const std::string& host, const std::string& port);
+
+  boost::asio::ip::tcp::acceptor acceptor_;
+  const metrics& metrics_;
+  readiness_targets targets_;
+  const std::atomic<bool>& draining_;
+};
+
+}  // namespace proxy

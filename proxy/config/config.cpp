@@ -1,0 +1,218 @@
+#include "config/config.hpp"
+
+#include <set>
+#include <toml++/toml.h>
+
+#include "auth/http_auth_client.hpp"
+#include "mqtt/topic.hpp"
+
+namespace proxy {
+namespace {
+
+std::size_t positive(const std::string& key, std::int64_t value) {
+  if (value <= 0) throw config_error(key, "must be a positive number");
+  return static_cast<std::size_t>(value);
+}
+
+std::chrono::milliseconds millis(const std::string& key, std::int64_t value) {
+  return std::chrono::milliseconds(positive(key, value));
+}
+
+const toml::table& table_at(const toml::table& root, const std::string& key) {
+  static const toml::table empty;
+  const auto* node = root.get(key);
+  if (!node) return empty;
+  if (!node->is_table()) throw config_error(key, "must be a table");
+  return *node->as_table();
+}
+
+void only_keys(const toml::table& table, const std::string& prefix, const std::set<std::string>& allowed) {
+  for (auto&& [key, value] : table) {
+    if (!allowed.contains(std::string(key.str())))
+      throw config_error(prefix + std::string(key.str()), "unknown key");
+  }
+}
+
+std::string text(const toml::table& t, const std::string& prefix, const std::string& key, std::string fallback) {
+  const auto* node = t.get(key);
+  if (!node) return fallback;
+  if (!node->is_string()) throw config_error(prefix + key, "must be a string");
+  return node->value<std::string>().value();
+}
+
+std::int64_t integer(const toml::table& t, const std::string& prefix, const std::string& key, std::int64_t fallback) {
+  const auto* node = t.get(key);
+  if (!node) return fallback;
+  if (!node->is_integer()) throw config_error(prefix + key, "must be an integer");
+  return node->value<std::int64_t>().value();
+}
+
+std::vector<std::string> filters(const toml::table& t, const std::string& prefix, const std::string& key) {
+  std::vector<std::string> out;
+  const auto* node = t.get(key);
+  if (!node) return out;
+  if (!node->is_array()) throw config_error(prefix + key, "must be an array of topic filters");
+  for (const auto& item : *node->as_array()) {
+    auto value = item.value<std::string>();
+    if (!value) throw config_error(prefix + key, "must be an array of topic filters");
+    // %u and %c stand for one level each: check the filter with them filled in.
+    std::string probe = *value;
+    for (auto pos = probe.find('%'); pos != std::string::npos; pos = probe.find('%', pos + 1))
+      if (pos + 1 < probe.size() && (probe[pos + 1] == 'u' || probe[pos + 1] == 'c')) probe.replace(pos, 2, "x");
+    if (!mqtt::topic::is_valid_filter(probe)) throw config_error(prefix + key, "'" + *value + "' is not a valid topic filter");
+    out.push_back(*value);
+  }
+  return out;
+}
+
+}  // namespace
+
+host_port parse_host_port(const std::string& key, const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    throw config_error(key, "expected HOST:PORT, got '" + text + "'");
+  std::string host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string port = text.substr(colon + 1);
+  if (port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535)
+    throw config_error(key, "port must be a number from 0 to 65535, got '" + port + "'");
+  return {host, port};
+}
+
+void load_config_file(const std::string& path, proxy_config& config) {
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    throw config_error("--config", std::string("cannot parse ") + path + ": " + std::string(e.description()));
+  }
+  only_keys(root, "", {"listen", "admin", "log_level", "threads", "upstream", "auth", "limits", "timeouts", "acl_templates"});
+  config.listen = parse_host_port("listen", text(root, "", "listen", config.listen.host + ":" + config.listen.port));
+  config.admin = parse_host_port("admin", text(root, "", "admin", config.admin.host + ":" + config.admin.port));
+  config.log_level = text(root, "", "log_level", config.log_level);
+  config.threads = static_cast<unsigned>(integer(root, "", "threads", config.threads));
+
+  auto& conn = config.connection;
+  const auto& upstream = table_at(root, "upstream");
+  only_keys(upstream, "upstream.", {"address", "username", "password", "connect_timeout_ms"});
+  if (upstream.contains("address")) {
+    auto hp = parse_host_port("upstream.address", text(upstream, "upstream.", "address", ""));
+    conn.upstream.host = hp.host;
+    conn.upstream.port = hp.port;
+  }
+  if (upstream.contains("username")) conn.session.upstream_username = text(upstream, "upstream.", "username", "");
+  if (upstream.contains("password")) conn.session.upstream_password = text(upstream, "upstream.", "password", "");
+  if (upstream.contains("connect_timeout_ms"))
+    conn.upstream.connect_timeout = millis("upstream.connect_timeout_ms", integer(upstream, "upstream.", "connect_timeout_ms", 0));
+
+  const auto& auth = table_at(root, "auth");
+  only_keys(auth, "auth.", {"url", "timeout_ms", "topic"});
+  config.auth_url = text(auth, "auth.", "url", config.auth_url);
+  if (auth.contains("timeout_ms")) config.auth_http_timeout = millis("auth.timeout_ms", integer(auth, "auth.", "timeout_ms", 0));
+  conn.session.auth_topic = text(auth, "auth.", "topic", conn.session.auth_topic);
+
+  const auto& limits = table_at(root, "limits");
+  only_keys(limits, "limits.", {"max_packet_size", "max_connections", "max_held_packets", "max_held_bytes", "max_subscriptions", "write_high_water"});
+  auto limit = [&](const char* key, std::size_t current) {
+    return limits.contains(key) ? positive(std::string("limits.") + key, integer(limits, "limits.", key, 0)) : current;
+  };
+  conn.max_packet_size = limit("max_packet_size", conn.max_packet_size);
+  conn.max_connections = limit("max_connections", conn.max_connections);
+  conn.session.max_held_packets = limit("max_held_packets", conn.session.max_held_packets);
+  conn.session.max_held_bytes = limit("max_held_bytes", conn.session.max_held_bytes);
+  conn.session.max_subscriptions = limit("max_subscriptions", conn.session.max_subscriptions);
+  conn.write_high_water = limit("write_high_water", conn.write_high_water);
+
+  const auto& timeouts = table_at(root, "timeouts");
+  only_keys(timeouts, "timeouts.", {"connect_ms", "auth_ms", "drain_ms"});
+  if (timeouts.contains("connect_ms")) conn.connect_timeout = millis("timeouts.connect_ms", integer(timeouts, "timeouts.", "connect_ms", 0));
+  if (timeouts.contains("auth_ms")) conn.session.auth_timeout = millis("timeouts.auth_ms", integer(timeouts, "timeouts.", "auth_ms", 0));
+  if (timeouts.contains("drain_ms")) conn.drain_timeout = millis("timeouts.drain_ms", integer(timeouts, "timeouts.", "drain_ms", 0));
+
+  const auto& templates = table_at(root, "acl_templates");
+  only_keys(templates, "acl_templates.", {"publish", "subscribe"});
+  conn.session.templates.publish = filters(templates, "acl_templates.", "publish");
+  conn.session.templates.subscribe = filters(templates, "acl_templates.", "subscribe");
+}
+
+parsed_command_line parse_command_line(int argc, const char* const* argv) {
+  parsed_command_line parsed;
+  auto& config = parsed.config;
+  std::vector<std::pair<std::string, std::string>> flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      parsed.show_help = true;
+      return parsed;
+    }
+    if (!flag.starts_with("--")) throw config_error(flag, "unexpected argument");
+    std::string value;
+    if (auto eq = flag.find('='); eq != std::string::npos) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+    } else {
+      if (i + 1 >= argc) throw config_error(flag, "needs a value");
+      value = argv[++i];
+    }
+    flags.emplace_back(flag, value);
+  }
+  for (const auto& [flag, value] : flags)
+    if (flag == "--config") load_config_file(value, config);
+  auto& conn = config.connection;
+  for (const auto& [flag, value] : flags) {
+    if (flag == "--config") continue;
+    if (flag == "--listen") config.listen = parse_host_port(flag, value);
+    else if (flag == "--admin") config.admin = parse_host_port(flag, value);
+    else if (flag == "--upstream") {
+      auto hp = parse_host_port(flag, value);
+      conn.upstream.host = hp.host;
+      conn.upstream.port = hp.port;
+    } else if (flag == "--upstream-username") conn.session.upstream_username = value;
+    else if (flag == "--upstream-password") conn.session.upstream_password = value;
+    else if (flag == "--auth-url") config.auth_url = value;
+    else if (flag == "--log-level") config.log_level = value;
+    else if (flag == "--threads") {
+      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
+      config.threads = static_cast<unsigned>(std::stoul(value));
+    } else if (flag == "--max-connections" || flag == "--max-packet-size") {
+      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
+      (flag == "--max-connections" ? conn.max_connections : conn.max_packet_size) = positive(flag, std::stoll(value));
+    } else {
+      throw config_error(flag, "unknown flag (see --help)");
+    }
+  }
+  if (!parse_http_url(config.auth_url)) throw config_error("auth.url", "expected http://HOST:PORT[/PATH], got '" + config.auth_url + "'");
+  static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
+  if (!levels.contains(config.log_level)) throw config_error("log_level", "one of trace, debug, info, warn, error, critical, off");
+  conn.session.max_packet_size = conn.max_packet_size;
+  return parsed;
+}
+
+std::string help_text() {
+  return R"(mqtt-proxy: an authenticating, ACL-filtering MQTT 3.1.1/5.0 proxy
+
+Usage: mqtt-proxy [--config FILE] [flags]
+
+Flags (override the config file):
+  --config FILE               TOML configuration file (see deploy/mqtt-proxy.toml)
+  --listen HOST:PORT          client listener (default 0.0.0.0:5000)
+  --upstream HOST:PORT        the broker (default 127.0.0.1:1883)
+  --upstream-username USER    the proxy's own account on the broker
+  --upstream-password PASS
+  --auth-url URL              API server base URL (default http://127.0.0.1:8080)
+  --admin HOST:PORT           /healthz, /readyz, /metrics (default 127.0.0.1:9100)
+  --log-level LEVEL           trace|debug|info|warn|error|critical|off (default info)
+  --threads N                 worker threads, one io_context each (default: one per core)
+  --max-connections N         refuse connections beyond N (default 100000)
+  --max-packet-size BYTES     largest client packet (default 1048576)
+  --help                      this text
+
+Clients authenticate by publishing their session to service/auth/<session>
+(or to service/auth with the session as payload) right after CONNECT, or by
+sending the session as the CONNECT password. See README.md.
+
+Exit status: 0 on a clean shutdown, 2 on a configuration error.
+)";
+}
+
+}  // namespace proxy

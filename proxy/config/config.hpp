@@ -1,0 +1,45 @@
+// Configuration: a TOML file, then command-line flags over it, validated into
+// one struct. A bad value is reported with the key that holds it.
+#pragma once
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+
+#include "net/proxy_context.hpp"
+
+namespace proxy {
+
+struct host_port {
+  std::string host;
+  std::string port;
+};
+
+struct proxy_config {
+  host_port listen{"0.0.0.0", "5000"};
+  host_port admin{"127.0.0.1", "9100"};
+  std::string auth_url = "http://127.0.0.1:8080";
+  std::chrono::milliseconds auth_http_timeout{3'000};
+  std::string log_level = "info";
+  unsigned threads = 0;  // 0: one per core
+  connection_settings connection;
+};
+
+class config_error : public std::runtime_error {
+ public:
+  config_error(const std::string& key, const std::string& problem)
+      : std::runtime_error("configuration key '" + key + "': " + problem) {}
+};
+
+struct parsed_command_line {
+  proxy_config config;
+  bool show_help = false;
+};
+
+// Throws config_error naming the offending key or flag.
+parsed_command_line parse_command_line(int argc, const char* const* argv);
+void load_config_file(const std::string& path, proxy_config& config);
+host_port parse_host_port(const std::string& key, const std::string& text);
+std::string help_text();
+
+}  // namespace proxy

@@ -1,0 +1,113 @@
+// mqtt-proxy: wiring only. One io_context per worker thread, each with its own
+// listener (SO_REUSEPORT) and its own auth client; worker 0 also serves the
+// admin endpoint and handles signals.
+#include <csignal>
+#include <iostream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <spdlog/spdlog.h>
+
+#include "admin/admin_server.hpp"
+#include "auth/http_auth_client.hpp"
+#include "config/config.hpp"
+#include "net/listener.hpp"
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+struct worker {
+  asio::io_context io{1};
+  std::unique_ptr<proxy::http_auth_client> auth;
+  std::unique_ptr<proxy::listener> listener;
+};
+
+tcp::endpoint resolve(asio::io_context& io, const proxy::host_port& where, const char* key) {
+  tcp::resolver resolver(io);
+  boost::system::error_code ec;
+  auto results = resolver.resolve(where.host, where.port, tcp::resolver::passive, ec);
+  if (ec || results.empty()) throw proxy::config_error(key, "cannot resolve " + where.host + ": " + ec.message());
+  return results.begin()->endpoint();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  proxy::parsed_command_line parsed;
+  try {
+    parsed = proxy::parse_command_line(argc, argv);
+  } catch (const proxy::config_error& e) {
+    std::cerr << "mqtt-proxy: " << e.what() << '\n';
+    return 2;
+  }
+  if (parsed.show_help) {
+    std::cout << proxy::help_text();
+    return 0;
+  }
+  const auto& config = parsed.config;
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+
+  const unsigned thread_count = config.threads ? config.threads : std::max(1u, std::thread::hardware_concurrency());
+  const auto auth_endpoint = *proxy::parse_http_url(config.auth_url);
+  proxy::metrics counters;
+  std::atomic<bool> draining{false};
+  std::vector<std::unique_ptr<worker>> workers;
+  std::unique_ptr<proxy::admin_server> admin;
+
+  try {
+    for (unsigned i = 0; i < thread_count; ++i) {
+      auto w = std::make_unique<worker>();
+      w->auth = std::make_unique<proxy::http_auth_client>(w->io, auth_endpoint, config.auth_http_timeout);
+      w->listener = std::make_unique<proxy::listener>(w->io, resolve(w->io, config.listen, "listen"),
+                                                      config.connection, counters, *w->auth);
+      w->listener->start();
+      workers.push_back(std::move(w));
+    }
+    admin = std::make_unique<proxy::admin_server>(
+        workers[0]->io, resolve(workers[0]->io, config.admin, "admin"), counters,
+        proxy::readiness_targets{config.connection.upstream.host, config.connection.upstream.port, auth_endpoint.host,
+                                 auth_endpoint.port},
+        draining);
+    admin->start();
+  } catch (const proxy::config_error& e) {
+    std::cerr << "mqtt-proxy: " << e.what() << '\n';
+    return 2;
+  } catch (const boost::system::system_error& e) {
+    std::cerr << "mqtt-proxy: cannot listen: " << e.what() << '\n';
+    return 1;
+  }
+
+  // SIGTERM/SIGINT: stop accepting, report not-ready, give open connections
+  // the drain period, then stop.
+  asio::signal_set signals(workers[0]->io, SIGINT, SIGTERM);
+  asio::steady_timer drain_timer(workers[0]->io);
+  signals.async_wait([&](boost::system::error_code ec, int signal) {
+    if (ec) return;
+    spdlog::info("signal {}: draining for {} ms", signal, config.connection.drain_timeout.count());
+    draining = true;
+    for (auto& w : workers) asio::post(w->io, [&l = *w->listener] { l.stop(); });
+    drain_timer.expires_after(config.connection.drain_timeout);
+    drain_timer.async_wait([&](boost::system::error_code) {
+      for (auto& w : workers) w->io.stop();
+    });
+  });
+
+  spdlog::info("mqtt-proxy {} threads, listening on {}:{}, upstream {}:{}, auth {}, admin {}:{}", thread_count,
+               config.listen.host, workers[0]->listener->local_endpoint().port(), config.connection.upstream.host,
+               config.connection.upstream.port, config.auth_url, config.admin.host, config.admin.port);
+
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < workers.size(); ++i) threads.emplace_back([&w = *workers[i]] { w.io.run(); });
+  workers[0]->io.run();
+  for (auto& w : workers) w->io.stop();
+  for (auto& t : threads) t.join();
+  spdlog::info("mqtt-proxy stopped");
+  return 0;
+}

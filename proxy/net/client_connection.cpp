@@ -1,0 +1,391 @@
+#include "net/client_connection.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <array>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+namespace proxy {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using namespace std::chrono_literals;
+constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+constexpr std::size_t read_chunk = 16 * 1024;
+constexpr auto linger_period = std::chrono::seconds(2);
+constexpr std::size_t max_buffers_per_write = 64;
+// Packets from the broker were checked by whoever published them; the proxy
+// only needs a bound so a broken broker cannot exhaust memory.
+constexpr std::size_t min_upstream_packet_limit = 16 * 1024 * 1024;
+
+std::string address_of(const tcp::socket& socket) {
+  boost::system::error_code ec;
+  const auto endpoint = socket.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+}
+
+template <class... Ts>
+struct overloaded : Ts... {
+  using Ts::operator()...;
+};
+
+void log_failure(std::exception_ptr error) {
+  if (!error) return;
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    spdlog::error("connection task failed: {}", e.what());
+  }
+}
+
+}  // namespace
+
+client_connection::client_connection(tcp::socket client, const connection_settings& settings, metrics& counters,
+                                     auth_client& auth)
+    : client_(std::move(client)),
+      upstream_(client_.get_executor()),
+      settings_(settings),
+      metrics_(counters),
+      auth_(auth),
+      session_(settings.session, counters, "proxy-" + std::to_string(std::random_device{}()) + "-" +
+                                               std::to_string(std::random_device{}())),
+      client_framer_(settings.max_packet_size),
+      upstream_framer_(std::max(settings.max_packet_size, min_upstream_packet_limit)),
+      handshake_timer_(client_.get_executor()),
+      keep_alive_timer_(client_.get_executor()),
+      drain_timer_(client_.get_executor()),
+      wakeup_(client_.get_executor(), std::chrono::steady_clock::time_point::max()) {}
+
+client_connection::~client_connection() = default;
+
+void client_connection::start() {
+  remote_address_ = address_of(client_);
+  boost::system::error_code ignored;
+  client_.set_option(tcp::no_delay(true), ignored);
+  metrics_.connections_open++;
+  metrics_.connections_total++;
+  last_client_packet_ = std::chrono::steady_clock::now();
+  handshake_timer_.expires_after(settings_.connect_timeout);
+  auto self = shared_from_this();
+  asio::co_spawn(client_.get_executor(), watch_handshake(self), log_failure);
+  client_reading_ = true;
+  asio::co_spawn(client_.get_executor(), read_client(self), log_failure);
+}
+
+// ------------------------------------------------------------------ actions
+
+void client_connection::apply(client_session::actions actions, const mqtt::frame* client_frame,
+                              const mqtt::frame* upstream_frame) {
+  for (const auto& a : actions) {
+    std::visit(overloaded{
+                   [&](const action::send_to_client& s) { enqueue(client_, to_client_, s.data); },
+                   [&](const action::send_to_upstream& s) { enqueue(upstream_, to_upstream_, s.data); },
+                   [&](const action::forward_to_upstream&) {
+                     if (!client_frame) return;
+                     metrics_.packets_client_to_upstream++;
+                     metrics_.bytes_client_to_upstream += client_frame->bytes.size();
+                     enqueue(upstream_, to_upstream_, {client_frame->bytes.begin(), client_frame->bytes.end()});
+                   },
+                   [&](const action::forward_to_client&) {
+                     if (!upstream_frame) return;
+                     metrics_.packets_upstream_to_client++;
+                     metrics_.bytes_upstream_to_client += upstream_frame->bytes.size();
+                     enqueue(client_, to_client_, {upstream_frame->bytes.begin(), upstream_frame->bytes.end()});
+                   },
+                   [&](const action::validate_session& v) { validate(v.token); },
+                   [&](const action::connect_upstream& c) {
+                     if (upstream_requested_) return;
+                     upstream_requested_ = true;
+                     auto self = shared_from_this();
+                     asio::co_spawn(client_.get_executor(), connect_upstream(self, c.connect_packet), log_failure);
+                   },
+                   [&](const action::start_timer& t) { handshake_timer_.expires_after(t.after); },
+                   [&](const action::stop_timer&) { handshake_timer_.expires_at(std::chrono::steady_clock::time_point::max()); },
+                   [&](const action::close& c) { begin_close(c.reason); },
+               },
+               a);
+  }
+}
+
+void client_connection::enqueue(tcp::socket& socket, outbound& out, mqtt::bytes data) {
+  if (closed_) return;
+  out.queued_bytes += data.size();
+  out.queue.push_back(std::move(data));
+  const bool can_write = &socket == &client_ || upstream_connected_;
+  if (out.writing || !can_write) return;
+  out.writing = true;
+  auto self = shared_from_this();
+  asio::co_spawn(client_.get_executor(), write(self, socket, out), log_failure);
+}
+
+void client_connection::validate(const std::string& token) {
+  auto self = shared_from_this();
+  const auto started = std::chrono::steady_clock::now();
+  auth_.validate(token, remote_address_, [self, started](const auth_result& result) {
+    const auto elapsed = std::chrono::steady_clock::now() - started;
+    self->metrics_.auth_latency_ms_sum += static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
+    self->metrics_.auth_latency_count++;
+    if (result.outcome != auth_result::verdict::valid)
+      spdlog::debug("session validation for {}: {}", self->remote_address_, result.detail);
+    // Never inline: the session may be in the middle of emitting actions.
+    asio::post(self->client_.get_executor(), [self, result] {
+      if (!self->closing_) self->apply(self->session_.on_auth_result(result));
+    });
+  });
+}
+
+// ------------------------------------------------------------------ readers
+
+asio::awaitable<void> client_connection::wait_for_room(const outbound& out) {
+  while (out.queued_bytes > settings_.write_high_water && !closing_) co_await wakeup_.async_wait(as_tuple_awaitable);
+}
+
+void client_connection::notify() { wakeup_.cancel(); }
+
+asio::awaitable<void> client_connection::read_client(self_ptr self) {
+  const bool still_readable = co_await self->relay_from_client();
+  if (still_readable) co_await discard_until_eof(client_);
+  client_reading_ = false;
+  release_if_done();
+}
+
+asio::awaitable<bool> client_connection::relay_from_client() {
+  while (!closing_) {
+    co_await wait_for_room(to_upstream_);
+    if (closing_) break;
+    auto space = client_framer_.prepare(read_chunk);
+    auto [ec, n] = co_await client_.async_read_some(asio::buffer(space.data(), space.size()), as_tuple_awaitable);
+    if (ec) {
+      if (!closing_) apply(session_.on_client_closed());
+      co_return false;
+    }
+    if (closing_) break;
+    client_framer_.commit(n);
+    for (;;) {
+      auto next = client_framer_.next();
+      if (!next) {
+        apply(session_.on_client_framing_error(next.error()));
+        co_return true;
+      }
+      if (!*next) break;
+      last_client_packet_ = std::chrono::steady_clock::now();
+      apply(session_.on_client_frame(**next), &**next);
+      if (closing_) co_return true;
+      if (!keep_alive_started_ && session_.keep_alive_limit().count() > 0) {
+        keep_alive_started_ = true;
+        auto self = shared_from_this();
+        asio::co_spawn(client_.get_executor(), watch_keep_alive(self), log_failure);
+      }
+    }
+  }
+  co_return true;
+}
+
+asio::awaitable<void> client_connection::read_upstream() {
+  const bool still_readable = co_await relay_from_upstream();
+  if (still_readable) co_await discard_until_eof(upstream_);
+  upstream_reading_ = false;
+  release_if_done();
+}
+
+asio::awaitable<bool> client_connection::relay_from_upstream() {
+  while (!closing_) {
+    co_await wait_for_room(to_client_);
+    if (closing_) break;
+    auto space = upstream_framer_.prepare(read_chunk);
+    auto [ec, n] = co_await upstream_.async_read_some(asio::buffer(space.data(), space.size()), as_tuple_awaitable);
+    if (ec) {
+      if (!closing_) apply(session_.on_upstream_closed());
+      co_return false;
+    }
+    if (closing_) break;
+    upstream_framer_.commit(n);
+    for (;;) {
+      auto next = upstream_framer_.next();
+      if (!next) {
+        apply(session_.on_upstream_closed());
+        co_return true;
+      }
+      if (!*next) break;
+      apply(session_.on_upstream_frame(**next), nullptr, &**next);
+      if (closing_) co_return true;
+    }
+  }
+  co_return true;
+}
+
+// Closing a socket with unread bytes makes the kernel send RST, and an RST
+// can destroy data the peer has not read yet: our last packets to the
+// client, or a DISCONNECT to the broker, which would then publish the will.
+// So after the final FIN the proxy reads and drops until the peer closes.
+asio::awaitable<void> client_connection::discard_until_eof(tcp::socket& socket) {
+  std::array<char, 4096> sink;
+  for (;;) {
+    auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink), as_tuple_awaitable);
+    if (ec) co_return;
+  }
+}
+
+// ------------------------------------------------------------------ writers
+
+asio::awaitable<void> client_connection::write(self_ptr self, tcp::socket& socket,
+                                               outbound& out) {
+  (void)self;
+  std::vector<asio::const_buffer> buffers;
+  while (!out.queue.empty() && !closed_) {
+    buffers.clear();
+    const std::size_t count = std::min(out.queue.size(), max_buffers_per_write);
+    for (std::size_t i = 0; i < count; ++i) buffers.push_back(asio::buffer(out.queue[i]));
+    auto [ec, n] = co_await asio::async_write(socket, buffers, as_tuple_awaitable);
+    if (ec) {
+      out.queue.clear();
+      out.queued_bytes = 0;
+      out.writing = false;
+      if (!closing_) apply(&socket == &client_ ? session_.on_client_closed() : session_.on_upstream_closed());
+      finish_if_drained();
+      co_return;
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      out.queued_bytes -= out.queue.front().size();
+      out.queue.pop_front();
+    }
+    notify();
+  }
+  out.writing = false;
+  finish_if_drained();
+}
+
+// ----------------------------------------------------------------- upstream
+
+asio::awaitable<void> client_connection::connect_upstream(self_ptr self,
+                                                          mqtt::bytes connect_packet) {
+  using namespace asio::experimental::awaitable_operators;
+  enqueue(upstream_, to_upstream_, std::move(connect_packet));
+  try {
+    asio::steady_timer deadline(client_.get_executor(), settings_.upstream.connect_timeout);
+    tcp::resolver resolver(client_.get_executor());
+    auto resolved = co_await (resolver.async_resolve(settings_.upstream.host, settings_.upstream.port, asio::use_awaitable) ||
+                              deadline.async_wait(asio::use_awaitable));
+    if (resolved.index() == 1) throw boost::system::system_error(asio::error::timed_out);
+    auto connected = co_await (asio::async_connect(upstream_, std::get<0>(resolved), asio::use_awaitable) ||
+                               deadline.async_wait(asio::use_awaitable));
+    if (connected.index() == 1) throw boost::system::system_error(asio::error::timed_out);
+  } catch (const boost::system::system_error& e) {
+    if (closing_) co_return;
+    spdlog::warn("upstream {}:{} unreachable: {}", settings_.upstream.host, settings_.upstream.port, e.code().message());
+    apply(session_.on_upstream_connect_failed(e.code().message()));
+    co_return;
+  }
+  if (closed_) co_return;
+  upstream_connected_ = true;
+  upstream_reading_ = true;
+  boost::system::error_code ignored;
+  upstream_.set_option(tcp::no_delay(true), ignored);
+  if (!to_upstream_.queue.empty() && !to_upstream_.writing) {
+    to_upstream_.writing = true;
+    asio::co_spawn(client_.get_executor(), write(self, upstream_, to_upstream_), log_failure);
+  }
+  co_await read_upstream();
+}
+
+// ------------------------------------------------------------------ timers
+
+asio::awaitable<void> client_connection::watch_handshake(self_ptr self) {
+  (void)self;
+  while (!closing_) {
+    co_await handshake_timer_.async_wait(as_tuple_awaitable);
+    if (closing_) co_return;
+    if (handshake_timer_.expiry() <= std::chrono::steady_clock::now()) {
+      handshake_timer_.expires_at(std::chrono::steady_clock::time_point::max());
+      apply(session_.on_timer());
+    }
+  }
+}
+
+asio::awaitable<void> client_connection::watch_keep_alive(self_ptr self) {
+  (void)self;
+  while (!closing_) {
+    const auto deadline = last_client_packet_ + session_.keep_alive_limit();
+    if (std::chrono::steady_clock::now() >= deadline) {
+      apply(session_.on_keep_alive_expired());
+      co_return;
+    }
+    keep_alive_timer_.expires_at(deadline);
+    co_await keep_alive_timer_.async_wait(as_tuple_awaitable);
+  }
+}
+
+// ----------------------------------------------------------------- closing
+
+void client_connection::begin_close(const std::string& reason) {
+  if (closing_) return;
+  closing_ = true;
+  close_reason_ = reason;
+  handshake_timer_.cancel();
+  keep_alive_timer_.cancel();
+  notify();
+  // A peer that does not read cannot hold the connection open forever.
+  drain_timer_.expires_after(settings_.drain_timeout);
+  auto self = shared_from_this();
+  drain_timer_.async_wait([self](boost::system::error_code ec) {
+    if (!ec) {
+      self->to_client_.writing = self->to_upstream_.writing = false;
+      self->finish_if_drained();
+    }
+  });
+  finish_if_drained();
+}
+
+void client_connection::finish_if_drained() {
+  if (!closing_ || closed_) return;
+  if (to_client_.writing || (upstream_connected_ && to_upstream_.writing)) return;
+  closed_ = true;
+  boost::system::error_code ignored;
+  // FIN after everything queued; no DISCONNECT goes upstream unless the
+  // session queued one, so the broker decides on the will as it should.
+  client_.shutdown(tcp::socket::shutdown_send, ignored);
+  if (upstream_connected_) {
+    upstream_.shutdown(tcp::socket::shutdown_send, ignored);
+  } else {
+    upstream_.close(ignored);
+  }
+  handshake_timer_.cancel();
+  keep_alive_timer_.cancel();
+  wakeup_.cancel();
+  metrics_.connections_open--;
+  spdlog::info("connection closed remote={} client_id={} user={} reason=\"{}\"", remote_address_,
+               session_.client_id().empty() ? "-" : session_.client_id(),
+               session_.user().empty() ? "-" : session_.user(), close_reason_);
+  // Peers that never close their side are cut off after the linger period.
+  drain_timer_.expires_after(linger_period);
+  auto self = shared_from_this();
+  drain_timer_.async_wait([self](boost::system::error_code ec) {
+    if (!ec) self->close_sockets();
+  });
+  release_if_done();
+}
+
+void client_connection::release_if_done() {
+  if (closed_ && !client_reading_ && !upstream_reading_) close_sockets();
+}
+
+void client_connection::close_sockets() {
+  boost::system::error_code ignored;
+  drain_timer_.cancel();
+  client_.close(ignored);
+  upstream_.close(ignored);
+}
+
+}  // namespace proxy

@@ -1,0 +1,88 @@
+// The one owner of a client connection: both sockets, the session state
+// machine, the timers and a write queue per direction. Coroutines on one
+// io_context (one per core) carry out what the session asks; nothing else
+// touches the connection, so it needs no locks.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "auth/auth_client.hpp"
+#include "mqtt/framer.hpp"
+#include "net/proxy_context.hpp"
+#include "session/client_session.hpp"
+
+namespace proxy {
+
+class client_connection : public std::enable_shared_from_this<client_connection> {
+ public:
+  client_connection(boost::asio::ip::tcp::socket client, const connection_settings& settings, metrics& counters,
+                    auth_client& auth);
+  ~client_connection();
+  void start();
+
+ private:
+  // A write queue with one writer coroutine; bytes queued are counted for back-pressure.
+  struct outbound {
+    std::deque<mqtt::bytes> queue;
+    std::size_t queued_bytes = 0;
+    bool writing = false;
+  };
+
+  // Coroutines that are spawned take `self`: their frame keeps the connection alive.
+  using self_ptr = std::shared_ptr<client_connection>;
+  boost::asio::awaitable<void> read_client(self_ptr self);
+  boost::asio::awaitable<void> read_upstream();
+  boost::asio::awaitable<bool> relay_from_client();    // false when the socket failed
+  boost::asio::awaitable<bool> relay_from_upstream();
+  boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
+  boost::asio::awaitable<void> write(self_ptr self, boost::asio::ip::tcp::socket& socket, outbound& out);
+  boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet);
+  boost::asio::awaitable<void> watch_handshake(self_ptr self);
+  boost::asio::awaitable<void> watch_keep_alive(self_ptr self);
+  boost::asio::awaitable<void> wait_for_room(const outbound& out);
+
+  void apply(client_session::actions actions, const mqtt::frame* client_frame = nullptr,
+             const mqtt::frame* upstream_frame = nullptr);
+  void enqueue(boost::asio::ip::tcp::socket& socket, outbound& out, mqtt::bytes data);
+  void validate(const std::string& token);
+  void begin_close(const std::string& reason);
+  void finish_if_drained();
+  void release_if_done();
+  void close_sockets();
+  void notify();
+
+  boost::asio::ip::tcp::socket client_;
+  boost::asio::ip::tcp::socket upstream_;
+  const connection_settings& settings_;
+  metrics& metrics_;
+  auth_client& auth_;
+  client_session session_;
+  mqtt::framer client_framer_;
+  mqtt::framer upstream_framer_;
+  outbound to_client_;
+  outbound to_upstream_;
+  bool upstream_connected_ = false;
+  bool upstream_requested_ = false;
+  bool keep_alive_started_ = false;
+  bool closing_ = false;
+  bool closed_ = false;           // everything flushed, FIN sent
+  bool client_reading_ = false;   // a reader coroutine still owns the socket's read side
+  bool upstream_reading_ = false;
+  std::string remote_address_;
+  std::string close_reason_;
+  boost::asio::steady_timer handshake_timer_;
+  boost::asio::steady_timer keep_alive_timer_;
+  boost::asio::steady_timer drain_timer_;
+  boost::asio::steady_timer wakeup_;  // cancelled to wake coroutines waiting for queue room
+  std::chrono::steady_clock::time_point last_client_packet_;
+};
+
+}  // namespace proxy
