@@ -2,6 +2,7 @@
 // listener (SO_REUSEPORT) and its own auth client; worker 0 also serves the
 // admin endpoint and handles signals.
 #include <csignal>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -88,15 +89,25 @@ int main(int argc, char** argv) {
   // the drain period, then stop.
   asio::signal_set signals(workers[0]->io, SIGINT, SIGTERM);
   asio::steady_timer drain_timer(workers[0]->io);
+  std::function<void()> drain_check;
   signals.async_wait([&](boost::system::error_code ec, int signal) {
     if (ec) return;
     spdlog::info("signal {}: draining for {} ms", signal, config.connection.drain_timeout.count());
     draining = true;
     for (auto& w : workers) asio::post(w->io, [&l = *w->listener] { l.stop(); });
-    drain_timer.expires_after(config.connection.drain_timeout);
-    drain_timer.async_wait([&](boost::system::error_code) {
-      for (auto& w : workers) w->io.stop();
-    });
+    const auto deadline = std::chrono::steady_clock::now() + config.connection.drain_timeout;
+    // Stop as soon as the last connection is gone, or at the deadline.
+    drain_check = [&, deadline] {
+      if (counters.connections_open.load() <= 0 || std::chrono::steady_clock::now() >= deadline) {
+        for (auto& w : workers) w->io.stop();
+        return;
+      }
+      drain_timer.expires_after(std::chrono::milliseconds(50));
+      drain_timer.async_wait([&](boost::system::error_code ec) {
+        if (!ec) drain_check();
+      });
+    };
+    drain_check();
   });
 
   spdlog::info("mqtt-proxy {} threads, listening on {}:{}, upstream {}:{}, auth {}, admin {}:{}", thread_count,

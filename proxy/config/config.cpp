@@ -174,6 +174,9 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
     else if (flag == "--threads") {
       if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
       config.threads = static_cast<unsigned>(std::stoul(value));
+    } else if (flag == "--auth-timeout-ms") {
+      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
+      config.auth_http_timeout = millis(flag, std::stoll(value));
     } else if (flag == "--max-connections" || flag == "--max-packet-size") {
       if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
       (flag == "--max-connections" ? conn.max_connections : conn.max_packet_size) = positive(flag, std::stoll(value));
@@ -205,6 +208,7 @@ Flags (override the config file):
   --threads N                 worker threads, one io_context each (default: one per core)
   --max-connections N         refuse connections beyond N (default 100000)
   --max-packet-size BYTES     largest client packet (default 1048576)
+  --auth-timeout-ms MS        deadline of one call to the API server (default 3000)
   --help                      this text
 
 Clients authenticate by publishing their session to service/auth/<session>

@@ -172,6 +172,11 @@ asio::awaitable<bool> client_connection::relay_from_client() {
       co_return false;
     }
     if (closing_) break;
+    if (!first_byte_seen_ && n > 0) {
+      first_byte_seen_ = true;
+      apply(session_.on_client_first_byte(space[0]));
+      if (closing_) co_return true;
+    }
     client_framer_.commit(n);
     for (;;) {
       auto next = client_framer_.next();

@@ -72,6 +72,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool upstream_connected_ = false;
   bool upstream_requested_ = false;
   bool keep_alive_started_ = false;
+  bool first_byte_seen_ = false;
   bool closing_ = false;
   bool closed_ = false;           // everything flushed, FIN sent
   bool client_reading_ = false;   // a reader coroutine still owns the socket's read side

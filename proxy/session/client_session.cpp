@@ -92,6 +92,15 @@ client_session::actions client_session::on_client_frame(const mqtt::frame& frame
   return actions_;
 }
 
+client_session::actions client_session::on_client_first_byte(std::uint8_t byte) {
+  begin();
+  if (state_ == state::awaiting_connect && byte != 0x10) {
+    metrics_.protocol_errors++;
+    close("first packet was not CONNECT [MQTT-3.1.0-1]");
+  }
+  return actions_;
+}
+
 client_session::actions client_session::on_client_framing_error(boost::system::error_code error) {
   begin();
   if (state_ == state::closed) return actions_;

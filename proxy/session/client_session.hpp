@@ -54,6 +54,9 @@ class client_session {
   // `generated_client_id` is used when the client sends an empty client id.
   client_session(const session_config& config, metrics& counters, std::string generated_client_id);
 
+  // The first byte of the stream, before a whole packet is in: anything but
+  // CONNECT is refused at once rather than after the connect timeout.
+  actions on_client_first_byte(std::uint8_t byte);
   actions on_client_frame(const mqtt::frame& frame);
   actions on_client_framing_error(boost::system::error_code error);
   actions on_client_closed();

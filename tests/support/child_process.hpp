@@ -59,7 +59,14 @@ class child_process {
     pid_ = -1;
   }
 
-  bool running() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+  // Reaps the child if it has exited, and then forgets its pid, so that
+  // stop() never signals a pid the system may have given to someone else.
+  bool running() {
+    if (pid_ <= 0) return false;
+    if (::waitpid(pid_, nullptr, WNOHANG) == 0) return true;
+    pid_ = -1;
+    return false;
+  }
 
  private:
   pid_t pid_ = -1;
