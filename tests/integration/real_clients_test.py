@@ -1,0 +1,208 @@
+#!/usr/bin/python3
+"""mqtt-proxy with clients we did not write: paho-mqtt (3.1.1 and 5.0) and
+mosquitto_pub / mosquitto_sub, against a real Mosquitto that refuses anonymous
+clients, with a stub API server. Usage: real_clients_test.py PATH/TO/mqtt-proxy"""
+import http.server
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import paho.mqtt.client as mqtt
+
+PROXY = None
+SESSIONS = {
+    "alice-token": {"user": "alice", "acl": {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}},
+    "bob-token": {"user": "bob", "acl": {"publish": ["private/bob/#"], "subscribe": ["private/bob/#"]}},
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class StubAuth(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        session = SESSIONS.get(body.get("session"))
+        status, answer = (200, dict(session, expires_in=3600)) if session else (401, {"error": "invalid_session"})
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class System:
+    """Mosquitto + stub API server + mqtt-proxy on free loopback ports."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="real-clients-")
+        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
+        self.broker_port, self.auth_port, self.port = free_port(), free_port(), free_port()
+        passwd = os.path.join(self.dir, "passwd")
+        with open(passwd, "w") as f:
+            f.write("proxy:proxy-secret\n")
+        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\npersistence false\n")
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.broker = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", self.auth_port), StubAuth)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.log = open(os.path.join(self.dir, "proxy.log"), "w")
+        self.proxy = subprocess.Popen(
+            [PROXY, "--listen", f"127.0.0.1:{self.port}", "--upstream", f"127.0.0.1:{self.broker_port}",
+             "--upstream-username", "proxy", "--upstream-password", "proxy-secret",
+             "--auth-url", f"http://127.0.0.1:{self.auth_port}", "--admin", f"127.0.0.1:{free_port()}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.broker_port)
+        wait_for_port(self.port)
+
+    def close(self):
+        for p in (self.proxy, self.broker):
+            p.terminate()
+            p.wait(timeout=10)
+        self.http.shutdown()
+        self.http.server_close()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PahoClient:
+    def __init__(self, system, client_id, version):
+        self.messages, self.granted, self.disconnected = queue.Queue(), queue.Queue(), threading.Event()
+        self.client = mqtt.Client(client_id=client_id, protocol=version)
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload.decode(), m.qos))
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = lambda c, u, *rest: self.disconnected.set()
+        self.system = system
+
+    def _on_subscribe(self, client, userdata, mid, granted, *rest):
+        codes = [getattr(g, "value", g) for g in granted]
+        self.granted.put(codes)
+
+    def connect(self, subscribe_first=None, will=None):
+        if will:
+            self.client.will_set(*will)
+        if subscribe_first:
+            # Subscribing from on_connect, as many apps do: before authentication.
+            self.client.on_connect = lambda c, u, *rest: c.subscribe(subscribe_first, qos=2)
+        self.client.reconnect_delay_set(60, 60)
+        self.client.connect("127.0.0.1", self.system.port, 30)
+        self.client.loop_start()
+
+    def authenticate(self, token):
+        self.client.publish("service/auth/" + token, b"", qos=1)
+        topic, payload, _ = self.messages.get(timeout=5)
+        assert topic == "service/auth/" + token, topic
+        return json.loads(payload)
+
+    def stop(self):
+        self.client.loop_stop()
+
+
+class RealClients(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.system = System()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.system.close()
+
+    def paho_flow(self, version, name):
+        c = PahoClient(self.system, name, version)
+        c.connect(subscribe_first="private/alice/#")
+        self.assertEqual(c.authenticate("alice-token"), {"result": "ok", "user": "alice"})
+        self.assertEqual(c.granted.get(timeout=5), [2])  # QoS 2 asked, QoS 2 granted, through the proxy
+        for qos in (0, 1, 2):
+            c.client.publish("private/alice/paho", f"qos{qos}", qos=qos)
+            self.assertEqual(c.messages.get(timeout=5), ("private/alice/paho", f"qos{qos}", qos))
+        c.client.disconnect()
+        c.stop()
+
+    def test_paho_311(self):
+        self.paho_flow(mqtt.MQTTv311, "paho311")
+
+    def test_paho_5(self):
+        self.paho_flow(mqtt.MQTTv5, "paho5")
+
+    def test_paho_invalid_session_is_denied_and_disconnected(self):
+        for version in (mqtt.MQTTv311, mqtt.MQTTv5):
+            c = PahoClient(self.system, "intruder", version)
+            c.connect()
+            self.assertEqual(c.authenticate("forged"), {"result": "denied", "reason": "invalid_session"})
+            self.assertTrue(c.disconnected.wait(5))
+            c.stop()
+
+    def test_paho_will_on_abrupt_drop(self):
+        watcher = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.system.broker_port), "-u", "proxy", "-P",
+             "proxy-secret", "-t", "private/alice/will", "-C", "1", "-W", "10"], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        c = PahoClient(self.system, "dropper", mqtt.MQTTv311)
+        c.connect(will=("private/alice/will", "paho died", 1))
+        self.assertEqual(c.authenticate("alice-token")["result"], "ok")
+        c.stop()
+        c.client.socket().close()  # no DISCONNECT
+        out, _ = watcher.communicate(timeout=15)
+        self.assertEqual(out.strip(), "paho died")
+
+    def mosquitto_clients(self, version):
+        base = ["-h", "127.0.0.1", "-p", str(self.system.port), "-V", version, "-u", "alice", "-P", "alice-token"]
+        sub = subprocess.Popen(["mosquitto_sub", *base, "-i", f"sub-{version}", "-t", "private/alice/cli", "-q", "2",
+                                "-C", "1", "-W", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        pub = subprocess.run(["mosquitto_pub", *base, "-i", f"pub-{version}", "-t", "private/alice/cli", "-q", "2",
+                              "-m", f"hello {version}"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(pub.returncode, 0, pub.stderr)
+        out, err = sub.communicate(timeout=15)
+        self.assertEqual(out.strip(), f"hello {version}", err)
+        denied = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.system.port), "-V", version,
+                                 "-u", "x", "-P", "forged", "-t", "private/alice/cli", "-m", "x"],
+                                capture_output=True, text=True, timeout=10)
+        self.assertNotEqual(denied.returncode, 0)
+        self.assertIn("not authori", (denied.stderr + denied.stdout).lower())
+        outside = subprocess.run(["mosquitto_sub", *base, "-i", f"greedy-{version}", "-t", "#", "-C", "1", "-W", "2"],
+                                 capture_output=True, text=True, timeout=10)
+        # The SUBACK refuses '#'; mosquitto_sub reports it and gives up.
+        self.assertIn("All subscription requests were denied", outside.stdout + outside.stderr)
+
+    def test_mosquitto_clients_311(self):
+        self.mosquitto_clients("mqttv311")
+
+    def test_mosquitto_clients_5(self):
+        self.mosquitto_clients("mqttv5")
+
+
+if __name__ == "__main__":
+    PROXY = sys.argv.pop(1)
+    unittest.main(verbosity=2)
