@@ -132,6 +132,7 @@ void client_connection::enqueue(tcp::socket& socket, outbound& out, mqtt::bytes 
 void client_connection::validate(const std::string& token) {
   auto self = shared_from_this();
   const auto started = std::chrono::steady_clock::now();
+  spdlog::debug("validating session {} for {}", redact(token), remote_address_);
   auth_.validate(token, remote_address_, [self, started](const auth_result& result) {
     const auto elapsed = std::chrono::steady_clock::now() - started;
     self->metrics_.auth_latency_ms_sum += static_cast<std::uint64_t>(
