@@ -64,6 +64,7 @@ client_connection::client_connection(tcp::socket client, const connection_settin
       upstream_framer_(std::max(settings.max_packet_size, min_upstream_packet_limit)),
       handshake_timer_(client_.get_executor()),
       keep_alive_timer_(client_.get_executor()),
+      session_timer_(client_.get_executor()),
       drain_timer_(client_.get_executor()),
       wakeup_(client_.get_executor(), std::chrono::steady_clock::time_point::max()) {}
 
@@ -112,6 +113,12 @@ void client_connection::apply(client_session::actions actions, const mqtt::frame
                    },
                    [&](const action::start_timer& t) { handshake_timer_.expires_after(t.after); },
                    [&](const action::stop_timer&) { handshake_timer_.expires_at(std::chrono::steady_clock::time_point::max()); },
+                   [&](const action::start_session_timer& t) {
+                     session_timer_.expires_after(t.after);
+                     if (session_timer_started_) return;
+                     session_timer_started_ = true;
+                     asio::co_spawn(client_.get_executor(), watch_session_expiry(shared_from_this()), log_failure);
+                   },
                    [&](const action::close& c) { begin_close(c.reason); },
                },
                a);
@@ -333,6 +340,19 @@ asio::awaitable<void> client_connection::watch_keep_alive(self_ptr self) {
   }
 }
 
+asio::awaitable<void> client_connection::watch_session_expiry(self_ptr self) {
+  (void)self;
+  while (!closing_) {
+    co_await session_timer_.async_wait(as_tuple_awaitable);
+    if (closing_) co_return;
+    // A re-authentication moved the expiry while we waited: wait again.
+    if (session_timer_.expiry() <= std::chrono::steady_clock::now()) {
+      apply(session_.on_session_expired());
+      co_return;
+    }
+  }
+}
+
 // ----------------------------------------------------------------- closing
 
 void client_connection::begin_close(const std::string& reason) {
@@ -341,6 +361,7 @@ void client_connection::begin_close(const std::string& reason) {
   close_reason_ = reason;
   handshake_timer_.cancel();
   keep_alive_timer_.cancel();
+  session_timer_.cancel();
   notify();
   // A peer that does not read cannot hold the connection open forever.
   drain_timer_.expires_after(settings_.drain_timeout);
@@ -369,6 +390,7 @@ void client_connection::finish_if_drained() {
   }
   handshake_timer_.cancel();
   keep_alive_timer_.cancel();
+  session_timer_.cancel();
   wakeup_.cancel();
   metrics_.connections_open--;
   spdlog::info("connection closed remote={} client_id={} user={} reason=\"{}\"", remote_address_,

@@ -47,6 +47,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet);
   boost::asio::awaitable<void> watch_handshake(self_ptr self);
   boost::asio::awaitable<void> watch_keep_alive(self_ptr self);
+  boost::asio::awaitable<void> watch_session_expiry(self_ptr self);
   boost::asio::awaitable<void> wait_for_room(const outbound& out);
 
   void apply(client_session::actions actions, const mqtt::frame* client_frame = nullptr,
@@ -81,6 +82,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   std::string close_reason_;
   boost::asio::steady_timer handshake_timer_;
   boost::asio::steady_timer keep_alive_timer_;
+  boost::asio::steady_timer session_timer_;
+  bool session_timer_started_ = false;
   boost::asio::steady_timer drain_timer_;
   boost::asio::steady_timer wakeup_;  // cancelled to wake coroutines waiting for queue room
   std::chrono::steady_clock::time_point last_client_packet_;

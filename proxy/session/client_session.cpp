@@ -246,6 +246,7 @@ client_session::actions client_session::on_auth_result(const auth_result& result
     return actions_;
   }
   metrics_.auth_ok++;
+  if (result.expires_in.count() > 0) emit(action::start_session_timer{result.expires_in});
   connect_upstream();
   return actions_;
 }
@@ -255,6 +256,7 @@ void client_session::handle_reauth(const auth_result& result) {
   if (result.outcome == auth_result::verdict::valid && result.user == user_) {
     metrics_.auth_ok++;
     acl_ = with_templates(result.permissions, config_.templates, user_, client_id_);
+    if (result.expires_in.count() > 0) emit(action::start_session_timer{result.expires_in});
     send_auth_message(nlohmann::json{{"result", "ok"}, {"user", user_}}.dump());
     return;
   }
@@ -547,6 +549,13 @@ client_session::actions client_session::on_timer() {
     case state::relaying:
     case state::closed: break;
   }
+  return actions_;
+}
+
+client_session::actions client_session::on_session_expired() {
+  begin();
+  if (state_ == state::closed || user_.empty()) return actions_;
+  deny("session_expired", reason_code::not_authorized);
   return actions_;
 }
 

@@ -66,6 +66,7 @@ class client_session {
   actions on_auth_result(const auth_result& result);
   actions on_timer();
   actions on_keep_alive_expired();
+  actions on_session_expired();
 
   state current_state() const { return state_; }
   mqtt::protocol_version version() const { return version_; }

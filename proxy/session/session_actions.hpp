@@ -32,6 +32,11 @@ struct start_timer {
   std::chrono::milliseconds after;
 };
 struct stop_timer {};
+// The API server's expires_in: when it passes without a re-authentication,
+// call on_session_expired. A new one replaces the old.
+struct start_session_timer {
+  std::chrono::seconds after;
+};
 // Flush what is queued in both directions, then close both connections. No
 // DISCONNECT goes upstream unless the session queued one, so the broker
 // publishes the will exactly when it should.
@@ -44,5 +49,6 @@ struct close {
 namespace proxy {
 using session_action = std::variant<action::send_to_client, action::send_to_upstream, action::forward_to_upstream,
                                     action::forward_to_client, action::validate_session, action::connect_upstream,
-                                    action::start_timer, action::stop_timer, action::close>;
+                                    action::start_timer, action::stop_timer, action::start_session_timer,
+                                    action::close>;
 }

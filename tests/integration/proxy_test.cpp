@@ -314,6 +314,14 @@ TEST_CASE("two users with the same client id both stay connected") {
   }
 }
 
+TEST_CASE("a session that expires without re-authentication ends the connection") {
+  system_under_test sut;
+  sut.auth.add("short-token", {"alice", {"private/alice/#"}, {"private/alice/#"}, 1});
+  auto alice = login(sut, protocol_version::v5, "brief", "short-token");
+  CHECK(auth_answer(alice) == nlohmann::json{{"result", "denied"}, {"reason", "session_expired"}});
+  CHECK(alice.expect<mqtt::disconnect>().reason == reason_code::not_authorized);
+}
+
 TEST_CASE("API server down: auth_unavailable, fail closed") {
   system_under_test sut;
   sut.auth.stop();

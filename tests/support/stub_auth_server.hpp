@@ -21,6 +21,7 @@ class stub_auth_server {
     std::string user;
     std::vector<std::string> publish;
     std::vector<std::string> subscribe;
+    int expires_in = 3600;
   };
 
   stub_auth_server() : port_(free_port()) {
@@ -38,7 +39,7 @@ class stub_auth_server {
       }
       nlohmann::json answer{{"user", found->second.user},
                             {"acl", {{"publish", found->second.publish}, {"subscribe", found->second.subscribe}}},
-                            {"expires_in", 3600}};
+                            {"expires_in", found->second.expires_in}};
       response.set_content(answer.dump(), "application/json");
     });
     thread_ = std::thread([this] { server_.listen("127.0.0.1", port_); });

@@ -476,3 +476,22 @@ TEST_SUITE("session: identities") {
     CHECK(with_templates({}, templates, "a/b", "c").publish.size() == 1);
   }
 }
+
+TEST_SUITE("session: expiry") {
+  TEST_CASE("the API server's expires_in arms a timer; a re-authentication re-arms it; expiry ends the relay") {
+    harness h(protocol_version::v5);
+    h.client(h.connect_packet());
+    h.client(mqtt::publish{"service/auth/t", "", mqtt::qos::at_most_once, false, false, 0, {}});
+    auto out = h.auth(harness::valid("alice", harness::default_acl()));
+    REQUIRE(all_of<action::start_session_timer>(out).size() == 1);
+    CHECK(all_of<action::start_session_timer>(out)[0].after == std::chrono::seconds(60));
+    h.upstream(mqtt::connack{});
+    h.client(mqtt::publish{"service/auth/t2", "", mqtt::qos::at_most_once, false, false, 0, {}});
+    CHECK(has<action::start_session_timer>(h.auth(harness::valid("alice", harness::default_acl()))));
+    auto expired = h.session.on_session_expired();
+    std::vector<session_action> actions(expired.begin(), expired.end());
+    CHECK(nlohmann::json::parse(std::get<mqtt::publish>(to_client(actions, h.v).at(0)).payload)["reason"] ==
+          "session_expired");
+    CHECK(has<action::close>(actions));
+  }
+}
