@@ -59,6 +59,15 @@ class child_process {
     pid_ = -1;
   }
 
+  // Waits for the child to exit and returns its exit status (-1 if killed by a signal).
+  int wait() {
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
   // Reaps the child if it has exited, and then forgets its pid, so that
   // stop() never signals a pid the system may have given to someone else.
   bool running() {

@@ -1,0 +1,83 @@
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "crypto/secrets.hpp"
+#include "http/api_server.hpp"
+#include "http/login_throttle.hpp"
+
+using namespace auth;
+
+TEST_SUITE("auth: secrets") {
+  TEST_CASE("password hashes verify, are salted, and reject the wrong password") {
+    const auto a = hash_password("correct horse", 1000);
+    const auto b = hash_password("correct horse", 1000);
+    CHECK(a != b);  // a fresh salt each time
+    CHECK(a.starts_with("pbkdf2-sha256$1000$"));
+    CHECK(verify_password("correct horse", a));
+    CHECK(verify_password("correct horse", b));
+    CHECK_FALSE(verify_password("correct horsE", a));
+    CHECK_FALSE(verify_password("", a));
+  }
+
+  TEST_CASE("malformed stored hashes never verify") {
+    for (const char* stored : {"", "plain", "pbkdf2-sha256$0$00$00", "md5$1000$00$00", "pbkdf2-sha256$1000$zz$00",
+                               "pbkdf2-sha256$1000$00$0011"})
+      CHECK_FALSE(verify_password("x", stored));
+  }
+
+  TEST_CASE("the default work factor is the OWASP figure for PBKDF2-HMAC-SHA256") {
+    CHECK(default_kdf_iterations == 600'000);
+  }
+
+  TEST_CASE("session tokens: 256 bits, URL-safe, unique") {
+    std::set<std::string> seen;
+    for (int i = 0; i < 1000; ++i) {
+      const auto token = new_session_token();
+      CHECK(token.size() == 43);  // 32 bytes in unpadded base64url
+      CHECK(token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == std::string::npos);
+      seen.insert(token);
+    }
+    CHECK(seen.size() == 1000);
+  }
+
+  TEST_CASE("digests and base64url match known vectors") {
+    CHECK(token_digest("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    CHECK(base64url("") == "");
+    CHECK(base64url("f") == "Zg");
+    CHECK(base64url("fo") == "Zm8");
+    CHECK(base64url("foo") == "Zm9v");
+    CHECK(base64url("\xfb\xff") == "-_8");
+  }
+}
+
+TEST_SUITE("auth: policy") {
+  TEST_CASE("the ACL: private/<user>/#, group/<g>/#, then the user's extras") {
+    user_record u{1, "alice", "", {"ops", "team"}, {"telemetry/alice/#"}, {"broadcast/+"}};
+    auto acl = acl_of(u);
+    CHECK(acl["publish"] == nlohmann::json::array({"private/alice/#", "group/ops/#", "group/team/#", "telemetry/alice/#"}));
+    CHECK(acl["subscribe"] == nlohmann::json::array({"private/alice/#", "group/ops/#", "group/team/#", "broadcast/+"}));
+  }
+
+  TEST_CASE("names that become topic levels") {
+    CHECK(is_valid_name("alice"));
+    CHECK(is_valid_name("j\xC3\xBCrgen"));
+    for (const char* bad : {"", "a/b", "+", "#", "a\tb", "\xC3"}) CHECK_FALSE(is_valid_name(bad));
+    CHECK_FALSE(is_valid_name(std::string(65, 'a')));
+  }
+
+  TEST_CASE("login throttle: a sliding window per key") {
+    login_throttle throttle(3, std::chrono::seconds(60));
+    const auto t0 = login_throttle::clock::now();
+    for (int i = 0; i < 3; ++i) {
+      CHECK(throttle.retry_after("user:a", t0).count() == 0);
+      throttle.record_failure("user:a", t0);
+    }
+    CHECK(throttle.retry_after("user:a", t0 + std::chrono::seconds(1)).count() == 59);
+    CHECK(throttle.retry_after("user:b", t0).count() == 0);  // other keys unaffected
+    CHECK(throttle.retry_after("user:a", t0 + std::chrono::seconds(61)).count() == 0);
+    throttle.record_failure("user:c", t0);
+    throttle.clear("user:c");
+    CHECK(throttle.retry_after("user:c", t0).count() == 0);
+  }
+}
