@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../support/auth_server_process.hpp"
 #include "../support/mosquitto.hpp"
 #include "../support/proxy_process.hpp"
 #include "../support/raw_client.hpp"
@@ -434,4 +435,52 @@ TEST_CASE("admin endpoint: health, readiness and metrics") {
   auto not_ready = admin.Get("/readyz");
   REQUIRE(not_ready);
   CHECK(not_ready->status == 503);
+}
+
+TEST_CASE("the whole flow with the real auth-server: HTTP login, MQTT auth, group topics, logout") {
+  test::mosquitto_broker broker{{.account = std::pair<std::string, std::string>{"proxy", "proxy-secret"}}};
+  test::auth_server_process api;
+  REQUIRE(api.add_user("alice", "wonderland", {"--group", "ops"}) == 0);
+  REQUIRE(api.add_user("bob", "builder", {"--group", "ops"}) == 0);
+  test::proxy_process proxy(broker.port(), api.url());
+  auto http = api.client();
+  auto session_of = [&](const char* user, const char* password) {
+    auto r = http.Post("/v1/login", nlohmann::json{{"username", user}, {"password", password}}.dump(), "application/json");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    return nlohmann::json::parse(r->body)["session"].get<std::string>();
+  };
+  const auto alice_session = session_of("alice", "wonderland");
+  const auto bob_session = session_of("bob", "builder");
+
+  auto connect_as = [&](const std::string& id, const std::string& session, protocol_version v) {
+    test::raw_client c(proxy.port(), v);
+    c.send(connect_packet(v, id));
+    c.expect<mqtt::connack>();
+    c.send(mqtt::publish{"service/auth/" + session, "", qos::at_least_once, false, false, 1, {}});
+    c.expect<mqtt::puback>();
+    return c;
+  };
+  auto alice = connect_as("phone", alice_session, protocol_version::v5);
+  CHECK(auth_answer(alice) == nlohmann::json{{"result", "ok"}, {"user", "alice"}});
+  auto bob = connect_as("phone", bob_session, protocol_version::v3_1_1);
+  CHECK(auth_answer(bob)["user"] == "bob");
+
+  subscribe(bob, 1, "group/ops/#", qos::exactly_once, reason_code::granted_qos_2);
+  subscribe(bob, 2, "private/alice/#", qos::at_most_once, reason_code::unspecified_error);
+  alice.send(mqtt::publish{"group/ops/deploy", "ship it", qos::exactly_once, false, false, 7, {}});
+  alice.expect<mqtt::pubrec>();
+  alice.send(mqtt::pubrel{.packet_id = 7});
+  alice.expect<mqtt::pubcomp>();
+  auto got = bob.expect<mqtt::publish>();
+  CHECK(got.payload == "ship it");
+  CHECK(got.qos == qos::exactly_once);
+
+  // After logout the session no longer authenticates.
+  REQUIRE(http.Delete(("/v1/sessions/" + alice_session).c_str())->status == 204);
+  test::raw_client again(proxy.port(), protocol_version::v3_1_1);
+  again.send(connect_packet(protocol_version::v3_1_1, "laptop"));
+  again.expect<mqtt::connack>();
+  again.send(mqtt::publish{"service/auth/" + alice_session, "", qos::at_most_once, false, false, 0, {}});
+  CHECK(auth_answer(again)["reason"] == "invalid_session");
 }
