@@ -25,7 +25,8 @@ Usage:
                       [--kdf-iterations N]
   auth-server deluser --db FILE --user NAME
 
-Defaults: --listen 127.0.0.1:8080, --session-ttl 3600, --threads 2 per core (at least 4).
+Defaults: --listen 127.0.0.1:8080, --session-ttl 3600, --threads 4 per core (at least 32): a kept-alive
+connection holds a thread while idle, and each mqtt-proxy worker keeps up to 4.
 Every user may publish and subscribe private/<user>/# and group/<g>/# for each of their groups.
 The HTTP API is described in auth/API.md. Exit status: 0 success, 1 failure, 2 usage error.
 )";
@@ -135,7 +136,7 @@ int serve(const std::multimap<std::string, std::string>& flags) {
   auth::api_settings settings;
   settings.session_ttl = number("--session-ttl", one(flags, "--session-ttl", "3600"), 1, 180 * 24 * 3600);
   settings.threads = static_cast<std::size_t>(number(
-      "--threads", one(flags, "--threads", std::to_string(std::max(4u, 2 * std::thread::hardware_concurrency()))), 1, 1024));
+      "--threads", one(flags, "--threads", std::to_string(std::max(32u, 4 * std::thread::hardware_concurrency()))), 1, 1024));
   spdlog::set_level(spdlog::level::from_str(one(flags, "--log-level", "info")));
 
   // SIGINT/SIGTERM are taken by a thread of their own, which stops the server.

@@ -82,6 +82,9 @@ api_server::api_server(auth_store& store, api_settings settings)
   const auto threads = settings_.threads;
   server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server_.set_payload_max_length(settings_.max_body);
+  // Headers and body go out in separate writes: without TCP_NODELAY each answer
+  // waits for the peer's delayed ACK (about 40 ms).
+  server_.set_tcp_nodelay(true);
   server_.set_keep_alive_max_count(1000);
   server_.set_read_timeout(10, 0);
   server_.set_write_timeout(10, 0);

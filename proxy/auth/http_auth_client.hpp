@@ -36,7 +36,7 @@ auth_result parse_validation_response(unsigned status, std::string_view body);
 class http_auth_client final : public auth_client {
  public:
   http_auth_client(boost::asio::io_context& io, http_endpoint endpoint, std::chrono::milliseconds timeout,
-                   std::size_t max_idle_connections = 16);
+                   std::size_t max_idle_connections = 4);
 
   void validate(const std::string& token, const std::string& remote_address, completion done) override;
 
