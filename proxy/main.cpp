@@ -1,6 +1,8 @@
 // mqtt-proxy: wiring only. One io_context per worker thread, each with its own
 // listener (SO_REUSEPORT) and its own auth client; worker 0 also serves the
 // admin endpoint and handles signals.
+#include <sys/resource.h>
+
 #include <csignal>
 #include <functional>
 #include <iostream>
@@ -38,6 +40,22 @@ tcp::endpoint resolve(asio::io_context& io, const proxy::host_port& where, const
   return results.begin()->endpoint();
 }
 
+// Every client connection needs two descriptors (client and broker); the
+// usual soft limit of 1024 would cap the proxy near 500 clients.
+void raise_file_limit(std::size_t max_connections) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  const rlim_t wanted = std::min<rlim_t>(limit.rlim_max, static_cast<rlim_t>(2 * max_connections + 64));
+  if (limit.rlim_cur < wanted) {
+    limit.rlim_cur = wanted;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+  getrlimit(RLIMIT_NOFILE, &limit);
+  if (limit.rlim_cur < 2 * max_connections + 64)
+    spdlog::warn("open file limit {} allows about {} connections, fewer than max_connections {}", limit.rlim_cur,
+                 (limit.rlim_cur - 64) / 2, max_connections);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -54,6 +72,7 @@ int main(int argc, char** argv) {
   }
   const auto& config = parsed.config;
   spdlog::set_level(spdlog::level::from_str(config.log_level));
+  raise_file_limit(config.connection.max_connections);
 
   const unsigned thread_count = config.threads ? config.threads : std::max(1u, std::thread::hardware_concurrency());
   const auto auth_endpoint = *proxy::parse_http_url(config.auth_url);

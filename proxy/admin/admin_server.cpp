@@ -70,8 +70,11 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket) {
     } else if (target == "/readyz") {
       std::string problems;
       if (draining_.load()) problems += "draining\n";
-      if (!co_await reachable(targets_.upstream_host, targets_.upstream_port)) problems += "broker unreachable\n";
-      if (!co_await reachable(targets_.auth_host, targets_.auth_port)) problems += "API server unreachable\n";
+      // Each co_await stands alone: GCC 12 miscompiles co_await inside conditions.
+      const bool broker_up = co_await reachable(targets_.upstream_host, targets_.upstream_port);
+      const bool api_up = co_await reachable(targets_.auth_host, targets_.auth_port);
+      if (!broker_up) problems += "broker unreachable\n";
+      if (!api_up) problems += "API server unreachable\n";
       response.result(problems.empty() ? http::status::ok : http::status::service_unavailable);
       response.body() = problems.empty() ? "ready\n" : problems;
     } else if (target == "/metrics") {

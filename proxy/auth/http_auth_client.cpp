@@ -146,7 +146,8 @@ asio::awaitable<auth_result> http_auth_client::call(std::string token, std::stri
         stream = std::move(idle_.back());
         idle_.pop_back();
       } else {
-        stream = co_await open_connection();
+        auto fresh = co_await open_connection();
+        stream = std::move(fresh);
       }
       auto [result, reusable] = co_await exchange(*stream, body);
       if (reusable && idle_.size() < max_idle_) idle_.push_back(std::move(stream));

@@ -55,6 +55,12 @@ result<std::optional<frame>> framer::next() {
   return std::optional<frame>{f};
 }
 
+void framer::release_if_empty() {
+  if (begin_ != end_) return;
+  buffer_ = {};
+  begin_ = end_ = 0;
+}
+
 void framer::compact() {
   // Frames handed out point into the buffer, so bytes move only when the
   // caller asks for room, which ends the life of those frames.

@@ -49,6 +49,9 @@ class framer {
   result<std::optional<frame>> next();
 
   std::size_t buffered() const { return end_ - begin_; }
+  // Frees the buffer when no bytes are pending, so an idle connection holds
+  // no read memory. Frames handed out before become invalid.
+  void release_if_empty();
   std::size_t max_packet_size() const { return max_packet_size_; }
 
  private:

@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
 #include <array>
 #include <random>
 
@@ -21,7 +22,8 @@ constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-constexpr std::size_t read_chunk = 16 * 1024;
+constexpr std::size_t min_read = 512;
+constexpr std::size_t max_read = 64 * 1024;
 constexpr auto linger_period = std::chrono::seconds(2);
 constexpr std::size_t max_buffers_per_write = 64;
 // Packets from the broker were checked by whoever published them; the proxy
@@ -173,7 +175,8 @@ asio::awaitable<bool> client_connection::relay_from_client() {
   while (!closing_) {
     co_await wait_for_room(to_upstream_);
     if (closing_) break;
-    auto space = client_framer_.prepare(read_chunk);
+    const std::size_t chunk = co_await readable(client_, client_framer_);
+    auto space = client_framer_.prepare(chunk);
     auto [ec, n] = co_await client_.async_read_some(asio::buffer(space.data(), space.size()), as_tuple_awaitable);
     if (ec) {
       if (!closing_) apply(session_.on_client_closed());
@@ -217,7 +220,8 @@ asio::awaitable<bool> client_connection::relay_from_upstream() {
   while (!closing_) {
     co_await wait_for_room(to_client_);
     if (closing_) break;
-    auto space = upstream_framer_.prepare(read_chunk);
+    const std::size_t chunk = co_await readable(upstream_, upstream_framer_);
+    auto space = upstream_framer_.prepare(chunk);
     auto [ec, n] = co_await upstream_.async_read_some(asio::buffer(space.data(), space.size()), as_tuple_awaitable);
     if (ec) {
       if (!closing_) apply(session_.on_upstream_closed());
@@ -237,6 +241,20 @@ asio::awaitable<bool> client_connection::relay_from_upstream() {
     }
   }
   co_return true;
+}
+
+// Idle connections are the common case, so between packets a reader holds
+// no buffer: it waits for the socket to become readable, then sizes the read
+// by what the kernel has (within bounds). Returns the size to read.
+asio::awaitable<std::size_t> client_connection::readable(tcp::socket& socket, mqtt::framer& framer) {
+  if (framer.buffered() == 0) {
+    framer.release_if_empty();
+    auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple_awaitable);
+    (void)ec;  // the read that follows reports any error
+  }
+  boost::system::error_code ec;
+  const std::size_t available = socket.available(ec);
+  co_return std::clamp(available, min_read, max_read);
 }
 
 // Closing a socket with unread bytes makes the kernel send RST, and an RST

@@ -43,6 +43,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<bool> relay_from_client();    // false when the socket failed
   boost::asio::awaitable<bool> relay_from_upstream();
   boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
+  boost::asio::awaitable<std::size_t> readable(boost::asio::ip::tcp::socket& socket, mqtt::framer& framer);
   boost::asio::awaitable<void> write(self_ptr self, boost::asio::ip::tcp::socket& socket, outbound& out);
   boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet);
   boost::asio::awaitable<void> watch_handshake(self_ptr self);
