@@ -17,6 +17,8 @@ BUILD_PACKAGES=(
 TEST_PACKAGES=(
   mosquitto mosquitto-clients   # the real broker and CLI clients the tests run against
   python3-paho-mqtt             # a real client library for integration tests
+  haproxy                       # the load balancer of the local stack (PROXY protocol v2)
+  docker-compose                # only to validate docker-compose.yml (`docker-compose config`); Docker itself is not needed
   clang libclang-rt-14-dev      # libFuzzer for the codec fuzz target
 )
 

@@ -86,7 +86,12 @@ void load_config_file(const std::string& path, proxy_config& config) {
   } catch (const toml::parse_error& e) {
     throw config_error("--config", std::string("cannot parse ") + path + ": " + std::string(e.description()));
   }
-  only_keys(root, "", {"listen", "admin", "log_level", "threads", "upstream", "auth", "limits", "timeouts", "acl_templates"});
+  only_keys(root, "", {"listen", "admin", "log_level", "threads", "proxy_protocol", "upstream", "auth", "limits",
+                       "timeouts", "acl_templates"});
+  if (const auto* node = root.get("proxy_protocol")) {
+    if (!node->is_boolean()) throw config_error("proxy_protocol", "must be true or false");
+    config.connection.proxy_protocol = node->value<bool>().value();
+  }
   config.listen = parse_host_port("listen", text(root, "", "listen", config.listen.host + ":" + config.listen.port));
   config.admin = parse_host_port("admin", text(root, "", "admin", config.admin.host + ":" + config.admin.port));
   config.log_level = text(root, "", "log_level", config.log_level);
@@ -145,6 +150,10 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
       parsed.show_help = true;
       return parsed;
     }
+    if (flag == "--proxy-protocol") {  // a switch: no value
+      flags.emplace_back(flag, "");
+      continue;
+    }
     if (!flag.starts_with("--")) throw config_error(flag, "unexpected argument");
     std::string value;
     if (auto eq = flag.find('='); eq != std::string::npos) {
@@ -161,7 +170,8 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
   auto& conn = config.connection;
   for (const auto& [flag, value] : flags) {
     if (flag == "--config") continue;
-    if (flag == "--listen") config.listen = parse_host_port(flag, value);
+    if (flag == "--proxy-protocol") config.connection.proxy_protocol = true;
+    else if (flag == "--listen") config.listen = parse_host_port(flag, value);
     else if (flag == "--admin") config.admin = parse_host_port(flag, value);
     else if (flag == "--upstream") {
       auto hp = parse_host_port(flag, value);
@@ -209,6 +219,8 @@ Flags (override the config file):
   --max-connections N         refuse connections beyond N (default 100000)
   --max-packet-size BYTES     largest client packet (default 1048576)
   --auth-timeout-ms MS        deadline of one call to the API server (default 3000)
+  --proxy-protocol            expect a PROXY protocol v1/v2 header from a load balancer
+                              before MQTT; its client address is logged and sent to the API
   --help                      this text
 
 Clients authenticate by publishing their session to service/auth/<session>

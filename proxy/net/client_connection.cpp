@@ -13,6 +13,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "net/proxy_protocol.hpp"
+
 namespace proxy {
 
 namespace asio = boost::asio;
@@ -165,14 +167,65 @@ asio::awaitable<void> client_connection::wait_for_room(const outbound& out) {
 void client_connection::notify() { wakeup_.cancel(); }
 
 asio::awaitable<void> client_connection::read_client(self_ptr self) {
-  const bool still_readable = co_await self->relay_from_client();
+  bool still_readable = true;
+  if (settings_.proxy_protocol) still_readable = co_await self->read_proxy_header();
+  if (still_readable && !closing_) still_readable = co_await self->relay_from_client();
   if (still_readable) co_await discard_until_eof(client_);
   client_reading_ = false;
   release_if_done();
 }
 
+asio::awaitable<bool> client_connection::read_proxy_header() {
+  std::vector<std::uint8_t> pending;
+  for (;;) {
+    std::array<std::uint8_t, proxy_protocol::max_header_size> chunk;
+    auto [ec, n] = co_await client_.async_read_some(asio::buffer(chunk), as_tuple_awaitable);
+    if (closing_) co_return true;
+    if (ec) {
+      apply(session_.on_client_closed());
+      co_return false;
+    }
+    pending.insert(pending.end(), chunk.begin(), chunk.begin() + static_cast<long>(n));
+    const auto parsed = proxy_protocol::parse(pending);
+    if (parsed.state == proxy_protocol::status::need_more) continue;
+    if (parsed.state == proxy_protocol::status::invalid) {
+      spdlog::warn("connection from {} refused: {}", remote_address_, parsed.error);
+      begin_close("bad PROXY protocol header: " + parsed.error);
+      co_return true;
+    }
+    if (!parsed.value.source.empty()) remote_address_ = parsed.value.source;
+    const std::span<const std::uint8_t> rest(pending.data() + parsed.value.size, pending.size() - parsed.value.size);
+    if (!rest.empty()) {
+      first_byte_seen_ = true;
+      apply(session_.on_client_first_byte(rest[0]));
+      client_framer_.feed(rest);
+    }
+    co_return true;
+  }
+}
+
+// Hands every complete frame in the framer to the session.
+void client_connection::process_client_frames() {
+  while (!closing_) {
+    auto next = client_framer_.next();
+    if (!next) {
+      apply(session_.on_client_framing_error(next.error()));
+      return;
+    }
+    if (!*next) return;
+    last_client_packet_ = std::chrono::steady_clock::now();
+    apply(session_.on_client_frame(**next), &**next);
+    if (!closing_ && !keep_alive_started_ && session_.keep_alive_limit().count() > 0) {
+      keep_alive_started_ = true;
+      asio::co_spawn(client_.get_executor(), watch_keep_alive(shared_from_this()), log_failure);
+    }
+  }
+}
+
 asio::awaitable<bool> client_connection::relay_from_client() {
   while (!closing_) {
+    process_client_frames();  // bytes may already be buffered (behind a PROXY header)
+    if (closing_) break;
     co_await wait_for_room(to_upstream_);
     if (closing_) break;
     const std::size_t chunk = co_await readable(client_, client_framer_);
@@ -186,25 +239,9 @@ asio::awaitable<bool> client_connection::relay_from_client() {
     if (!first_byte_seen_ && n > 0) {
       first_byte_seen_ = true;
       apply(session_.on_client_first_byte(space[0]));
-      if (closing_) co_return true;
+      if (closing_) break;
     }
     client_framer_.commit(n);
-    for (;;) {
-      auto next = client_framer_.next();
-      if (!next) {
-        apply(session_.on_client_framing_error(next.error()));
-        co_return true;
-      }
-      if (!*next) break;
-      last_client_packet_ = std::chrono::steady_clock::now();
-      apply(session_.on_client_frame(**next), &**next);
-      if (closing_) co_return true;
-      if (!keep_alive_started_ && session_.keep_alive_limit().count() > 0) {
-        keep_alive_started_ = true;
-        auto self = shared_from_this();
-        asio::co_spawn(client_.get_executor(), watch_keep_alive(self), log_failure);
-      }
-    }
   }
   co_return true;
 }

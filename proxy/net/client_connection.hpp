@@ -41,6 +41,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<void> read_client(self_ptr self);
   boost::asio::awaitable<void> read_upstream();
   boost::asio::awaitable<bool> relay_from_client();    // false when the socket failed
+  boost::asio::awaitable<bool> read_proxy_header();   // false when the connection must end
+  void process_client_frames();
   boost::asio::awaitable<bool> relay_from_upstream();
   boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
   boost::asio::awaitable<std::size_t> readable(boost::asio::ip::tcp::socket& socket, mqtt::framer& framer);

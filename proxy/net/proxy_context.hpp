@@ -26,6 +26,9 @@ struct connection_settings {
   // Reading from one side stops while the other side has this much queued,
   // so a slow reader cannot make the proxy buffer without bound.
   std::size_t write_high_water = 1024 * 1024;
+  // Expect a PROXY protocol v1/v2 header before MQTT (a load balancer in
+  // front); the address it carries is the one logged and sent to the API server.
+  bool proxy_protocol = false;
 };
 
 }  // namespace proxy

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The docker-compose topology as plain processes on loopback, for machines
+# without Docker and for the integration tests:
+#
+#   HAProxy (TCP, PROXY v2) -> mqtt-proxy x 2 -> broker (Mosquitto, RabbitMQ or test-broker)
+#                                   \-> auth-server
+#
+#   deploy/local-stack.sh start [--dir DIR] [--base-port N] [--broker mosquitto|rabbitmq|test-broker]
+#   deploy/local-stack.sh stop  [--dir DIR]
+#
+# Ports, from the base port N (default 25000): N load balancer, N+1/N+2 proxies,
+# N+11/N+12 their admin endpoints, N+20 auth-server, N+30 broker (N+31..N+33 RabbitMQ).
+# `start` writes DIR/env (ports, pids, the demo user's password) and returns once
+# everything answers; `stop` ends every process it started.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+command=${1:-}
+shift || true
+dir="$root/.local-stack"
+base=25000
+broker=mosquitto
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dir) dir="$2"; shift 2 ;;
+    --base-port) base="$2"; shift 2 ;;
+    --broker) broker="$2"; shift 2 ;;
+    *) echo "local-stack: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+stop_stack() {
+  [ -f "$dir/pids" ] || return 0
+  while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$dir/pids"
+  for _ in $(seq 50); do
+    alive=0
+    while read -r pid; do kill -0 "$pid" 2>/dev/null && alive=1; done <"$dir/pids"
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done <"$dir/pids"
+  [ -n "$(cat "$dir/rabbitmq-node" 2>/dev/null)" ] && "$root/deploy/rabbitmq.sh" stop "$dir/rabbitmq" >/dev/null 2>&1 || true
+  rm -f "$dir/pids"
+}
+
+wait_for() {  # port name
+  for _ in $(seq 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "local-stack: $2 did not come up on port $1; logs in $dir" >&2
+  stop_stack
+  exit 1
+}
+
+case "$command" in
+  stop) stop_stack; exit 0 ;;
+  start) ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
+esac
+
+bin="$root/build/bin"
+for b in mqtt-proxy auth-server; do [ -x "$bin/$b" ] || { echo "local-stack: build first ($bin/$b missing)" >&2; exit 1; }; done
+command -v haproxy >/dev/null || { echo "local-stack: haproxy is not installed (deploy/install-deps.sh)" >&2; exit 1; }
+stop_stack
+rm -rf "$dir"
+mkdir -p "$dir"
+chmod 755 "$dir"
+: >"$dir/pids"
+
+lb=$base proxy1=$((base + 1)) proxy2=$((base + 2)) admin1=$((base + 11)) admin2=$((base + 12))
+auth=$((base + 20)) broker_port=$((base + 30))
+demo_password=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 16)
+proxy_password=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 16)
+
+"$bin/auth-server" adduser --db "$dir/auth.db" --user demo --password "$demo_password" --group demo >/dev/null
+"$bin/auth-server" serve --db "$dir/auth.db" --listen "127.0.0.1:$auth" >"$dir/auth-server.log" 2>&1 &
+echo $! >>"$dir/pids"
+
+case "$broker" in
+  mosquitto)
+    echo "proxy:$proxy_password" >"$dir/mosquitto.passwd"
+    mosquitto_passwd -U "$dir/mosquitto.passwd"
+    chmod 644 "$dir/mosquitto.passwd"
+    printf 'listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\npersistence false\n' \
+      "$broker_port" "$dir/mosquitto.passwd" >"$dir/mosquitto.conf"
+    "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$dir/mosquitto.conf" >"$dir/broker.log" 2>&1 &
+    echo $! >>"$dir/pids"
+    ;;
+  test-broker)
+    "$bin/test-broker" --listen "127.0.0.1:$broker_port" --username proxy --password "$proxy_password" \
+      >"$dir/broker.log" 2>&1 &
+    echo $! >>"$dir/pids"
+    ;;
+  rabbitmq)
+    "$root/deploy/rabbitmq.sh" start "$dir/rabbitmq" "$broker_port" proxy "$proxy_password" >"$dir/broker.log" 2>&1
+    echo rabbit >"$dir/rabbitmq-node"
+    ;;
+  *) echo "local-stack: --broker must be mosquitto, rabbitmq or test-broker" >&2; exit 2 ;;
+esac
+wait_for "$auth" auth-server
+wait_for "$broker_port" broker
+
+for i in 1 2; do
+  port_var="proxy$i" admin_var="admin$i"
+  "$bin/mqtt-proxy" --listen "127.0.0.1:${!port_var}" --admin "127.0.0.1:${!admin_var}" --proxy-protocol \
+    --upstream "127.0.0.1:$broker_port" --upstream-username proxy --upstream-password "$proxy_password" \
+    --auth-url "http://127.0.0.1:$auth" --log-level info >"$dir/mqtt-proxy$i.log" 2>&1 &
+  echo $! >"$dir/mqtt-proxy$i.pid"
+  cat "$dir/mqtt-proxy$i.pid" >>"$dir/pids"
+  wait_for "${!port_var}" "mqtt-proxy$i"
+done
+
+sed -e "s/@LB_BIND@/127.0.0.1:$lb/" -e "s/@PROXY1@/127.0.0.1:$proxy1/" -e "s/@PROXY2@/127.0.0.1:$proxy2/" \
+  -e "s/@ADMIN1@/$admin1/" -e "s/@ADMIN2@/$admin2/" "$root/deploy/haproxy.cfg.in" >"$dir/haproxy.cfg"
+haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
+echo $! >>"$dir/pids"
+wait_for "$lb" haproxy
+
+cat >"$dir/env" <<ENV
+LB_PORT=$lb
+PROXY1_PORT=$proxy1
+PROXY2_PORT=$proxy2
+ADMIN1_PORT=$admin1
+ADMIN2_PORT=$admin2
+AUTH_PORT=$auth
+BROKER_PORT=$broker_port
+BROKER=$broker
+PROXY_PASSWORD=$proxy_password
+DEMO_USER=demo
+DEMO_PASSWORD=$demo_password
+PROXY1_PID=$(cat "$dir/mqtt-proxy1.pid")
+PROXY2_PID=$(cat "$dir/mqtt-proxy2.pid")
+ENV
+echo "local stack up: MQTT via HAProxy on 127.0.0.1:$lb, API on 127.0.0.1:$auth, broker $broker; details in $dir/env"
