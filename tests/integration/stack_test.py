@@ -1,0 +1,174 @@
+#!/usr/bin/python3
+"""The load-balanced system of deploy/local-stack.sh, end to end: HAProxy
+(PROXY protocol v2) in front of two mqtt-proxy instances, auth-server, and a
+broker. Usage: stack_test.py BROKER   (mosquitto | test-broker | rabbitmq)"""
+import json
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+import paho.mqtt.client as mqtt
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BROKER = "mosquitto"
+
+
+def ports_free(base):
+    for offset in (0, 1, 2, 11, 12, 20, 30, 31, 32, 33):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", base + offset))
+            except OSError:
+                return False
+    return True
+
+
+def http(url, body=None):
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class App:
+    """A mobile app: logs in over HTTP, connects through the load balancer,
+    authenticates with the auth PUBLISH on every (re)connect."""
+
+    def __init__(self, env, client_id, clean=True):
+        self.env = env
+        status, body = http(f"http://127.0.0.1:{env['AUTH_PORT']}/v1/login",
+                            {"username": env["DEMO_USER"], "password": env["DEMO_PASSWORD"]})
+        assert status == 200, body
+        self.session = json.loads(body)["session"]
+        self.messages, self.auth_answers = queue.Queue(), queue.Queue()
+        self.disconnects = queue.Queue()
+        self.client = mqtt.Client(client_id=client_id, clean_session=clean)
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.on_connect = lambda c, u, f, rc: c.publish("service/auth/" + self.session, b"", qos=1)
+        self.client.on_disconnect = lambda c, u, rc: self.disconnects.put(rc)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", int(env["LB_PORT"]), 30)
+        self.client.loop_start()
+        assert json.loads(self.auth_answers.get(timeout=10))["result"] == "ok"
+
+    def _on_message(self, client, userdata, m):
+        if m.topic.startswith("service/auth"):
+            self.auth_answers.put(m.payload.decode())
+        else:
+            self.messages.put((m.topic, m.payload.decode()))
+
+    def local_port(self):
+        return self.client.socket().getsockname()[1]
+
+    def stop(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Stack(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="stack-")
+        base = random.randrange(30000, 40000, 100)
+        while not ports_free(base):
+            base = random.randrange(30000, 40000, 100)
+        subprocess.run([os.path.join(ROOT, "deploy", "local-stack.sh"), "start", "--dir", cls.dir, "--base-port",
+                        str(base), "--broker", BROKER], check=True, timeout=240)
+        cls.env = dict(line.strip().split("=", 1) for line in open(os.path.join(cls.dir, "env")) if "=" in line)
+
+    @classmethod
+    def tearDownClass(cls):
+        subprocess.run([os.path.join(ROOT, "deploy", "local-stack.sh"), "stop", "--dir", cls.dir], timeout=120)
+
+    def metrics(self, admin_port):
+        status, body = http(f"http://127.0.0.1:{admin_port}/metrics")
+        self.assertEqual(status, 200)
+        return {line.split(" ")[0]: float(line.split(" ")[1]) for line in body.splitlines()
+                if line and not line.startswith("#")}
+
+    def proxy_of(self, app):
+        """Which proxy (1 or 2) serves the app: the only one with an open connection."""
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            open_by = {i: self.metrics(self.env[f"ADMIN{i}_PORT"])["mqtt_proxy_connections_open"] for i in (1, 2)}
+            if sum(open_by.values()) >= 1:
+                return max(open_by, key=open_by.get)
+            time.sleep(0.1)
+        self.fail("no proxy holds the connection")
+
+    def test_1_flow_through_the_balancer_with_the_real_client_address(self):
+        app = App(self.env, "flow")
+        app.client.subscribe("private/demo/#", qos=1)
+        time.sleep(0.3)
+        app.client.publish("private/demo/flow", b"via haproxy", qos=1)
+        self.assertEqual(app.messages.get(timeout=5), ("private/demo/flow", "via haproxy"))
+        port = app.local_port()
+        app.stop()
+        time.sleep(0.5)
+        logs = ""
+        for i in (1, 2):
+            with open(os.path.join(self.dir, f"mqtt-proxy{i}.log")) as f:
+                logs += f.read()
+        # The proxies log the client's own address, carried by PROXY v2, not HAProxy's.
+        self.assertIn(f"remote=127.0.0.1:{port} client_id=flow user=demo", logs)
+
+    def test_2_metrics_count_what_happened(self):
+        before = sum(self.metrics(self.env[f"ADMIN{i}_PORT"]).get('mqtt_proxy_authentications_total{result="ok"}', 0)
+                     for i in (1, 2))
+        app = App(self.env, "metered")
+        app.client.subscribe("#", qos=0)  # refused by the ACL
+        time.sleep(0.5)
+        app.stop()
+        after = [self.metrics(self.env[f"ADMIN{i}_PORT"]) for i in (1, 2)]
+        self.assertEqual(sum(m.get('mqtt_proxy_authentications_total{result="ok"}', 0) for m in after), before + 1)
+        self.assertGreaterEqual(sum(m.get('mqtt_proxy_acl_denials_total{packet="subscribe"}', 0) for m in after), 1)
+
+    def test_3_kill_a_proxy_clients_reconnect_through_the_other_and_resume(self):
+        app = App(self.env, "survivor", clean=False)
+        app.client.subscribe("private/demo/failover", qos=1)
+        time.sleep(0.3)
+        victim = self.proxy_of(app)
+        os.kill(int(self.env[f"PROXY{victim}_PID"]), signal.SIGKILL)
+        app.disconnects.get(timeout=10)
+        # Back through HAProxy on the other proxy, re-authenticated by on_connect.
+        self.assertEqual(json.loads(app.auth_answers.get(timeout=20))["result"], "ok")
+        sender = App(self.env, "sender")
+        sender.client.publish("private/demo/failover", b"after failover", qos=1)
+        self.assertEqual(app.messages.get(timeout=10), ("private/demo/failover", "after failover"))
+        survivor = 2 if victim == 1 else 1
+        self.assertGreaterEqual(self.metrics(self.env[f"ADMIN{survivor}_PORT"])["mqtt_proxy_connections_open"], 2)
+        sender.stop()
+        app.stop()
+        self.__class__.survivor = survivor
+
+    def test_4_draining_proxy_turns_not_ready_and_lets_clients_finish(self):
+        survivor = getattr(self.__class__, "survivor", 1)
+        admin = self.env[f"ADMIN{survivor}_PORT"]
+        self.assertEqual(http(f"http://127.0.0.1:{admin}/readyz")[0], 200)
+        app = App(self.env, "drained")
+        os.kill(int(self.env[f"PROXY{survivor}_PID"]), signal.SIGTERM)
+        time.sleep(0.3)
+        status, body = http(f"http://127.0.0.1:{admin}/readyz")
+        self.assertEqual(status, 503)
+        self.assertIn("draining", body)
+        app.client.subscribe("private/demo/drain", qos=1)
+        app.client.publish("private/demo/drain", b"still served", qos=1)
+        self.assertEqual(app.messages.get(timeout=5), ("private/demo/drain", "still served"))
+        app.stop()
+
+
+if __name__ == "__main__":
+    BROKER = sys.argv.pop(1) if len(sys.argv) > 1 else "mosquitto"
+    unittest.main(verbosity=2)
