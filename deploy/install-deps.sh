@@ -18,6 +18,7 @@ TEST_PACKAGES=(
   mosquitto mosquitto-clients   # the real broker and CLI clients the tests run against
   python3-paho-mqtt             # a real client library for integration tests
   haproxy                       # the load balancer of the local stack (PROXY protocol v2)
+  rabbitmq-server python3-pika  # the alternative backend (MQTT plugin) and an AMQP client to check its routing
   docker-compose                # only to validate docker-compose.yml (`docker-compose config`); Docker itself is not needed
   clang libclang-rt-14-dev      # libFuzzer for the codec fuzz target
 )
@@ -38,4 +39,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts the mosquitto service on install; the tests start their own on free ports.
-if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
+# Debian starts these services on install; the tests start their own on loopback ports.
+if command -v systemctl >/dev/null 2>&1; then
+  for service in mosquitto haproxy rabbitmq-server; do $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true; done
+fi

@@ -72,7 +72,8 @@ auth=$((base + 20)) broker_port=$((base + 30))
 demo_password=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 16)
 proxy_password=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 16)
 
-"$bin/auth-server" adduser --db "$dir/auth.db" --user demo --password "$demo_password" --group demo >/dev/null
+"$bin/auth-server" adduser --db "$dir/auth.db" --user demo --password "$demo_password" --group demo \
+  --allow-publish "webos/demo/#" >/dev/null
 "$bin/auth-server" serve --db "$dir/auth.db" --listen "127.0.0.1:$auth" >"$dir/auth-server.log" 2>&1 &
 echo $! >>"$dir/pids"
 

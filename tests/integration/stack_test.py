@@ -86,7 +86,8 @@ class Stack(unittest.TestCase):
             base = random.randrange(30000, 40000, 100)
         subprocess.run([os.path.join(ROOT, "deploy", "local-stack.sh"), "start", "--dir", cls.dir, "--base-port",
                         str(base), "--broker", BROKER], check=True, timeout=240)
-        cls.env = dict(line.strip().split("=", 1) for line in open(os.path.join(cls.dir, "env")) if "=" in line)
+        with open(os.path.join(cls.dir, "env")) as f:
+            cls.env = dict(line.strip().split("=", 1) for line in f if "=" in line)
 
     @classmethod
     def tearDownClass(cls):
@@ -166,6 +167,51 @@ class Stack(unittest.TestCase):
         app.client.subscribe("private/demo/drain", qos=1)
         app.client.publish("private/demo/drain", b"still served", qos=1)
         self.assertEqual(app.messages.get(timeout=5), ("private/demo/drain", "still served"))
+        app.stop()
+
+
+    def test_2b_rabbitmq_topic_exchange_qos_and_will(self):
+        if BROKER != "rabbitmq":
+            self.skipTest("RabbitMQ only")
+        import pika
+        # An AMQP consumer sees MQTT topic webos/demo/info as routing key webos.demo.info on webos.topic.
+        amqp = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", int(self.env["BROKER_PORT"]) + 1, "/", pika.PlainCredentials("proxy", self.env["PROXY_PASSWORD"])))
+        channel = amqp.channel()
+        queue_name = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue_name, "webos.topic", routing_key="webos.demo.#")
+        app = App(self.env, "rabbit")
+        app.client.publish("webos/demo/info", b"to amqp", qos=1).wait_for_publish(5)
+        body = None
+        for _ in range(50):
+            method, _, body = channel.basic_get(queue_name, auto_ack=True)
+            if method:
+                self.assertEqual(method.routing_key, "webos.demo.info")
+                break
+            time.sleep(0.1)
+        self.assertEqual(body, b"to amqp")
+        amqp.close()
+        # RabbitMQ 3.10 grants at most QoS 1: the proxy passes its SUBACK on unchanged.
+        granted = queue.Queue()
+        app.client.on_subscribe = lambda c, u, mid, q: granted.put(q)
+        app.client.subscribe("private/demo/rabbit", qos=2)
+        self.assertEqual(granted.get(timeout=5), (1,))
+        # QoS 0 and 1 both ways.
+        for qos in (0, 1):
+            app.client.publish("private/demo/rabbit", f"qos{qos}".encode(), qos=qos)
+            self.assertEqual(app.messages.get(timeout=5), ("private/demo/rabbit", f"qos{qos}"))
+        # The will of a client that drops, through the proxy.
+        dropper = mqtt.Client(client_id="dropper")
+        dropper.will_set("private/demo/rabbit", b"dropper gone", qos=1)
+        answers = queue.Queue()
+        dropper.on_message = lambda c, u, m: answers.put(m.payload)
+        dropper.connect("127.0.0.1", int(self.env["LB_PORT"]), 30)
+        dropper.loop_start()
+        dropper.publish("service/auth/" + app.session, b"", qos=1)
+        self.assertIn(b'"ok"', answers.get(timeout=10))
+        dropper.loop_stop()
+        dropper.socket().close()
+        self.assertEqual(app.messages.get(timeout=10), ("private/demo/rabbit", "dropper gone"))
         app.stop()
 
 
