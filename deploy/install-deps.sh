@@ -38,7 +38,6 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts the mosquitto service on install; the tests start their own on free ports.
 # Debian starts these services on install; the tests start their own on loopback ports.
 if command -v systemctl >/dev/null 2>&1; then
   for service in mosquitto haproxy rabbitmq-server; do $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true; done

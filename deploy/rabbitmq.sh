@@ -27,6 +27,8 @@ export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127
 if [ "$command" = stop ]; then
   rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true
   [ -f "$dir/rabbitmq.pid" ] && kill "$(cat "$dir/rabbitmq.pid")" 2>/dev/null || true
+  # The Erlang port mapper outlives the node; end it when no node is left.
+  if command -v epmd >/dev/null && ! epmd -names 2>/dev/null | grep -q "^name "; then epmd -kill >/dev/null 2>&1 || true; fi
   exit 0
 fi
 
