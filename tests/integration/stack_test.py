@@ -81,9 +81,9 @@ class Stack(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix="stack-")
-        base = random.randrange(30000, 40000, 100)
+        base = random.randrange(20000, 30000, 100)
         while not ports_free(base):
-            base = random.randrange(30000, 40000, 100)
+            base = random.randrange(20000, 30000, 100)
         subprocess.run([os.path.join(ROOT, "deploy", "local-stack.sh"), "start", "--dir", cls.dir, "--base-port",
                         str(base), "--broker", BROKER], check=True, timeout=240)
         with open(os.path.join(cls.dir, "env")) as f:
