@@ -3,9 +3,9 @@
 # missing, builds, creates a demo user, and starts auth-server (8080), a broker
 # (1883, loopback only) and mqtt-proxy (5000). Ctrl-C stops everything.
 #
-#   deploy/quickstart.sh [--broker mosquitto|test-broker] [--check] [--no-build]
+#   deploy/quickstart.sh [--broker test-broker|mosquitto|rabbitmq] [--check] [--no-build]
 #     --broker   which broker to put behind the proxy (default: test-broker when
-#                built, otherwise Mosquitto)
+#                built, otherwise Mosquitto); rabbitmq takes MQTT 3.1.1 only
 #     --check    run deploy/demo-client.py against the stack, then stop (exit 0 on success)
 #     --no-build skip installing and building (the binaries must exist)
 set -euo pipefail
@@ -34,11 +34,11 @@ if [ -z "$broker" ]; then
   if [ -x build/bin/test-broker ]; then broker=test-broker; else broker=mosquitto; fi
 fi
 case "$broker" in
-  mosquitto|test-broker) ;;
-  *) echo "quickstart: --broker must be mosquitto or test-broker" >&2; exit 2 ;;
+  mosquitto|test-broker|rabbitmq) ;;
+  *) echo "quickstart: --broker must be test-broker, mosquitto or rabbitmq" >&2; exit 2 ;;
 esac
 
-for port in 1883 5000 8080 9100; do
+for port in 1883 1884 1885 5000 8080 9100; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     echo "quickstart: port $port is already in use; stop what listens there (ss -ltnp 'sport = :$port')" >&2
     exit 1
@@ -53,6 +53,7 @@ pids=()
 stop_all() {
   trap - INT TERM EXIT
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ "$broker" = rabbitmq ] && deploy/rabbitmq.sh stop "$state/rabbitmq" >/dev/null 2>&1
   wait 2>/dev/null || true
 }
 trap 'echo; echo "stopping..."; stop_all; exit 0' INT TERM
@@ -89,10 +90,13 @@ persistence false
 CONF
   mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
   "$mosquitto_bin" -c "$state/mosquitto.conf" >"$state/broker.log" 2>&1 &
+  pids+=($!)
+elif [ "$broker" = rabbitmq ]; then
+  deploy/rabbitmq.sh start "$state/rabbitmq" 1883 proxy "$proxy_password" >"$state/broker.log" 2>&1 </dev/null
 else
   build/bin/test-broker --listen 127.0.0.1:1883 --username proxy --password "$proxy_password" >"$state/broker.log" 2>&1 &
+  pids+=($!)
 fi
-pids+=($!)
 wait_for 8080 auth-server
 wait_for 1883 broker
 
@@ -103,7 +107,9 @@ pids+=($!)
 wait_for 5000 mqtt-proxy
 
 if [ "$check" = 1 ]; then
-  /usr/bin/python3 deploy/demo-client.py --user demo --password "$demo_password"
+  mqtt_version=5
+  [ "$broker" = rabbitmq ] && mqtt_version=3  # RabbitMQ 3.10 speaks MQTT 3.1.1 only
+  /usr/bin/python3 deploy/demo-client.py --user demo --password "$demo_password" --mqtt "$mqtt_version"
   exit $?
 fi
 

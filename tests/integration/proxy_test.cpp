@@ -387,6 +387,41 @@ TEST_CASE("oversized and malformed packets close only the offending connection")
   CHECK(sut.proxy.running());
 }
 
+TEST_CASE("back-pressure: a subscriber that stops reading does not make the proxy buffer without bound") {
+  system_under_test sut;
+  auto slow = login(sut, protocol_version::v3_1_1, "slow", "alice-token");
+  subscribe(slow, 1, "private/alice/flood", qos::at_most_once, reason_code::success);
+  // From here on `slow` reads nothing.
+  auto pub = login(sut, protocol_version::v3_1_1, "flooder", "alice-token");
+  const long before = sut.proxy.rss_kib();
+  const std::string chunk(256 * 1024, 'x');
+  for (int i = 0; i < 200; ++i)  // 50 MiB towards a reader that does not read
+    pub.send(mqtt::publish{"private/alice/flood", chunk, qos::at_most_once, false, false, 0, {}});
+  pub.send(mqtt::pingreq{});
+  pub.expect<mqtt::pingresp>(20s);  // the publisher is still served
+  std::this_thread::sleep_for(500ms);
+  const long grown = sut.proxy.rss_kib() - before;
+  MESSAGE("proxy RSS grew by " << grown << " KiB while 50 MiB went to a stalled subscriber");
+  CHECK(grown < 24 * 1024);  // the write high-water mark (1 MiB) plus read buffers, not 50 MiB
+  auto other = login(sut, protocol_version::v3_1_1, "other", "bob-token");
+  other.send(mqtt::pingreq{});
+  other.expect<mqtt::pingresp>();
+}
+
+TEST_CASE("connections over --max-connections are closed at accept and counted") {
+  system_under_test sut({"--max-connections", "2"});
+  auto first = login(sut, protocol_version::v3_1_1, "one", "alice-token");
+  auto second = login(sut, protocol_version::v3_1_1, "two", "alice-token");
+  test::raw_client third(sut.proxy.port(), protocol_version::v3_1_1);
+  CHECK(third.closed_by_peer());
+  httplib::Client admin("127.0.0.1", sut.proxy.admin_port());
+  auto metrics = admin.Get("/metrics");
+  REQUIRE(metrics);
+  CHECK(metrics->body.find("mqtt_proxy_connections_refused_total 1") != std::string::npos);
+  first.send(mqtt::pingreq{});
+  first.expect<mqtt::pingresp>();
+}
+
 TEST_CASE("direct mode: the session as CONNECT password gets the broker's own CONNACK") {
   system_under_test sut;
   for (auto v : both_versions) {

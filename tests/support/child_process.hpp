@@ -70,6 +70,8 @@ class child_process {
 
   // Reaps the child if it has exited, and then forgets its pid, so that
   // stop() never signals a pid the system may have given to someone else.
+  pid_t pid() const { return pid_; }
+
   bool running() {
     if (pid_ <= 0) return false;
     if (::waitpid(pid_, nullptr, WNOHANG) == 0) return true;

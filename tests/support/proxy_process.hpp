@@ -38,6 +38,13 @@ class proxy_process {
     return {std::istreambuf_iterator<char>(in), {}};
   }
   bool running() { return process_->running(); }
+  // Resident memory of the proxy process, in KiB.
+  long rss_kib() const {
+    std::ifstream status("/proc/" + std::to_string(process_->pid()) + "/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+  }
 
  private:
   unsigned short port_;
