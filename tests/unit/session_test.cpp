@@ -28,22 +28,17 @@ struct harness {
     return c;
   }
 
-  std::vector<session_action> client(const mqtt::packet& p) {
+  // Encodes a packet, frames it as the driver would, and hands it to `event`.
+  template <class Event>
+  std::vector<session_action> deliver(const mqtt::packet& p, Event event) {
     auto wire = *mqtt::encode(p, v);
     mqtt::framer f(1 << 20);
     f.feed(wire);
-    auto frame = **f.next();
-    auto out = session.on_client_frame(frame);
+    auto out = (session.*event)(**f.next());
     return {out.begin(), out.end()};
   }
-  std::vector<session_action> upstream(const mqtt::packet& p) {
-    auto wire = *mqtt::encode(p, v);
-    mqtt::framer f(1 << 20);
-    f.feed(wire);
-    auto frame = **f.next();
-    auto out = session.on_upstream_frame(frame);
-    return {out.begin(), out.end()};
-  }
+  std::vector<session_action> client(const mqtt::packet& p) { return deliver(p, &client_session::on_client_frame); }
+  std::vector<session_action> upstream(const mqtt::packet& p) { return deliver(p, &client_session::on_upstream_frame); }
   std::vector<session_action> auth(auth_result r) {
     auto out = session.on_auth_result(r);
     return {out.begin(), out.end()};
