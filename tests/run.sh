@@ -30,14 +30,18 @@ fi
 
 fuzz_seconds=${MQTT_FUZZ_SECONDS:-60}
 if [ "$fuzz_seconds" != 0 ] && command -v clang++ >/dev/null 2>&1; then
-  step "fuzzing the framer and decoder for ${fuzz_seconds}s"
   CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMQTT_FUZZ=ON >/dev/null
-  cmake --build build-fuzz -j"$jobs" --target codec_fuzz
+  cmake --build build-fuzz -j"$jobs" --target codec_fuzz session_fuzz
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  cp tests/fuzz/corpus/* "$work"/
-  (cd "$work" && "$root"/build-fuzz/bin/codec_fuzz -max_total_time="$fuzz_seconds" -max_len=4096 \
-      -print_final_stats=1 "$work" 2>&1 | tail -n 12)
+  fuzz() {  # target corpus seconds
+    step "fuzzing $1 for ${3}s"
+    mkdir -p "$work/$1"
+    cp "$2"/* "$work/$1"/
+    (cd "$work" && "$root/build-fuzz/bin/$1" -max_total_time="$3" -max_len=4096 -print_final_stats=1 "$work/$1" 2>&1 | tail -n 6)
+  }
+  fuzz codec_fuzz tests/fuzz/corpus "$fuzz_seconds"      # framer + decoder + encoder round trip
+  fuzz session_fuzz tests/fuzz/session_corpus $(( (fuzz_seconds + 1) / 2 ))  # nothing past the auth gate or the ACL
 fi
 
 step "all tests passed"

@@ -15,6 +15,8 @@
 
 #include "net/proxy_protocol.hpp"
 
+#include "support/overloaded.hpp"
+
 namespace proxy {
 
 namespace asio = boost::asio;
@@ -38,11 +40,6 @@ std::string address_of(const tcp::socket& socket) {
   if (ec) return "unknown";
   return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
 }
-
-template <class... Ts>
-struct overloaded : Ts... {
-  using Ts::operator()...;
-};
 
 void log_failure(std::exception_ptr error) {
   if (!error) return;
@@ -93,7 +90,7 @@ void client_connection::start() {
 void client_connection::apply(client_session::actions actions, const mqtt::frame* client_frame,
                               const mqtt::frame* upstream_frame) {
   for (const auto& a : actions) {
-    std::visit(overloaded{
+    std::visit(support::overloaded{
                    [&](const action::send_to_client& s) { enqueue(client_, to_client_, s.data); },
                    [&](const action::send_to_upstream& s) { enqueue(upstream_, to_upstream_, s.data); },
                    [&](const action::forward_to_upstream&) {

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/overloaded.hpp"
+
 namespace proxy {
 namespace {
 
@@ -23,11 +25,6 @@ reason_code disconnect_reason(reason_code code) {
   if (code == reason_code::server_unavailable) return reason_code::server_busy;
   return mqtt::is_valid_reason(mqtt::packet_type::disconnect, code) ? code : reason_code::unspecified_error;
 }
-
-template <class... Ts>
-struct overloaded : Ts... {
-  using Ts::operator()...;
-};
 
 }  // namespace
 
@@ -151,7 +148,7 @@ void client_session::handle_connect(const mqtt::connect& c) {
 }
 
 void client_session::handle_before_relay(const mqtt::packet& p, const mqtt::frame& frame) {
-  std::visit(overloaded{
+  std::visit(support::overloaded{
                  [&](const mqtt::publish& publish) {
                    if (!is_auth_topic(publish.topic) || direct_mode_) return hold(frame);
                    ack_locally(publish, reason_code::success);
@@ -331,7 +328,7 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
     }
     return actions_;
   }
-  std::visit(overloaded{
+  std::visit(support::overloaded{
                  [&](const mqtt::suback& ack) { handle_upstream_suback(ack); },
                  [&](const mqtt::disconnect& d) {
                    emit(action::forward_to_client{});
@@ -405,7 +402,7 @@ client_session::actions client_session::on_upstream_closed() {
 // ------------------------------------------------------------------- relaying
 
 void client_session::handle_relay(const mqtt::packet& p, const mqtt::frame& frame) {
-  std::visit(overloaded{
+  std::visit(support::overloaded{
                  [&](const mqtt::publish& publish) { handle_publish(publish, frame); },
                  [&](const mqtt::subscribe& s) { handle_subscribe(s, frame); },
                  [&](const mqtt::unsubscribe& u) { handle_unsubscribe(u, frame); },

@@ -2,16 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include "support/overloaded.hpp"
+
 namespace broker {
 namespace {
 
 constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t read_chunk = 16 * 1024;
-
-template <class... Ts>
-struct overloaded : Ts... {
-  using Ts::operator()...;
-};
 
 // The message properties a broker passes on (3.3.2.3); topic aliases and
 // subscription identifiers belong to one hop only.
@@ -152,7 +149,7 @@ asio::awaitable<void> client_link::keep_alive_loop(self_ptr self) {
 
 void client_link::handle(const mqtt::packet& p) {
   if (!connected_ && !std::holds_alternative<mqtt::connect>(p)) return close(false);  // [MQTT-3.1.0-1]
-  std::visit(overloaded{
+  std::visit(support::overloaded{
                  [&](const mqtt::connect& c) {
                    if (connected_) return close(true, mqtt::reason_code::protocol_error);  // [MQTT-3.1.0-2]
                    on_connect(c);
