@@ -17,28 +17,15 @@ import unittest
 
 import paho.mqtt.client as mqtt
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from netutil import free_port, wait_for_port  # noqa: E402
+
+
 PROXY = None
 SESSIONS = {
     "alice-token": {"user": "alice", "acl": {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}},
     "bob-token": {"user": "bob", "acl": {"publish": ["private/bob/#"], "subscribe": ["private/bob/#"]}},
 }
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 class StubAuth(http.server.BaseHTTPRequestHandler):
