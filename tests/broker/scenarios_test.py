@@ -15,7 +15,6 @@ import time
 import unittest
 
 import paho.mqtt.client as mqtt
-
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
