@@ -223,22 +223,16 @@ asio::awaitable<bool> client_connection::relay_from_client() {
   while (!closing_) {
     process_client_frames();  // bytes may already be buffered (behind a PROXY header)
     if (closing_) break;
-    co_await wait_for_room(to_upstream_);
-    if (closing_) break;
-    const std::size_t chunk = co_await readable(client_, client_framer_);
-    auto space = client_framer_.prepare(chunk);
-    auto [ec, n] = co_await client_.async_read_some(asio::buffer(space.data(), space.size()), as_tuple_awaitable);
-    if (ec) {
+    const auto in = co_await read_into(client_, client_framer_, to_upstream_);
+    if (in.error) {
       if (!closing_) apply(session_.on_client_closed());
       co_return false;
     }
     if (closing_) break;
-    if (!first_byte_seen_ && n > 0) {
+    if (!first_byte_seen_ && !in.bytes.empty()) {
       first_byte_seen_ = true;
-      apply(session_.on_client_first_byte(space[0]));
-      if (closing_) break;
+      apply(session_.on_client_first_byte(in.bytes[0]));
     }
-    client_framer_.commit(n);
   }
   co_return true;
 }
@@ -252,17 +246,12 @@ asio::awaitable<void> client_connection::read_upstream() {
 
 asio::awaitable<bool> client_connection::relay_from_upstream() {
   while (!closing_) {
-    co_await wait_for_room(to_client_);
-    if (closing_) break;
-    const std::size_t chunk = co_await readable(upstream_, upstream_framer_);
-    auto space = upstream_framer_.prepare(chunk);
-    auto [ec, n] = co_await upstream_.async_read_some(asio::buffer(space.data(), space.size()), as_tuple_awaitable);
-    if (ec) {
+    const auto in = co_await read_into(upstream_, upstream_framer_, to_client_);
+    if (in.error) {
       if (!closing_) apply(session_.on_upstream_closed());
       co_return false;
     }
     if (closing_) break;
-    upstream_framer_.commit(n);
     for (;;) {
       auto next = upstream_framer_.next();
       if (!next) {
@@ -275,6 +264,21 @@ asio::awaitable<bool> client_connection::relay_from_upstream() {
     }
   }
   co_return true;
+}
+
+// One read for either direction: waits until the other direction has room
+// (back-pressure), then until this socket has bytes, and reads them into the
+// framer. An empty, error-free result means the connection began closing.
+asio::awaitable<client_connection::received> client_connection::read_into(tcp::socket& socket, mqtt::framer& framer,
+                                                                          const outbound& other_side) {
+  co_await wait_for_room(other_side);
+  if (closing_) co_return received{};
+  const std::size_t chunk = co_await readable(socket, framer);
+  auto space = framer.prepare(chunk);
+  auto [ec, n] = co_await socket.async_read_some(asio::buffer(space.data(), space.size()), as_tuple_awaitable);
+  if (ec) co_return received{ec, {}};
+  framer.commit(n);
+  co_return received{{}, space.first(n)};
 }
 
 // Idle connections are the common case, so between packets a reader holds

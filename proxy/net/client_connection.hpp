@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -46,6 +47,12 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<bool> relay_from_upstream();
   boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
   boost::asio::awaitable<std::size_t> readable(boost::asio::ip::tcp::socket& socket, mqtt::framer& framer);
+  struct received {
+    boost::system::error_code error;
+    std::span<const std::uint8_t> bytes;  // just read, valid until the framer's next prepare()
+  };
+  boost::asio::awaitable<received> read_into(boost::asio::ip::tcp::socket& socket, mqtt::framer& framer,
+                                             const outbound& other_side);
   boost::asio::awaitable<void> write(self_ptr self, boost::asio::ip::tcp::socket& socket, outbound& out);
   boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet);
   boost::asio::awaitable<void> watch_handshake(self_ptr self);

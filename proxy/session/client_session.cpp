@@ -32,18 +32,6 @@ std::string upstream_client_id(std::string_view user, std::string_view client_id
   return std::to_string(user.size()) + ":" + std::string(user) + ":" + std::string(client_id);
 }
 
-std::string_view to_string(client_session::state s) {
-  switch (s) {
-    case client_session::state::awaiting_connect: return "awaiting_connect";
-    case client_session::state::awaiting_auth: return "awaiting_auth";
-    case client_session::state::authenticating: return "authenticating";
-    case client_session::state::connecting_upstream: return "connecting_upstream";
-    case client_session::state::relaying: return "relaying";
-    case client_session::state::closed: return "closed";
-  }
-  return "unknown";
-}
-
 client_session::client_session(const session_config& config, metrics& counters, std::string generated_client_id)
     : config_(config), metrics_(counters), generated_client_id_(std::move(generated_client_id)) {}
 

@@ -132,6 +132,5 @@ class client_session {
   std::set<std::string> subscriptions_;
 };
 
-std::string_view to_string(client_session::state s);
 
 }  // namespace proxy

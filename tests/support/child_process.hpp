@@ -37,7 +37,6 @@ class child_process {
     const int rc = posix_spawnp(&pid_, program.c_str(), &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) throw std::runtime_error("cannot start " + program);
-    args_ = std::move(args);
   }
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
@@ -81,7 +80,6 @@ class child_process {
 
  private:
   pid_t pid_ = -1;
-  std::vector<std::string> args_;
 };
 
 // A port nobody listens on right now (the kernel's choice for port 0).
