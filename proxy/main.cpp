@@ -1,6 +1,6 @@
 // mqtt-proxy: wiring only. One io_context per worker thread, each with its own
-// listener (SO_REUSEPORT) and its own auth client; worker 0 also serves the
-// admin endpoint and handles signals.
+// listeners (SO_REUSEPORT) and its own auth client; worker 0 also serves the
+// admin endpoint and handles signals. TLS contexts are shared by all workers.
 #include <sys/resource.h>
 
 #include <csignal>
@@ -20,6 +20,7 @@
 #include "auth/http_auth_client.hpp"
 #include "config/config.hpp"
 #include "net/listener.hpp"
+#include "net/tls_context.hpp"
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
@@ -29,7 +30,39 @@ namespace {
 struct worker {
   asio::io_context io{1};
   std::unique_ptr<proxy::http_auth_client> auth;
-  std::unique_ptr<proxy::listener> listener;
+  std::unique_ptr<proxy::connection_environment> environment;
+  std::vector<std::unique_ptr<proxy::listener>> listeners;
+};
+
+// Certificates of the TLS listeners and of the broker connection, read once
+// here and again on SIGHUP.
+struct tls_contexts {
+  std::array<std::unique_ptr<proxy::reloadable_tls_context>, 4> listeners;  // by transport_kind
+  std::unique_ptr<proxy::reloadable_tls_context> upstream;
+
+  explicit tls_contexts(const proxy::proxy_config& config) {
+    for (const auto& l : config.listeners) {
+      if (!l.enabled || !proxy::uses_tls(l.settings.kind)) continue;
+      const std::string prefix = std::string("listeners.") + proxy::to_string(l.settings.kind) + ".";
+      listeners[static_cast<std::size_t>(l.settings.kind)] = std::make_unique<proxy::reloadable_tls_context>(
+          [files = l.tls, prefix] { return proxy::make_server_tls_context(files, prefix); });
+    }
+    if (config.connection.upstream.tls)
+      upstream = std::make_unique<proxy::reloadable_tls_context>(
+          [settings = config.connection.upstream] { return proxy::make_upstream_tls_context(settings); });
+  }
+
+  void reload() {
+    auto one = [](proxy::reloadable_tls_context* context, const char* name) {
+      if (!context) return;
+      const auto error = context->reload();
+      if (error.empty()) spdlog::info("reloaded TLS certificates of {}", name);
+      else spdlog::error("keeping the old TLS certificates of {}: {}", name, error);
+    };
+    for (std::size_t i = 0; i < listeners.size(); ++i)
+      one(listeners[i].get(), proxy::to_string(static_cast<proxy::transport_kind>(i)));
+    one(upstream.get(), "the upstream connection");
+  }
 };
 
 tcp::endpoint resolve(asio::io_context& io, const proxy::host_port& where, const char* key) {
@@ -80,14 +113,24 @@ int main(int argc, char** argv) {
   std::atomic<bool> draining{false};
   std::vector<std::unique_ptr<worker>> workers;
   std::unique_ptr<proxy::admin_server> admin;
+  std::unique_ptr<tls_contexts> tls;
 
   try {
+    tls = std::make_unique<tls_contexts>(config);
     for (unsigned i = 0; i < thread_count; ++i) {
       auto w = std::make_unique<worker>();
       w->auth = std::make_unique<proxy::http_auth_client>(w->io, auth_endpoint, config.auth_http_timeout);
-      w->listener = std::make_unique<proxy::listener>(w->io, resolve(w->io, config.listen, "listen"),
-                                                      config.connection, counters, *w->auth);
-      w->listener->start();
+      w->environment = std::make_unique<proxy::connection_environment>(
+          proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get()});
+      for (const auto& l : config.listeners) {
+        if (!l.enabled) continue;
+        const auto kind = static_cast<std::size_t>(l.settings.kind);
+        const std::string key = kind == 0 ? "listen" : std::string("listeners.") + proxy::to_string(l.settings.kind);
+        w->listeners.push_back(std::make_unique<proxy::listener>(w->io, resolve(w->io, l.address, key.c_str()),
+                                                                 l.settings, *w->environment,
+                                                                 tls->listeners[kind].get()));
+        w->listeners.back()->start();
+      }
       workers.push_back(std::move(w));
     }
     admin = std::make_unique<proxy::admin_server>(
@@ -113,7 +156,10 @@ int main(int argc, char** argv) {
     if (ec) return;
     spdlog::info("signal {}: draining for {} ms", signal, config.connection.drain_timeout.count());
     draining = true;
-    for (auto& w : workers) asio::post(w->io, [&l = *w->listener] { l.stop(); });
+    for (auto& w : workers)
+      asio::post(w->io, [&w = *w] {
+        for (auto& l : w.listeners) l->stop();
+      });
     const auto deadline = std::chrono::steady_clock::now() + config.connection.drain_timeout;
     // Stop as soon as the last connection is gone, or at the deadline.
     drain_check = [&, deadline] {
@@ -129,8 +175,22 @@ int main(int argc, char** argv) {
     drain_check();
   });
 
-  spdlog::info("mqtt-proxy {} threads, listening on {}:{}, upstream {}:{}, auth {}, admin {}:{}", thread_count,
-               config.listen.host, workers[0]->listener->local_endpoint().port(), config.connection.upstream.host,
+  asio::signal_set reload_signal(workers[0]->io, SIGHUP);
+  std::function<void()> await_reload = [&] {
+    reload_signal.async_wait([&](boost::system::error_code ec, int) {
+      if (ec) return;
+      tls->reload();
+      await_reload();
+    });
+  };
+  await_reload();
+
+  std::string listening;
+  for (const auto& l : workers[0]->listeners)
+    listening += std::string(listening.empty() ? "" : ", ") + proxy::to_string(l->kind()) + " " +
+                 config.listener(l->kind()).address.host + ":" + std::to_string(l->local_endpoint().port());
+  spdlog::info("mqtt-proxy {} threads, listening on {}; upstream {}{}:{}, auth {}, admin {}:{}", thread_count,
+               listening, config.connection.upstream.tls ? "tls://" : "", config.connection.upstream.host,
                config.connection.upstream.port, config.auth_url, config.admin.host, config.admin.port);
 
   std::vector<std::thread> threads;

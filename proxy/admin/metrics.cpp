@@ -48,6 +48,15 @@ std::string metrics::render() const {
   sample(out, "mqtt_proxy_bytes_total", "{direction=\"upstream_to_client\"}", bytes_upstream_to_client);
   line(out, "mqtt_proxy_protocol_errors_total", "counter", "Connections closed for malformed or illegal packets.",
        static_cast<std::int64_t>(protocol_errors.load()));
+  static const char* const transports[] = {"{transport=\"tcp\"}", "{transport=\"tls\"}", "{transport=\"ws\"}",
+                                           "{transport=\"wss\"}"};
+  out << "# HELP mqtt_proxy_transport_connections_total Client connections accepted by listener kind.\n"
+         "# TYPE mqtt_proxy_transport_connections_total counter\n";
+  for (std::size_t i = 0; i < 4; ++i)
+    sample(out, "mqtt_proxy_transport_connections_total", transports[i], connections_by_transport[i]);
+  out << "# HELP mqtt_proxy_handshake_failures_total Failed or timed-out TLS / WebSocket / PROXY handshakes.\n"
+         "# TYPE mqtt_proxy_handshake_failures_total counter\n";
+  for (std::size_t i = 0; i < 4; ++i) sample(out, "mqtt_proxy_handshake_failures_total", transports[i], handshake_failures[i]);
   return out.str();
 }
 

@@ -2,6 +2,7 @@
 // connection. Atomics, so the per-core threads never lock to count.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -27,6 +28,9 @@ struct metrics {
   counter bytes_client_to_upstream{0};
   counter bytes_upstream_to_client{0};
   counter protocol_errors{0};
+  // Indexed by transport_kind: tcp, tls, ws, wss.
+  std::array<counter, 4> connections_by_transport{};
+  std::array<counter, 4> handshake_failures{};
 
   // Prometheus text exposition format.
   std::string render() const;

@@ -65,6 +65,71 @@ std::vector<std::string> filters(const toml::table& t, const std::string& prefix
   return out;
 }
 
+bool boolean(const toml::table& t, const std::string& prefix, const std::string& key, bool fallback) {
+  const auto* node = t.get(key);
+  if (!node) return fallback;
+  if (!node->is_boolean()) throw config_error(prefix + key, "must be true or false");
+  return node->value<bool>().value();
+}
+
+std::vector<std::string> strings(const toml::table& t, const std::string& prefix, const std::string& key,
+                                 std::vector<std::string> fallback) {
+  const auto* node = t.get(key);
+  if (!node) return fallback;
+  std::vector<std::string> out;
+  if (!node->is_array()) throw config_error(prefix + key, "must be an array of strings");
+  for (const auto& item : *node->as_array()) {
+    auto value = item.value<std::string>();
+    if (!value) throw config_error(prefix + key, "must be an array of strings");
+    out.push_back(*value);
+  }
+  return out;
+}
+
+const char* const listener_names[] = {"tcp", "tls", "ws", "wss"};
+
+// [listeners.<kind>]: a table that is present switches its listener on
+// unless it says enabled = false.
+void load_listeners(const toml::table& root, proxy_config& config) {
+  const auto& tables = table_at(root, "listeners");
+  only_keys(tables, "listeners.", {"tcp", "tls", "ws", "wss"});
+  for (auto& listener : config.listeners) {
+    const auto kind = listener.settings.kind;
+    const std::string name = listener_names[static_cast<std::size_t>(kind)];
+    if (!tables.contains(name)) continue;
+    const auto& t = table_at(tables, name);
+    const std::string prefix = "listeners." + name + ".";
+    std::set<std::string> keys{"enabled", "address", "proxy_protocol"};
+    if (uses_tls(kind)) keys.insert({"cert_file", "key_file", "client_ca_file"});
+    if (uses_websocket(kind)) keys.insert({"path", "allowed_origins"});
+    only_keys(t, prefix, keys);
+    listener.enabled = boolean(t, prefix, "enabled", true);
+    if (t.contains("address")) listener.address = parse_host_port(prefix + "address", text(t, prefix, "address", ""));
+    listener.settings.proxy_protocol = boolean(t, prefix, "proxy_protocol", listener.settings.proxy_protocol);
+    listener.tls.cert_file = text(t, prefix, "cert_file", listener.tls.cert_file);
+    listener.tls.key_file = text(t, prefix, "key_file", listener.tls.key_file);
+    listener.tls.client_ca_file = text(t, prefix, "client_ca_file", listener.tls.client_ca_file);
+    listener.settings.websocket.path = text(t, prefix, "path", listener.settings.websocket.path);
+    listener.settings.websocket.allowed_origins =
+        strings(t, prefix, "allowed_origins", listener.settings.websocket.allowed_origins);
+  }
+}
+
+void validate_listeners(const proxy_config& config) {
+  bool any = false;
+  for (const auto& listener : config.listeners) {
+    if (!listener.enabled) continue;
+    any = true;
+    const auto kind = listener.settings.kind;
+    const std::string prefix = std::string("listeners.") + listener_names[static_cast<std::size_t>(kind)] + ".";
+    if (uses_tls(kind) && listener.tls.cert_file.empty()) throw config_error(prefix + "cert_file", "required for a TLS listener (or --tls-cert)");
+    if (uses_tls(kind) && listener.tls.key_file.empty()) throw config_error(prefix + "key_file", "required for a TLS listener (or --tls-key)");
+    if (uses_websocket(kind) && !listener.settings.websocket.path.starts_with('/'))
+      throw config_error(prefix + "path", "must start with /");
+  }
+  if (!any) throw config_error("listeners", "every listener is switched off");
+}
+
 }  // namespace
 
 host_port parse_host_port(const std::string& key, const std::string& text) {
@@ -86,20 +151,27 @@ void load_config_file(const std::string& path, proxy_config& config) {
   } catch (const toml::parse_error& e) {
     throw config_error("--config", std::string("cannot parse ") + path + ": " + std::string(e.description()));
   }
-  only_keys(root, "", {"listen", "admin", "log_level", "threads", "proxy_protocol", "upstream", "auth", "limits",
-                       "timeouts", "acl_templates"});
-  if (const auto* node = root.get("proxy_protocol")) {
-    if (!node->is_boolean()) throw config_error("proxy_protocol", "must be true or false");
-    config.connection.proxy_protocol = node->value<bool>().value();
-  }
-  config.listen = parse_host_port("listen", text(root, "", "listen", config.listen.host + ":" + config.listen.port));
+  only_keys(root, "", {"listen", "admin", "log_level", "threads", "proxy_protocol", "listeners", "upstream", "auth",
+                       "limits", "timeouts", "acl_templates"});
+  // Top-level proxy_protocol is every listener's default; a listener's table can override it.
+  const bool proxy_protocol = boolean(root, "", "proxy_protocol", false);
+  for (auto& listener : config.listeners) listener.settings.proxy_protocol = proxy_protocol;
+  auto& plain = config.listener(transport_kind::tcp);
+  if (root.contains("listen")) plain.address = parse_host_port("listen", text(root, "", "listen", ""));
+  load_listeners(root, config);
   config.admin = parse_host_port("admin", text(root, "", "admin", config.admin.host + ":" + config.admin.port));
   config.log_level = text(root, "", "log_level", config.log_level);
   config.threads = static_cast<unsigned>(integer(root, "", "threads", config.threads));
 
   auto& conn = config.connection;
   const auto& upstream = table_at(root, "upstream");
-  only_keys(upstream, "upstream.", {"address", "username", "password", "connect_timeout_ms"});
+  only_keys(upstream, "upstream.", {"address", "username", "password", "connect_timeout_ms", "tls", "ca_file", "cert_file",
+                                    "key_file", "server_name"});
+  conn.upstream.tls = boolean(upstream, "upstream.", "tls", conn.upstream.tls);
+  conn.upstream.ca_file = text(upstream, "upstream.", "ca_file", conn.upstream.ca_file);
+  conn.upstream.cert_file = text(upstream, "upstream.", "cert_file", conn.upstream.cert_file);
+  conn.upstream.key_file = text(upstream, "upstream.", "key_file", conn.upstream.key_file);
+  conn.upstream.server_name = text(upstream, "upstream.", "server_name", conn.upstream.server_name);
   if (upstream.contains("address")) {
     auto hp = parse_host_port("upstream.address", text(upstream, "upstream.", "address", ""));
     conn.upstream.host = hp.host;
@@ -129,7 +201,9 @@ void load_config_file(const std::string& path, proxy_config& config) {
   conn.write_high_water = limit("write_high_water", conn.write_high_water);
 
   const auto& timeouts = table_at(root, "timeouts");
-  only_keys(timeouts, "timeouts.", {"connect_ms", "auth_ms", "drain_ms"});
+  only_keys(timeouts, "timeouts.", {"connect_ms", "handshake_ms", "auth_ms", "drain_ms"});
+  if (timeouts.contains("handshake_ms"))
+    conn.handshake_timeout = millis("timeouts.handshake_ms", integer(timeouts, "timeouts.", "handshake_ms", 0));
   if (timeouts.contains("connect_ms")) conn.connect_timeout = millis("timeouts.connect_ms", integer(timeouts, "timeouts.", "connect_ms", 0));
   if (timeouts.contains("auth_ms")) conn.session.auth_timeout = millis("timeouts.auth_ms", integer(timeouts, "timeouts.", "auth_ms", 0));
   if (timeouts.contains("drain_ms")) conn.drain_timeout = millis("timeouts.drain_ms", integer(timeouts, "timeouts.", "drain_ms", 0));
@@ -150,7 +224,7 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
       parsed.show_help = true;
       return parsed;
     }
-    if (flag == "--proxy-protocol") {  // a switch: no value
+    if (flag == "--proxy-protocol" || flag == "--upstream-tls") {  // switches: no value
       flags.emplace_back(flag, "");
       continue;
     }
@@ -170,8 +244,38 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
   auto& conn = config.connection;
   for (const auto& [flag, value] : flags) {
     if (flag == "--config") continue;
-    if (flag == "--proxy-protocol") config.connection.proxy_protocol = true;
-    else if (flag == "--listen") config.listen = parse_host_port(flag, value);
+    if (flag == "--proxy-protocol") {
+      for (auto& listener : config.listeners) listener.settings.proxy_protocol = true;
+    } else if (flag == "--listen") {
+      auto& plain = config.listener(transport_kind::tcp);
+      plain.enabled = value != "off";
+      if (plain.enabled) plain.address = parse_host_port(flag, value);
+    } else if (flag == "--tls-listen" || flag == "--ws-listen" || flag == "--wss-listen") {
+      const auto kind = flag == "--tls-listen" ? transport_kind::tls
+                        : flag == "--ws-listen" ? transport_kind::ws
+                                                : transport_kind::wss;
+      config.listener(kind).enabled = true;
+      config.listener(kind).address = parse_host_port(flag, value);
+    } else if (flag == "--tls-cert" || flag == "--tls-key" || flag == "--tls-client-ca") {
+      for (auto kind : {transport_kind::tls, transport_kind::wss}) {
+        auto& files = config.listener(kind).tls;
+        (flag == "--tls-cert" ? files.cert_file : flag == "--tls-key" ? files.key_file : files.client_ca_file) = value;
+      }
+    } else if (flag == "--ws-path" || flag == "--ws-allowed-origin") {
+      for (auto kind : {transport_kind::ws, transport_kind::wss}) {
+        auto& ws = config.listener(kind).settings.websocket;
+        if (flag == "--ws-path") ws.path = value;
+        else ws.allowed_origins.push_back(value);
+      }
+    } else if (flag == "--upstream-tls") conn.upstream.tls = true;
+    else if (flag == "--upstream-ca") conn.upstream.ca_file = value;
+    else if (flag == "--upstream-cert") conn.upstream.cert_file = value;
+    else if (flag == "--upstream-key") conn.upstream.key_file = value;
+    else if (flag == "--upstream-server-name") conn.upstream.server_name = value;
+    else if (flag == "--handshake-timeout-ms") {
+      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
+      conn.handshake_timeout = millis(flag, std::stoll(value));
+    }
     else if (flag == "--admin") config.admin = parse_host_port(flag, value);
     else if (flag == "--upstream") {
       auto hp = parse_host_port(flag, value);
@@ -197,6 +301,7 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
   if (!parse_http_url(config.auth_url)) throw config_error("auth.url", "expected http://HOST:PORT[/PATH], got '" + config.auth_url + "'");
   static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
   if (!levels.contains(config.log_level)) throw config_error("log_level", "one of trace, debug, info, warn, error, critical, off");
+  validate_listeners(config);
   conn.session.max_packet_size = conn.max_packet_size;
   return parsed;
 }
@@ -208,10 +313,24 @@ Usage: mqtt-proxy [--config FILE] [flags]
 
 Flags (override the config file):
   --config FILE               TOML configuration file (see deploy/mqtt-proxy.toml)
-  --listen HOST:PORT          client listener (default 0.0.0.0:5000)
+  --listen HOST:PORT|off      plain MQTT listener (default 0.0.0.0:5000)
+  --tls-listen HOST:PORT      MQTT over TLS listener (off by default; usual port 8883)
+  --ws-listen HOST:PORT       MQTT over WebSocket listener (off by default; usual port 8080)
+  --wss-listen HOST:PORT      MQTT over WebSocket over TLS listener (off by default; usual port 8443)
+  --tls-cert FILE             PEM certificate chain of the tls and wss listeners
+  --tls-key FILE              PEM private key (unencrypted) of the tls and wss listeners
+  --tls-client-ca FILE        require client certificates issued by this CA (mTLS)
+  --ws-path PATH              WebSocket endpoint (default /mqtt)
+  --ws-allowed-origin ORIGIN  allow browser pages from ORIGIN only (repeatable; default any)
+  --handshake-timeout-ms MS   TLS / WebSocket handshake deadline (default 10000)
   --upstream HOST:PORT        the broker (default 127.0.0.1:1883)
   --upstream-username USER    the proxy's own account on the broker
   --upstream-password PASS
+  --upstream-tls              connect to the broker over TLS, verifying its certificate
+  --upstream-ca FILE          CA for the broker's certificate (default: the system's)
+  --upstream-cert FILE        client certificate for the broker (with --upstream-key)
+  --upstream-key FILE
+  --upstream-server-name NAME name expected in the broker's certificate (default: its host)
   --auth-url URL              API server base URL (default http://127.0.0.1:8080)
   --admin HOST:PORT           /healthz, /readyz, /metrics (default 127.0.0.1:9100)
   --log-level LEVEL           trace|debug|info|warn|error|critical|off (default info)
@@ -219,14 +338,16 @@ Flags (override the config file):
   --max-connections N         refuse connections beyond N (default 100000)
   --max-packet-size BYTES     largest client packet (default 1048576)
   --auth-timeout-ms MS        deadline of one call to the API server (default 3000)
-  --proxy-protocol            expect a PROXY protocol v1/v2 header from a load balancer
-                              before MQTT; its client address is logged and sent to the API
+  --proxy-protocol            expect a PROXY protocol v1/v2 header from a load balancer on
+                              every listener (before TLS); its client address is logged and
+                              sent to the API. Per listener: proxy_protocol in the file.
   --help                      this text
 
 Clients authenticate by publishing their session to service/auth/<session>
 (or to service/auth with the session as payload) right after CONNECT, or by
 sending the session as the CONNECT password. See README.md.
 
+SIGHUP reloads the TLS certificates and keys; open connections keep theirs.
 Exit status: 0 on a clean shutdown, 2 on a configuration error.
 )";
 }

@@ -2,6 +2,7 @@
 // one struct. A bad value is reported with the key that holds it.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <stdexcept>
 #include <string>
@@ -15,8 +16,24 @@ struct host_port {
   std::string port;
 };
 
+// One client listener; those not enabled are not opened.
+struct listener_config {
+  bool enabled = false;
+  host_port address;
+  listener_settings settings;
+  tls_files tls;  // tls and wss
+};
+
 struct proxy_config {
-  host_port listen{"0.0.0.0", "5000"};
+  // Indexed by transport_kind. Plain TCP on 5000 is on unless switched off.
+  std::array<listener_config, 4> listeners{{
+      {true, {"0.0.0.0", "5000"}, {transport_kind::tcp}, {}},
+      {false, {"0.0.0.0", "8883"}, {transport_kind::tls}, {}},
+      {false, {"0.0.0.0", "8080"}, {transport_kind::ws}, {}},
+      {false, {"0.0.0.0", "8443"}, {transport_kind::wss}, {}},
+  }};
+  listener_config& listener(transport_kind kind) { return listeners[static_cast<std::size_t>(kind)]; }
+  const listener_config& listener(transport_kind kind) const { return listeners[static_cast<std::size_t>(kind)]; }
   host_port admin{"127.0.0.1", "9100"};
   std::string auth_url = "http://127.0.0.1:8080";
   std::chrono::milliseconds auth_http_timeout{3'000};

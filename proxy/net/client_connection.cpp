@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "net/proxy_protocol.hpp"
+#include "net/tls_context.hpp"
 
 #include "support/overloaded.hpp"
 
@@ -34,7 +35,7 @@ constexpr std::size_t max_buffers_per_write = 64;
 // only needs a bound so a broken broker cannot exhaust memory.
 constexpr std::size_t min_upstream_packet_limit = 16 * 1024 * 1024;
 
-std::string address_of(const tcp::socket& socket) {
+std::string address_of(tcp::socket& socket) {
   boost::system::error_code ec;
   const auto endpoint = socket.remote_endpoint(ec);
   if (ec) return "unknown";
@@ -52,37 +53,40 @@ void log_failure(std::exception_ptr error) {
 
 }  // namespace
 
-client_connection::client_connection(tcp::socket client, const connection_settings& settings, metrics& counters,
-                                     auth_client& auth)
+client_connection::client_connection(std::unique_ptr<transport> client, const listener_settings& listener,
+                                     const connection_environment& environment)
     : client_(std::move(client)),
-      upstream_(client_.get_executor()),
-      settings_(settings),
-      metrics_(counters),
-      auth_(auth),
-      session_(settings.session, counters, "proxy-" + std::to_string(std::random_device{}()) + "-" +
+      executor_(client_->socket().get_executor()),
+      listener_(listener),
+      settings_(environment.settings),
+      metrics_(environment.counters),
+      auth_(environment.auth),
+      upstream_tls_(environment.upstream_tls),
+      session_(settings_.session, metrics_, "proxy-" + std::to_string(std::random_device{}()) + "-" +
                                                std::to_string(std::random_device{}())),
-      client_framer_(settings.max_packet_size),
-      upstream_framer_(std::max(settings.max_packet_size, min_upstream_packet_limit)),
-      handshake_timer_(client_.get_executor()),
-      keep_alive_timer_(client_.get_executor()),
-      session_timer_(client_.get_executor()),
-      drain_timer_(client_.get_executor()),
-      wakeup_(client_.get_executor(), std::chrono::steady_clock::time_point::max()) {}
+      client_framer_(settings_.max_packet_size),
+      upstream_framer_(std::max(settings_.max_packet_size, min_upstream_packet_limit)),
+      handshake_timer_(executor_),
+      keep_alive_timer_(executor_),
+      session_timer_(executor_),
+      drain_timer_(executor_),
+      wakeup_(executor_, std::chrono::steady_clock::time_point::max()) {}
 
 client_connection::~client_connection() = default;
 
 void client_connection::start() {
-  remote_address_ = address_of(client_);
+  remote_address_ = address_of(client_->socket());
   boost::system::error_code ignored;
-  client_.set_option(tcp::no_delay(true), ignored);
+  client_->socket().set_option(tcp::no_delay(true), ignored);
   metrics_.connections_open++;
   metrics_.connections_total++;
+  metrics_.connections_by_transport[static_cast<std::size_t>(listener_.kind)]++;
   last_client_packet_ = std::chrono::steady_clock::now();
   handshake_timer_.expires_after(settings_.connect_timeout);
   auto self = shared_from_this();
-  asio::co_spawn(client_.get_executor(), watch_handshake(self), log_failure);
+  asio::co_spawn(executor_, watch_handshake(self), log_failure);
   client_reading_ = true;
-  asio::co_spawn(client_.get_executor(), read_client(self), log_failure);
+  asio::co_spawn(executor_, read_client(self), log_failure);
 }
 
 // ------------------------------------------------------------------ actions
@@ -91,26 +95,26 @@ void client_connection::apply(client_session::actions actions, const mqtt::frame
                               const mqtt::frame* upstream_frame) {
   for (const auto& a : actions) {
     std::visit(support::overloaded{
-                   [&](const action::send_to_client& s) { enqueue(client_, to_client_, s.data); },
-                   [&](const action::send_to_upstream& s) { enqueue(upstream_, to_upstream_, s.data); },
+                   [&](const action::send_to_client& s) { enqueue(side::client, s.data); },
+                   [&](const action::send_to_upstream& s) { enqueue(side::upstream, s.data); },
                    [&](const action::forward_to_upstream&) {
                      if (!client_frame) return;
                      metrics_.packets_client_to_upstream++;
                      metrics_.bytes_client_to_upstream += client_frame->bytes.size();
-                     enqueue(upstream_, to_upstream_, {client_frame->bytes.begin(), client_frame->bytes.end()});
+                     enqueue(side::upstream, {client_frame->bytes.begin(), client_frame->bytes.end()});
                    },
                    [&](const action::forward_to_client&) {
                      if (!upstream_frame) return;
                      metrics_.packets_upstream_to_client++;
                      metrics_.bytes_upstream_to_client += upstream_frame->bytes.size();
-                     enqueue(client_, to_client_, {upstream_frame->bytes.begin(), upstream_frame->bytes.end()});
+                     enqueue(side::client, {upstream_frame->bytes.begin(), upstream_frame->bytes.end()});
                    },
                    [&](const action::validate_session& v) { validate(v.token); },
                    [&](const action::connect_upstream& c) {
                      if (upstream_requested_) return;
                      upstream_requested_ = true;
                      auto self = shared_from_this();
-                     asio::co_spawn(client_.get_executor(), connect_upstream(self, c.connect_packet), log_failure);
+                     asio::co_spawn(executor_, connect_upstream(self, c.connect_packet), log_failure);
                    },
                    [&](const action::start_timer& t) { handshake_timer_.expires_after(t.after); },
                    [&](const action::stop_timer&) { handshake_timer_.expires_at(std::chrono::steady_clock::time_point::max()); },
@@ -118,7 +122,7 @@ void client_connection::apply(client_session::actions actions, const mqtt::frame
                      session_timer_.expires_after(t.after);
                      if (session_timer_started_) return;
                      session_timer_started_ = true;
-                     asio::co_spawn(client_.get_executor(), watch_session_expiry(shared_from_this()), log_failure);
+                     asio::co_spawn(executor_, watch_session_expiry(shared_from_this()), log_failure);
                    },
                    [&](const action::close& c) { begin_close(c.reason); },
                },
@@ -126,15 +130,15 @@ void client_connection::apply(client_session::actions actions, const mqtt::frame
   }
 }
 
-void client_connection::enqueue(tcp::socket& socket, outbound& out, mqtt::bytes data) {
+void client_connection::enqueue(side to, mqtt::bytes data) {
   if (closed_) return;
+  auto& out = queue_of(to);
   out.queued_bytes += data.size();
   out.queue.push_back(std::move(data));
-  const bool can_write = &socket == &client_ || upstream_connected_;
+  const bool can_write = to == side::client || upstream_connected_;
   if (out.writing || !can_write) return;
   out.writing = true;
-  auto self = shared_from_this();
-  asio::co_spawn(client_.get_executor(), write(self, socket, out), log_failure);
+  asio::co_spawn(executor_, write(shared_from_this(), to), log_failure);
 }
 
 void client_connection::validate(const std::string& token) {
@@ -149,7 +153,7 @@ void client_connection::validate(const std::string& token) {
     if (result.outcome != auth_result::verdict::valid)
       spdlog::debug("session validation for {}: {}", self->remote_address_, result.detail);
     // Never inline: the session may be in the middle of emitting actions.
-    asio::post(self->client_.get_executor(), [self, result] {
+    asio::post(self->executor_, [self, result] {
       if (!self->closing_) self->apply(self->session_.on_auth_result(result));
     });
   });
@@ -164,41 +168,82 @@ asio::awaitable<void> client_connection::wait_for_room(const outbound& out) {
 void client_connection::notify() { wakeup_.cancel(); }
 
 asio::awaitable<void> client_connection::read_client(self_ptr self) {
+  std::vector<std::uint8_t> initial;
   bool still_readable = true;
-  if (settings_.proxy_protocol) still_readable = co_await self->read_proxy_header();
+  if (listener_.proxy_protocol) still_readable = co_await self->read_proxy_header(initial);
+  if (still_readable && !closing_) still_readable = co_await self->client_handshake(self, std::move(initial));
   if (still_readable && !closing_) still_readable = co_await self->relay_from_client();
-  if (still_readable) co_await discard_until_eof(client_);
+  if (still_readable && client_established_) co_await discard_until_eof(*client_);
   client_reading_ = false;
   release_if_done();
 }
 
-asio::awaitable<bool> client_connection::read_proxy_header() {
+// The PROXY header comes before anything else, TLS included, so it is read
+// from the raw socket; what follows it belongs to the transport's handshake.
+asio::awaitable<bool> client_connection::read_proxy_header(std::vector<std::uint8_t>& rest) {
   std::vector<std::uint8_t> pending;
   for (;;) {
     std::array<std::uint8_t, proxy_protocol::max_header_size> chunk;
-    auto [ec, n] = co_await client_.async_read_some(asio::buffer(chunk), as_tuple_awaitable);
-    if (closing_) co_return true;
+    auto [ec, n] = co_await client_->socket().async_read_some(asio::buffer(chunk), as_tuple_awaitable);
+    if (closing_) co_return false;
     if (ec) {
-      apply(session_.on_client_closed());
+      metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
+      begin_close("closed before the PROXY protocol header: " + ec.message());
       co_return false;
     }
     pending.insert(pending.end(), chunk.begin(), chunk.begin() + static_cast<long>(n));
     const auto parsed = proxy_protocol::parse(pending);
     if (parsed.state == proxy_protocol::status::need_more) continue;
     if (parsed.state == proxy_protocol::status::invalid) {
+      metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
       spdlog::warn("connection from {} refused: {}", remote_address_, parsed.error);
       begin_close("bad PROXY protocol header: " + parsed.error);
-      co_return true;
+      co_return false;
     }
     if (!parsed.value.source.empty()) remote_address_ = parsed.value.source;
-    const std::span<const std::uint8_t> rest(pending.data() + parsed.value.size, pending.size() - parsed.value.size);
-    if (!rest.empty()) {
-      first_byte_seen_ = true;
-      apply(session_.on_client_first_byte(rest[0]));
-      client_framer_.feed(rest);
-    }
+    rest.assign(pending.begin() + static_cast<long>(parsed.value.size), pending.end());
     co_return true;
   }
+}
+
+// TLS and/or WebSocket handshake, bounded by handshake_timeout. A failure
+// ends only this connection, counted per listener kind.
+asio::awaitable<bool> client_connection::client_handshake(self_ptr self, std::vector<std::uint8_t> initial) {
+  auto result = co_await handshake_within(self, *client_, std::move(initial), settings_.handshake_timeout);
+  if (closing_) co_return false;
+  if (result.error) {
+    metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
+    spdlog::warn("{} handshake with {} failed: {}", to_string(listener_.kind), remote_address_, result.detail);
+    begin_close(std::string(to_string(listener_.kind)) + " handshake failed: " + result.detail);
+    co_return false;
+  }
+  client_established_ = true;
+  if (const auto subject = client_->peer_certificate_subject(); !subject.empty())
+    spdlog::debug("{} presented client certificate {}", remote_address_, subject);
+  if (!result.application_bytes.empty()) {
+    first_byte_seen_ = true;
+    apply(session_.on_client_first_byte(result.application_bytes[0]));
+    client_framer_.feed(result.application_bytes);
+  }
+  co_return true;
+}
+
+// Every layer honours a closed socket, so the deadline closes it rather than
+// relying on each stream's support for per-operation cancellation.
+asio::awaitable<handshake_result> client_connection::handshake_within(self_ptr self, transport& stream,
+                                                                      std::vector<std::uint8_t> initial,
+                                                                      std::chrono::milliseconds limit) {
+  auto deadline = std::make_shared<asio::steady_timer>(executor_, limit);
+  auto finished = std::make_shared<bool>(false);
+  deadline->async_wait([self, &stream, finished](boost::system::error_code ec) {
+    if (!ec && !*finished) stream.close();
+  });
+  auto result = co_await stream.handshake(std::move(initial));
+  *finished = true;
+  deadline->cancel();
+  if (result.error && deadline->expiry() <= std::chrono::steady_clock::now())
+    result.detail = "no handshake within " + std::to_string(limit.count()) + " ms";
+  co_return result;
 }
 
 // Hands every complete frame in the framer to the session.
@@ -214,7 +259,7 @@ void client_connection::process_client_frames() {
     apply(session_.on_client_frame(**next), &**next);
     if (!closing_ && !keep_alive_started_ && session_.keep_alive_limit().count() > 0) {
       keep_alive_started_ = true;
-      asio::co_spawn(client_.get_executor(), watch_keep_alive(shared_from_this()), log_failure);
+      asio::co_spawn(executor_, watch_keep_alive(shared_from_this()), log_failure);
     }
   }
 }
@@ -223,7 +268,7 @@ asio::awaitable<bool> client_connection::relay_from_client() {
   while (!closing_) {
     process_client_frames();  // bytes may already be buffered (behind a PROXY header)
     if (closing_) break;
-    const auto in = co_await read_into(client_, client_framer_, to_upstream_);
+    const auto in = co_await read_into(*client_, client_framer_, to_upstream_);
     if (in.error) {
       if (!closing_) apply(session_.on_client_closed());
       co_return false;
@@ -239,14 +284,14 @@ asio::awaitable<bool> client_connection::relay_from_client() {
 
 asio::awaitable<void> client_connection::read_upstream() {
   const bool still_readable = co_await relay_from_upstream();
-  if (still_readable) co_await discard_until_eof(upstream_);
+  if (still_readable) co_await discard_until_eof(*upstream_);
   upstream_reading_ = false;
   release_if_done();
 }
 
 asio::awaitable<bool> client_connection::relay_from_upstream() {
   while (!closing_) {
-    const auto in = co_await read_into(upstream_, upstream_framer_, to_client_);
+    const auto in = co_await read_into(*upstream_, upstream_framer_, to_client_);
     if (in.error) {
       if (!closing_) apply(session_.on_upstream_closed());
       co_return false;
@@ -269,60 +314,58 @@ asio::awaitable<bool> client_connection::relay_from_upstream() {
 // One read for either direction: waits until the other direction has room
 // (back-pressure), then until this socket has bytes, and reads them into the
 // framer. An empty, error-free result means the connection began closing.
-asio::awaitable<client_connection::received> client_connection::read_into(tcp::socket& socket, mqtt::framer& framer,
+asio::awaitable<client_connection::received> client_connection::read_into(transport& stream, mqtt::framer& framer,
                                                                           const outbound& other_side) {
   co_await wait_for_room(other_side);
   if (closing_) co_return received{};
-  const std::size_t chunk = co_await readable(socket, framer);
+  const std::size_t chunk = co_await readable(stream, framer);
   auto space = framer.prepare(chunk);
-  auto [ec, n] = co_await socket.async_read_some(asio::buffer(space.data(), space.size()), as_tuple_awaitable);
+  const auto [ec, n] = co_await stream.read_some(asio::buffer(space.data(), space.size()));
   if (ec) co_return received{ec, {}};
   framer.commit(n);
   co_return received{{}, space.first(n)};
 }
 
 // Idle connections are the common case, so between packets a reader holds
-// no buffer: it waits for the socket to become readable, then sizes the read
-// by what the kernel has (within bounds). Returns the size to read.
-asio::awaitable<std::size_t> client_connection::readable(tcp::socket& socket, mqtt::framer& framer) {
+// no buffer where the stream allows it: it waits for the stream to become
+// readable, then sizes the read by what is there (within bounds).
+asio::awaitable<std::size_t> client_connection::readable(transport& stream, mqtt::framer& framer) {
   if (framer.buffered() == 0) {
     framer.release_if_empty();
-    auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple_awaitable);
-    (void)ec;  // the read that follows reports any error
+    co_await stream.wait_readable();
   }
-  boost::system::error_code ec;
-  const std::size_t available = socket.available(ec);
-  co_return std::clamp(available, min_read, max_read);
+  co_return std::clamp(stream.read_size_hint(), min_read, max_read);
 }
 
 // Closing a socket with unread bytes makes the kernel send RST, and an RST
 // can destroy data the peer has not read yet: our last packets to the
 // client, or a DISCONNECT to the broker, which would then publish the will.
 // So after the final FIN the proxy reads and drops until the peer closes.
-asio::awaitable<void> client_connection::discard_until_eof(tcp::socket& socket) {
+asio::awaitable<void> client_connection::discard_until_eof(transport& stream) {
   std::array<char, 4096> sink;
   for (;;) {
-    auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink), as_tuple_awaitable);
+    const auto [ec, n] = co_await stream.read_some(asio::buffer(sink));
     if (ec) co_return;
   }
 }
 
 // ------------------------------------------------------------------ writers
 
-asio::awaitable<void> client_connection::write(self_ptr self, tcp::socket& socket,
-                                               outbound& out) {
+asio::awaitable<void> client_connection::write(self_ptr self, side to) {
   (void)self;
+  auto& out = queue_of(to);
+  auto& stream = to == side::client ? *client_ : *upstream_;
   std::vector<asio::const_buffer> buffers;
   while (!out.queue.empty() && !closed_) {
     buffers.clear();
     const std::size_t count = std::min(out.queue.size(), max_buffers_per_write);
     for (std::size_t i = 0; i < count; ++i) buffers.push_back(asio::buffer(out.queue[i]));
-    auto [ec, n] = co_await asio::async_write(socket, buffers, as_tuple_awaitable);
+    const auto [ec, n] = co_await stream.write(buffers);
     if (ec) {
       out.queue.clear();
       out.queued_bytes = 0;
       out.writing = false;
-      if (!closing_) apply(&socket == &client_ ? session_.on_client_closed() : session_.on_upstream_closed());
+      if (!closing_) apply(to == side::client ? session_.on_client_closed() : session_.on_upstream_closed());
       finish_if_drained();
       co_return;
     }
@@ -338,35 +381,52 @@ asio::awaitable<void> client_connection::write(self_ptr self, tcp::socket& socke
 
 // ----------------------------------------------------------------- upstream
 
-asio::awaitable<void> client_connection::connect_upstream(self_ptr self,
-                                                          mqtt::bytes connect_packet) {
+asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::bytes connect_packet) {
+  enqueue(side::upstream, std::move(connect_packet));
+  const bool opened = co_await open_upstream(self);
+  if (!opened || closed_) co_return;
+  upstream_connected_ = true;
+  upstream_reading_ = true;
+  if (!to_upstream_.queue.empty() && !to_upstream_.writing) {
+    to_upstream_.writing = true;
+    asio::co_spawn(executor_, write(self, side::upstream), log_failure);
+  }
+  co_await read_upstream();
+}
+
+// Resolve, connect and (for a TLS broker) handshake, all within the upstream
+// connect timeout. A failure is handed to the session, which tells the client.
+asio::awaitable<bool> client_connection::open_upstream(self_ptr self) {
   using namespace asio::experimental::awaitable_operators;
-  enqueue(upstream_, to_upstream_, std::move(connect_packet));
+  const auto& where = settings_.upstream;
+  upstream_ = make_upstream_transport(executor_, where, upstream_tls_ ? upstream_tls_->current() : nullptr);
+  const auto started = std::chrono::steady_clock::now();
+  std::string failure;
   try {
-    asio::steady_timer deadline(client_.get_executor(), settings_.upstream.connect_timeout);
-    tcp::resolver resolver(client_.get_executor());
-    auto resolved = co_await (resolver.async_resolve(settings_.upstream.host, settings_.upstream.port, asio::use_awaitable) ||
+    asio::steady_timer deadline(executor_, where.connect_timeout);
+    tcp::resolver resolver(executor_);
+    auto resolved = co_await (resolver.async_resolve(where.host, where.port, asio::use_awaitable) ||
                               deadline.async_wait(asio::use_awaitable));
     if (resolved.index() == 1) throw boost::system::system_error(asio::error::timed_out);
-    auto connected = co_await (asio::async_connect(upstream_, std::get<0>(resolved), asio::use_awaitable) ||
+    auto connected = co_await (asio::async_connect(upstream_->socket(), std::get<0>(resolved), asio::use_awaitable) ||
                                deadline.async_wait(asio::use_awaitable));
     if (connected.index() == 1) throw boost::system::system_error(asio::error::timed_out);
   } catch (const boost::system::system_error& e) {
-    if (closing_) co_return;
-    spdlog::warn("upstream {}:{} unreachable: {}", settings_.upstream.host, settings_.upstream.port, e.code().message());
-    apply(session_.on_upstream_connect_failed(e.code().message()));
-    co_return;
+    failure = e.code().message();
   }
-  if (closed_) co_return;
-  upstream_connected_ = true;
-  upstream_reading_ = true;
-  boost::system::error_code ignored;
-  upstream_.set_option(tcp::no_delay(true), ignored);
-  if (!to_upstream_.queue.empty() && !to_upstream_.writing) {
-    to_upstream_.writing = true;
-    asio::co_spawn(client_.get_executor(), write(self, upstream_, to_upstream_), log_failure);
+  if (failure.empty()) {
+    boost::system::error_code ignored;
+    upstream_->socket().set_option(tcp::no_delay(true), ignored);
+    const auto left = where.connect_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                  std::chrono::steady_clock::now() - started);
+    auto result = co_await handshake_within(self, *upstream_, {}, std::max(left, std::chrono::milliseconds(1)));
+    if (result.error) failure = result.detail;
   }
-  co_await read_upstream();
+  if (closing_) co_return false;
+  if (failure.empty()) co_return true;
+  spdlog::warn("upstream {}:{} unreachable: {}", where.host, where.port, failure);
+  apply(session_.on_upstream_connect_failed(failure));
+  co_return false;
 }
 
 // ------------------------------------------------------------------ timers
@@ -424,6 +484,7 @@ void client_connection::begin_close(const std::string& reason) {
   auto self = shared_from_this();
   drain_timer_.async_wait([self](boost::system::error_code ec) {
     if (!ec) {
+      self->drain_expired_ = true;
       self->to_client_.writing = self->to_upstream_.writing = false;
       self->finish_if_drained();
     }
@@ -435,14 +496,21 @@ void client_connection::finish_if_drained() {
   if (!closing_ || closed_) return;
   if (to_client_.writing || (upstream_connected_ && to_upstream_.writing)) return;
   closed_ = true;
-  boost::system::error_code ignored;
-  // FIN after everything queued; no DISCONNECT goes upstream unless the
-  // session queued one, so the broker decides on the will as it should.
-  client_.shutdown(tcp::socket::shutdown_send, ignored);
-  if (upstream_connected_) {
-    upstream_.shutdown(tcp::socket::shutdown_send, ignored);
+  // Close our direction after everything queued (FIN, close_notify or a
+  // close frame); no DISCONNECT goes upstream unless the session queued one,
+  // so the broker decides on the will as it should. A writer cut off by the
+  // drain timeout or a failed handshake leaves nothing to be polite about.
+  const bool forced = drain_expired_;
+  auto self = shared_from_this();
+  if (client_established_ && !forced) {
+    asio::co_spawn(executor_, shut_down(self, *client_), log_failure);
   } else {
-    upstream_.close(ignored);
+    client_->close();
+  }
+  if (upstream_ && upstream_connected_ && !forced) {
+    asio::co_spawn(executor_, shut_down(self, *upstream_), log_failure);
+  } else if (upstream_) {
+    upstream_->close();
   }
   handshake_timer_.cancel();
   keep_alive_timer_.cancel();
@@ -454,7 +522,6 @@ void client_connection::finish_if_drained() {
                session_.user().empty() ? "-" : session_.user(), close_reason_);
   // Peers that never close their side are cut off after the linger period.
   drain_timer_.expires_after(linger_period);
-  auto self = shared_from_this();
   drain_timer_.async_wait([self](boost::system::error_code ec) {
     if (!ec) self->close_sockets();
   });
@@ -466,10 +533,14 @@ void client_connection::release_if_done() {
 }
 
 void client_connection::close_sockets() {
-  boost::system::error_code ignored;
   drain_timer_.cancel();
-  client_.close(ignored);
-  upstream_.close(ignored);
+  client_->close();
+  if (upstream_) upstream_->close();
+}
+
+asio::awaitable<void> client_connection::shut_down(self_ptr self, transport& stream) {
+  (void)self;
+  co_await stream.shutdown();
 }
 
 }  // namespace proxy

@@ -1,5 +1,5 @@
-// The one owner of a client connection: both sockets, the session state
-// machine, the timers and a write queue per direction. Coroutines on one
+// The one owner of a client connection: both transports (client and broker),
+// the session state machine, the timers and a write queue per direction. Coroutines on one
 // io_context (one per core) carry out what the session asks; nothing else
 // touches the connection, so it needs no locks.
 #pragma once
@@ -18,14 +18,25 @@
 #include "auth/auth_client.hpp"
 #include "mqtt/framer.hpp"
 #include "net/proxy_context.hpp"
+#include "net/transport.hpp"
 #include "session/client_session.hpp"
 
 namespace proxy {
 
+class reloadable_tls_context;
+
+// What the connections of one worker share; it all outlives them.
+struct connection_environment {
+  const connection_settings& settings;
+  metrics& counters;
+  auth_client& auth;
+  const reloadable_tls_context* upstream_tls = nullptr;  // null: plain TCP to the broker
+};
+
 class client_connection : public std::enable_shared_from_this<client_connection> {
  public:
-  client_connection(boost::asio::ip::tcp::socket client, const connection_settings& settings, metrics& counters,
-                    auth_client& auth);
+  client_connection(std::unique_ptr<transport> client, const listener_settings& listener,
+                    const connection_environment& environment);
   ~client_connection();
   void start();
 
@@ -37,24 +48,32 @@ class client_connection : public std::enable_shared_from_this<client_connection>
     bool writing = false;
   };
 
+  enum class side { client, upstream };
+
   // Coroutines that are spawned take `self`: their frame keeps the connection alive.
   using self_ptr = std::shared_ptr<client_connection>;
   boost::asio::awaitable<void> read_client(self_ptr self);
   boost::asio::awaitable<void> read_upstream();
-  boost::asio::awaitable<bool> relay_from_client();    // false when the socket failed
-  boost::asio::awaitable<bool> read_proxy_header();   // false when the connection must end
+  boost::asio::awaitable<bool> relay_from_client();  // false when the stream failed
+  // Both false when the connection must end; the header's trailing bytes go to `rest`.
+  boost::asio::awaitable<bool> read_proxy_header(std::vector<std::uint8_t>& rest);
+  boost::asio::awaitable<bool> client_handshake(self_ptr self, std::vector<std::uint8_t> initial);
+  boost::asio::awaitable<handshake_result> handshake_within(self_ptr self, transport& stream,
+                                                            std::vector<std::uint8_t> initial,
+                                                            std::chrono::milliseconds limit);
   void process_client_frames();
   boost::asio::awaitable<bool> relay_from_upstream();
-  boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
-  boost::asio::awaitable<std::size_t> readable(boost::asio::ip::tcp::socket& socket, mqtt::framer& framer);
+  boost::asio::awaitable<void> discard_until_eof(transport& stream);
+  boost::asio::awaitable<std::size_t> readable(transport& stream, mqtt::framer& framer);
   struct received {
     boost::system::error_code error;
     std::span<const std::uint8_t> bytes;  // just read, valid until the framer's next prepare()
   };
-  boost::asio::awaitable<received> read_into(boost::asio::ip::tcp::socket& socket, mqtt::framer& framer,
-                                             const outbound& other_side);
-  boost::asio::awaitable<void> write(self_ptr self, boost::asio::ip::tcp::socket& socket, outbound& out);
+  boost::asio::awaitable<received> read_into(transport& stream, mqtt::framer& framer, const outbound& other_side);
+  boost::asio::awaitable<void> write(self_ptr self, side to);
+  boost::asio::awaitable<void> shut_down(self_ptr self, transport& stream);
   boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet);
+  boost::asio::awaitable<bool> open_upstream(self_ptr self);  // false: reported to the session
   boost::asio::awaitable<void> watch_handshake(self_ptr self);
   boost::asio::awaitable<void> watch_keep_alive(self_ptr self);
   boost::asio::awaitable<void> watch_session_expiry(self_ptr self);
@@ -62,7 +81,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
 
   void apply(client_session::actions actions, const mqtt::frame* client_frame = nullptr,
              const mqtt::frame* upstream_frame = nullptr);
-  void enqueue(boost::asio::ip::tcp::socket& socket, outbound& out, mqtt::bytes data);
+  void enqueue(side to, mqtt::bytes data);
+  outbound& queue_of(side s) { return s == side::client ? to_client_ : to_upstream_; }
   void validate(const std::string& token);
   void begin_close(const std::string& reason);
   void finish_if_drained();
@@ -70,11 +90,14 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void close_sockets();
   void notify();
 
-  boost::asio::ip::tcp::socket client_;
-  boost::asio::ip::tcp::socket upstream_;
+  std::unique_ptr<transport> client_;
+  std::unique_ptr<transport> upstream_;  // created when the session asks for the broker
+  boost::asio::any_io_executor executor_;
+  const listener_settings& listener_;
   const connection_settings& settings_;
   metrics& metrics_;
   auth_client& auth_;
+  const reloadable_tls_context* upstream_tls_;
   client_session session_;
   mqtt::framer client_framer_;
   mqtt::framer upstream_framer_;
@@ -84,7 +107,9 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool upstream_requested_ = false;
   bool keep_alive_started_ = false;
   bool first_byte_seen_ = false;
+  bool client_established_ = false;  // TLS / WebSocket handshake done: close gracefully
   bool closing_ = false;
+  bool drain_expired_ = false;    // a peer did not take our bytes in time
   bool closed_ = false;           // everything flushed, FIN sent
   bool client_reading_ = false;   // a reader coroutine still owns the socket's read side
   bool upstream_reading_ = false;

@@ -10,15 +10,16 @@
 #include <spdlog/spdlog.h>
 
 #include "net/client_connection.hpp"
+#include "net/tls_context.hpp"
 
 namespace proxy {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
-listener::listener(asio::io_context& io, const tcp::endpoint& endpoint, const connection_settings& settings,
-                   metrics& counters, auth_client& auth)
-    : acceptor_(io), settings_(settings), metrics_(counters), auth_(auth) {
+listener::listener(asio::io_context& io, const tcp::endpoint& endpoint, const listener_settings& settings,
+                   const connection_environment& environment, const reloadable_tls_context* tls)
+    : acceptor_(io), settings_(settings), environment_(environment), tls_(tls) {
   acceptor_.open(endpoint.protocol());
   acceptor_.set_option(tcp::acceptor::reuse_address(true));
   const int on = 1;
@@ -45,12 +46,14 @@ asio::awaitable<void> listener::accept_loop() {
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
-    if (metrics_.connections_open.load() >= static_cast<std::int64_t>(settings_.max_connections)) {
-      metrics_.connections_refused++;
-      spdlog::warn("connection limit {} reached, refusing a connection", settings_.max_connections);
+    const auto limit = environment_.settings.max_connections;
+    if (environment_.counters.connections_open.load() >= static_cast<std::int64_t>(limit)) {
+      environment_.counters.connections_refused++;
+      spdlog::warn("connection limit {} reached, refusing a connection", limit);
       continue;  // the socket closes as it goes out of scope
     }
-    std::make_shared<client_connection>(std::move(socket), settings_, metrics_, auth_)->start();
+    auto stream = make_client_transport(std::move(socket), settings_, tls_ ? tls_->current() : nullptr);
+    std::make_shared<client_connection>(std::move(stream), settings_, environment_)->start();
   }
 }
 

@@ -36,8 +36,15 @@ std::string write_file(const std::string& name, const std::string& text) {
 TEST_SUITE("config") {
   TEST_CASE("defaults of the design card") {
     auto c = parse({}).config;
-    CHECK(c.listen.host == "0.0.0.0");
-    CHECK(c.listen.port == "5000");
+    CHECK(c.listener(transport_kind::tcp).enabled);
+    CHECK(c.listener(transport_kind::tcp).address.host == "0.0.0.0");
+    CHECK(c.listener(transport_kind::tcp).address.port == "5000");
+    CHECK_FALSE(c.listener(transport_kind::tls).enabled);
+    CHECK(c.listener(transport_kind::tls).address.port == "8883");
+    CHECK(c.listener(transport_kind::ws).address.port == "8080");
+    CHECK(c.listener(transport_kind::wss).address.port == "8443");
+    CHECK(c.listener(transport_kind::ws).settings.websocket.path == "/mqtt");
+    CHECK_FALSE(c.connection.upstream.tls);
     CHECK(c.connection.upstream.port == "1883");
     CHECK(c.auth_url == "http://127.0.0.1:8080");
     CHECK(c.admin.port == "9100");
@@ -47,7 +54,7 @@ TEST_SUITE("config") {
     auto c = parse({"--listen", "127.0.0.1:6000", "--upstream=[::1]:1884", "--upstream-username", "p",
                     "--auth-url", "http://auth:9000/api", "--max-packet-size", "2048", "--threads", "3"})
                  .config;
-    CHECK(c.listen.port == "6000");
+    CHECK(c.listener(transport_kind::tcp).address.port == "6000");
     CHECK(c.connection.upstream.host == "::1");
     CHECK(c.connection.upstream.port == "1884");
     CHECK(c.connection.session.upstream_username == "p");
@@ -59,10 +66,70 @@ TEST_SUITE("config") {
 
   TEST_CASE("the sample configuration file loads, and flags override it") {
     auto c = parse({"--config", std::string(MQTT_SOURCE_DIR) + "/deploy/mqtt-proxy.toml", "--listen", "127.0.0.1:7000"}).config;
-    CHECK(c.listen.port == "7000");
+    CHECK(c.listener(transport_kind::tcp).address.port == "7000");
     CHECK(c.connection.session.upstream_password == "change-me");
     CHECK(c.connection.session.templates.publish == std::vector<std::string>{"private/%u/#"});
     CHECK(c.connection.session.auth_timeout == std::chrono::milliseconds(10'000));
+  }
+
+  TEST_CASE("listener flags: each transport on its own, TLS files shared by tls and wss") {
+    auto c = parse({"--listen", "off", "--tls-listen", "127.0.0.1:8883", "--wss-listen", "127.0.0.1:8443", "--ws-listen",
+                    "127.0.0.1:8080", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem",
+                    "--ws-path", "/ws", "--ws-allowed-origin", "https://a.example", "--proxy-protocol",
+                    "--upstream-tls", "--upstream-ca", "bca.pem", "--handshake-timeout-ms", "1500"})
+                 .config;
+    CHECK_FALSE(c.listener(transport_kind::tcp).enabled);
+    for (auto kind : {transport_kind::tls, transport_kind::ws, transport_kind::wss}) {
+      CHECK(c.listener(kind).enabled);
+      CHECK(c.listener(kind).settings.proxy_protocol);
+      CHECK(c.listener(kind).settings.kind == kind);
+    }
+    CHECK(c.listener(transport_kind::wss).tls.cert_file == "c.pem");
+    CHECK(c.listener(transport_kind::tls).tls.client_ca_file == "ca.pem");
+    CHECK(c.listener(transport_kind::wss).settings.websocket.path == "/ws");
+    CHECK(c.listener(transport_kind::ws).settings.websocket.allowed_origins == std::vector<std::string>{"https://a.example"});
+    CHECK(c.connection.upstream.tls);
+    CHECK(c.connection.upstream.ca_file == "bca.pem");
+    CHECK(c.connection.handshake_timeout == std::chrono::milliseconds(1500));
+  }
+
+  TEST_CASE("listener tables in the file: present means on, proxy_protocol per listener") {
+    auto file = write_file("mqtt-proxy-listeners.toml", R"(
+proxy_protocol = true
+[listeners.tcp]
+enabled = false
+[listeners.ws]
+address = "127.0.0.1:9080"
+proxy_protocol = false
+allowed_origins = ["https://app.example"]
+[listeners.tls]
+address = "127.0.0.1:9883"
+cert_file = "s.pem"
+key_file = "s.key"
+[upstream]
+tls = true
+server_name = "broker.internal"
+)");
+    auto c = parse({"--config", file}).config;
+    CHECK_FALSE(c.listener(transport_kind::tcp).enabled);
+    CHECK(c.listener(transport_kind::ws).enabled);
+    CHECK(c.listener(transport_kind::ws).address.port == "9080");
+    CHECK_FALSE(c.listener(transport_kind::ws).settings.proxy_protocol);
+    CHECK(c.listener(transport_kind::tls).settings.proxy_protocol);
+    CHECK(c.listener(transport_kind::tls).tls.key_file == "s.key");
+    CHECK_FALSE(c.listener(transport_kind::wss).enabled);
+    CHECK(c.connection.upstream.server_name == "broker.internal");
+  }
+
+  TEST_CASE("listener errors name the key") {
+    CHECK(error_of({"--tls-listen", "127.0.0.1:8883"}).find("listeners.tls.cert_file") != std::string::npos);
+    CHECK(error_of({"--wss-listen", "127.0.0.1:8443", "--tls-cert", "c"}).find("listeners.wss.key_file") != std::string::npos);
+    CHECK(error_of({"--ws-listen", "127.0.0.1:8080", "--ws-path", "mqtt"}).find("listeners.ws.path") != std::string::npos);
+    CHECK(error_of({"--listen", "off"}).find("every listener is switched off") != std::string::npos);
+    auto wrong_key = write_file("mqtt-proxy-wskey.toml", "[listeners.tcp]\npath = \"/mqtt\"\n");
+    CHECK(error_of({"--config", wrong_key}).find("listeners.tcp.path") != std::string::npos);
+    auto wrong_kind = write_file("mqtt-proxy-kind.toml", "[listeners.quic]\n");
+    CHECK(error_of({"--config", wrong_kind}).find("listeners.quic") != std::string::npos);
   }
 
   TEST_CASE("errors name the key") {

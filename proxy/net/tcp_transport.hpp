@@ -1,0 +1,25 @@
+// Plain TCP: the cheapest transport. Idle connections hold no read buffer,
+// because the stream can be polled for readability.
+#pragma once
+
+#include "net/transport.hpp"
+
+namespace proxy {
+
+class tcp_transport final : public transport {
+ public:
+  explicit tcp_transport(boost::asio::ip::tcp::socket socket) : socket_(std::move(socket)) {}
+
+  boost::asio::ip::tcp::socket& socket() override { return socket_; }
+  boost::asio::awaitable<handshake_result> handshake(std::vector<std::uint8_t> initial) override;
+  boost::asio::awaitable<void> wait_readable() override;
+  std::size_t read_size_hint() override;
+  boost::asio::awaitable<io_result> read_some(boost::asio::mutable_buffer buffer) override;
+  boost::asio::awaitable<io_result> write(const std::vector<boost::asio::const_buffer>& buffers) override;
+  boost::asio::awaitable<void> shutdown() override;
+
+ private:
+  boost::asio::ip::tcp::socket socket_;
+};
+
+}  // namespace proxy
