@@ -30,6 +30,10 @@ for pkg in "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}" "$@"; do
   fi
 done
 
+# MQTT.js, from the npm registry, is the browser-style client of the WebSocket
+# tests. Machine images often carry a newer Node.js than Debian's; keep it.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "install-deps: installing ${missing[*]}"

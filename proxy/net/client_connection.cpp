@@ -186,9 +186,13 @@ asio::awaitable<bool> client_connection::read_proxy_header(std::vector<std::uint
     std::array<std::uint8_t, proxy_protocol::max_header_size> chunk;
     auto [ec, n] = co_await client_->socket().async_read_some(asio::buffer(chunk), as_tuple_awaitable);
     if (closing_) co_return false;
+    if (ec && pending.empty() && ec == asio::error::eof) {
+      begin_close("closed before the handshake");  // a load balancer's TCP health check
+      co_return false;
+    }
     if (ec) {
       metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
-      begin_close("closed before the PROXY protocol header: " + ec.message());
+      begin_close("closed within the PROXY protocol header: " + ec.message());
       co_return false;
     }
     pending.insert(pending.end(), chunk.begin(), chunk.begin() + static_cast<long>(n));
@@ -209,8 +213,15 @@ asio::awaitable<bool> client_connection::read_proxy_header(std::vector<std::uint
 // TLS and/or WebSocket handshake, bounded by handshake_timeout. A failure
 // ends only this connection, counted per listener kind.
 asio::awaitable<bool> client_connection::client_handshake(self_ptr self, std::vector<std::uint8_t> initial) {
-  auto result = co_await handshake_within(self, *client_, std::move(initial), settings_.handshake_timeout);
+  const bool wait_for_first_byte = initial.empty() && listener_.kind != transport_kind::tcp;
+  auto result = co_await handshake_within(self, *client_, std::move(initial), settings_.handshake_timeout,
+                                          wait_for_first_byte);
   if (closing_) co_return false;
+  if (result.error == asio::error::eof && result.application_bytes.empty() && result.detail.empty()) {
+    // Connected and closed without a byte: a load balancer's TCP health check, not a failed handshake.
+    begin_close("closed before the handshake");
+    co_return false;
+  }
   if (result.error) {
     metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
     spdlog::warn("{} handshake with {} failed: {}", to_string(listener_.kind), remote_address_, result.detail);
@@ -232,13 +243,21 @@ asio::awaitable<bool> client_connection::client_handshake(self_ptr self, std::ve
 // relying on each stream's support for per-operation cancellation.
 asio::awaitable<handshake_result> client_connection::handshake_within(self_ptr self, transport& stream,
                                                                       std::vector<std::uint8_t> initial,
-                                                                      std::chrono::milliseconds limit) {
+                                                                      std::chrono::milliseconds limit,
+                                                                      bool wait_for_first_byte) {
   auto deadline = std::make_shared<asio::steady_timer>(executor_, limit);
   auto finished = std::make_shared<bool>(false);
   deadline->async_wait([self, &stream, finished](boost::system::error_code ec) {
     if (!ec && !*finished) stream.close();
   });
-  auto result = co_await stream.handshake(std::move(initial));
+  bool peer_closed = false;
+  if (wait_for_first_byte) peer_closed = co_await closed_before_first_byte(stream.socket());
+  handshake_result result;
+  if (peer_closed) {
+    result.error = asio::error::eof;
+  } else {
+    result = co_await stream.handshake(std::move(initial));
+  }
   *finished = true;
   deadline->cancel();
   if (result.error && deadline->expiry() <= std::chrono::steady_clock::now())
@@ -262,6 +281,16 @@ void client_connection::process_client_frames() {
       asio::co_spawn(executor_, watch_keep_alive(shared_from_this()), log_failure);
     }
   }
+}
+
+// Waits for the first byte without taking it: true when the peer closed instead.
+asio::awaitable<bool> client_connection::closed_before_first_byte(tcp::socket& socket) {
+  auto [wait_error] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple_awaitable);
+  if (wait_error) co_return false;  // the deadline closed the socket: the handshake reports it
+  std::uint8_t first = 0;
+  boost::system::error_code ec;
+  const std::size_t n = socket.receive(asio::buffer(&first, 1), tcp::socket::message_peek, ec);
+  co_return n == 0 && (!ec || ec == asio::error::eof);
 }
 
 asio::awaitable<bool> client_connection::relay_from_client() {
@@ -419,7 +448,8 @@ asio::awaitable<bool> client_connection::open_upstream(self_ptr self) {
     upstream_->socket().set_option(tcp::no_delay(true), ignored);
     const auto left = where.connect_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
                                                   std::chrono::steady_clock::now() - started);
-    auto result = co_await handshake_within(self, *upstream_, {}, std::max(left, std::chrono::milliseconds(1)));
+    auto result =
+        co_await handshake_within(self, *upstream_, {}, std::max(left, std::chrono::milliseconds(1)), false);
     if (result.error) failure = result.detail;
   }
   if (closing_) co_return false;

@@ -60,7 +60,9 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<bool> client_handshake(self_ptr self, std::vector<std::uint8_t> initial);
   boost::asio::awaitable<handshake_result> handshake_within(self_ptr self, transport& stream,
                                                             std::vector<std::uint8_t> initial,
-                                                            std::chrono::milliseconds limit);
+                                                            std::chrono::milliseconds limit,
+                                                            bool wait_for_first_byte);
+  boost::asio::awaitable<bool> closed_before_first_byte(boost::asio::ip::tcp::socket& socket);
   void process_client_frames();
   boost::asio::awaitable<bool> relay_from_upstream();
   boost::asio::awaitable<void> discard_until_eof(transport& stream);

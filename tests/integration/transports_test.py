@@ -1,0 +1,700 @@
+#!/usr/bin/python3
+"""mqtt-proxy's transports with real peers: mosquitto_pub/sub over TLS, paho
+and MQTT.js over ws:// and wss://, a hand-rolled WebSocket client for framing
+edge cases, mTLS, PROXY protocol before TLS and WebSocket, certificate reload
+on SIGHUP, and Mosquitto behind a TLS listener (with a client certificate) as
+the upstream. Certificates are made here with the openssl command line.
+Usage: transports_test.py PATH/TO/mqtt-proxy"""
+import base64
+import http.server
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+import paho.mqtt.client as mqtt
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+from netutil import free_port, wait_for_port  # noqa: E402
+
+PROXY = None
+SESSIONS = {
+    "alice-token": {"user": "alice", "acl": {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}},
+}
+SEEN_REMOTE_ADDRS = []
+
+
+class StubAuth(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        SEEN_REMOTE_ADDRS.append(body.get("remote_addr"))
+        session = SESSIONS.get(body.get("session"))
+        status, answer = (200, dict(session, expires_in=3600)) if session else (401, {"error": "invalid_session"})
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+# ---------------------------------------------------------------- certificates
+
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_ca(directory, name):
+    key, cert = os.path.join(directory, name + ".key"), os.path.join(directory, name + ".pem")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-subj", f"/CN={name}", "-keyout", key, "-out", cert)
+    return key, cert
+
+
+def make_leaf(directory, name, subject, ca, san=None):
+    key, csr, cert = (os.path.join(directory, name + ext) for ext in (".key", ".csr", ".pem"))
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
+            "-keyout", key, "-out", csr)
+    ext = os.path.join(directory, name + ".ext")
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName={san}\n" if san else "basicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0], "-CAcreateserial", "-days", "2",
+            "-extfile", ext, "-out", cert)
+    return key, cert
+
+
+# ---------------------------------------------------------------- WebSocket client
+
+def ws_frame(opcode, payload, fin=True):
+    """A client frame: always masked (RFC 6455 5.3)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class RawWebSocket:
+    """Just enough of RFC 6455 to send frames the way we choose."""
+
+    def __init__(self, port, path="/mqtt", protocols="mqtt", origin=None, tls=None, prefix=b""):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if prefix:
+            sock.sendall(prefix)
+        self.sock = tls.wrap_socket(sock, server_hostname="localhost") if tls else sock
+        lines = [f"GET {path} HTTP/1.1", "Host: localhost", "Upgrade: websocket", "Connection: Upgrade",
+                 "Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)).decode(), "Sec-WebSocket-Version: 13"]
+        if protocols is not None:
+            lines.append("Sec-WebSocket-Protocol: " + protocols)
+        if origin:
+            lines.append("Origin: " + origin)
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode().split("\r\n")
+        self.status = int(status_line.split()[1])
+        self.headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in header_lines if ":" in h)}
+        self.mqtt = b""
+
+    def send(self, opcode, payload, fin=True):
+        self.sock.sendall(ws_frame(opcode, payload, fin))
+
+    def _need(self, n):
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def frame(self):
+        b0, b1 = self._need(2)
+        self.assert_unmasked(b1)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", self._need(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", self._need(8))[0]
+        return b0 & 0x80, b0 & 0x0F, self._need(n)
+
+    @staticmethod
+    def assert_unmasked(b1):
+        assert not b1 & 0x80, "server frames are never masked"
+
+    def packet(self):
+        """The next MQTT packet, however the server framed it; control frames are collected."""
+        while True:
+            parsed = parse_mqtt(self.mqtt)
+            if parsed:
+                packet, self.mqtt = parsed
+                return packet
+            fin, opcode, payload = self.frame()
+            if opcode in (0, 2):
+                self.mqtt += payload
+            elif opcode == 8:
+                raise EOFError("close frame " + payload.hex())
+            elif opcode == 1:
+                raise AssertionError("server sent a text frame")
+
+    def close(self):
+        self.sock.close()
+
+
+def mqtt_string(text):
+    data = text.encode()
+    return struct.pack(">H", len(data)) + data
+
+
+def mqtt_packet(first_byte, body):
+    length, n = b"", len(body)
+    while True:
+        digit, n = n % 128, n // 128
+        length += bytes([digit | (0x80 if n else 0)])
+        if not n:
+            return bytes([first_byte]) + length + body
+
+
+def connect_packet(client_id, username=None, password=None):
+    flags = 0x02 | (0x80 if username else 0) | (0x40 if password else 0)
+    payload = mqtt_string(client_id) + (mqtt_string(username) if username else b"") + (
+        mqtt_string(password) if password else b"")
+    return mqtt_packet(0x10, mqtt_string("MQTT") + bytes([4, flags]) + struct.pack(">H", 30) + payload)
+
+
+def publish_packet(topic, payload, qos=0, packet_id=1):
+    body = mqtt_string(topic) + (struct.pack(">H", packet_id) if qos else b"") + payload
+    return mqtt_packet(0x30 | (qos << 1), body)
+
+
+def subscribe_packet(packet_id, topic, qos):
+    return mqtt_packet(0x82, struct.pack(">H", packet_id) + mqtt_string(topic) + bytes([qos]))
+
+
+def parse_mqtt(data):
+    """(packet bytes, rest) or None when incomplete."""
+    length, multiplier, i = 0, 1, 1
+    while True:
+        if i >= len(data):
+            return None
+        length += (data[i] & 0x7F) * multiplier
+        multiplier *= 128
+        i += 1
+        if not data[i - 1] & 0x80:
+            break
+    if len(data) < i + length:
+        return None
+    return data[:i + length], data[i + length:]
+
+
+def publish_fields(packet):
+    """(topic, payload) of a QoS 0 PUBLISH."""
+    rest = parse_mqtt(packet) and packet[1:]
+    while rest[0] & 0x80:
+        rest = rest[1:]
+    rest = rest[1:]
+    n = struct.unpack(">H", rest[:2])[0]
+    return rest[2:2 + n].decode(), rest[2 + n:]
+
+
+# ---------------------------------------------------------------- the system
+
+class System:
+    """Mosquitto (plain and TLS listeners) + stub API server + two proxies."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="transports-")
+        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
+        d = self.dir
+        self.ca = make_ca(d, "test-ca")
+        self.rogue_ca = make_ca(d, "rogue-ca")
+        self.server = make_leaf(d, "server", "/CN=localhost", self.ca, "DNS:localhost,IP:127.0.0.1")
+        self.reloaded = make_leaf(d, "reloaded", "/O=Reloaded/CN=localhost", self.ca, "DNS:localhost,IP:127.0.0.1")
+        self.device = make_leaf(d, "device", "/CN=device-1", self.ca)
+        self.rogue_device = make_leaf(d, "rogue-device", "/CN=device-1", self.rogue_ca)
+        self.proxy_client = make_leaf(d, "proxy-client", "/CN=proxy", self.ca)
+        # The files proxy A serves; the reload test overwrites them.
+        self.live_cert, self.live_key = os.path.join(d, "live.pem"), os.path.join(d, "live.key")
+        shutil.copy(self.server[1], self.live_cert)
+        shutil.copy(self.server[0], self.live_key)
+        for name in os.listdir(d):
+            os.chmod(os.path.join(d, name), 0o644)
+
+        self.broker_port, self.broker_tls_port, self.auth_port = free_port(), free_port(), free_port()
+        passwd = os.path.join(d, "passwd")
+        with open(passwd, "w") as f:
+            f.write("proxy:proxy-secret\n")
+        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
+        conf = os.path.join(d, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"per_listener_settings false\nallow_anonymous false\npassword_file {passwd}\npersistence false\n"
+                    f"listener {self.broker_port} 127.0.0.1\n"
+                    f"listener {self.broker_tls_port} 127.0.0.1\ncafile {self.ca[1]}\ncertfile {self.server[1]}\n"
+                    f"keyfile {self.server[0]}\nrequire_certificate true\ntls_version tlsv1.2\n")
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.broker_log = open(os.path.join(d, "mosquitto.log"), "w")
+        self.broker = subprocess.Popen([mosquitto, "-c", conf], stdout=self.broker_log, stderr=subprocess.STDOUT)
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", self.auth_port), StubAuth)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        wait_for_port(self.broker_port)
+        wait_for_port(self.broker_tls_port)
+
+        # Proxy A: all four listeners; the broker over TLS with a client certificate.
+        self.tcp, self.tls, self.ws, self.wss, self.admin = (free_port() for _ in range(5))
+        self.proxy_a, self.log_a = self.start_proxy(
+            "a", ["--listen", f"127.0.0.1:{self.tcp}", "--tls-listen", f"127.0.0.1:{self.tls}",
+                  "--ws-listen", f"127.0.0.1:{self.ws}", "--wss-listen", f"127.0.0.1:{self.wss}",
+                  "--tls-cert", self.live_cert, "--tls-key", self.live_key,
+                  "--handshake-timeout-ms", "1000",
+                  "--upstream", f"127.0.0.1:{self.broker_tls_port}", "--upstream-tls", "--upstream-ca", self.ca[1],
+                  "--upstream-cert", self.proxy_client[1], "--upstream-key", self.proxy_client[0],
+                  "--upstream-server-name", "localhost", "--admin", f"127.0.0.1:{self.admin}"],
+            [self.tcp, self.tls, self.ws, self.wss])
+        # Proxy B: mTLS, an origin allow-list, and a PROXY protocol header expected on every listener.
+        self.mtls, self.ws_pp = free_port(), free_port()
+        self.proxy_b, self.log_b = self.start_proxy(
+            "b", ["--listen", "off", "--tls-listen", f"127.0.0.1:{self.mtls}", "--ws-listen", f"127.0.0.1:{self.ws_pp}",
+                  "--tls-cert", self.server[1], "--tls-key", self.server[0], "--tls-client-ca", self.ca[1],
+                  "--ws-allowed-origin", "https://app.example", "--proxy-protocol",
+                  "--upstream", f"127.0.0.1:{self.broker_port}",
+                  "--admin", f"127.0.0.1:{free_port()}"],
+            [self.mtls, self.ws_pp])
+
+    def start_proxy(self, name, args, ports):
+        path = os.path.join(self.dir, f"proxy-{name}.log")
+        log = open(path, "w")
+        process = subprocess.Popen(
+            [PROXY, *args, "--upstream-username", "proxy", "--upstream-password", "proxy-secret",
+             "--auth-url", f"http://127.0.0.1:{self.auth_port}", "--log-level", "debug"],
+            stdout=log, stderr=subprocess.STDOUT)
+        for port in ports:
+            wait_for_port(port)
+        return process, path
+
+    def tls_context(self, ca=None, cert=None):
+        context = ssl.create_default_context(cafile=ca or self.ca[1])
+        if cert:
+            context.load_cert_chain(cert[1], cert[0])
+        return context
+
+    def metric(self, name, labels):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).read().decode()
+        match = re.search(re.escape(name + labels) + r" (\d+)", text)
+        return int(match.group(1)) if match else None
+
+    def close(self):
+        for p in (self.proxy_a, self.proxy_b, self.broker):
+            p.terminate()
+            p.wait(timeout=10)
+        self.http.shutdown()
+        self.http.server_close()
+        self.broker_log.close()
+        if os.environ.get("KEEP_TEST_DIR"):
+            print("kept", self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def proxy_v1(source="203.0.113.7", port=40000):
+    return f"PROXY TCP4 {source} 127.0.0.1 {port} 5000\r\n".encode()
+
+
+def proxy_v2(source="203.0.113.7", port=40000):
+    address = socket.inet_aton(source) + socket.inet_aton("127.0.0.1") + struct.pack(">HH", port, 5000)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack(">H", len(address)) + address
+
+
+def read_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("closed after %d bytes" % len(data))
+        data += chunk
+    return data
+
+
+def connack_over(sock, username="alice", password="alice-token"):
+    sock.sendall(connect_packet("raw-" + str(time.time()), username, password))
+    return read_exactly(sock, 4)
+
+
+class Paho:
+    """paho over tcp/tls/websockets, authenticating with the auth topic."""
+
+    def __init__(self, port, transport="tcp", tls=None, version=mqtt.MQTTv311, name="paho"):
+        self.messages, self.granted = queue.Queue(), queue.Queue()
+        self.client = mqtt.Client(client_id=f"{name}-{transport}-{version}", protocol=version, transport=transport)
+        if transport == "websockets":
+            self.client.ws_set_options(path="/mqtt")
+        if tls:
+            self.client.tls_set_context(tls)
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload.decode(), m.qos))
+        self.client.on_subscribe = lambda c, u, mid, granted, *rest: self.granted.put(
+            [getattr(g, "value", g) for g in granted])
+        self.client.reconnect_delay_set(60, 60)
+        self.client.connect("localhost", port, 30)
+        self.client.loop_start()
+
+    def authenticate(self, token="alice-token"):
+        self.client.publish("service/auth/" + token, b"", qos=1)
+        topic, payload, _ = self.messages.get(timeout=5)
+        assert topic == "service/auth/" + token, topic
+        return json.loads(payload)
+
+    def round_trip(self, test, topic="private/alice/paho"):
+        self.client.subscribe(topic, qos=2)
+        test.assertEqual(self.granted.get(timeout=5), [2])
+        for qos in (0, 1, 2):
+            self.client.publish(topic, f"qos{qos}", qos=qos)
+            test.assertEqual(self.messages.get(timeout=5), (topic, f"qos{qos}", qos))
+
+    def stop(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Transports(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        mqttjs = os.path.join(HERE, "mqttjs")
+        if not os.path.isdir(os.path.join(mqttjs, "node_modules", "mqtt")):
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=mqttjs, check=True)
+        cls.system = System()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.system.close()
+
+    # ------------------------------------------------------------ TLS
+
+    def test_mosquitto_clients_over_tls_to_a_tls_broker(self):
+        s = self.system
+        base = ["-h", "localhost", "-p", str(s.tls), "--cafile", s.ca[1], "-u", "alice", "-P", "alice-token"]
+        sub = subprocess.Popen(["mosquitto_sub", *base, "-i", "tls-sub", "-t", "private/alice/tls", "-q", "2",
+                                "-C", "1", "-W", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        pub = subprocess.run(["mosquitto_pub", *base, "-i", "tls-pub", "-t", "private/alice/tls", "-q", "2",
+                              "-m", "over tls both ways"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(pub.returncode, 0, pub.stderr)
+        out, err = sub.communicate(timeout=15)
+        self.assertEqual(out.strip(), "over tls both ways", err)
+
+    def test_tls_client_refuses_a_proxy_it_does_not_trust(self):
+        s = self.system
+        pub = subprocess.run(["mosquitto_pub", "-h", "localhost", "-p", str(s.tls), "--cafile", s.rogue_ca[1],
+                              "-u", "alice", "-P", "alice-token", "-t", "private/alice/x", "-m", "x"],
+                             capture_output=True, text=True, timeout=10)
+        self.assertNotEqual(pub.returncode, 0)
+        self.assertIn("tls error", (pub.stdout + pub.stderr).lower())
+        time.sleep(0.2)
+        with open(s.log_a) as f:
+            self.assertIn("alert unknown ca", f.read())  # the client's TLS alert, logged by the proxy
+
+    def test_tls_protocol_floor_is_1_2(self):
+        context = self.system.tls_context()
+        context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_1
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+            with socket.create_connection(("127.0.0.1", self.system.tls), timeout=5) as raw:
+                context.wrap_socket(raw, server_hostname="localhost").close()
+        time.sleep(0.2)
+        with open(self.system.log_a) as f:
+            self.assertIn("unsupported protocol", f.read())  # refused by the proxy, not by the client
+
+    def test_garbage_and_silence_on_the_tls_listener_end_only_that_connection(self):
+        s = self.system
+        before = s.metric("mqtt_proxy_handshake_failures_total", '{transport="tls"}')
+        with socket.create_connection(("127.0.0.1", s.tls), timeout=5) as garbage:
+            garbage.sendall(connect_packet("plaintext-on-tls"))
+            self.assertEqual(garbage.recv(1024), b"")  # closed; maybe after a TLS alert
+        started = time.time()
+        with socket.create_connection(("127.0.0.1", s.tls), timeout=5) as silent:
+            self.assertEqual(silent.recv(1024), b"")
+        self.assertLess(time.time() - started, 4)  # handshake timeout is 1 s here
+        self.assertGreaterEqual(time.time() - started, 0.8)
+        self.assertGreaterEqual(s.metric("mqtt_proxy_handshake_failures_total", '{transport="tls"}'), before + 2)
+        with socket.create_connection(("127.0.0.1", s.tls), timeout=5) as raw:  # still serving
+            with s.tls_context().wrap_socket(raw, server_hostname="localhost") as tls:
+                self.assertEqual(connack_over(tls), b"\x20\x02\x00\x00")
+        with open(s.log_a) as f:
+            self.assertIn("tls handshake with", f.read())
+
+    def test_denied_session_over_tls_gets_its_answer_then_close_notify(self):
+        s = self.system
+        raw = socket.create_connection(("127.0.0.1", s.tls), timeout=5)
+        with s.tls_context().wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as tls:
+            self.assertEqual(connack_over(tls, None, None), b"\x20\x02\x00\x00")
+            tls.sendall(publish_packet("service/auth/forged", b""))
+            data = b""
+            while True:
+                chunk = tls.recv(4096)  # a TCP close without close_notify raises SSLEOFError here
+                if not chunk:
+                    break
+                data += chunk
+        topic, payload = publish_fields(data)
+        self.assertEqual(json.loads(payload), {"result": "denied", "reason": "invalid_session"})
+
+    def test_will_through_a_tls_broker_connection(self):
+        """A clean DISCONNECT must reach the broker before TLS closes (no will);
+        an abrupt drop must not look clean (will)."""
+        s = self.system
+        for clean in (True, False):
+            with self.subTest(clean=clean):
+                watcher = subprocess.Popen(
+                    ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(s.broker_port), "-u", "proxy", "-P",
+                     "proxy-secret", "-t", "private/alice/will", "-C", "1", "-W", "3"],
+                    stdout=subprocess.PIPE, text=True)
+                time.sleep(0.3)
+                c = mqtt.Client(client_id=f"will-{clean}")
+                c.tls_set_context(s.tls_context())
+                messages = queue.Queue()
+                c.on_message = lambda cl, u, m: messages.put(m.payload)
+                c.will_set("private/alice/will", "gone", qos=1)
+                c.connect("localhost", s.tls, 30)
+                c.loop_start()
+                c.publish("service/auth/alice-token", b"", qos=1)
+                self.assertEqual(json.loads(messages.get(timeout=5))["result"], "ok")
+                time.sleep(0.2)
+                if clean:
+                    c.disconnect()
+                    c.loop_stop()
+                else:
+                    c.loop_stop()
+                    c.socket().close()
+                out, _ = watcher.communicate(timeout=10)
+                self.assertEqual(out.strip(), "" if clean else "gone")
+
+    def test_mtls_requires_a_certificate_from_the_configured_ca(self):
+        s = self.system
+        for cert, ok in ((s.device, True), (None, False), (s.rogue_device, False)):
+            with self.subTest(cert=cert and cert[1]):
+                raw = socket.create_connection(("127.0.0.1", s.mtls), timeout=5)
+                raw.sendall(proxy_v2())
+                try:
+                    tls = s.tls_context(cert=cert).wrap_socket(raw, server_hostname="localhost")
+                    # TLS 1.3 reports a refused client certificate on the first read.
+                    answer = connack_over(tls)
+                    self.assertTrue(ok, "a connection without a valid client certificate got through")
+                    self.assertEqual(answer, b"\x20\x02\x00\x00")
+                    tls.close()
+                except (ssl.SSLError, EOFError, ConnectionError) as e:
+                    self.assertFalse(ok, f"refused: {e}")
+                    raw.close()
+
+    def test_proxy_protocol_before_tls_and_before_websocket(self):
+        s = self.system
+        SEEN_REMOTE_ADDRS.clear()
+        raw = socket.create_connection(("127.0.0.1", s.mtls), timeout=5)
+        raw.sendall(proxy_v2("203.0.113.7", 40001))
+        with s.tls_context(cert=s.device).wrap_socket(raw, server_hostname="localhost") as tls:
+            self.assertEqual(connack_over(tls), b"\x20\x02\x00\x00")
+        ws = RawWebSocket(s.ws_pp, prefix=proxy_v1("198.51.100.9", 40002))
+        self.assertEqual(ws.status, 101)
+        ws.send(2, connect_packet("ws-behind-lb", "alice", "alice-token"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        ws.close()
+        self.assertIn("203.0.113.7:40001", SEEN_REMOTE_ADDRS)
+        self.assertIn("198.51.100.9:40002", SEEN_REMOTE_ADDRS)
+        time.sleep(0.3)
+        with open(s.log_b) as f:
+            log = f.read()
+        self.assertIn("remote=203.0.113.7:40001", log)
+        self.assertIn("remote=198.51.100.9:40002", log)
+
+    def test_certificate_reload_on_sighup_keeps_open_connections(self):
+        s = self.system
+        old = Paho(s.tls, tls=s.tls_context(), name="before-reload")
+        self.assertEqual(old.authenticate()["result"], "ok")
+        shutil.copy(s.reloaded[1], s.live_cert)
+        shutil.copy(s.reloaded[0], s.live_key)
+        try:
+            s.proxy_a.send_signal(signal.SIGHUP)
+            deadline = time.time() + 5
+            while True:
+                with socket.create_connection(("127.0.0.1", s.tls), timeout=5) as raw:
+                    with s.tls_context().wrap_socket(raw, server_hostname="localhost") as tls:
+                        subject = dict(x[0] for x in tls.getpeercert()["subject"])
+                if subject.get("organizationName") == "Reloaded" or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(subject.get("organizationName"), "Reloaded")
+            old.round_trip(self, "private/alice/reload")  # the connection from before the reload still relays
+            # Broken files: the proxy keeps serving the last good certificate.
+            with open(s.live_key, "w") as f:
+                f.write("not a key\n")
+            s.proxy_a.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            with socket.create_connection(("127.0.0.1", s.tls), timeout=5) as raw:
+                with s.tls_context().wrap_socket(raw, server_hostname="localhost") as tls:
+                    self.assertEqual(connack_over(tls), b"\x20\x02\x00\x00")
+            with open(s.log_a) as f:
+                self.assertIn("keeping the old TLS certificates", f.read())
+        finally:
+            old.stop()
+            shutil.copy(s.server[1], s.live_cert)
+            shutil.copy(s.server[0], s.live_key)
+            s.proxy_a.send_signal(signal.SIGHUP)
+
+    # ------------------------------------------------------------ WebSocket: real clients
+
+    def test_paho_over_websocket(self):
+        for version in (mqtt.MQTTv311, mqtt.MQTTv5):
+            with self.subTest(version=version):
+                c = Paho(self.system.ws, transport="websockets", version=version)
+                self.assertEqual(c.authenticate(), {"result": "ok", "user": "alice"})
+                c.round_trip(self)
+                c.stop()
+
+    def test_paho_over_secure_websocket(self):
+        c = Paho(self.system.wss, transport="websockets", tls=self.system.tls_context())
+        self.assertEqual(c.authenticate(), {"result": "ok", "user": "alice"})
+        c.round_trip(self)
+        c.stop()
+
+    def mqttjs(self, url, version, ca=None):
+        args = ["node", os.path.join(HERE, "mqttjs", "client.mjs"), url, "alice-token", "alice", str(version)]
+        run = subprocess.run(args + ([ca] if ca else []), capture_output=True, text=True, timeout=30)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        self.assertEqual(result["auth"], {"result": "ok", "user": "alice"})
+        self.assertEqual(result["granted"], [2])
+        self.assertEqual(sorted(result["messages"]), [["private/alice/mqttjs", f"qos{q}", q] for q in (0, 1, 2)])
+
+    def test_mqttjs_over_ws(self):
+        for version in (4, 5):
+            with self.subTest(version=version):
+                self.mqttjs(f"ws://localhost:{self.system.ws}/mqtt", version)
+
+    def test_mqttjs_over_wss(self):
+        self.mqttjs(f"wss://localhost:{self.system.wss}/mqtt", 4, self.system.ca[1])
+
+    # ------------------------------------------------------------ WebSocket: framing edge cases
+
+    def test_packets_split_across_and_packed_into_frames_with_ping_and_close(self):
+        ws = RawWebSocket(self.system.ws, protocols="chat, mqtt")
+        self.assertEqual(ws.status, 101)
+        self.assertEqual(ws.headers.get("sec-websocket-protocol"), "mqtt")
+        connect = connect_packet("framing")
+        # One CONNECT as a fragmented message with a ping between the fragments.
+        ws.send(2, connect[:5], fin=False)
+        ws.send(9, b"are you there")
+        ws.send(0, connect[5:], fin=True)
+        self.assertEqual(ws.frame(), (0x80, 10, b"are you there"))  # pong, same payload
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        # The auth PUBLISH and a SUBSCRIBE packed into one frame.
+        ws.send(2, publish_packet("service/auth/alice-token", b"") + subscribe_packet(7, "private/alice/#", 2))
+        topic, payload = publish_fields(ws.packet())
+        self.assertEqual((topic, json.loads(payload)), ("service/auth/alice-token", {"result": "ok", "user": "alice"}))
+        self.assertEqual(ws.packet(), b"\x90\x03\x00\x07\x02")
+        # A PUBLISH split over two separate messages.
+        publish = publish_packet("private/alice/raw", b"split in two")
+        ws.send(2, publish[:9])
+        ws.send(2, publish[9:])
+        self.assertEqual(publish_fields(ws.packet()), ("private/alice/raw", b"split in two"))
+        # Close handshake started by the client: the server answers with a close frame, then closes TCP.
+        ws.send(8, struct.pack(">H", 1000))
+        fin, opcode, payload = ws.frame()
+        self.assertEqual(opcode, 8)
+        self.assertEqual(ws.sock.recv(16), b"")
+        ws.close()
+
+    def test_text_frames_close_the_connection(self):
+        ws = RawWebSocket(self.system.ws)
+        ws.send(2, connect_packet("texter"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        ws.send(1, b"MQTT in a text frame")  # MQTT-6.0.0-1
+        with self.assertRaises(EOFError):
+            while True:
+                ws.packet()
+        ws.close()
+
+    def test_denied_session_gets_its_answer_then_a_close_frame(self):
+        ws = RawWebSocket(self.system.wss, tls=self.system.tls_context())
+        ws.send(2, connect_packet("forger"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        ws.send(2, publish_packet("service/auth/forged", b""))
+        topic, payload = publish_fields(ws.packet())
+        self.assertEqual(json.loads(payload), {"result": "denied", "reason": "invalid_session"})
+        with self.assertRaisesRegex(EOFError, "close frame 03e8"):  # 1000, normal closure
+            ws.packet()
+        ws.send(8, struct.pack(">H", 1000))
+        ws.close()
+
+    def test_upgrade_requests_that_are_refused(self):
+        s = self.system
+        cases = [
+            (s.ws, dict(protocols="chat"), 400),
+            (s.ws, dict(protocols=None), 400),
+            (s.ws, dict(path="/elsewhere"), 404),
+            (s.ws, dict(origin="https://anywhere.example"), 101),  # no allow-list on proxy A
+            (s.ws_pp, dict(origin="https://evil.example", prefix=proxy_v1()), 403),
+            (s.ws_pp, dict(origin="https://APP.example", prefix=proxy_v1()), 101),
+            (s.ws_pp, dict(prefix=proxy_v1()), 101),  # no Origin: not a browser
+        ]
+        before = s.metric("mqtt_proxy_handshake_failures_total", '{transport="ws"}')
+        for port, kwargs, status in cases:
+            with self.subTest(**kwargs):
+                ws = RawWebSocket(port, **kwargs)
+                self.assertEqual(ws.status, status)
+                if status != 101:
+                    self.assertNotIn("sec-websocket-protocol", ws.headers)
+                ws.close()
+        with socket.create_connection(("127.0.0.1", s.ws), timeout=5) as plain:
+            plain.sendall(b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            self.assertIn(b" 426 ", plain.recv(4096))
+        with socket.create_connection(("127.0.0.1", s.ws), timeout=5) as garbage:
+            garbage.sendall(connect_packet("mqtt-on-a-websocket-port"))
+            answer = garbage.recv(4096)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400"), answer)
+        self.assertEqual(s.metric("mqtt_proxy_handshake_failures_total", '{transport="ws"}'), before + 5)
+
+    # ------------------------------------------------------------ upstream TLS
+
+    def test_upstream_with_an_untrusted_certificate_is_refused(self):
+        s = self.system
+        port = free_port()
+        proxy, log = s.start_proxy(
+            "untrusting", ["--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{s.broker_tls_port}",
+                           "--upstream-tls", "--upstream-ca", s.rogue_ca[1], "--upstream-cert", s.proxy_client[1],
+                           "--upstream-key", s.proxy_client[0], "--admin", f"127.0.0.1:{free_port()}"], [port])
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                self.assertEqual(connack_over(raw), b"\x20\x02\x00\x03")  # 3.1.1: server unavailable
+            with open(log) as f:
+                self.assertIn("certificate verify failed", f.read())
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    PROXY = sys.argv.pop(1)
+    unittest.main(verbosity=2)
