@@ -21,7 +21,8 @@ class tls_transport final : public transport {
   boost::asio::ip::tcp::socket& socket() override { return stream_.next_layer(); }
   boost::asio::awaitable<handshake_result> handshake(std::vector<std::uint8_t> initial) override;
   boost::asio::awaitable<void> wait_readable() override { co_return; }
-  std::size_t read_size_hint() override { return 16 * 1024; }  // one TLS record
+  // Small: the buffer stays allocated while the connection idles (TLS cannot be polled).
+  std::size_t read_size_hint() override { return 4 * 1024; }
   boost::asio::awaitable<io_result> read_some(boost::asio::mutable_buffer buffer) override;
   boost::asio::awaitable<io_result> write(const std::vector<boost::asio::const_buffer>& buffers) override;
   boost::asio::awaitable<void> shutdown() override;

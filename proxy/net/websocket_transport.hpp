@@ -75,7 +75,7 @@ class websocket_transport final : public transport {
   }
 
   boost::asio::awaitable<void> wait_readable() override { co_return; }
-  std::size_t read_size_hint() override { return 8 * 1024; }
+  std::size_t read_size_hint() override { return 4 * 1024; }  // held while idle: keep it small
 
   boost::asio::awaitable<io_result> read_some(boost::asio::mutable_buffer buffer) override {
     auto [ec, n] = co_await ws_.async_read_some(buffer, as_tuple_awaitable());

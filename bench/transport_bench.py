@@ -1,0 +1,142 @@
+#!/usr/bin/python3
+"""What each transport costs in mqtt-proxy: memory per idle authenticated
+connection and sequential connection set-up rate, for tcp, tls, ws and wss.
+A fresh proxy per transport (so freed memory of one does not hide the next),
+Mosquitto behind it, a stub API server. Prints a Markdown section.
+Usage: transport_bench.py PATH/TO/mqtt-proxy [CONNECTIONS]"""
+import http.server
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "support"))
+from certs import make_ca, make_leaf  # noqa: E402
+from netutil import free_port, wait_for_port  # noqa: E402
+from wire import RawWebSocket, connect_packet, parse_mqtt, publish_packet  # noqa: E402
+
+
+class StubAuth(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        data = json.dumps({"user": "bench", "acl": {"publish": ["b/#"], "subscribe": ["b/#"]},
+                           "expires_in": 3600}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def read_packet(sock, buffer):
+    while True:
+        parsed = parse_mqtt(buffer)
+        if parsed:
+            return parsed
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise EOFError
+        buffer += chunk
+
+
+def open_client(kind, port, context, index):
+    """One CONNECT + auth PUBLISH over `kind`; returns the open connection."""
+    connect = connect_packet(f"bench-{kind}-{index}")
+    auth = publish_packet("service/auth/bench-token", b"")
+    if kind in ("ws", "wss"):
+        ws = RawWebSocket(port, tls=context if kind == "wss" else None)
+        assert ws.status == 101
+        ws.send(2, connect + auth)
+        ws.packet()  # CONNACK
+        ws.packet()  # auth answer
+        return ws.sock
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if kind == "tls":
+        sock = context.wrap_socket(sock, server_hostname="localhost")
+    sock.sendall(connect + auth)
+    _, rest = read_packet(sock, b"")
+    read_packet(sock, rest)
+    return sock
+
+
+def main():
+    proxy_binary = sys.argv[1]
+    connections = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    work = tempfile.mkdtemp(prefix="transport-bench-")
+    os.chmod(work, 0o755)
+    ca = make_ca(work, "bench-ca")
+    server = make_leaf(work, "server", "/CN=localhost", ca, "DNS:localhost,IP:127.0.0.1")
+    context = ssl.create_default_context(cafile=ca[1])
+    broker_port, auth_port = free_port(), free_port()
+    conf = os.path.join(work, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\n")
+    broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    auth = http.server.ThreadingHTTPServer(("127.0.0.1", auth_port), StubAuth)
+    threading.Thread(target=auth.serve_forever, daemon=True).start()
+    wait_for_port(broker_port)
+    rows = []
+    try:
+        for kind in ("tcp", "tls", "ws", "wss"):
+            port = free_port()
+            flag = {"tcp": "--listen", "tls": "--tls-listen", "ws": "--ws-listen", "wss": "--wss-listen"}[kind]
+            args = [proxy_binary, "--upstream", f"127.0.0.1:{broker_port}", "--auth-url",
+                    f"http://127.0.0.1:{auth_port}", "--admin", f"127.0.0.1:{free_port()}", "--log-level", "warn",
+                    "--tls-cert", server[1], "--tls-key", server[0], "--threads", "1"]
+            args += [flag, f"127.0.0.1:{port}"] + ([] if kind == "tcp" else ["--listen", "off"])
+            proxy = subprocess.Popen(args)
+            wait_for_port(port)
+            time.sleep(0.3)
+            before = rss_kib(proxy.pid)
+            started = time.time()
+            opened = [open_client(kind, port, context, i) for i in range(connections)]
+            elapsed = time.time() - started
+            time.sleep(0.5)
+            after = rss_kib(proxy.pid)
+            rows.append((kind, connections / elapsed, (after - before) * 1024 / connections))
+            for sock in opened:
+                sock.close()
+            proxy.terminate()
+            proxy.wait(timeout=10)
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+        auth.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("## mqtt-proxy: cost of each transport")
+    print()
+    print(f"A fresh mqtt-proxy (one thread) per transport, Mosquitto behind it, a stub API server. A Python client")
+    print(f"opens {connections} connections one after another (TCP connect, TLS handshake with ECDSA P-256, WebSocket")
+    print("upgrade, CONNECT, auth PUBLISH, answer) and keeps them open idle; the rate is bound by that client.")
+    print()
+    print("| transport | connections set up per second (sequential) | proxy memory per idle connection |")
+    print("|---|---|---|")
+    for kind, rate, per_connection in rows:
+        print(f"| {kind} | {rate:.0f} | about {per_connection / 1024:.1f} KiB |")
+
+
+if __name__ == "__main__":
+    main()
