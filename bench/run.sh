@@ -84,6 +84,8 @@ per_connection=$(( (rss_after - rss_before) * 1024 / (connections > 0 ? connecti
   echo "| proxy RSS before | ${rss_before} KiB |"
   echo "| proxy RSS with $connections authenticated connections | ${rss_after} KiB |"
   echo "| memory per connection (RSS growth / connections) | about ${per_connection} bytes |"
+  echo
+  /usr/bin/python3 bench/transport_bench.py build/bin/mqtt-proxy "${BENCH_TRANSPORT_CONNECTIONS:-1000}"
 } > "$root/docs/benchmarks.md.new"
 mv "$root/docs/benchmarks.md.new" "$root/docs/benchmarks.md"
 cat "$root/docs/benchmarks.md"

@@ -68,6 +68,7 @@ chmod 755 "$dir"
 : >"$dir/pids"
 
 lb=$base proxy1=$((base + 1)) proxy2=$((base + 2)) admin1=$((base + 11)) admin2=$((base + 12))
+lb_ws=$((base + 3)) proxy1_ws=$((base + 4)) proxy2_ws=$((base + 5))
 auth=$((base + 20)) broker_port=$((base + 30))
 demo_password=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 16)
 proxy_password=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 16)
@@ -102,8 +103,9 @@ wait_for "$auth" auth-server
 wait_for "$broker_port" broker
 
 for i in 1 2; do
-  port_var="proxy$i" admin_var="admin$i"
-  "$bin/mqtt-proxy" --listen "127.0.0.1:${!port_var}" --admin "127.0.0.1:${!admin_var}" --proxy-protocol \
+  port_var="proxy$i" admin_var="admin$i" ws_var="proxy${i}_ws"
+  "$bin/mqtt-proxy" --listen "127.0.0.1:${!port_var}" --ws-listen "127.0.0.1:${!ws_var}" \
+    --admin "127.0.0.1:${!admin_var}" --proxy-protocol \
     --upstream "127.0.0.1:$broker_port" --upstream-username proxy --upstream-password "$proxy_password" \
     --auth-url "http://127.0.0.1:$auth" --log-level info >"$dir/mqtt-proxy$i.log" 2>&1 &
   echo $! >"$dir/mqtt-proxy$i.pid"
@@ -112,13 +114,16 @@ for i in 1 2; do
 done
 
 sed -e "s/@LB_BIND@/127.0.0.1:$lb/" -e "s/@PROXY1@/127.0.0.1:$proxy1/" -e "s/@PROXY2@/127.0.0.1:$proxy2/" \
-  -e "s/@ADMIN1@/$admin1/" -e "s/@ADMIN2@/$admin2/" "$root/deploy/haproxy.cfg.in" >"$dir/haproxy.cfg"
+  -e "s/@ADMIN1@/$admin1/" -e "s/@ADMIN2@/$admin2/" -e "s/@LB_WS_BIND@/127.0.0.1:$lb_ws/" \
+  -e "s/@PROXY1_WS@/127.0.0.1:$proxy1_ws/" -e "s/@PROXY2_WS@/127.0.0.1:$proxy2_ws/" \
+  "$root/deploy/haproxy.cfg.in" >"$dir/haproxy.cfg"
 haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
 echo $! >>"$dir/pids"
 wait_for "$lb" haproxy
 
 cat >"$dir/env" <<ENV
 LB_PORT=$lb
+LB_WS_PORT=$lb_ws
 PROXY1_PORT=$proxy1
 PROXY2_PORT=$proxy2
 ADMIN1_PORT=$admin1

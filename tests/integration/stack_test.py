@@ -46,7 +46,7 @@ class App:
     """A mobile app: logs in over HTTP, connects through the load balancer,
     authenticates with the auth PUBLISH on every (re)connect."""
 
-    def __init__(self, env, client_id, clean=True):
+    def __init__(self, env, client_id, clean=True, websocket=False):
         self.env = env
         status, body = http(f"http://127.0.0.1:{env['AUTH_PORT']}/v1/login",
                             {"username": env["DEMO_USER"], "password": env["DEMO_PASSWORD"]})
@@ -54,12 +54,13 @@ class App:
         self.session = json.loads(body)["session"]
         self.messages, self.auth_answers = queue.Queue(), queue.Queue()
         self.disconnects = queue.Queue()
-        self.client = mqtt.Client(client_id=client_id, clean_session=clean)
+        self.client = mqtt.Client(client_id=client_id, clean_session=clean,
+                                  transport="websockets" if websocket else "tcp")
         self.client.reconnect_delay_set(0.2, 1)
         self.client.on_connect = lambda c, u, f, rc: c.publish("service/auth/" + self.session, b"", qos=1)
         self.client.on_disconnect = lambda c, u, rc: self.disconnects.put(rc)
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", int(env["LB_PORT"]), 30)
+        self.client.connect("127.0.0.1", int(env["LB_WS_PORT" if websocket else "LB_PORT"]), 30)
         self.client.loop_start()
         assert json.loads(self.auth_answers.get(timeout=10))["result"] == "ok"
 
@@ -70,7 +71,8 @@ class App:
             self.messages.put((m.topic, m.payload.decode()))
 
     def local_port(self):
-        return self.client.socket().getsockname()[1]
+        sock = self.client.socket()
+        return getattr(sock, "_socket", sock).getsockname()[1]  # paho wraps a WebSocket's socket
 
     def stop(self):
         self.client.disconnect()
@@ -124,6 +126,21 @@ class Stack(unittest.TestCase):
                 logs += f.read()
         # The proxies log the client's own address, carried by PROXY v2, not HAProxy's.
         self.assertIn(f"remote=127.0.0.1:{port} client_id=flow user=demo", logs)
+
+    def test_1b_websocket_through_the_balancer_with_the_real_client_address(self):
+        app = App(self.env, "browser", websocket=True)
+        app.client.subscribe("private/demo/#", qos=1)
+        time.sleep(0.3)
+        app.client.publish("private/demo/ws", b"via haproxy over websocket", qos=1)
+        self.assertEqual(app.messages.get(timeout=5), ("private/demo/ws", "via haproxy over websocket"))
+        port = app.local_port()
+        app.stop()
+        time.sleep(0.5)
+        logs = ""
+        for i in (1, 2):
+            with open(os.path.join(self.dir, f"mqtt-proxy{i}.log")) as f:
+                logs += f.read()
+        self.assertIn(f"remote=127.0.0.1:{port} client_id=browser user=demo", logs)
 
     def test_2_metrics_count_what_happened(self):
         before = sum(self.metrics(self.env[f"ADMIN{i}_PORT"]).get('mqtt_proxy_authentications_total{result="ok"}', 0)
