@@ -104,6 +104,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   const auto& config = parsed.config;
+  // OpenSSL writes TLS records to the socket itself, without MSG_NOSIGNAL: a
+  // peer that has gone must be an EPIPE for that connection, not the end of
+  // the process.
+  std::signal(SIGPIPE, SIG_IGN);
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   raise_file_limit(config.connection.max_connections);
 

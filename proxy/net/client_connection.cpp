@@ -168,25 +168,33 @@ asio::awaitable<void> client_connection::wait_for_room(const outbound& out) {
 void client_connection::notify() { wakeup_.cancel(); }
 
 asio::awaitable<void> client_connection::read_client(self_ptr self) {
-  std::vector<std::uint8_t> initial;
   bool still_readable = true;
-  if (listener_.proxy_protocol) still_readable = co_await self->read_proxy_header(initial);
-  if (still_readable && !closing_) still_readable = co_await self->client_handshake(self, std::move(initial));
+  if (listener_.proxy_protocol) still_readable = co_await self->read_proxy_header();
+  if (still_readable && !closing_) still_readable = co_await self->client_handshake(self);
   if (still_readable && !closing_) still_readable = co_await self->relay_from_client();
   if (still_readable && client_established_) co_await discard_until_eof(*client_);
+  // A refused handshake (an HTTP error, a TLS alert) was the last thing sent:
+  // drain so that closing with unread bytes does not turn it into an RST.
+  if (!client_established_) co_await discard_until_eof(client_->socket());
   client_reading_ = false;
   release_if_done();
 }
 
-// The PROXY header comes before anything else, TLS included, so it is read
-// from the raw socket; what follows it belongs to the transport's handshake.
-asio::awaitable<bool> client_connection::read_proxy_header(std::vector<std::uint8_t>& rest) {
-  std::vector<std::uint8_t> pending;
+// The PROXY header comes before anything else, TLS included. It is taken
+// from the socket to its last byte and not one further (peek, then consume),
+// so whatever follows is still in the kernel for the transport's handshake.
+asio::awaitable<bool> client_connection::read_proxy_header() {
+  auto& socket = client_->socket();
+  std::vector<std::uint8_t> header;  // consumed so far, all of it header
   for (;;) {
-    std::array<std::uint8_t, proxy_protocol::max_header_size> chunk;
-    auto [ec, n] = co_await client_->socket().async_read_some(asio::buffer(chunk), as_tuple_awaitable);
+    auto [wait_error] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple_awaitable);
     if (closing_) co_return false;
-    if (ec && pending.empty() && ec == asio::error::eof) {
+    std::array<std::uint8_t, proxy_protocol::max_header_size> peeked;
+    boost::system::error_code ec = wait_error;
+    std::size_t n = 0;
+    if (!ec) n = socket.receive(asio::buffer(peeked.data(), peeked.size() - header.size()), tcp::socket::message_peek, ec);
+    if (!ec && n == 0) ec = asio::error::eof;
+    if (ec == asio::error::eof && header.empty()) {
       begin_close("closed before the handshake");  // a load balancer's TCP health check
       co_return false;
     }
@@ -195,29 +203,35 @@ asio::awaitable<bool> client_connection::read_proxy_header(std::vector<std::uint
       begin_close("closed within the PROXY protocol header: " + ec.message());
       co_return false;
     }
-    pending.insert(pending.end(), chunk.begin(), chunk.begin() + static_cast<long>(n));
-    const auto parsed = proxy_protocol::parse(pending);
-    if (parsed.state == proxy_protocol::status::need_more) continue;
+    std::vector<std::uint8_t> candidate = header;
+    candidate.insert(candidate.end(), peeked.begin(), peeked.begin() + static_cast<long>(n));
+    const auto parsed = proxy_protocol::parse(candidate);
     if (parsed.state == proxy_protocol::status::invalid) {
       metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
       spdlog::warn("connection from {} refused: {}", remote_address_, parsed.error);
       begin_close("bad PROXY protocol header: " + parsed.error);
       co_return false;
     }
+    const std::size_t take = parsed.state == proxy_protocol::status::need_more ? n : parsed.value.size - header.size();
+    std::array<std::uint8_t, proxy_protocol::max_header_size> consumed;
+    socket.receive(asio::buffer(consumed.data(), take), 0, ec);  // bytes already seen: does not block
+    header.insert(header.end(), consumed.begin(), consumed.begin() + static_cast<long>(take));
+    if (parsed.state == proxy_protocol::status::need_more) continue;
     if (!parsed.value.source.empty()) remote_address_ = parsed.value.source;
-    rest.assign(pending.begin() + static_cast<long>(parsed.value.size), pending.end());
     co_return true;
   }
 }
 
 // TLS and/or WebSocket handshake, bounded by handshake_timeout. A failure
 // ends only this connection, counted per listener kind.
-asio::awaitable<bool> client_connection::client_handshake(self_ptr self, std::vector<std::uint8_t> initial) {
-  const bool wait_for_first_byte = initial.empty() && listener_.kind != transport_kind::tcp;
-  auto result = co_await handshake_within(self, *client_, std::move(initial), settings_.handshake_timeout,
-                                          wait_for_first_byte);
+asio::awaitable<bool> client_connection::client_handshake(self_ptr self) {
+  if (listener_.kind == transport_kind::tcp) {  // nothing to negotiate
+    client_established_ = true;
+    co_return true;
+  }
+  auto result = co_await handshake_within(self, *client_, settings_.handshake_timeout, true);
   if (closing_) co_return false;
-  if (result.error == asio::error::eof && result.application_bytes.empty() && result.detail.empty()) {
+  if (result.error == asio::error::eof && result.detail.empty()) {
     // Connected and closed without a byte: a load balancer's TCP health check, not a failed handshake.
     begin_close("closed before the handshake");
     co_return false;
@@ -231,18 +245,12 @@ asio::awaitable<bool> client_connection::client_handshake(self_ptr self, std::ve
   client_established_ = true;
   if (const auto subject = client_->peer_certificate_subject(); !subject.empty())
     spdlog::debug("{} presented client certificate {}", remote_address_, subject);
-  if (!result.application_bytes.empty()) {
-    first_byte_seen_ = true;
-    apply(session_.on_client_first_byte(result.application_bytes[0]));
-    client_framer_.feed(result.application_bytes);
-  }
   co_return true;
 }
 
 // Every layer honours a closed socket, so the deadline closes it rather than
 // relying on each stream's support for per-operation cancellation.
 asio::awaitable<handshake_result> client_connection::handshake_within(self_ptr self, transport& stream,
-                                                                      std::vector<std::uint8_t> initial,
                                                                       std::chrono::milliseconds limit,
                                                                       bool wait_for_first_byte) {
   auto deadline = std::make_shared<asio::steady_timer>(executor_, limit);
@@ -256,7 +264,7 @@ asio::awaitable<handshake_result> client_connection::handshake_within(self_ptr s
   if (peer_closed) {
     result.error = asio::error::eof;
   } else {
-    result = co_await stream.handshake(std::move(initial));
+    result = co_await stream.handshake();
   }
   *finished = true;
   deadline->cancel();
@@ -370,6 +378,14 @@ asio::awaitable<std::size_t> client_connection::readable(transport& stream, mqtt
 // can destroy data the peer has not read yet: our last packets to the
 // client, or a DISCONNECT to the broker, which would then publish the will.
 // So after the final FIN the proxy reads and drops until the peer closes.
+asio::awaitable<void> client_connection::discard_until_eof(tcp::socket& socket) {
+  std::array<char, 4096> sink;
+  for (;;) {
+    auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink), as_tuple_awaitable);
+    if (ec) co_return;
+  }
+}
+
 asio::awaitable<void> client_connection::discard_until_eof(transport& stream) {
   std::array<char, 4096> sink;
   for (;;) {
@@ -449,7 +465,7 @@ asio::awaitable<bool> client_connection::open_upstream(self_ptr self) {
     const auto left = where.connect_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
                                                   std::chrono::steady_clock::now() - started);
     auto result =
-        co_await handshake_within(self, *upstream_, {}, std::max(left, std::chrono::milliseconds(1)), false);
+        co_await handshake_within(self, *upstream_, std::max(left, std::chrono::milliseconds(1)), false);
     if (result.error) failure = result.detail;
   }
   if (closing_) co_return false;
@@ -529,13 +545,16 @@ void client_connection::finish_if_drained() {
   // Close our direction after everything queued (FIN, close_notify or a
   // close frame); no DISCONNECT goes upstream unless the session queued one,
   // so the broker decides on the will as it should. A writer cut off by the
-  // drain timeout or a failed handshake leaves nothing to be polite about.
+  // drain timeout leaves nothing to be polite about.
   const bool forced = drain_expired_;
   auto self = shared_from_this();
-  if (client_established_ && !forced) {
+  if (forced) {
+    client_->close();
+  } else if (client_established_) {
     asio::co_spawn(executor_, shut_down(self, *client_), log_failure);
   } else {
-    client_->close();
+    boost::system::error_code ignored;
+    client_->socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
   if (upstream_ && upstream_connected_ && !forced) {
     asio::co_spawn(executor_, shut_down(self, *upstream_), log_failure);

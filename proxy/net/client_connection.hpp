@@ -55,17 +55,17 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<void> read_client(self_ptr self);
   boost::asio::awaitable<void> read_upstream();
   boost::asio::awaitable<bool> relay_from_client();  // false when the stream failed
-  // Both false when the connection must end; the header's trailing bytes go to `rest`.
-  boost::asio::awaitable<bool> read_proxy_header(std::vector<std::uint8_t>& rest);
-  boost::asio::awaitable<bool> client_handshake(self_ptr self, std::vector<std::uint8_t> initial);
+  // Both false when the connection must end.
+  boost::asio::awaitable<bool> read_proxy_header();
+  boost::asio::awaitable<bool> client_handshake(self_ptr self);
   boost::asio::awaitable<handshake_result> handshake_within(self_ptr self, transport& stream,
-                                                            std::vector<std::uint8_t> initial,
                                                             std::chrono::milliseconds limit,
                                                             bool wait_for_first_byte);
   boost::asio::awaitable<bool> closed_before_first_byte(boost::asio::ip::tcp::socket& socket);
   void process_client_frames();
   boost::asio::awaitable<bool> relay_from_upstream();
   boost::asio::awaitable<void> discard_until_eof(transport& stream);
+  boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
   boost::asio::awaitable<std::size_t> readable(transport& stream, mqtt::framer& framer);
   struct received {
     boost::system::error_code error;

@@ -9,10 +9,6 @@ namespace proxy {
 namespace asio = boost::asio;
 constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
-asio::awaitable<handshake_result> tcp_transport::handshake(std::vector<std::uint8_t> initial) {
-  co_return handshake_result{{}, {}, std::move(initial)};
-}
-
 asio::awaitable<void> tcp_transport::wait_readable() {
   auto [ec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, as_tuple_awaitable);
   (void)ec;  // the read that follows reports any error

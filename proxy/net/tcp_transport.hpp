@@ -11,7 +11,7 @@ class tcp_transport final : public transport {
   explicit tcp_transport(boost::asio::ip::tcp::socket socket) : socket_(std::move(socket)) {}
 
   boost::asio::ip::tcp::socket& socket() override { return socket_; }
-  boost::asio::awaitable<handshake_result> handshake(std::vector<std::uint8_t> initial) override;
+  boost::asio::awaitable<handshake_result> handshake() override { co_return handshake_result{}; }
   boost::asio::awaitable<void> wait_readable() override;
   std::size_t read_size_hint() override;
   boost::asio::awaitable<io_result> read_some(boost::asio::mutable_buffer buffer) override;

@@ -1,11 +1,8 @@
 #include "net/tls_transport.hpp"
 
-#include <openssl/err.h>
 #include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -33,64 +30,44 @@ std::string certificate_subject(SSL* ssl) {
   return buffer;
 }
 
-tls_transport::tls_transport(asio::ip::tcp::socket socket, ssl_context_ptr context, handshake_type role,
+tls_transport::tls_transport(asio::ip::tcp::socket socket, ssl_context_ptr context, tls_stream::role role,
                              std::string server_name)
-    : context_(std::move(context)),
-      stream_(std::move(socket), *context_),
-      role_(role),
-      server_name_(std::move(server_name)) {}
+    : stream_(std::move(socket), std::move(context)), role_(role), server_name_(std::move(server_name)) {}
 
-asio::awaitable<handshake_result> tls_transport::handshake(std::vector<std::uint8_t> initial) {
-  if (role_ == asio::ssl::stream_base::client) {
-    SSL_set_tlsext_host_name(stream_.native_handle(), server_name_.c_str());
-    stream_.set_verify_mode(asio::ssl::verify_peer);
-    stream_.set_verify_callback(asio::ssl::host_name_verification(server_name_));
-  }
-  auto [ec, used] = co_await stream_.async_handshake(role_, asio::buffer(initial), as_tuple_awaitable);
-  (void)used;
-  if (ec) co_return handshake_result{ec, "TLS: " + describe_tls_error(ec, stream_.native_handle()), {}};
+asio::awaitable<handshake_result> tls_transport::handshake() {
+  if (role_ == tls_stream::role::client) stream_.expect_server_name(server_name_);
+  auto [ec, n] = co_await stream_.async_handshake(role_, as_tuple_awaitable);
+  (void)n;
+  if (ec) co_return handshake_result{ec, "TLS: " + describe_tls_error(ec, stream_.native_handle())};
   co_return handshake_result{};
 }
 
+// OpenSSL keeps nothing between records here, so an idle connection can wait
+// on the socket without a buffer, as plain TCP does.
+asio::awaitable<void> tls_transport::wait_readable() {
+  if (stream_.has_pending()) co_return;
+  auto [ec] = co_await socket().async_wait(asio::ip::tcp::socket::wait_read, as_tuple_awaitable);
+  (void)ec;  // the read that follows reports any error
+}
+
+std::size_t tls_transport::read_size_hint() {
+  boost::system::error_code ec;
+  return socket().available(ec);  // ciphertext: a little more than the plaintext it holds
+}
+
 asio::awaitable<io_result> tls_transport::read_some(asio::mutable_buffer buffer) {
-  if (shutdown_requested_) {
-    auto closed = co_await exchange_close_notify();
-    co_return closed;
-  }
   auto [ec, n] = co_await stream_.async_read_some(buffer, as_tuple_awaitable);
-  if (ec && shutdown_requested_) {
-    auto closed = co_await exchange_close_notify();
-    co_return closed;
-  }
   co_return io_result{ec, n};
 }
 
 asio::awaitable<io_result> tls_transport::write(const std::vector<asio::const_buffer>& buffers) {
-  // Beast's ssl_stream gathers small buffers into one record instead of one record per packet.
   auto [ec, n] = co_await asio::async_write(stream_, buffers, as_tuple_awaitable);
   co_return io_result{ec, n};
 }
 
-// TLS has no half-close to call from the side: close_notify goes through the
-// engine, which the outstanding read also uses. So shutdown() stops that read,
-// and the reader, which owns the socket's read side, exchanges close_notify.
 asio::awaitable<void> tls_transport::shutdown() {
-  shutdown_requested_ = true;
-  boost::system::error_code ignored;
-  socket().cancel(ignored);
+  stream_.shutdown_send();
   co_return;
-}
-
-asio::awaitable<io_result> tls_transport::exchange_close_notify() {
-  if (!close_notify_done_) {
-    close_notify_done_ = true;
-    // Sends close_notify, then reads until the peer's close_notify or EOF.
-    auto [ec] = co_await stream_.async_shutdown(as_tuple_awaitable);
-    (void)ec;  // a peer that just closes TCP is fine: MQTT frames its own data
-    boost::system::error_code ignored;
-    socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-  }
-  co_return io_result{asio::error::eof, 0};
 }
 
 }  // namespace proxy

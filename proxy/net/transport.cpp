@@ -14,11 +14,11 @@ std::unique_ptr<transport> make_client_transport(tcp::socket socket, const liste
     case transport_kind::tcp:
       return std::make_unique<tcp_transport>(std::move(socket));
     case transport_kind::tls:
-      return std::make_unique<tls_transport>(std::move(socket), std::move(tls), boost::asio::ssl::stream_base::server);
+      return std::make_unique<tls_transport>(std::move(socket), std::move(tls), tls_stream::role::server);
     case transport_kind::ws:
       return std::make_unique<websocket_transport<tcp::socket>>(std::move(socket), listener.websocket, nullptr);
     case transport_kind::wss:
-      return std::make_unique<websocket_transport<boost::beast::ssl_stream<tcp::socket>>>(
+      return std::make_unique<websocket_transport<tls_stream>>(
           std::move(socket), listener.websocket, std::move(tls));
   }
   return nullptr;
@@ -28,7 +28,7 @@ std::unique_ptr<transport> make_upstream_transport(const boost::asio::any_io_exe
                                                    const upstream_settings& upstream, ssl_context_ptr tls) {
   tcp::socket socket(executor);
   if (!tls) return std::make_unique<tcp_transport>(std::move(socket));
-  return std::make_unique<tls_transport>(std::move(socket), std::move(tls), boost::asio::ssl::stream_base::client,
+  return std::make_unique<tls_transport>(std::move(socket), std::move(tls), tls_stream::role::client,
                                          upstream.server_name.empty() ? upstream.host : upstream.server_name);
 }
 

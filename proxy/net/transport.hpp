@@ -28,8 +28,7 @@ struct io_result {
 
 struct handshake_result {
   boost::system::error_code error;
-  std::string detail;                           // why it failed, for the log
-  std::vector<std::uint8_t> application_bytes;  // MQTT bytes that came with the handshake
+  std::string detail;  // why it failed, for the log
 };
 
 class transport {
@@ -39,9 +38,9 @@ class transport {
   // The TCP socket underneath: addresses, socket options, connecting, the PROXY header.
   virtual boost::asio::ip::tcp::socket& socket() = 0;
 
-  // TLS and/or WebSocket opening handshake. `initial` holds bytes already
-  // read from the socket (those after a PROXY protocol header).
-  virtual boost::asio::awaitable<handshake_result> handshake(std::vector<std::uint8_t> initial) = 0;
+  // TLS and/or WebSocket opening handshake; nothing has been read from the
+  // socket before it but an exact PROXY protocol header.
+  virtual boost::asio::awaitable<handshake_result> handshake() = 0;
 
   // Waits until a read would not block, without holding a buffer, where the
   // stream allows it (plain TCP); other streams return at once.

@@ -9,7 +9,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/websocket.hpp>
 
 #include "net/tls_transport.hpp"
@@ -28,17 +27,14 @@ class websocket_transport final : public transport {
 
   boost::asio::ip::tcp::socket& socket() override { return boost::beast::get_lowest_layer(ws_); }
 
-  boost::asio::awaitable<handshake_result> handshake(std::vector<std::uint8_t> initial) override {
+  boost::asio::awaitable<handshake_result> handshake() override {
     namespace http = boost::beast::http;
-    boost::beast::flat_buffer buffer;
     if constexpr (over_tls) {
-      auto [ec, used] = co_await ws_.next_layer().async_handshake(boost::asio::ssl::stream_base::server,
-                                                                   boost::asio::buffer(initial), as_tuple_awaitable());
-      (void)used;
-      if (ec) co_return handshake_result{ec, "TLS: " + describe_tls_error(ec, ws_.next_layer().native_handle()), {}};
-    } else {
-      buffer.commit(boost::asio::buffer_copy(buffer.prepare(initial.size()), boost::asio::buffer(initial)));
+      auto [ec, n] = co_await ws_.next_layer().async_handshake(tls_stream::role::server, as_tuple_awaitable());
+      (void)n;
+      if (ec) co_return handshake_result{ec, "TLS: " + describe_tls_error(ec, ws_.next_layer().native_handle())};
     }
+    boost::beast::flat_buffer buffer;
     http::request_parser<http::empty_body> parser;
     parser.header_limit(8 * 1024);
     auto [read_error, read_bytes] = co_await http::async_read(ws_.next_layer(), buffer, parser, as_tuple_awaitable());
@@ -46,7 +42,7 @@ class websocket_transport final : public transport {
     if (read_error) {
       // Not HTTP at all (or cut short): answer 400 if the peer is still there.
       if (read_error != http::error::end_of_stream) co_await refuse(400, "malformed HTTP request");
-      co_return handshake_result{read_error, "HTTP: " + read_error.message(), {}};
+      co_return handshake_result{read_error, "HTTP: " + read_error.message()};
     }
     const auto& request = parser.get();
     websocket_policy::upgrade_request summary{request.method_string(), request.target(),
@@ -57,8 +53,7 @@ class websocket_transport final : public transport {
     if (verdict.status != 101) {
       co_await refuse(verdict.status, verdict.reason);
       co_return handshake_result{boost::beast::websocket::error::no_connection_upgrade,
-                                 "WebSocket upgrade refused with " + std::to_string(verdict.status) + ": " + verdict.reason,
-                                 {}};
+                                 "WebSocket upgrade refused with " + std::to_string(verdict.status) + ": " + verdict.reason};
     }
     ws_.set_option(boost::beast::websocket::stream_base::decorator(
         [subprotocol = verdict.subprotocol](boost::beast::websocket::response_type& response) {
@@ -69,7 +64,7 @@ class websocket_transport final : public transport {
     ws_.auto_fragment(false);  // one message per batch of packets
     ws_.read_message_max(0);   // packets are bounded by the framer, messages need not be
     auto [accept_error] = co_await ws_.async_accept(request, as_tuple_awaitable());
-    if (accept_error) co_return handshake_result{accept_error, "WebSocket: " + accept_error.message(), {}};
+    if (accept_error) co_return handshake_result{accept_error, "WebSocket: " + accept_error.message()};
     established_ = true;
     co_return handshake_result{};
   }
@@ -111,7 +106,7 @@ class websocket_transport final : public transport {
 
   static NextLayer make_next_layer(boost::asio::ip::tcp::socket socket, const ssl_context_ptr& context) {
     if constexpr (over_tls) {
-      return NextLayer(std::move(socket), *context);
+      return NextLayer(std::move(socket), context);
     } else {
       return socket;
     }
