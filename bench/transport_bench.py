@@ -6,8 +6,6 @@ then relay throughput with the broker reached over TCP and over TLS
 one does not hide the next), Mosquitto behind it, a stub API server. Prints
 a Markdown section.
 Usage: transport_bench.py PATH/TO/mqtt-proxy [CONNECTIONS]"""
-import http.server
-import json
 import os
 import shutil
 import socket
@@ -15,32 +13,14 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "support"))
 from certs import make_ca, make_leaf  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
+from stub_auth import StubAuthServer  # noqa: E402
 from wire import RawWebSocket, connect_packet, parse_mqtt, publish_packet  # noqa: E402
-
-
-class StubAuth(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        data = json.dumps({"user": "bench", "acl": {"publish": ["private/bench/#"], "subscribe": ["private/bench/#"]},
-                           "expires_in": 3600}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 def rss_kib(pid):
@@ -92,7 +72,7 @@ def main():
     context = ssl.create_default_context(cafile=ca[1])
     for name in os.listdir(work):
         os.chmod(os.path.join(work, name), 0o644)  # mosquitto started as root reads them as its own user
-    broker_port, broker_tls_port, auth_port = free_port(), free_port(), free_port()
+    broker_port, broker_tls_port = free_port(), free_port()
     conf = os.path.join(work, "mosquitto.conf")
     with open(conf, "w") as f:
         # No cap on queued messages: Mosquitto would drop QoS 0 for a subscriber that lags, and
@@ -103,8 +83,8 @@ def main():
                 f"listener {broker_tls_port} 127.0.0.1\ncertfile {server[1]}\nkeyfile {server[0]}\n")
     broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    auth = http.server.ThreadingHTTPServer(("127.0.0.1", auth_port), StubAuth)
-    threading.Thread(target=auth.serve_forever, daemon=True).start()
+    bench_user = {"user": "bench", "acl": {"publish": ["private/bench/#"], "subscribe": ["private/bench/#"]}}
+    auth = StubAuthServer({}, anyone=bench_user)
     wait_for_port(broker_port)
     wait_for_port(broker_tls_port)
     rows, relay = [], []
@@ -113,7 +93,7 @@ def main():
             port = free_port()
             flag = {"tcp": "--listen", "tls": "--tls-listen", "ws": "--ws-listen", "wss": "--wss-listen"}[kind]
             args = [proxy_binary, "--upstream", f"127.0.0.1:{broker_port}", "--auth-url",
-                    f"http://127.0.0.1:{auth_port}", "--admin", f"127.0.0.1:{free_port()}", "--log-level", "warn",
+                    auth.url, "--admin", f"127.0.0.1:{free_port()}", "--log-level", "warn",
                     "--tls-cert", server[1], "--tls-key", server[0], "--threads", "1"]
             args += [flag, f"127.0.0.1:{port}"] + ([] if kind == "tcp" else ["--listen", "off"])
             proxy = subprocess.Popen(args)
@@ -133,7 +113,7 @@ def main():
         bench = os.path.join(os.path.dirname(os.path.abspath(proxy_binary)), "proxy_bench")
         for upstream in ("tcp", "tls"):
             port = free_port()
-            args = [proxy_binary, "--listen", f"127.0.0.1:{port}", "--auth-url", f"http://127.0.0.1:{auth_port}",
+            args = [proxy_binary, "--listen", f"127.0.0.1:{port}", "--auth-url", auth.url,
                     "--admin", f"127.0.0.1:{free_port()}", "--log-level", "warn"]
             if upstream == "tls":
                 args += ["--upstream", f"127.0.0.1:{broker_tls_port}", "--upstream-tls", "--upstream-ca", ca[1],
@@ -151,12 +131,12 @@ def main():
     finally:
         broker.terminate()
         broker.wait(timeout=10)
-        auth.shutdown()
+        auth.close()
         shutil.rmtree(work, ignore_errors=True)
 
     print("## mqtt-proxy: cost of each transport")
     print()
-    print(f"A fresh mqtt-proxy (one thread) per transport, Mosquitto behind it, a stub API server. A Python client")
+    print("A fresh mqtt-proxy (one thread) per transport, Mosquitto behind it, a stub API server. A Python client")
     print(f"opens {connections} connections one after another (TCP connect, TLS handshake with ECDSA P-256, WebSocket")
     print("upgrade, CONNECT, auth PUBLISH, answer) and keeps them open idle; the rate is bound by that client.")
     print()

@@ -2,12 +2,10 @@
 """mqtt-proxy with clients we did not write: paho-mqtt (3.1.1 and 5.0) and
 mosquitto_pub / mosquitto_sub, against a real Mosquitto that refuses anonymous
 clients, with a stub API server. Usage: real_clients_test.py PATH/TO/mqtt-proxy"""
-import http.server
 import json
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +17,7 @@ import paho.mqtt.client as mqtt
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from netutil import free_port, wait_for_port  # noqa: E402
+from stub_auth import StubAuthServer  # noqa: E402
 
 
 PROXY = None
@@ -28,31 +27,13 @@ SESSIONS = {
 }
 
 
-class StubAuth(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        session = SESSIONS.get(body.get("session"))
-        status, answer = (200, dict(session, expires_in=3600)) if session else (401, {"error": "invalid_session"})
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 class System:
     """Mosquitto + stub API server + mqtt-proxy on free loopback ports."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="real-clients-")
         os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        self.broker_port, self.auth_port, self.port = free_port(), free_port(), free_port()
+        self.broker_port, self.port = free_port(), free_port()
         passwd = os.path.join(self.dir, "passwd")
         with open(passwd, "w") as f:
             f.write("proxy:proxy-secret\n")
@@ -62,13 +43,12 @@ class System:
             f.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\npersistence false\n")
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.broker = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", self.auth_port), StubAuth)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.auth = StubAuthServer(SESSIONS)
         self.log = open(os.path.join(self.dir, "proxy.log"), "w")
         self.proxy = subprocess.Popen(
             [PROXY, "--listen", f"127.0.0.1:{self.port}", "--upstream", f"127.0.0.1:{self.broker_port}",
              "--upstream-username", "proxy", "--upstream-password", "proxy-secret",
-             "--auth-url", f"http://127.0.0.1:{self.auth_port}", "--admin", f"127.0.0.1:{free_port()}"],
+             "--auth-url", self.auth.url, "--admin", f"127.0.0.1:{free_port()}"],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.broker_port)
         wait_for_port(self.port)
@@ -77,8 +57,7 @@ class System:
         for p in (self.proxy, self.broker):
             p.terminate()
             p.wait(timeout=10)
-        self.http.shutdown()
-        self.http.server_close()
+        self.auth.close()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

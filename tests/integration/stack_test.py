@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.request
@@ -101,6 +100,13 @@ class Stack(unittest.TestCase):
         return {line.split(" ")[0]: float(line.split(" ")[1]) for line in body.splitlines()
                 if line and not line.startswith("#")}
 
+    def proxy_logs(self):
+        logs = ""
+        for i in (1, 2):
+            with open(os.path.join(self.dir, f"mqtt-proxy{i}.log")) as f:
+                logs += f.read()
+        return logs
+
     def proxy_of(self, app):
         """Which proxy (1 or 2) serves the app: the only one with an open connection."""
         deadline = time.time() + 5
@@ -120,12 +126,8 @@ class Stack(unittest.TestCase):
         port = app.local_port()
         app.stop()
         time.sleep(0.5)
-        logs = ""
-        for i in (1, 2):
-            with open(os.path.join(self.dir, f"mqtt-proxy{i}.log")) as f:
-                logs += f.read()
         # The proxies log the client's own address, carried by PROXY v2, not HAProxy's.
-        self.assertIn(f"remote=127.0.0.1:{port} client_id=flow user=demo", logs)
+        self.assertIn(f"remote=127.0.0.1:{port} client_id=flow user=demo", self.proxy_logs())
 
     def test_1b_websocket_through_the_balancer_with_the_real_client_address(self):
         app = App(self.env, "browser", websocket=True)
@@ -136,11 +138,7 @@ class Stack(unittest.TestCase):
         port = app.local_port()
         app.stop()
         time.sleep(0.5)
-        logs = ""
-        for i in (1, 2):
-            with open(os.path.join(self.dir, f"mqtt-proxy{i}.log")) as f:
-                logs += f.read()
-        self.assertIn(f"remote=127.0.0.1:{port} client_id=browser user=demo", logs)
+        self.assertIn(f"remote=127.0.0.1:{port} client_id=browser user=demo", self.proxy_logs())
 
     def test_2_metrics_count_what_happened(self):
         before = sum(self.metrics(self.env[f"ADMIN{i}_PORT"]).get('mqtt_proxy_authentications_total{result="ok"}', 0)

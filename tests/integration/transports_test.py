@@ -5,7 +5,6 @@ edge cases, mTLS, PROXY protocol before TLS and WebSocket, certificate reload
 on SIGHUP, and Mosquitto behind a TLS listener (with a client certificate) as
 the upstream. Certificates are made here with the openssl command line.
 Usage: transports_test.py PATH/TO/mqtt-proxy"""
-import http.server
 import json
 import os
 import queue
@@ -18,7 +17,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.request
@@ -29,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 from certs import make_ca, make_leaf  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
+from stub_auth import StubAuthServer  # noqa: E402
 from wire import (RawWebSocket, connect_packet, publish_fields, publish_packet,  # noqa: E402
                   subscribe_packet)
 
@@ -36,27 +35,6 @@ PROXY = None
 SESSIONS = {
     "alice-token": {"user": "alice", "acl": {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}},
 }
-SEEN_REMOTE_ADDRS = []
-
-
-class StubAuth(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        SEEN_REMOTE_ADDRS.append(body.get("remote_addr"))
-        session = SESSIONS.get(body.get("session"))
-        status, answer = (200, dict(session, expires_in=3600)) if session else (401, {"error": "invalid_session"})
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 # ---------------------------------------------------------------- the system
@@ -82,7 +60,7 @@ class System:
         for name in os.listdir(d):
             os.chmod(os.path.join(d, name), 0o644)
 
-        self.broker_port, self.broker_tls_port, self.auth_port = free_port(), free_port(), free_port()
+        self.broker_port, self.broker_tls_port = free_port(), free_port()
         passwd = os.path.join(d, "passwd")
         with open(passwd, "w") as f:
             f.write("proxy:proxy-secret\n")
@@ -96,8 +74,7 @@ class System:
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.broker_log = open(os.path.join(d, "mosquitto.log"), "w")
         self.broker = subprocess.Popen([mosquitto, "-c", conf], stdout=self.broker_log, stderr=subprocess.STDOUT)
-        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", self.auth_port), StubAuth)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.auth = StubAuthServer(SESSIONS)
         wait_for_port(self.broker_port)
         wait_for_port(self.broker_tls_port)
 
@@ -127,7 +104,7 @@ class System:
         log = open(path, "w")
         process = subprocess.Popen(
             [PROXY, *args, "--upstream-username", "proxy", "--upstream-password", "proxy-secret",
-             "--auth-url", f"http://127.0.0.1:{self.auth_port}", "--log-level", "debug"],
+             "--auth-url", self.auth.url, "--log-level", "debug"],
             stdout=log, stderr=subprocess.STDOUT)
         for port in ports:
             wait_for_port(port)
@@ -158,8 +135,7 @@ class System:
         for p in (self.proxy_a, self.proxy_b, self.broker):
             p.terminate()
             p.wait(timeout=10)
-        self.http.shutdown()
-        self.http.server_close()
+        self.auth.close()
         self.broker_log.close()
         if os.environ.get("KEEP_TEST_DIR"):
             print("kept", self.dir)
@@ -356,7 +332,7 @@ class Transports(unittest.TestCase):
 
     def test_proxy_protocol_before_tls_and_before_websocket(self):
         s = self.system
-        SEEN_REMOTE_ADDRS.clear()
+        s.auth.remote_addrs.clear()
         raw = socket.create_connection(("127.0.0.1", s.mtls), timeout=5)
         raw.sendall(proxy_v2("203.0.113.7", 40001))
         with s.tls_context(cert=s.device).wrap_socket(raw, server_hostname="localhost") as tls:
@@ -366,8 +342,8 @@ class Transports(unittest.TestCase):
         ws.send(2, connect_packet("ws-behind-lb", "alice", "alice-token"))
         self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
         ws.close()
-        self.assertIn("203.0.113.7:40001", SEEN_REMOTE_ADDRS)
-        self.assertIn("198.51.100.9:40002", SEEN_REMOTE_ADDRS)
+        self.assertIn("203.0.113.7:40001", s.auth.remote_addrs)
+        self.assertIn("198.51.100.9:40002", s.auth.remote_addrs)
         time.sleep(0.3)
         with open(s.log_b) as f:
             log = f.read()
