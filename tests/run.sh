@@ -22,10 +22,10 @@ step "ctest"
 (cd build && ctest --no-tests=error --output-on-failure -j"$jobs")
 
 if [ "${MQTT_SANITIZE_RUN:-1}" != 0 ]; then
-  step "unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+  step "unit tests and tls_stream under AddressSanitizer + UndefinedBehaviorSanitizer"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMQTT_SANITIZE=ON >/dev/null
-  cmake --build build-asan -j"$jobs" --target unit_tests
-  (cd build-asan && ctest --no-tests=error --output-on-failure -L unit)
+  cmake --build build-asan -j"$jobs" --target unit_tests tls_stream_test
+  (cd build-asan && ctest --no-tests=error --output-on-failure -R '^(unit|tls_stream)$')
 fi
 
 fuzz_seconds=${MQTT_FUZZ_SECONDS:-60}

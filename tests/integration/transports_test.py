@@ -249,6 +249,22 @@ class Transports(unittest.TestCase):
         with open(self.system.log_a) as f:
             self.assertIn("unsupported protocol", f.read())  # refused by the proxy, not by the client
 
+    def test_tls_1_2_with_a_legacy_cipher_is_refused(self):
+        context = self.system.tls_context()
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers("ECDHE-ECDSA-AES128-SHA")  # CBC with SHA-1: not in the modern list
+        with self.assertRaises(ssl.SSLError):
+            with socket.create_connection(("127.0.0.1", self.system.tls), timeout=5) as raw:
+                context.wrap_socket(raw, server_hostname="localhost").close()
+        time.sleep(0.2)
+        with open(self.system.log_a) as f:
+            self.assertIn("no shared cipher", f.read())  # refused by the proxy's list, not by the client
+        context.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+        with socket.create_connection(("127.0.0.1", self.system.tls), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                self.assertEqual(tls.version(), "TLSv1.2")
+                self.assertEqual(connack_over(tls), b"\x20\x02\x00\x00")
+
     def test_garbage_and_silence_on_the_tls_listener_end_only_that_connection(self):
         s = self.system
         before = s.metric("mqtt_proxy_handshake_failures_total", '{transport="tls"}')
