@@ -34,6 +34,7 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--mqtt", choices=["3", "5"], default="5")
+    parser.add_argument("--websocket", action="store_true", help="MQTT over WebSocket (path /mqtt), as a browser app")
     args = parser.parse_args()
 
     answer = login(args.api, args.user, args.password)
@@ -41,11 +42,13 @@ def main():
     print(f"1. logged in over HTTP as {user}; session {session[:4]}...{session[-4:]} valid {answer['expires_in']} s")
 
     inbox = queue.Queue()
-    client = mqtt.Client(client_id=f"demo-{user}", protocol=mqtt.MQTTv5 if args.mqtt == "5" else mqtt.MQTTv311)
+    client = mqtt.Client(client_id=f"demo-{user}", protocol=mqtt.MQTTv5 if args.mqtt == "5" else mqtt.MQTTv311,
+                         transport="websockets" if args.websocket else "tcp")
     client.on_message = lambda c, u, m: inbox.put((m.topic, m.payload.decode(), m.qos))
     client.connect(args.host, args.port, keepalive=30)
     client.loop_start()
-    print(f"2. connected to the proxy at {args.host}:{args.port} with MQTT {'5.0' if args.mqtt == '5' else '3.1.1'}")
+    over = f"ws://{args.host}:{args.port}/mqtt" if args.websocket else f"{args.host}:{args.port}"
+    print(f"2. connected to the proxy at {over} with MQTT {'5.0' if args.mqtt == '5' else '3.1.1'}")
 
     auth_topic = f"service/auth/{session}"
     client.publish(auth_topic, b"", qos=1)

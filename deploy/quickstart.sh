@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command. On a fresh Debian 12 machine: installs what is
 # missing, builds, creates a demo user, and starts auth-server (8080), a broker
-# (1883, loopback only) and mqtt-proxy (5000). Ctrl-C stops everything.
+# (1883, loopback only) and mqtt-proxy (5000; MQTT over WebSocket on 8081).
+# Ctrl-C stops everything.
 #
 #   deploy/quickstart.sh [--broker test-broker|mosquitto|rabbitmq] [--check] [--no-build]
 #     --broker   which broker to put behind the proxy (default: test-broker when
@@ -38,7 +39,7 @@ case "$broker" in
   *) echo "quickstart: --broker must be test-broker, mosquitto or rabbitmq" >&2; exit 2 ;;
 esac
 
-for port in 1883 1884 1885 5000 8080 9100; do
+for port in 1883 1884 1885 5000 8080 8081 9100; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     echo "quickstart: port $port is already in use; stop what listens there (ss -ltnp 'sport = :$port')" >&2
     exit 1
@@ -100,7 +101,7 @@ fi
 wait_for 8080 auth-server
 wait_for 1883 broker
 
-build/bin/mqtt-proxy --listen 0.0.0.0:5000 --upstream 127.0.0.1:1883 --upstream-username proxy \
+build/bin/mqtt-proxy --listen 0.0.0.0:5000 --ws-listen 0.0.0.0:8081 --upstream 127.0.0.1:1883 --upstream-username proxy \
   --upstream-password "$proxy_password" --auth-url http://127.0.0.1:8080 --admin 127.0.0.1:9100 \
   >"$state/mqtt-proxy.log" 2>&1 &
 pids+=($!)
@@ -110,6 +111,8 @@ if [ "$check" = 1 ]; then
   mqtt_version=5
   [ "$broker" = rabbitmq ] && mqtt_version=3  # RabbitMQ 3.10 speaks MQTT 3.1.1 only
   /usr/bin/python3 deploy/demo-client.py --user demo --password "$demo_password" --mqtt "$mqtt_version"
+  /usr/bin/python3 deploy/demo-client.py --user demo --password "$demo_password" --mqtt "$mqtt_version" \
+    --websocket --port 8081
   exit $?
 fi
 
@@ -119,6 +122,7 @@ The stack is up (logs in .quickstart/):
   auth-server  http://127.0.0.1:8080      demo user: demo / $demo_password
   broker       127.0.0.1:1883 ($broker; only the proxy's account may connect)
   mqtt-proxy   0.0.0.0:5000               admin: http://127.0.0.1:9100/metrics
+               ws://0.0.0.0:8081/mqtt     MQTT over WebSocket (browsers, MQTT.js)
 
 1. Log in and get a session:
    curl -s -X POST http://127.0.0.1:8080/v1/login -d '{"username":"demo","password":"$demo_password"}'
@@ -131,6 +135,7 @@ The stack is up (logs in .quickstart/):
 
 3. Or the way an app does it (auth PUBLISH to service/auth/<session>), with paho:
    deploy/demo-client.py --user demo --password $demo_password
+   deploy/demo-client.py --user demo --password $demo_password --websocket --port 8081
 
 Ctrl-C stops everything.
 TEXT
