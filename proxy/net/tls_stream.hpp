@@ -18,14 +18,15 @@
 #include <string>
 #include <utility>
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include <boost/asio/compose.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/beast/core/role.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
+#include <boost/beast/core/role.hpp>
 
 namespace proxy {
 
