@@ -86,8 +86,6 @@ std::vector<std::string> strings(const toml::table& t, const std::string& prefix
   return out;
 }
 
-const char* const listener_names[] = {"tcp", "tls", "ws", "wss"};
-
 // [listeners.<kind>]: a table that is present switches its listener on
 // unless it says enabled = false.
 void load_listeners(const toml::table& root, proxy_config& config) {
@@ -95,7 +93,7 @@ void load_listeners(const toml::table& root, proxy_config& config) {
   only_keys(tables, "listeners.", {"tcp", "tls", "ws", "wss"});
   for (auto& listener : config.listeners) {
     const auto kind = listener.settings.kind;
-    const std::string name = listener_names[static_cast<std::size_t>(kind)];
+    const std::string name = to_string(kind);
     if (!tables.contains(name)) continue;
     const auto& t = table_at(tables, name);
     const std::string prefix = "listeners." + name + ".";
@@ -121,7 +119,7 @@ void validate_listeners(const proxy_config& config) {
     if (!listener.enabled) continue;
     any = true;
     const auto kind = listener.settings.kind;
-    const std::string prefix = std::string("listeners.") + listener_names[static_cast<std::size_t>(kind)] + ".";
+    const std::string prefix = std::string("listeners.") + to_string(kind) + ".";
     if (uses_tls(kind) && listener.tls.cert_file.empty()) throw config_error(prefix + "cert_file", "required for a TLS listener (or --tls-cert)");
     if (uses_tls(kind) && listener.tls.key_file.empty()) throw config_error(prefix + "key_file", "required for a TLS listener (or --tls-key)");
     if (uses_websocket(kind) && !listener.settings.websocket.path.starts_with('/'))

@@ -302,7 +302,7 @@ asio::awaitable<bool> client_connection::closed_before_first_byte(tcp::socket& s
 
 asio::awaitable<bool> client_connection::relay_from_client() {
   while (!closing_) {
-    process_client_frames();  // bytes may already be buffered (behind a PROXY header)
+    process_client_frames();  // whole packets the last read completed
     if (closing_) break;
     const auto in = co_await read_into(*client_, client_framer_, to_upstream_);
     if (in.error) {
