@@ -31,7 +31,7 @@ fi
 fuzz_seconds=${MQTT_FUZZ_SECONDS:-60}
 if [ "$fuzz_seconds" != 0 ] && command -v clang++ >/dev/null 2>&1; then
   CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMQTT_FUZZ=ON >/dev/null
-  cmake --build build-fuzz -j"$jobs" --target codec_fuzz session_fuzz
+  cmake --build build-fuzz -j"$jobs" --target codec_fuzz session_fuzz proxy_protocol_fuzz
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   fuzz() {  # target corpus seconds
@@ -42,6 +42,7 @@ if [ "$fuzz_seconds" != 0 ] && command -v clang++ >/dev/null 2>&1; then
   }
   fuzz codec_fuzz tests/fuzz/corpus "$fuzz_seconds"      # framer + decoder + encoder round trip
   fuzz session_fuzz tests/fuzz/session_corpus $(( (fuzz_seconds + 1) / 2 ))  # nothing past the auth gate or the ACL
+  fuzz proxy_protocol_fuzz tests/fuzz/proxy_protocol_corpus $(( (fuzz_seconds + 5) / 6 ))  # prefix-consistent PROXY parsing
 fi
 
 step "all tests passed"
