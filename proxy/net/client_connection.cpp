@@ -66,6 +66,7 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
       client_framer_(settings_.max_packet_size),
       upstream_framer_(std::max(settings_.max_packet_size, min_upstream_packet_limit)),
       handshake_timer_(executor_),
+      handshake_deadline_(executor_),
       keep_alive_timer_(executor_),
       session_timer_(executor_),
       drain_timer_(executor_),
@@ -84,6 +85,7 @@ void client_connection::start() {
   handshake_timer_.expires_after(settings_.connect_timeout);
   auto self = shared_from_this();
   asio::co_spawn(executor_, watch_handshake(self), log_failure);
+  arm_handshake_deadline();
   client_reading_ = true;
   asio::co_spawn(executor_, read_client(self), log_failure);
 }
@@ -199,7 +201,11 @@ asio::awaitable<bool> client_connection::read_proxy_header() {
     }
     if (ec) {
       metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
-      begin_close("closed within the PROXY protocol header: " + ec.message());
+      const auto why = handshake_timed_out_ ? "no PROXY protocol header within " +
+                                                  std::to_string(settings_.handshake_timeout.count()) + " ms"
+                                            : "closed within the PROXY protocol header: " + ec.message();
+      spdlog::warn("connection from {} refused: {}", remote_address_, why);
+      begin_close(why);
       co_return false;
     }
     std::vector<std::uint8_t> candidate = header;
@@ -224,11 +230,17 @@ asio::awaitable<bool> client_connection::read_proxy_header() {
 // TLS and/or WebSocket handshake, bounded by handshake_timeout. A failure
 // ends only this connection, counted per listener kind.
 asio::awaitable<bool> client_connection::client_handshake(self_ptr self) {
+  (void)self;
   if (listener_.kind == transport_kind::tcp) {  // nothing to negotiate
     client_established_ = true;
+    handshake_deadline_.cancel();
     co_return true;
   }
-  auto result = co_await handshake_within(self, *client_, settings_.handshake_timeout, true);
+  const bool peer_closed = co_await closed_before_first_byte(client_->socket());
+  handshake_result result{asio::error::eof, {}};
+  if (!peer_closed) result = co_await client_->handshake();
+  if (result.error && handshake_timed_out_)
+    result.detail = "no handshake within " + std::to_string(settings_.handshake_timeout.count()) + " ms";
   if (closing_) co_return false;
   if (result.error == asio::error::eof && result.detail.empty()) {
     // Connected and closed without a byte: a load balancer's TCP health check, not a failed handshake.
@@ -242,29 +254,34 @@ asio::awaitable<bool> client_connection::client_handshake(self_ptr self) {
     co_return false;
   }
   client_established_ = true;
+  handshake_deadline_.cancel();
   if (const auto subject = client_->peer_certificate_subject(); !subject.empty())
     spdlog::debug("{} presented client certificate {}", remote_address_, subject);
   co_return true;
 }
 
-// Every layer honours a closed socket, so the deadline closes it rather than
-// relying on each stream's support for per-operation cancellation.
+// Deadlines close the socket rather than cancel operations: every stream
+// layer honours a closed socket, not all honour per-operation cancellation.
+// The client's covers the PROXY header and the TLS / WebSocket handshake.
+void client_connection::arm_handshake_deadline() {
+  if (!listener_.proxy_protocol && listener_.kind == transport_kind::tcp) return;
+  handshake_deadline_.expires_after(settings_.handshake_timeout);
+  handshake_deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->client_established_ || self->closing_) return;
+    self->handshake_timed_out_ = true;
+    self->client_->close();
+  });
+}
+
+// The broker's TLS handshake, within what is left of the connect timeout.
 asio::awaitable<handshake_result> client_connection::handshake_within(self_ptr self, transport& stream,
-                                                                      std::chrono::milliseconds limit,
-                                                                      bool wait_for_first_byte) {
+                                                                      std::chrono::milliseconds limit) {
   auto deadline = std::make_shared<asio::steady_timer>(executor_, limit);
   auto finished = std::make_shared<bool>(false);
   deadline->async_wait([self, &stream, finished](boost::system::error_code ec) {
     if (!ec && !*finished) stream.close();
   });
-  bool peer_closed = false;
-  if (wait_for_first_byte) peer_closed = co_await closed_before_first_byte(stream.socket());
-  handshake_result result;
-  if (peer_closed) {
-    result.error = asio::error::eof;
-  } else {
-    result = co_await stream.handshake();
-  }
+  auto result = co_await stream.handshake();
   *finished = true;
   deadline->cancel();
   if (result.error && deadline->expiry() <= std::chrono::steady_clock::now())
@@ -464,7 +481,7 @@ asio::awaitable<bool> client_connection::open_upstream(self_ptr self) {
     const auto left = where.connect_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
                                                   std::chrono::steady_clock::now() - started);
     auto result =
-        co_await handshake_within(self, *upstream_, std::max(left, std::chrono::milliseconds(1)), false);
+        co_await handshake_within(self, *upstream_, std::max(left, std::chrono::milliseconds(1)));
     if (result.error) failure = result.detail;
   }
   if (closing_) co_return false;
@@ -521,6 +538,7 @@ void client_connection::begin_close(const std::string& reason) {
   closing_ = true;
   close_reason_ = reason;
   handshake_timer_.cancel();
+  handshake_deadline_.cancel();
   keep_alive_timer_.cancel();
   session_timer_.cancel();
   notify();
@@ -561,6 +579,7 @@ void client_connection::finish_if_drained() {
     upstream_->close();
   }
   handshake_timer_.cancel();
+  handshake_deadline_.cancel();
   keep_alive_timer_.cancel();
   session_timer_.cancel();
   wakeup_.cancel();

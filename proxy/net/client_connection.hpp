@@ -59,8 +59,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<bool> read_proxy_header();
   boost::asio::awaitable<bool> client_handshake(self_ptr self);
   boost::asio::awaitable<handshake_result> handshake_within(self_ptr self, transport& stream,
-                                                            std::chrono::milliseconds limit,
-                                                            bool wait_for_first_byte);
+                                                            std::chrono::milliseconds limit);
+  void arm_handshake_deadline();
   boost::asio::awaitable<bool> closed_before_first_byte(boost::asio::ip::tcp::socket& socket);
   void process_client_frames();
   boost::asio::awaitable<bool> relay_from_upstream();
@@ -109,7 +109,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool upstream_requested_ = false;
   bool keep_alive_started_ = false;
   bool first_byte_seen_ = false;
-  bool client_established_ = false;  // TLS / WebSocket handshake done: close gracefully
+  bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done: close gracefully
+  bool handshake_timed_out_ = false;
   bool closing_ = false;
   bool drain_expired_ = false;    // a peer did not take our bytes in time
   bool closed_ = false;           // everything flushed, FIN sent
@@ -118,6 +119,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   std::string remote_address_;
   std::string close_reason_;
   boost::asio::steady_timer handshake_timer_;
+  boost::asio::steady_timer handshake_deadline_;  // PROXY header + TLS / WebSocket handshake
   boost::asio::steady_timer keep_alive_timer_;
   boost::asio::steady_timer session_timer_;
   bool session_timer_started_ = false;

@@ -94,7 +94,7 @@ class System:
         self.proxy_b, self.log_b = self.start_proxy(
             "b", ["--listen", "off", "--tls-listen", f"127.0.0.1:{self.mtls}", "--ws-listen", f"127.0.0.1:{self.ws_pp}",
                   "--tls-cert", self.server[1], "--tls-key", self.server[0], "--tls-client-ca", self.ca[1],
-                  "--ws-allowed-origin", "https://app.example", "--proxy-protocol",
+                  "--ws-allowed-origin", "https://app.example", "--proxy-protocol", "--handshake-timeout-ms", "1000",
                   "--upstream", f"127.0.0.1:{self.broker_port}",
                   "--admin", f"127.0.0.1:{free_port()}"],
             [self.mtls, self.ws_pp])
@@ -365,6 +365,17 @@ class Transports(unittest.TestCase):
             log = f.read()
         self.assertIn("remote=203.0.113.7:40001", log)
         self.assertIn("remote=198.51.100.9:40002", log)
+
+    def test_a_stalled_proxy_header_is_cut_off_at_the_handshake_deadline(self):
+        started = time.time()
+        with socket.create_connection(("127.0.0.1", self.system.ws_pp), timeout=5) as stalled:
+            stalled.sendall(b"PROXY TCP4 203.0.113")  # and then nothing
+            self.assertEqual(stalled.recv(1024), b"")
+        self.assertLess(time.time() - started, 4)
+        self.assertGreaterEqual(time.time() - started, 0.8)
+        time.sleep(0.2)
+        with open(self.system.log_b) as f:
+            self.assertIn("no PROXY protocol header within 1000 ms", f.read())
 
     def test_certificate_reload_on_sighup_keeps_open_connections(self):
         s = self.system
