@@ -117,28 +117,23 @@ class Stack(unittest.TestCase):
             time.sleep(0.1)
         self.fail("no proxy holds the connection")
 
-    def test_1_flow_through_the_balancer_with_the_real_client_address(self):
-        app = App(self.env, "flow")
+    def flow_through_the_balancer(self, client_id, websocket):
+        app = App(self.env, client_id, websocket=websocket)
         app.client.subscribe("private/demo/#", qos=1)
         time.sleep(0.3)
-        app.client.publish("private/demo/flow", b"via haproxy", qos=1)
-        self.assertEqual(app.messages.get(timeout=5), ("private/demo/flow", "via haproxy"))
+        app.client.publish(f"private/demo/{client_id}", f"via haproxy as {client_id}", qos=1)
+        self.assertEqual(app.messages.get(timeout=5), (f"private/demo/{client_id}", f"via haproxy as {client_id}"))
         port = app.local_port()
         app.stop()
         time.sleep(0.5)
         # The proxies log the client's own address, carried by PROXY v2, not HAProxy's.
-        self.assertIn(f"remote=127.0.0.1:{port} client_id=flow user=demo", self.proxy_logs())
+        self.assertIn(f"remote=127.0.0.1:{port} client_id={client_id} user=demo", self.proxy_logs())
+
+    def test_1_flow_through_the_balancer_with_the_real_client_address(self):
+        self.flow_through_the_balancer("flow", websocket=False)
 
     def test_1b_websocket_through_the_balancer_with_the_real_client_address(self):
-        app = App(self.env, "browser", websocket=True)
-        app.client.subscribe("private/demo/#", qos=1)
-        time.sleep(0.3)
-        app.client.publish("private/demo/ws", b"via haproxy over websocket", qos=1)
-        self.assertEqual(app.messages.get(timeout=5), ("private/demo/ws", "via haproxy over websocket"))
-        port = app.local_port()
-        app.stop()
-        time.sleep(0.5)
-        self.assertIn(f"remote=127.0.0.1:{port} client_id=browser user=demo", self.proxy_logs())
+        self.flow_through_the_balancer("browser", websocket=True)
 
     def test_2_metrics_count_what_happened(self):
         before = sum(self.metrics(self.env[f"ADMIN{i}_PORT"]).get('mqtt_proxy_authentications_total{result="ok"}', 0)
