@@ -43,7 +43,7 @@ struct tls_contexts {
   explicit tls_contexts(const proxy::proxy_config& config) {
     for (const auto& l : config.listeners) {
       if (!l.enabled || !proxy::uses_tls(l.settings.kind)) continue;
-      const std::string prefix = std::string("listeners.") + proxy::to_string(l.settings.kind) + ".";
+      const std::string prefix = proxy::listener_key(l.settings.kind) + ".";
       listeners[static_cast<std::size_t>(l.settings.kind)] = std::make_unique<proxy::reloadable_tls_context>(
           [files = l.tls, prefix] { return proxy::make_server_tls_context(files, prefix); });
     }
@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
       for (const auto& l : config.listeners) {
         if (!l.enabled) continue;
         const auto kind = static_cast<std::size_t>(l.settings.kind);
-        const std::string key = kind == 0 ? "listen" : std::string("listeners.") + proxy::to_string(l.settings.kind);
+        const std::string key = kind == 0 ? "listen" : proxy::listener_key(l.settings.kind);
         w->listeners.push_back(std::make_unique<proxy::listener>(w->io, resolve(w->io, l.address, key.c_str()),
                                                                  l.settings, *w->environment,
                                                                  tls->listeners[kind].get()));

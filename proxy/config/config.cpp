@@ -96,7 +96,7 @@ void load_listeners(const toml::table& root, proxy_config& config) {
     const std::string name = to_string(kind);
     if (!tables.contains(name)) continue;
     const auto& t = table_at(tables, name);
-    const std::string prefix = "listeners." + name + ".";
+    const std::string prefix = listener_key(kind) + ".";
     std::set<std::string> keys{"enabled", "address", "proxy_protocol"};
     if (uses_tls(kind)) keys.insert({"cert_file", "key_file", "client_ca_file"});
     if (uses_websocket(kind)) keys.insert({"path", "allowed_origins"});
@@ -119,7 +119,7 @@ void validate_listeners(const proxy_config& config) {
     if (!listener.enabled) continue;
     any = true;
     const auto kind = listener.settings.kind;
-    const std::string prefix = std::string("listeners.") + to_string(kind) + ".";
+    const std::string prefix = listener_key(kind) + ".";
     if (uses_tls(kind) && listener.tls.cert_file.empty()) throw config_error(prefix + "cert_file", "required for a TLS listener (or --tls-cert)");
     if (uses_tls(kind) && listener.tls.key_file.empty()) throw config_error(prefix + "key_file", "required for a TLS listener (or --tls-key)");
     if (uses_websocket(kind) && !listener.settings.websocket.path.starts_with('/'))

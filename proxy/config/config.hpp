@@ -42,6 +42,9 @@ struct proxy_config {
   connection_settings connection;
 };
 
+// "listeners.tls": where a listener's keys live in the file, and how errors name them.
+inline std::string listener_key(transport_kind kind) { return std::string("listeners.") + to_string(kind); }
+
 class config_error : public std::runtime_error {
  public:
   config_error(const std::string& key, const std::string& problem)

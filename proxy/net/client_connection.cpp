@@ -168,6 +168,10 @@ asio::awaitable<void> client_connection::wait_for_room(const outbound& out) {
 
 void client_connection::notify() { wakeup_.cancel(); }
 
+void client_connection::count_handshake_failure() {
+  metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
+}
+
 asio::awaitable<void> client_connection::read_client(self_ptr self) {
   bool still_readable = true;
   if (listener_.proxy_protocol) still_readable = co_await self->read_proxy_header();
@@ -200,7 +204,7 @@ asio::awaitable<bool> client_connection::read_proxy_header() {
       co_return false;
     }
     if (ec) {
-      metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
+      count_handshake_failure();
       const auto why = handshake_timed_out_ ? "no PROXY protocol header within " +
                                                   std::to_string(settings_.handshake_timeout.count()) + " ms"
                                             : "closed within the PROXY protocol header: " + ec.message();
@@ -212,7 +216,7 @@ asio::awaitable<bool> client_connection::read_proxy_header() {
     candidate.insert(candidate.end(), peeked.begin(), peeked.begin() + static_cast<long>(n));
     const auto parsed = proxy_protocol::parse(candidate);
     if (parsed.state == proxy_protocol::status::invalid) {
-      metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
+      count_handshake_failure();
       spdlog::warn("connection from {} refused: {}", remote_address_, parsed.error);
       begin_close("bad PROXY protocol header: " + parsed.error);
       co_return false;
@@ -248,7 +252,7 @@ asio::awaitable<bool> client_connection::client_handshake(self_ptr self) {
     co_return false;
   }
   if (result.error) {
-    metrics_.handshake_failures[static_cast<std::size_t>(listener_.kind)]++;
+    count_handshake_failure();
     spdlog::warn("{} handshake with {} failed: {}", to_string(listener_.kind), remote_address_, result.detail);
     begin_close(std::string(to_string(listener_.kind)) + " handshake failed: " + result.detail);
     co_return false;
@@ -537,10 +541,7 @@ void client_connection::begin_close(const std::string& reason) {
   if (closing_) return;
   closing_ = true;
   close_reason_ = reason;
-  handshake_timer_.cancel();
-  handshake_deadline_.cancel();
-  keep_alive_timer_.cancel();
-  session_timer_.cancel();
+  cancel_timers();
   notify();
   // A peer that does not read cannot hold the connection open forever.
   drain_timer_.expires_after(settings_.drain_timeout);
@@ -578,10 +579,7 @@ void client_connection::finish_if_drained() {
   } else if (upstream_) {
     upstream_->close();
   }
-  handshake_timer_.cancel();
-  handshake_deadline_.cancel();
-  keep_alive_timer_.cancel();
-  session_timer_.cancel();
+  cancel_timers();
   wakeup_.cancel();
   metrics_.connections_open--;
   spdlog::info("connection closed remote={} client_id={} user={} reason=\"{}\"", remote_address_,
@@ -593,6 +591,14 @@ void client_connection::finish_if_drained() {
     if (!ec) self->close_sockets();
   });
   release_if_done();
+}
+
+// The watchers' timers; the drain timer and the wake-up have their own rules.
+void client_connection::cancel_timers() {
+  handshake_timer_.cancel();
+  handshake_deadline_.cancel();
+  keep_alive_timer_.cancel();
+  session_timer_.cancel();
 }
 
 void client_connection::release_if_done() {

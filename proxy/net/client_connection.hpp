@@ -91,6 +91,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void release_if_done();
   void close_sockets();
   void notify();
+  void count_handshake_failure();
+  void cancel_timers();
 
   std::unique_ptr<transport> client_;
   std::unique_ptr<transport> upstream_;  // created when the session asks for the broker

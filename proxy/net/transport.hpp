@@ -43,7 +43,8 @@ class transport {
   virtual boost::asio::awaitable<handshake_result> handshake() = 0;
 
   // Waits until a read would not block, without holding a buffer, where the
-  // stream allows it (plain TCP); other streams return at once.
+  // stream allows it (TCP, and TLS when OpenSSL holds nothing); WebSocket
+  // returns at once, as Beast may hold bytes it has not handed out.
   virtual boost::asio::awaitable<void> wait_readable() = 0;
   // How many bytes the next read should offer room for.
   virtual std::size_t read_size_hint() = 0;
