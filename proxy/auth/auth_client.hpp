@@ -3,8 +3,10 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 
+#include "auth/auth_event.hpp"
 #include "auth/auth_result.hpp"
 
 namespace proxy {
@@ -12,12 +14,26 @@ namespace proxy {
 class auth_client {
  public:
   using completion = std::function<void(const auth_result&)>;
+  // Held by the caller while it waits. Dropping it withdraws the request:
+  // `done` is not called, and an HTTP call nobody else waits for is cancelled
+  // (a client that leaves does not keep the API server busy).
+  using pending_call = std::shared_ptr<void>;
+
   virtual ~auth_client() = default;
-  // Calls `done` exactly once, on the caller's io_context, whatever happens.
-  virtual void validate(const std::string& token, const std::string& remote_address, completion done) = 0;
+  // Calls `done` exactly once, on the caller's io_context, unless the
+  // returned handle is dropped first.
+  [[nodiscard]] virtual pending_call validate(const std::string& token, const std::string& remote_address,
+                                              completion done) = 0;
+  // An event from the API server's stream: cached answers it makes wrong are
+  // forgotten at once (a revoked session is never admitted from the cache).
+  virtual void apply(const auth_event& event) { (void)event; }
 };
 
 // "abcd...wxyz": enough of a token to correlate logs, never enough to use it.
 std::string redact(std::string_view secret);
+
+// Lowercase hex SHA-256 of a session token: the key the validation cache
+// uses and the form in which revocation events name a session.
+std::string session_digest(std::string_view token);
 
 }  // namespace proxy

@@ -91,15 +91,17 @@ http_auth_client::http_auth_client(asio::io_context& io, http_endpoint endpoint,
                                    std::size_t max_idle_connections)
     : io_(io), endpoint_(std::move(endpoint)), timeout_(timeout), max_idle_(max_idle_connections) {}
 
-void http_auth_client::validate(const std::string& token, const std::string& remote_address, completion done) {
+auth_client::pending_call http_auth_client::validate(const std::string& token, const std::string& remote_address,
+                                                     completion done) {
   auto [waiters, first] = in_flight_.try_emplace(token);
   waiters->second.push_back(std::move(done));
-  if (!first) return;  // coalesced onto the call already under way
+  if (!first) return nullptr;  // coalesced onto the call already under way
   asio::co_spawn(io_, call(token, remote_address), [this, token](std::exception_ptr error, auth_result result) {
     if (error) result = unavailable("internal error in the auth client");
     auto node = in_flight_.extract(token);
     for (auto& waiter : node.mapped()) waiter(result);
   });
+  return nullptr;
 }
 
 asio::awaitable<std::unique_ptr<beast::tcp_stream>> http_auth_client::open_connection() {

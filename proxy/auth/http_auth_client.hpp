@@ -38,7 +38,7 @@ class http_auth_client final : public auth_client {
   http_auth_client(boost::asio::io_context& io, http_endpoint endpoint, std::chrono::milliseconds timeout,
                    std::size_t max_idle_connections = 4);
 
-  void validate(const std::string& token, const std::string& remote_address, completion done) override;
+  pending_call validate(const std::string& token, const std::string& remote_address, completion done) override;
 
  private:
   boost::asio::awaitable<auth_result> call(std::string token, std::string remote_address);

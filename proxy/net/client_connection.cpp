@@ -117,9 +117,13 @@ void client_connection::apply(client_session::actions actions, const mqtt::frame
                      auto self = shared_from_this();
                      asio::co_spawn(executor_, connect_upstream(self, c.connect_packet), log_failure);
                    },
-                   [&](const action::start_timer& t) { handshake_timer_.expires_after(t.after); },
-                   [&](const action::stop_timer&) { handshake_timer_.expires_at(std::chrono::steady_clock::time_point::max()); },
-                   [&](const action::start_session_timer& t) {
+                   [&](const action::disarm_timer& t) {
+                     if (t.kind == timer_kind::handshake)
+                       handshake_timer_.expires_at(std::chrono::steady_clock::time_point::max());
+                   },
+                   [&](const action::arm_timer& t) {
+                     if (t.kind == timer_kind::handshake) return (void)handshake_timer_.expires_after(t.after);
+                     if (t.kind != timer_kind::session_expiry) return;  // TODO(issue 12): one deadline timer for all kinds
                      session_timer_.expires_after(t.after);
                      if (session_timer_started_) return;
                      session_timer_started_ = true;
@@ -146,7 +150,7 @@ void client_connection::validate(const std::string& token) {
   auto self = shared_from_this();
   const auto started = std::chrono::steady_clock::now();
   spdlog::debug("validating session {} for {}", redact(token), remote_address_);
-  auth_.validate(token, remote_address_, [self, started](const auth_result& result) {
+  pending_validation_ = auth_.validate(token, remote_address_, [self, started](const auth_result& result) {
     const auto elapsed = std::chrono::steady_clock::now() - started;
     self->metrics_.auth_latency_ms_sum += static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
@@ -504,7 +508,7 @@ asio::awaitable<void> client_connection::watch_handshake(self_ptr self) {
     if (closing_) co_return;
     if (handshake_timer_.expiry() <= std::chrono::steady_clock::now()) {
       handshake_timer_.expires_at(std::chrono::steady_clock::time_point::max());
-      apply(session_.on_timer());
+      apply(session_.on_timer(timer_kind::handshake));
     }
   }
 }
@@ -529,7 +533,7 @@ asio::awaitable<void> client_connection::watch_session_expiry(self_ptr self) {
     if (closing_) co_return;
     // A re-authentication moved the expiry while we waited: wait again.
     if (session_timer_.expiry() <= std::chrono::steady_clock::now()) {
-      apply(session_.on_session_expired());
+      apply(session_.on_timer(timer_kind::session_expiry));
       co_return;
     }
   }

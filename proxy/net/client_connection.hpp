@@ -118,6 +118,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool closed_ = false;           // everything flushed, FIN sent
   bool client_reading_ = false;   // a reader coroutine still owns the socket's read side
   bool upstream_reading_ = false;
+  auth_client::pending_call pending_validation_;
   std::string remote_address_;
   std::string close_reason_;
   boost::asio::steady_timer handshake_timer_;

@@ -40,16 +40,13 @@ std::chrono::milliseconds client_session::keep_alive_limit() const {
   return std::chrono::milliseconds{client_connect_.keep_alive * 1500};
 }
 
-client_session::actions client_session::begin() {
-  actions_.clear();
-  return actions_;
-}
+void client_session::begin() { actions_.clear(); }
 
 // ---------------------------------------------------------------- client side
 
 client_session::actions client_session::on_client_frame(const mqtt::frame& frame) {
   begin();
-  if (state_ == state::closed) return actions_;
+  if (state_ == state::closed) return take();
   auto decoded = mqtt::decode(frame.first_byte, frame.body, version_);
   if (!decoded) {
     if (state_ == state::awaiting_connect && decoded.error() == mqtt::error::unsupported_protocol_version) {
@@ -59,7 +56,7 @@ client_session::actions client_session::on_client_frame(const mqtt::frame& frame
     } else {
       protocol_error(decoded.error().message(), reason_code::malformed_packet);
     }
-    return actions_;
+    return take();
   }
   current_client_frame_ = &frame;
   if (state_ == state::awaiting_connect) {
@@ -74,7 +71,7 @@ client_session::actions client_session::on_client_frame(const mqtt::frame& frame
     handle_before_relay(*decoded, frame);
   }
   current_client_frame_ = nullptr;
-  return actions_;
+  return take();
 }
 
 client_session::actions client_session::on_client_first_byte(std::uint8_t byte) {
@@ -83,21 +80,21 @@ client_session::actions client_session::on_client_first_byte(std::uint8_t byte) 
     metrics_.protocol_errors++;
     close("first packet was not CONNECT [MQTT-3.1.0-1]");
   }
-  return actions_;
+  return take();
 }
 
 client_session::actions client_session::on_client_framing_error(boost::system::error_code error) {
   begin();
-  if (state_ == state::closed) return actions_;
+  if (state_ == state::closed) return take();
   const bool too_large = error == mqtt::error::packet_too_large;
   protocol_error(error.message(), too_large ? reason_code::packet_too_large : reason_code::malformed_packet);
-  return actions_;
+  return take();
 }
 
 client_session::actions client_session::on_client_closed() {
   begin();
   if (state_ != state::closed) close("client dropped the connection");
-  return actions_;
+  return take();
 }
 
 void client_session::handle_connect(const mqtt::connect& c) {
@@ -119,7 +116,7 @@ void client_session::handle_connect(const mqtt::connect& c) {
     client_id_ = generated_client_id_;
     client_id_assigned_ = true;
   }
-  emit(action::start_timer{config_.auth_timeout});
+  emit(action::arm_timer{timer_kind::handshake, config_.auth_timeout});
   if (c.password) {
     direct_mode_ = true;
     start_auth(*c.password);
@@ -210,30 +207,31 @@ client_session::actions client_session::on_auth_result(const auth_result& result
   begin();
   if (state_ == state::relaying && reauth_pending_) {
     handle_reauth(result);
-    return actions_;
+    return take();
   }
-  if (state_ != state::authenticating) return actions_;
+  if (state_ != state::authenticating) return take();
   switch (result.outcome) {
     case auth_result::verdict::invalid:
       metrics_.auth_invalid++;
       deny("invalid_session", reason_code::not_authorized);
-      return actions_;
+      return take();
     case auth_result::verdict::unavailable:
       metrics_.auth_unavailable++;
       deny("auth_unavailable", reason_code::server_unavailable);
-      return actions_;
+      return take();
     case auth_result::verdict::valid: break;
   }
   user_ = result.user;
+  user_id_ = result.user_id.empty() ? result.user : result.user_id;
   acl_ = with_templates(result.permissions, config_.templates, user_, client_id_);
   if (client_connect_.will && !acl_.may_publish(client_connect_.will->topic)) {
     deny("will_not_allowed", reason_code::not_authorized);
-    return actions_;
+    return take();
   }
   metrics_.auth_ok++;
-  if (result.expires_in.count() > 0) emit(action::start_session_timer{result.expires_in});
+  if (result.expires_in.count() > 0) emit(action::arm_timer{timer_kind::session_expiry, result.expires_in});
   connect_upstream();
-  return actions_;
+  return take();
 }
 
 void client_session::handle_reauth(const auth_result& result) {
@@ -241,7 +239,7 @@ void client_session::handle_reauth(const auth_result& result) {
   if (result.outcome == auth_result::verdict::valid && result.user == user_) {
     metrics_.auth_ok++;
     acl_ = with_templates(result.permissions, config_.templates, user_, client_id_);
-    if (result.expires_in.count() > 0) emit(action::start_session_timer{result.expires_in});
+    if (result.expires_in.count() > 0) emit(action::arm_timer{timer_kind::session_expiry, result.expires_in});
     send_auth_message(nlohmann::json{{"result", "ok"}, {"user", user_}}.dump());
     return;
   }
@@ -291,22 +289,22 @@ void client_session::connect_upstream() {
 
 client_session::actions client_session::on_upstream_connect_failed(std::string_view why) {
   begin();
-  if (state_ != state::connecting_upstream) return actions_;
+  if (state_ != state::connecting_upstream) return take();
   metrics_.upstream_connect_failures++;
   deny("upstream_unavailable", reason_code::server_unavailable);
   actions_.back() = action::close{"broker unreachable: " + std::string(why)};
-  return actions_;
+  return take();
 }
 
 client_session::actions client_session::on_upstream_frame(const mqtt::frame& frame) {
   begin();
-  if (state_ != state::connecting_upstream && state_ != state::relaying) return actions_;
+  if (state_ != state::connecting_upstream && state_ != state::relaying) return take();
   auto decoded = mqtt::decode(frame.first_byte, frame.body, version_);
   if (!decoded) {
     if (version_ == mqtt::protocol_version::v5 && connack_sent_)
       send_to_client(mqtt::disconnect{reason_code::unspecified_error, {}});
     close("broker sent a packet we reject: " + decoded.error().message());
-    return actions_;
+    return take();
   }
   if (state_ == state::connecting_upstream) {
     if (auto* ack = std::get_if<mqtt::connack>(&*decoded)) {
@@ -314,7 +312,7 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
     } else {
       close("broker sent " + std::string(mqtt::to_string(mqtt::type_of(*decoded))) + " before CONNACK");
     }
-    return actions_;
+    return take();
   }
   std::visit(support::overloaded{
                  [&](const mqtt::suback& ack) { handle_upstream_suback(ack); },
@@ -326,7 +324,7 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
                  [&](const auto&) { emit(action::forward_to_client{}); },
              },
              *decoded);
-  return actions_;
+  return take();
 }
 
 void client_session::handle_upstream_connack(const mqtt::connack& ack) {
@@ -361,7 +359,7 @@ void client_session::handle_upstream_connack(const mqtt::connack& ack) {
 
 void client_session::enter_relaying() {
   state_ = state::relaying;
-  emit(action::stop_timer{});
+  emit(action::disarm_timer{timer_kind::handshake});
   auto held = std::move(held_);
   held_.clear();
   held_bytes_ = 0;
@@ -375,16 +373,16 @@ void client_session::enter_relaying() {
 
 client_session::actions client_session::on_upstream_closed() {
   begin();
-  if (state_ == state::closed) return actions_;
+  if (state_ == state::closed) return take();
   if (state_ == state::connecting_upstream) {
     metrics_.upstream_connect_failures++;
     deny("upstream_unavailable", reason_code::server_unavailable);
-    return actions_;
+    return take();
   }
   if (version_ == mqtt::protocol_version::v5 && connack_sent_)
     send_to_client(mqtt::disconnect{reason_code::server_busy, {}});
   close("broker closed the connection");
-  return actions_;
+  return take();
 }
 
 // ------------------------------------------------------------------- relaying
@@ -521,8 +519,13 @@ void client_session::close(std::string reason) {
   emit(action::close{std::move(reason)});
 }
 
-client_session::actions client_session::on_timer() {
+client_session::actions client_session::on_timer(timer_kind kind) {
   begin();
+  if (kind == timer_kind::session_expiry) {
+    if (state_ != state::closed && !user_.empty()) deny("session_expired", reason_code::not_authorized);
+    return take();
+  }
+  if (kind != timer_kind::handshake) return take();
   switch (state_) {
     case state::awaiting_connect: close("no CONNECT within the connect timeout"); break;
     case state::awaiting_auth:
@@ -534,24 +537,29 @@ client_session::actions client_session::on_timer() {
     case state::relaying:
     case state::closed: break;
   }
-  return actions_;
+  return take();
 }
 
-client_session::actions client_session::on_session_expired() {
+client_session::actions client_session::on_auth_event(const auth_event& event) {
   begin();
-  if (state_ == state::closed || user_.empty()) return actions_;
-  deny("session_expired", reason_code::not_authorized);
-  return actions_;
+  (void)event;  // TODO(issue 11): revocation and ACL changes on live connections
+  return take();
+}
+
+client_session::actions client_session::on_shutdown(bool fire_will) {
+  begin();
+  (void)fire_will;  // TODO(issue 12): DISCONNECT 0x8B, no will on a planned restart
+  return take();
 }
 
 client_session::actions client_session::on_keep_alive_expired() {
   begin();
-  if (state_ == state::closed) return actions_;
+  if (state_ == state::closed) return take();
   // [MQTT-3.1.2-24]: close as if the network had failed, so the will goes out.
   if (version_ == mqtt::protocol_version::v5 && connack_sent_)
     send_to_client(mqtt::disconnect{reason_code::keep_alive_timeout, {}});
   close("keep-alive expired");
-  return actions_;
+  return take();
 }
 
 }  // namespace proxy

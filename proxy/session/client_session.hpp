@@ -18,10 +18,12 @@
 #include <optional>
 #include <set>
 #include <span>
+#include <utility>
 #include <string>
 #include <vector>
 
 #include "admin/metrics.hpp"
+#include "auth/auth_event.hpp"
 #include "auth/auth_result.hpp"
 #include "mqtt/codec.hpp"
 #include "mqtt/framer.hpp"
@@ -49,7 +51,7 @@ std::string upstream_client_id(std::string_view user, std::string_view client_id
 class client_session {
  public:
   enum class state { awaiting_connect, awaiting_auth, authenticating, connecting_upstream, relaying, closed };
-  using actions = std::span<const session_action>;
+  using actions = session_actions;  // by value: each action owns its bytes
 
   // `generated_client_id` is used when the client sends an empty client id.
   client_session(const session_config& config, metrics& counters, std::string generated_client_id);
@@ -64,19 +66,29 @@ class client_session {
   actions on_upstream_closed();
   actions on_upstream_connect_failed(std::string_view why);
   actions on_auth_result(const auth_result& result);
-  actions on_timer();
+  actions on_timer(timer_kind kind);
   actions on_keep_alive_expired();
-  actions on_session_expired();
+  // An event from the API server's stream, given to every live session: the
+  // session decides whether it concerns it (its user id or its session
+  // digest) and applies it: revocation ends the connection, an ACL change
+  // narrows what is delivered and unsubscribes what is no longer allowed.
+  actions on_auth_event(const auth_event& event);
+  // The proxy is shutting down (SIGTERM). 5.0 clients get DISCONNECT 0x8B;
+  // with `fire_will` false the broker gets a normal DISCONNECT, so a planned
+  // restart publishes no will.
+  actions on_shutdown(bool fire_will);
 
   state current_state() const { return state_; }
   mqtt::protocol_version version() const { return version_; }
   // 1.5 times the client's keep-alive [MQTT-3.1.2-24]; zero when it has none.
   std::chrono::milliseconds keep_alive_limit() const;
   const std::string& user() const { return user_; }
+  const std::string& user_id() const { return user_id_; }
   const std::string& client_id() const { return client_id_; }
 
  private:
-  actions begin();
+  void begin();
+  actions take() { return std::exchange(actions_, {}); }
   // Client packets, by state.
   void handle_connect(const mqtt::connect& c);
   void handle_before_relay(const mqtt::packet& p, const mqtt::frame& frame);
@@ -118,6 +130,7 @@ class client_session {
   bool direct_mode_ = false;  // session came as the CONNECT password
   std::string auth_topic_used_;
   std::string user_;
+  std::string user_id_;
   acl acl_;
   bool reauth_pending_ = false;
   bool connack_sent_ = false;

@@ -1,12 +1,29 @@
 // What a client_session asks its driver to do. The session never touches a
 // socket or a clock; the driver (net/connection) carries these out in order.
+// Actions are values: each owns the bytes it carries, so a list of them stays
+// valid whatever the session does next.
 #pragma once
 
 #include <chrono>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "mqtt/byte_writer.hpp"
+
+namespace proxy {
+
+// The session's deadlines. The driver keeps one deadline per kind (one timer
+// for all of them is enough) and calls on_timer(kind) when one passes.
+enum class timer_kind {
+  handshake,       // CONNECT to relaying: connect, auth and upstream timeouts
+  session_expiry,  // the API server's expires_in
+  revalidate,      // re-validate a session that was admitted on a stale answer (degraded mode)
+  upstream_ping,   // the broker's keep-alive is shorter than the client's: the proxy pings it
+};
+inline constexpr std::size_t timer_kind_count = 4;
+
+}  // namespace proxy
 
 namespace proxy::action {
 
@@ -27,15 +44,13 @@ struct validate_session {
 struct connect_upstream {
   mqtt::bytes connect_packet;
 };
-// One deadline for the whole handshake (CONNECT to relaying); on_timer when it passes.
-struct start_timer {
+// Set (or move) the deadline of one kind; on_timer(kind) when it passes.
+struct arm_timer {
+  timer_kind kind;
   std::chrono::milliseconds after;
 };
-struct stop_timer {};
-// The API server's expires_in: when it passes without a re-authentication,
-// call on_session_expired. A new one replaces the old.
-struct start_session_timer {
-  std::chrono::seconds after;
+struct disarm_timer {
+  timer_kind kind;
 };
 // Flush what is queued in both directions, then close both connections. No
 // DISCONNECT goes upstream unless the session queued one, so the broker
@@ -49,6 +64,6 @@ struct close {
 namespace proxy {
 using session_action = std::variant<action::send_to_client, action::send_to_upstream, action::forward_to_upstream,
                                     action::forward_to_client, action::validate_session, action::connect_upstream,
-                                    action::start_timer, action::stop_timer, action::start_session_timer,
-                                    action::close>;
-}
+                                    action::arm_timer, action::disarm_timer, action::close>;
+using session_actions = std::vector<session_action>;
+}  // namespace proxy

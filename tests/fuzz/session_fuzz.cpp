@@ -90,7 +90,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         break;
       }
       case 3: check(session.on_auth_result({proxy::auth_result::verdict::invalid}), nullptr); break;
-      case 4: check(session.on_timer(), nullptr); break;
+      case 4: check(session.on_timer(proxy::timer_kind::handshake), nullptr); break;
       case 5: check(session.on_upstream_closed(), nullptr); break;
     }
     if (session.current_state() == proxy::client_session::state::closed) return 0;

@@ -67,7 +67,12 @@ struct harness {
 
   static acl default_acl() { return {{"private/alice/#"}, {"private/alice/#", "public/+/news"}}; }
   static auth_result valid(std::string user, acl a) {
-    return {auth_result::verdict::valid, std::move(user), std::move(a), std::chrono::seconds(60), ""};
+    auth_result r;
+    r.outcome = auth_result::verdict::valid;
+    r.user = std::move(user);
+    r.permissions = std::move(a);
+    r.expires_in = std::chrono::seconds(60);
+    return r;
   }
 };
 
@@ -108,7 +113,7 @@ TEST_SUITE("session: authentication") {
       REQUIRE(sent.size() == 1);
       CHECK(std::get<mqtt::connack>(sent[0]).reason == reason_code::success);
       CHECK_FALSE(std::get<mqtt::connack>(sent[0]).session_present);
-      CHECK(has<action::start_timer>(out));
+      CHECK(has<action::arm_timer>(out));
       CHECK_FALSE(has<action::connect_upstream>(out));
       CHECK(h.session.current_state() == client_session::state::awaiting_auth);
 
@@ -154,7 +159,7 @@ TEST_SUITE("session: authentication") {
     auto ok = std::get<mqtt::publish>(sent[0]);
     CHECK(ok.topic == "service/auth/tok");
     CHECK(nlohmann::json::parse(ok.payload) == nlohmann::json{{"result", "ok"}, {"user", "alice"}});
-    CHECK(has<action::stop_timer>(out));
+    CHECK(has<action::disarm_timer>(out));
     CHECK(h.counters.auth_ok == 1);
   }
 
@@ -205,7 +210,7 @@ TEST_SUITE("session: authentication") {
   TEST_CASE("timeout before auth") {
     harness h(protocol_version::v5);
     h.client(h.connect_packet());
-    auto out = h.session.on_timer();
+    auto out = h.session.on_timer(timer_kind::handshake);
     std::vector<session_action> actions(out.begin(), out.end());
     CHECK(nlohmann::json::parse(std::get<mqtt::publish>(to_client(actions, h.v).at(0)).payload)["reason"] == "timeout");
   }
@@ -478,12 +483,13 @@ TEST_SUITE("session: expiry") {
     h.client(h.connect_packet());
     h.client(mqtt::publish{"service/auth/t", "", mqtt::qos::at_most_once, false, false, 0, {}});
     auto out = h.auth(harness::valid("alice", harness::default_acl()));
-    REQUIRE(all_of<action::start_session_timer>(out).size() == 1);
-    CHECK(all_of<action::start_session_timer>(out)[0].after == std::chrono::seconds(60));
+    REQUIRE(all_of<action::arm_timer>(out).size() == 1);
+    CHECK(all_of<action::arm_timer>(out)[0].kind == timer_kind::session_expiry);
+    CHECK(all_of<action::arm_timer>(out)[0].after == std::chrono::seconds(60));
     h.upstream(mqtt::connack{});
     h.client(mqtt::publish{"service/auth/t2", "", mqtt::qos::at_most_once, false, false, 0, {}});
-    CHECK(has<action::start_session_timer>(h.auth(harness::valid("alice", harness::default_acl()))));
-    auto expired = h.session.on_session_expired();
+    CHECK(has<action::arm_timer>(h.auth(harness::valid("alice", harness::default_acl()))));
+    auto expired = h.session.on_timer(timer_kind::session_expiry);
     std::vector<session_action> actions(expired.begin(), expired.end());
     CHECK(nlohmann::json::parse(std::get<mqtt::publish>(to_client(actions, h.v).at(0)).payload)["reason"] ==
           "session_expired");
