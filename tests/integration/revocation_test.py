@@ -1,0 +1,323 @@
+#!/usr/bin/python3
+"""The ACL holds for the whole life of a connection, on every proxy of a
+deployment: the real auth-server, its event stream, two mqtt-proxy instances
+and a real Mosquitto. A logout, a deleted user, a changed password and a
+changed group each reach live connections on both proxies at once; a new user
+with an old name inherits nothing.
+Usage: revocation_test.py PATH/TO/mqtt-proxy PATH/TO/auth-server"""
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import paho.mqtt.client as mqtt
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from netutil import free_port, wait_for_port  # noqa: E402
+
+PROXY = AUTH_SERVER = None
+# Revocation must reach a live connection "at once". The benchmark measures
+# the latency (bench/revocation_bench.py); the test only requires it to come
+# long before anything else could end the connection (the session TTL is an hour).
+PROMPTLY = 5.0
+
+
+def http(method, url, body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers=dict({"Content-Type": "application/json"}, **(headers or {})))
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class System:
+    """Mosquitto, auth-server and two proxies on free loopback ports."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="revocation-")
+        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
+        self.db = os.path.join(self.dir, "auth.db")
+        self.token_file = os.path.join(self.dir, "service-token")
+        with open(self.token_file, "w") as f:
+            f.write("events-secret-0123456789\n")
+        self.processes = []
+        self.broker_port = free_port()
+        passwd = os.path.join(self.dir, "passwd")
+        with open(passwd, "w") as f:
+            f.write("proxy:proxy-secret\n")
+        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+                    "persistence false\nsys_interval 1\n")
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.spawn("mosquitto", [mosquitto, "-c", conf])
+        self.auth_port = free_port()
+        self.auth_url = f"http://127.0.0.1:{self.auth_port}"
+        self.spawn("auth-server", [AUTH_SERVER, "serve", "--db", self.db, "--listen", f"127.0.0.1:{self.auth_port}",
+                                   "--service-token-file", self.token_file])
+        wait_for_port(self.broker_port)
+        wait_for_port(self.auth_port)
+        self.proxy_ports = []
+        for i in (1, 2):
+            port = free_port()
+            self.spawn(f"mqtt-proxy{i}", [
+                PROXY, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{self.broker_port}",
+                "--upstream-username", "proxy", "--upstream-password", "proxy-secret",
+                "--auth-url", self.auth_url, "--auth-service-token-file", self.token_file,
+                "--admin", f"127.0.0.1:{free_port()}"])
+            wait_for_port(port)
+            self.proxy_ports.append(port)
+        time.sleep(0.5)  # both proxies' event feeds are connected
+
+    def spawn(self, name, argv):
+        log = open(os.path.join(self.dir, name + ".log"), "w")
+        self.processes.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
+
+    def log_of(self, name):
+        with open(os.path.join(self.dir, name + ".log")) as f:
+            return f.read()
+
+    def cli(self, *args, stdin=None):
+        return subprocess.run([AUTH_SERVER, *args, "--db", self.db], input=stdin, text=True, capture_output=True,
+                              timeout=30)
+
+    def add_user(self, name, password="pw-" + "x" * 12, groups=()):
+        argv = ["adduser", "--user", name, "--password", password]
+        for g in groups:
+            argv += ["--group", g]
+        result = self.cli(*argv)
+        assert result.returncode == 0, result.stderr
+        return password
+
+    def login(self, name, password="pw-" + "x" * 12):
+        status, body = http("POST", self.auth_url + "/v1/login", {"username": name, "password": password})
+        assert status == 200, body
+        return json.loads(body)["session"]
+
+    def logout(self, session):
+        status, body = http("POST", self.auth_url + "/v1/sessions/revoke", headers={"Authorization": "Bearer " + session})
+        assert status in (200, 204), (status, body)
+
+    def close(self):
+        for process, log in reversed(self.processes):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class App:
+    """An app on one proxy: connects, authenticates with the auth PUBLISH."""
+
+    def __init__(self, system, proxy, session, client_id, version=mqtt.MQTTv311, clean=True, subscribe=None):
+        self.messages, self.auth_answers = queue.Queue(), queue.Queue()
+        self.disconnected, self.subscribed = threading.Event(), queue.Queue()
+        self.disconnect_reason = None
+        kwargs = {"clean_session": clean} if version != mqtt.MQTTv5 else {}
+        self.client = mqtt.Client(client_id=client_id, protocol=version, **kwargs)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda c, u, mid, granted, *rest: self.subscribed.put(
+            [getattr(g, "value", g) for g in granted])
+        self.client.on_disconnect = self._on_disconnect
+        self.client.reconnect_delay_set(60, 60)  # a revoked app must not come back by itself in these tests
+        self.session_present = None
+        self.client.on_connect = self._on_connect
+        self.connected = threading.Event()
+        properties = None
+        if version == mqtt.MQTTv5:
+            self.client.connect("127.0.0.1", system.proxy_ports[proxy], 30, clean_start=clean)
+        else:
+            self.client.connect("127.0.0.1", system.proxy_ports[proxy], 30)
+        del properties
+        self.client.loop_start()
+        assert self.connected.wait(5)
+        self.client.publish("service/auth/" + session, b"", qos=1)
+        answer = json.loads(self.auth_answers.get(timeout=10))
+        assert answer["result"] == "ok", answer
+        if subscribe:
+            self.client.subscribe(subscribe, qos=1)
+            self.granted = self.subscribed.get(timeout=5)
+
+    def _on_connect(self, client, userdata, flags, *rest):
+        self.session_present = flags.get("session present") if isinstance(flags, dict) else flags.session_present
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, *rest):
+        self.disconnect_reason = rest[-1] if rest else None
+        self.disconnected_at = time.time()
+        self.disconnected.set()
+
+    def _on_message(self, client, userdata, m):
+        if m.topic.startswith("service/auth"):
+            self.auth_answers.put(m.payload.decode())
+        else:
+            self.messages.put((m.topic, m.payload.decode()))
+
+    def stop(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Revocation(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.system = System()
+        cls.apps = []
+
+    @classmethod
+    def tearDownClass(cls):
+        for app in cls.apps:
+            app.client.loop_stop()
+        cls.system.close()
+
+    def app(self, *args, **kwargs):
+        app = App(self.system, *args, **kwargs)
+        self.apps.append(app)
+        return app
+
+    def publish_as_broker(self, topic, payload, qos=1, retain=False):
+        """Straight into Mosquitto: what another (allowed) publisher sends."""
+        argv = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.system.broker_port), "-u", "proxy", "-P",
+                "proxy-secret", "-t", topic, "-m", payload, "-q", str(qos)]
+        if retain:
+            argv.append("-r")
+        subprocess.run(argv, check=True, timeout=10)
+
+    def assert_ended_promptly(self, apps, since):
+        for app in apps:
+            self.assertTrue(app.disconnected.wait(PROMPTLY), "a revoked connection is still open")
+            self.assertLess(app.disconnected_at - since, PROMPTLY)
+
+    def test_logout_ends_the_session_on_both_proxies_and_only_that_session(self):
+        self.system.add_user("lou")
+        gone, kept = self.system.login("lou"), self.system.login("lou")
+        on_one = self.app(0, gone, "lou-phone", version=mqtt.MQTTv5)
+        on_two = self.app(1, gone, "lou-tablet")
+        other = self.app(1, kept, "lou-laptop")
+        started = time.time()
+        self.system.logout(gone)
+        self.assert_ended_promptly([on_one, on_two], started)
+        self.assertEqual(on_one.disconnect_reason, 0x87)  # 5.0: Not authorized
+        self.assertEqual(json.loads(on_two.auth_answers.get(timeout=2)),
+                         {"result": "denied", "reason": "session_revoked"})
+        # The same user's other session goes on, and still relays.
+        other.client.subscribe("private/lou/#", qos=1)
+        other.subscribed.get(timeout=5)
+        self.publish_as_broker("private/lou/still", "here")
+        self.assertEqual(other.messages.get(timeout=5), ("private/lou/still", "here"))
+        self.assertFalse(other.disconnected.is_set())
+        # A revoked session cannot come back through either proxy.
+        for proxy in (0, 1):
+            with self.assertRaises(AssertionError):
+                self.app(proxy, gone, f"lou-again-{proxy}")
+
+    def test_deleted_user_is_cut_off_everywhere(self):
+        self.system.add_user("dee")
+        apps = [self.app(0, self.system.login("dee"), "dee-1"), self.app(1, self.system.login("dee"), "dee-2")]
+        started = time.time()
+        result = self.system.cli("deluser", "--user", "dee")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assert_ended_promptly(apps, started)
+
+    def test_password_change_ends_every_session_of_the_user(self):
+        self.system.add_user("pat")
+        apps = [self.app(0, self.system.login("pat"), "pat-1"), self.app(1, self.system.login("pat"), "pat-2")]
+        started = time.time()
+        result = self.system.cli("moduser", "--user", "pat", "--password-stdin", stdin="a-new-password-123\n")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assert_ended_promptly(apps, started)
+        self.system.login("pat", "a-new-password-123")  # and the new password works
+
+    def test_group_removal_stops_delivery_on_a_live_connection_without_disconnecting(self):
+        self.system.add_user("gus", groups=["team"])
+        app = self.app(1, self.system.login("gus"), "gus-phone", subscribe="group/team/#")
+        self.assertEqual(app.granted, [1])
+        self.publish_as_broker("group/team/news", "before")
+        self.assertEqual(app.messages.get(timeout=5), ("group/team/news", "before"))
+        result = self.system.cli("moduser", "--user", "gus", "--clear-groups")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        time.sleep(PROMPTLY / 2)
+        self.publish_as_broker("group/team/news", "after")
+        self.publish_as_broker("private/gus/mine", "mine")
+        app.client.subscribe("private/gus/#", qos=1)
+        app.subscribed.get(timeout=5)
+        self.publish_as_broker("private/gus/mine", "mine")
+        self.assertEqual(app.messages.get(timeout=5), ("private/gus/mine", "mine"))
+        self.assertTrue(app.messages.empty(), "a message of a group the user left was delivered")
+        self.assertFalse(app.disconnected.is_set())
+
+    def test_narrowed_acl_unsubscribes_at_the_broker(self):
+        self.system.add_user("una", groups=["band"])
+        app = self.app(0, self.system.login("una"), "una-phone", subscribe="group/band/#")
+        self.assertEqual(app.granted, [1])
+        before = self.broker_subscription_count()
+        result = self.system.cli("moduser", "--user", "una", "--clear-groups")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        deadline = time.time() + PROMPTLY + 3
+        while self.broker_subscription_count() != before - 1:
+            self.assertLess(time.time(), deadline, "the broker still holds the subscription the ACL no longer allows")
+        self.assertFalse(app.disconnected.is_set())
+
+    def broker_subscription_count(self):
+        """Mosquitto's own count ($SYS, republished within a second of a change), less
+        mosquitto_sub's own subscription. The retained value comes first; the
+        fresh one, which counts our subscription, follows unless nothing changed."""
+        out = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.system.broker_port), "-u", "proxy",
+                              "-P", "proxy-secret", "-t", "$SYS/broker/subscriptions/count", "-C", "2", "-W", "3"],
+                             capture_output=True, text=True, timeout=10)
+        return int(out.stdout.split()[-1]) - 1
+
+    def test_resumed_persistent_session_delivers_nothing_outside_the_new_acl(self):
+        self.system.add_user("ria", groups=["crew"])
+        app = self.app(0, self.system.login("ria"), "ria-phone", clean=False, subscribe="group/crew/#")
+        app.stop()
+        app.disconnected.wait(5)
+        # While ria is away she leaves the group; messages for the group queue in her broker session.
+        result = self.system.cli("moduser", "--user", "ria", "--clear-groups")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.publish_as_broker("group/crew/secret", "queued", qos=1)
+        self.publish_as_broker("group/crew/retained", "kept", qos=1, retain=True)
+        back = self.app(1, self.system.login("ria"), "ria-phone", clean=False)
+        self.assertTrue(back.session_present)  # the broker kept her session...
+        time.sleep(1.5)
+        self.assertTrue(back.messages.empty(), "a queued message outside the new ACL was delivered")  # ...not its reach
+
+    def test_a_new_user_with_a_deleted_users_name_starts_with_nothing(self):
+        self.system.add_user("eve")
+        old = self.app(0, self.system.login("eve"), "eve-phone", clean=False, subscribe="private/eve/#")
+        old.stop()
+        old.disconnected.wait(5)
+        self.publish_as_broker("private/eve/inbox", "for the old eve", qos=1)
+        self.assertEqual(self.system.cli("deluser", "--user", "eve").returncode, 0)
+        self.system.add_user("eve")
+        new = self.app(0, self.system.login("eve"), "eve-phone", clean=False)
+        self.assertFalse(new.session_present)
+        time.sleep(1.0)
+        self.assertTrue(new.messages.empty(), "the new eve received the old eve's messages")
+
+    def test_names_that_cross_topic_trees_are_refused(self):
+        for name in ("bob.smith", "ops*", "a/b", "x+", "#"):
+            self.assertNotEqual(self.system.cli("adduser", "--user", name, "--password", "pw-123456789").returncode,
+                                0, name)
+        self.assertNotEqual(self.system.cli("adduser", "--user", "okname", "--password", "pw-123456789",
+                                            "--group", "ops.secret").returncode, 0)
+
+
+if __name__ == "__main__":
+    PROXY, AUTH_SERVER = sys.argv.pop(1), sys.argv.pop(1)
+    unittest.main(verbosity=2)
