@@ -360,8 +360,12 @@ std::unique_ptr<http_connection> http_auth_client::take_pooled() {
   while (!idle_.empty()) {
     auto connection = std::move(idle_.back());
     idle_.pop_back();
-    if (now - connection->idle_since < settings_.idle_timeout && !connection->unusable_when_idle())
-      return connection;
+    if (now - connection->idle_since >= settings_.idle_timeout) continue;
+    if (connection->unusable_when_idle()) {
+      spdlog::debug("auth: dropping a pooled connection the API server has closed");
+      continue;
+    }
+    return connection;
   }
   return nullptr;
 }
