@@ -269,20 +269,22 @@ class AuthClient(unittest.TestCase):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.cleanup.append(lambda: (server.terminate(), server.wait(timeout=10)))
         wait_for_port(auth_port)
-        request = urllib.request.Request(f"http://127.0.0.1:{auth_port}/v1/login",
-                                         data=json.dumps({"username": "alice", "password": "pw-alice"}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as r:
-            token = json.loads(r.read())["session"]
+        tokens = []
+        for _ in range(4):  # distinct sessions: concurrent validations of one token would share one call
+            request = urllib.request.Request(f"http://127.0.0.1:{auth_port}/v1/login",
+                                             data=json.dumps({"username": "alice", "password": "pw-alice"}).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=5) as r:
+                tokens.append(json.loads(r.read())["session"])
         url = f"http://127.0.0.1:{auth_port}"
         default = self.proxy("quiet-default", url, "--auth-events", "false")
         long_pool = self.proxy("quiet-long-pool", url, "--auth-events", "false", "--auth-idle-timeout-ms", "60000")
         for p in (default, long_pool):
             # Several at once: the pool holds several connections, as under load.
-            self.assertEqual(parallel_connacks(p.port, [token] * 4), [OK] * 4)
+            self.assertEqual(parallel_connacks(p.port, tokens), [OK] * 4)
         time.sleep(7)
         for p in (default, long_pool):
-            codes = [connack_code(p.port, token, client_id=f"after-quiet-{i}") for i in range(10)]
+            codes = [connack_code(p.port, tokens[i % 4], client_id=f"after-quiet-{i}") for i in range(10)]
             self.assertEqual(codes, [OK] * 10, p.log_path)
             self.assertEqual(p.metric('mqtt_proxy_authentications_total{result="unavailable"}'), 0)
         # The long pool really met connections the server had closed, and stepped over them.
