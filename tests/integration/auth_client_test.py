@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from netutil import free_port, wait_for_port  # noqa: E402
 from wire import mqtt_packet, mqtt_string  # noqa: E402
+import certs  # noqa: E402
 
 PROXY = AUTH_SERVER = None
 ACL = {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}
@@ -68,7 +70,7 @@ class StubApi:
     """POST /v1/sessions/validate and GET /v1/events, with knobs: max-age,
     a status to force (503), calls counted, events appended by the test."""
 
-    def __init__(self, sessions, max_age=None, events=True, service_token=None):
+    def __init__(self, sessions, max_age=None, events=True, service_token=None, tls=None):
         self.sessions = dict(sessions)
         self.max_age, self.force_status, self.events_enabled = max_age, None, events
         self.service_token = service_token
@@ -136,6 +138,10 @@ class StubApi:
 
         self.http = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.http.daemon_threads = True
+        if tls:  # (cert, key): https
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.http.socket = context.wrap_socket(self.http.socket, server_side=True)
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     @property
@@ -395,6 +401,22 @@ class AuthClient(unittest.TestCase):
         self.assertEqual(connack_code(p.port, "t3"), OK)
         self.assertEqual(api.validate_calls, 6)
         self.assertIn("auth event stream connected", p.logs())
+
+    def test_https_with_ca_and_hostname_verification(self):
+        ca = certs.make_ca(self.dir, "api-ca")
+        key, cert = certs.make_leaf(self.dir, "api", "/CN=localhost", ca, san="DNS:localhost")
+        api = self.stub({"good": {"user": "alice", "acl": ACL}}, events=False, tls=(cert, key))
+        trusted = self.proxy("https-trusted", f"https://localhost:{api.port}", "--auth-ca-file", ca[1],
+                             "--auth-events", "false")
+        self.assertEqual(connack_code(trusted.port, "good"), OK)
+        self.assertEqual(connack_code(trusted.port, "other"), REFUSED_311)
+        self.assertEqual(api.validate_calls, 2)
+        untrusted = self.proxy("https-untrusted", f"https://localhost:{api.port}", "--auth-events", "false")
+        self.assertEqual(connack_code(untrusted.port, "good"), UNAVAILABLE_311)  # not signed by a system CA
+        wrong_name = self.proxy("https-wrong-name", f"https://127.0.0.1:{api.port}", "--auth-ca-file", ca[1],
+                                "--auth-events", "false")
+        self.assertEqual(connack_code(wrong_name.port, "good"), UNAVAILABLE_311)  # the certificate names localhost
+        self.assertEqual(api.validate_calls, 2)  # neither got as far as a request
 
     def test_event_feed_refused_without_the_service_token(self):
         api = self.stub({}, service_token="svc-secret")
