@@ -143,6 +143,38 @@ event_batch parse_event_batch(unsigned status, std::string_view body) {
   return batch;
 }
 
+std::vector<auth_event> event_sequencer::accept(const event_batch& batch) {
+  std::vector<auth_event> out;
+  if (!after_) {  // the first answer: start from now
+    after_ = batch.next;
+    return out;
+  }
+  if (batch.reset || batch.damaged || batch.next < *after_) {
+    spdlog::warn("auth event stream: {} at seq {}; re-validating every session",
+                 batch.reset ? "events were missed (reset)" : "the stream is inconsistent", *after_);
+    auth_event resync;
+    resync.type = auth_event::kind::resync;
+    resync.seq = batch.next;
+    out.push_back(std::move(resync));
+    if (batch.reset) {
+      after_ = batch.next;
+      return out;
+    }
+    // The well-formed events of a damaged batch still go out: they act at
+    // once, the resync catches what was lost.
+    out.insert(out.end(), batch.events.begin(), batch.events.end());
+    after_ = batch.next;
+    return out;
+  }
+  for (const auto& event : batch.events) {
+    if (event.seq <= *after_) continue;  // already delivered
+    out.push_back(event);
+    after_ = event.seq;
+  }
+  after_ = std::max(*after_, batch.next);
+  return out;
+}
+
 // ------------------------------------------------------------------ the feed
 
 struct auth_event_feed::state : std::enable_shared_from_this<state> {
@@ -157,7 +189,7 @@ struct auth_event_feed::state : std::enable_shared_from_this<state> {
   asio::steady_timer timer;     // backoff
   asio::steady_timer deadline;  // per request
   std::unique_ptr<http_connection> connection;
-  std::optional<std::uint64_t> after;
+  event_sequencer position;
   bool stopped = false;
   bool connected = false;
   bool warned_not_found = false;
@@ -179,15 +211,9 @@ struct auth_event_feed::state : std::enable_shared_from_this<state> {
     spdlog::debug("auth event {} {} user_id={}", event.seq, to_string(event.type), event.user_id);
     if (on_event) on_event(event);
   }
-  void resync(std::uint64_t seq) {
-    auth_event event;
-    event.type = auth_event::kind::resync;
-    event.seq = seq;
-    deliver(event);
-  }
   std::string target() const {
     std::string t = settings.endpoint.base_path + "/v1/events?wait=" + std::to_string(settings.wait.count());
-    if (after) t += "&after=" + std::to_string(*after);
+    if (position.after()) t += "&after=" + std::to_string(*position.after());
     return t;
   }
 };
@@ -227,26 +253,6 @@ asio::awaitable<std::pair<error_code, http_response>> poll_once(std::shared_ptr<
   co_return std::pair{ec, std::move(response)};
 }
 
-void apply_batch(auth_event_feed::state& s, const event_batch& batch) {
-  if (!s.after) {  // the first answer: start from now
-    s.after = batch.next;
-    return;
-  }
-  if (batch.reset || batch.damaged || batch.next < *s.after) {
-    spdlog::warn("auth event stream: {} at seq {}; re-validating every session",
-                 batch.reset ? "events were missed (reset)" : "the stream is inconsistent", *s.after);
-    s.resync(batch.next);
-    s.after = batch.next;
-    if (batch.reset) return;
-  }
-  for (const auto& event : batch.events) {
-    if (event.seq <= *s.after) continue;  // already delivered
-    s.deliver(event);
-    s.after = event.seq;
-  }
-  s.after = std::max(*s.after, batch.next);
-}
-
 asio::awaitable<void> run(std::shared_ptr<auth_event_feed::state> s) {
   const auto url = std::string(s->settings.endpoint.tls ? "https://" : "http://") + s->settings.endpoint.host + ":" +
                    s->settings.endpoint.port + s->settings.endpoint.base_path + "/v1/events";
@@ -262,11 +268,15 @@ asio::awaitable<void> run(std::shared_ptr<auth_event_feed::state> s) {
       if (batch.what == event_batch::status::ok) {
         if (!s->connected)
           spdlog::info("auth event stream connected: {}{}", url,
-                       s->after ? " from seq " + std::to_string(*s->after) : std::string(" (from now)"));
+                       s->position.after() ? " from seq " + std::to_string(*s->position.after())
+                                           : std::string(" (from now)"));
         s->set_connected(true);
         s->warned_down = false;
         s->backoff = std::chrono::milliseconds(0);
-        apply_batch(*s, batch);
+        for (const auto& event : s->position.accept(batch)) {
+          if (s->stopped) break;
+          s->deliver(event);
+        }
         continue;
       }
       if (batch.what == event_batch::status::not_found) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,21 @@ struct event_batch {
   bool damaged = false;
 };
 event_batch parse_event_batch(unsigned status, std::string_view body);
+
+// Where the feed stands in the stream, and what a batch means for it (pure,
+// unit-tested): the first answer only sets the position ("from now"); events
+// already seen are skipped; a reset, a damaged batch or a `next` that goes
+// backwards (another database) becomes one resync. Event seqs need not be
+// consecutive (the contract promises strictly increasing, not gapless).
+class event_sequencer {
+ public:
+  // The events to deliver, in order.
+  std::vector<auth_event> accept(const event_batch& batch);
+  const std::optional<std::uint64_t>& after() const { return after_; }
+
+ private:
+  std::optional<std::uint64_t> after_;
+};
 
 struct auth_event_feed_settings {
   http_endpoint endpoint;

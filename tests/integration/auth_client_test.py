@@ -75,7 +75,7 @@ class StubApi:
         self.max_age, self.force_status, self.events_enabled = max_age, None, events
         self.service_token = service_token
         self.validate_calls, self.event_polls, self.auth_headers = 0, 0, []
-        self.events, self.seq, self.reset_next, self.dead = [], 100, False, False
+        self.events, self.seq, self.reset_next, self.dead, self.feed_down = [], 100, False, False, False
         self.cond = threading.Condition()
         self.port = free_port()
         owner = self
@@ -115,6 +115,8 @@ class StubApi:
                 with owner.cond:
                     owner.event_polls += 1
                     owner.auth_headers.append(self.headers.get("Authorization"))
+                if owner.feed_down:
+                    return self.answer(503, {"error": "down"})
                 if owner.service_token and self.headers.get("Authorization") != "Bearer " + owner.service_token:
                     return self.answer(401, {"error": "unauthorized"})
                 query = dict(p.split("=", 1) for p in self.path.partition("?")[2].split("&") if "=" in p)
@@ -123,9 +125,11 @@ class StubApi:
                         return self.answer(200, {"events": [], "next": owner.seq, "reset": False})
                     after = int(query["after"])
                     deadline = time.time() + min(int(query.get("wait", 25)), 3)
-                    while time.time() < deadline and not owner.reset_next and not [
+                    while time.time() < deadline and not owner.reset_next and not owner.feed_down and not [
                             e for e in owner.events if e["seq"] > after]:
                         owner.cond.wait(deadline - time.time())
+                    if owner.feed_down:
+                        return self.answer(503, {"error": "down"})
                     if owner.reset_next:
                         owner.reset_next = False
                         return self.answer(200, {"events": [], "next": owner.seq, "reset": True})
@@ -138,6 +142,7 @@ class StubApi:
 
         self.http = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.http.daemon_threads = True
+        self.http.handle_error = lambda *args: None  # a proxy stopped mid long-poll: a broken pipe, expected
         if tls:  # (cert, key): https
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls)
@@ -152,6 +157,11 @@ class StubApi:
         with self.cond:
             self.seq += 1
             self.events.append(dict(event, seq=self.seq))
+            self.cond.notify_all()
+
+    def set_feed_down(self, down):
+        with self.cond:
+            self.feed_down = down
             self.cond.notify_all()
 
     def reset(self):
@@ -401,6 +411,26 @@ class AuthClient(unittest.TestCase):
         self.assertEqual(connack_code(p.port, "t3"), OK)
         self.assertEqual(api.validate_calls, 6)
         self.assertIn("auth event stream connected", p.logs())
+
+    def test_event_feed_reconnects_and_catches_up(self):
+        api = self.stub({"t1": {"user": "alice", "user_id": "7", "acl": ACL}}, max_age=60)
+        p = self.proxy("feed-reconnect", api.url)
+        self.assertTrue(wait_until(lambda: p.metric("mqtt_proxy_auth_events_connected") == 1))
+        self.assertEqual(connack_code(p.port, "t1"), OK)
+        api.set_feed_down(True)
+        self.assertTrue(wait_until(lambda: p.metric("mqtt_proxy_auth_events_connected") == 0))
+        self.assertIn("auth event stream lost", p.logs())
+        # Revoked while the proxy is cut off from the stream...
+        del api.sessions["t1"]
+        api.append({"type": "session_revoked", "user_id": "7", "user": "alice",
+                    "session": hashlib.sha256(b"t1").hexdigest()})
+        api.set_feed_down(False)
+        # ...and delivered when it is back, from where it stood.
+        self.assertTrue(wait_until(lambda: p.metric("mqtt_proxy_auth_events_total") >= 1, timeout=15))
+        self.assertEqual(p.metric("mqtt_proxy_auth_events_connected"), 1)
+        calls = api.validate_calls
+        self.assertEqual(connack_code(p.port, "t1"), REFUSED_311)
+        self.assertEqual(api.validate_calls, calls + 1)
 
     def test_https_with_ca_and_hostname_verification(self):
         ca = certs.make_ca(self.dir, "api-ca")

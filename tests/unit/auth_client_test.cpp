@@ -358,6 +358,49 @@ TEST_SUITE("auth client: event batches") {
   }
 }
 
+TEST_SUITE("auth client: event sequencer") {
+  event_batch batch(std::uint64_t next, std::vector<std::uint64_t> seqs, bool reset = false, bool damaged = false) {
+    event_batch b;
+    b.what = event_batch::status::ok;
+    b.next = next;
+    b.reset = reset;
+    b.damaged = damaged;
+    for (auto seq : seqs) b.events.push_back(event_of(auth_event::kind::user_deleted, std::to_string(seq)));
+    for (std::size_t i = 0; i < seqs.size(); ++i) b.events[i].seq = seqs[i];
+    return b;
+  }
+  std::vector<std::uint64_t> seqs_of(const std::vector<auth_event>& events) {
+    std::vector<std::uint64_t> out;
+    for (const auto& e : events) out.push_back(e.type == auth_event::kind::resync ? 0 : e.seq);
+    return out;
+  }
+
+  TEST_CASE("starts from now, delivers in order once, follows next") {
+    event_sequencer s;
+    CHECK(s.accept(batch(40, {38, 39, 40})).empty());  // the first answer only places the feed
+    CHECK(s.after() == 40u);
+    CHECK(seqs_of(s.accept(batch(42, {41, 42}))) == std::vector<std::uint64_t>{41, 42});
+    CHECK(seqs_of(s.accept(batch(45, {42, 45}))) == std::vector<std::uint64_t>{45});  // 42 again: skipped; 43, 44 absent is fine
+    CHECK(s.accept(batch(45, {})).empty());  // a long-poll that timed out
+    CHECK(s.after() == 45u);
+  }
+
+  TEST_CASE("reset, damage, or a stream that goes backwards: one resync") {
+    event_sequencer s;
+    s.accept(batch(10, {}));
+    auto reset = s.accept(batch(500, {}, true));
+    REQUIRE(reset.size() == 1);
+    CHECK(reset[0].type == auth_event::kind::resync);
+    CHECK(s.after() == 500u);
+    auto damaged = s.accept(batch(502, {501, 502}, false, true));
+    CHECK(seqs_of(damaged) == std::vector<std::uint64_t>{0, 501, 502});
+    auto backwards = s.accept(batch(7, {}));
+    REQUIRE(backwards.size() == 1);
+    CHECK(backwards[0].type == auth_event::kind::resync);
+    CHECK(s.after() == 7u);
+  }
+}
+
 TEST_SUITE("auth client: configuration") {
   TEST_CASE("defaults") {
     auto config = parse({}).config;
