@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 
 #include "auth/auth_event_feed.hpp"
 #include "auth/circuit_breaker.hpp"
@@ -509,6 +510,46 @@ TEST_SUITE("auth client: over a socket") {
     CHECK(eof);
     io.run_for(50ms);
     CHECK_FALSE(called);
+  }
+
+  TEST_CASE("two waiters on one token share one call; one leaving does not cancel it for the other") {
+    asio::io_context io;
+    silent_server server(io);
+    metrics counters;
+    http_auth_client client(io, server.settings(), &counters);
+    int first_calls = 0;
+    std::optional<auth_result> second;
+    auto a = client.validate("shared-token-1", "", [&](const auth_result&) { ++first_calls; });
+    auto b = client.validate("shared-token-1", "", [&](const auth_result& r) { second = r; });
+    run_until(io, [&] { return server.accepted; });
+    REQUIRE(server.accepted);
+    a.reset();  // the first client leaves
+    std::array<char, 4096> buf{};
+    std::size_t got = 0;
+    server.peer.async_read_some(asio::buffer(buf), [&](boost::system::error_code ec, std::size_t n) {
+      if (!ec) got = n;
+    });
+    run_until(io, [&] { return got > 0; });
+    REQUIRE(got > 0);
+    CHECK(std::string_view(buf.data(), got).find("POST /v1/sessions/validate") == 0);
+    const std::string answer =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: private, max-age=30\r\n"
+        "Content-Length: 39\r\n\r\n{\"user\":\"alice\",\"user_id\":\"7\",\"acl\":{}}";
+    asio::write(server.peer, asio::buffer(answer));
+    run_until(io, [&] { return second.has_value(); });
+    REQUIRE(second);
+    CHECK(second->outcome == auth_result::verdict::valid);
+    CHECK(second->user_id == "7");
+    CHECK(first_calls == 0);
+    CHECK(client.idle_connections() == 1);  // kept alive for the next call
+    // Cached for max-age: the next validation needs no call.
+    std::optional<auth_result> third;
+    auto c = client.validate("shared-token-1", "", [&](const auth_result& r) { third = r; });
+    run_until(io, [&] { return third.has_value(); });
+    REQUIRE(third);
+    CHECK(third->outcome == auth_result::verdict::valid);
+    CHECK(counters.auth_cache_hit == 1);
+    CHECK(counters.auth_cache_miss == 2);
   }
 
   TEST_CASE("an implausible token is invalid without a connection; a live handle gets exactly one answer") {
