@@ -220,6 +220,7 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
       spdlog::warn("auth: API server unavailable (breaker open); session {} admitted from a stale answer",
                    short_digest(digest));
       result = *stale;
+      result.detail = "stale answer used: circuit breaker open";
     }
     deliver_later(w, std::move(result));
     return w;
@@ -319,7 +320,9 @@ void http_auth_client::finish(const std::shared_ptr<flight>& f, auth_result resu
       if (metrics_) metrics_->auth_cache_stale++;
       spdlog::warn("auth: {}; session {} admitted from a stale answer (degraded mode)", result.detail,
                    short_digest(f->digest));
+      auto detail = "stale answer used: " + result.detail;
       result = *stale;
+      result.detail = std::move(detail);
     }
   } else {
     breaker_.on_success();
