@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <csignal>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -17,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "admin/admin_server.hpp"
+#include "auth/auth_event_feed.hpp"
 #include "auth/http_auth_client.hpp"
 #include "config/config.hpp"
 #include "net/listener.hpp"
@@ -32,7 +34,23 @@ struct worker {
   std::unique_ptr<proxy::http_auth_client> auth;
   std::unique_ptr<proxy::connection_environment> environment;
   std::vector<std::unique_ptr<proxy::listener>> listeners;
+  // INTEGRATOR HOOK: every event of the API server's stream, on this
+  // worker's thread, after `auth->apply(event)`. Empty for now; connect it
+  // to this worker's connection registry (each live connection's
+  // on_auth_event).
+  std::function<void(const proxy::auth_event&)> on_event;
 };
+
+// The Bearer token of GET /v1/events, read once at start.
+std::string read_service_token(const std::string& path) {
+  if (path.empty()) return {};
+  std::ifstream in(path);
+  std::string token;
+  if (!in || !std::getline(in, token)) throw proxy::config_error("auth.service_token_file", "cannot read " + path);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t')) token.pop_back();
+  if (token.empty()) throw proxy::config_error("auth.service_token_file", path + " is empty");
+  return token;
+}
 
 // Certificates of the TLS listeners and of the broker connection, read once
 // here and again on SIGHUP.
@@ -118,12 +136,28 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<worker>> workers;
   std::unique_ptr<proxy::admin_server> admin;
   std::unique_ptr<tls_contexts> tls;
+  std::unique_ptr<proxy::auth_event_feed> feed;  // after workers: stopped and destroyed before them
 
   try {
     tls = std::make_unique<tls_contexts>(config);
+    proxy::http_auth_settings auth_settings;
+    auth_settings.endpoint = auth_endpoint;
+    auth_settings.timeout = config.auth_http_timeout;
+    auth_settings.max_idle_connections = config.auth.max_idle_connections;
+    auth_settings.idle_timeout = config.auth.idle_timeout;
+    if (auth_endpoint.tls) {
+      try {
+        auth_settings.tls = proxy::make_api_tls_context(config.auth.ca_file);
+      } catch (const boost::system::system_error& e) {
+        throw proxy::config_error("auth.ca_file", e.what());
+      }
+    }
+    auth_settings.cache = {config.auth.cache_max_entries, config.auth.negative_cache, config.auth.stale_if_error};
+    auth_settings.breaker = {config.auth.breaker_failures, config.auth.breaker_cooldown};
+    const auto service_token = read_service_token(config.auth.service_token_file);
     for (unsigned i = 0; i < thread_count; ++i) {
       auto w = std::make_unique<worker>();
-      w->auth = std::make_unique<proxy::http_auth_client>(w->io, auth_endpoint, config.auth_http_timeout);
+      w->auth = std::make_unique<proxy::http_auth_client>(w->io, auth_settings, &counters);
       w->environment = std::make_unique<proxy::connection_environment>(
           proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get()});
       for (const auto& l : config.listeners) {
@@ -143,6 +177,23 @@ int main(int argc, char** argv) {
                                  auth_endpoint.port},
         draining);
     admin->start();
+    if (config.auth.events) {
+      proxy::auth_event_feed_settings feed_settings;
+      feed_settings.endpoint = auth_endpoint;
+      feed_settings.tls = auth_settings.tls;
+      feed_settings.service_token = service_token;
+      feed_settings.wait = config.auth.events_wait;
+      // Each event goes to every worker: its cache first, then its connections.
+      feed = std::make_unique<proxy::auth_event_feed>(
+          workers[0]->io, feed_settings, &counters, [&workers](const proxy::auth_event& event) {
+            for (auto& w : workers)
+              asio::post(w->io, [&w = *w, event] {
+                w.auth->apply(event);
+                if (w.on_event) w.on_event(event);
+              });
+          });
+      feed->start();
+    }
   } catch (const proxy::config_error& e) {
     std::cerr << "mqtt-proxy: " << e.what() << '\n';
     return 2;
@@ -160,6 +211,7 @@ int main(int argc, char** argv) {
     if (ec) return;
     spdlog::info("signal {}: draining for {} ms", signal, config.connection.drain_timeout.count());
     draining = true;
+    if (feed) feed->stop();
     for (auto& w : workers)
       asio::post(w->io, [&w = *w] {
         for (auto& l : w.listeners) l->stop();

@@ -57,6 +57,20 @@ std::string metrics::render() const {
   out << "# HELP mqtt_proxy_handshake_failures_total Failed or timed-out TLS / WebSocket / PROXY handshakes.\n"
          "# TYPE mqtt_proxy_handshake_failures_total counter\n";
   for (std::size_t i = 0; i < 4; ++i) sample(out, "mqtt_proxy_handshake_failures_total", transports[i], handshake_failures[i]);
+  out << "# HELP mqtt_proxy_auth_cache_total Session validations answered from the cache, or not.\n"
+         "# TYPE mqtt_proxy_auth_cache_total counter\n";
+  sample(out, "mqtt_proxy_auth_cache_total", "{result=\"hit\"}", auth_cache_hit);
+  sample(out, "mqtt_proxy_auth_cache_total", "{result=\"miss\"}", auth_cache_miss);
+  sample(out, "mqtt_proxy_auth_cache_total", "{result=\"negative_hit\"}", auth_cache_negative_hit);
+  sample(out, "mqtt_proxy_auth_cache_total", "{result=\"stale\"}", auth_cache_stale);
+  line(out, "mqtt_proxy_auth_breaker_open", "gauge",
+       "Worker threads whose circuit breaker towards the API server is open or half-open.", auth_breaker_open.load());
+  line(out, "mqtt_proxy_auth_breaker_opens_total", "counter", "Times a circuit breaker towards the API server opened.",
+       static_cast<std::int64_t>(auth_breaker_opens.load()));
+  line(out, "mqtt_proxy_auth_events_total", "counter", "Events received from the API server's event stream.",
+       static_cast<std::int64_t>(auth_events_received.load()));
+  line(out, "mqtt_proxy_auth_events_connected", "gauge", "1 while the API server's event stream is connected.",
+       auth_events_connected.load());
   return out.str();
 }
 

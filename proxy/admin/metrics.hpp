@@ -31,6 +31,15 @@ struct metrics {
   // Indexed by transport_kind: tcp, tls, ws, wss.
   std::array<counter, 4> connections_by_transport{};
   std::array<counter, 4> handshake_failures{};
+  // The API server client (proxy/auth): validation cache, breaker, event feed.
+  counter auth_cache_hit{0};
+  counter auth_cache_miss{0};
+  counter auth_cache_negative_hit{0};
+  counter auth_cache_stale{0};
+  std::atomic<std::int64_t> auth_breaker_open{0};  // workers whose breaker is not closed
+  counter auth_breaker_opens{0};
+  counter auth_events_received{0};
+  std::atomic<std::int64_t> auth_events_connected{0};  // 1 while the event feed is connected
 
   // Prometheus text exposition format.
   std::string render() const;

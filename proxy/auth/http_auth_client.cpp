@@ -1,46 +1,28 @@
 #include "auth/http_auth_client.hpp"
 
+#include <algorithm>
+#include <cctype>
+
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "mqtt/topic.hpp"
+#include "mqtt/utf8.hpp"
 
 namespace proxy {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+using boost::system::error_code;
 
 std::string redact(std::string_view secret) {
   if (secret.size() <= 8) return "****";
   return std::string(secret.substr(0, 4)) + "..." + std::string(secret.substr(secret.size() - 4));
-}
-
-std::optional<http_endpoint> parse_http_url(std::string_view url) {
-  constexpr std::string_view scheme = "http://";
-  if (!url.starts_with(scheme)) return std::nullopt;
-  url.remove_prefix(scheme.size());
-  const auto slash = url.find('/');
-  auto authority = url.substr(0, slash);
-  std::string path = slash == std::string_view::npos ? "" : std::string(url.substr(slash));
-  while (!path.empty() && path.back() == '/') path.pop_back();
-  const auto colon = authority.rfind(':');
-  http_endpoint endpoint;
-  if (colon == std::string_view::npos) {
-    endpoint.host = std::string(authority);
-    endpoint.port = "80";
-  } else {
-    endpoint.host = std::string(authority.substr(0, colon));
-    endpoint.port = std::string(authority.substr(colon + 1));
-  }
-  if (endpoint.host.empty() || endpoint.port.empty()) return std::nullopt;
-  endpoint.base_path = std::move(path);
-  return endpoint;
 }
 
 namespace {
@@ -60,15 +42,32 @@ auth_result unavailable(std::string detail) {
   return r;
 }
 
+auth_result invalid(std::string detail) {
+  auth_result r;
+  r.outcome = auth_result::verdict::invalid;
+  r.detail = std::move(detail);
+  return r;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// Whoever reads the log can correlate a digest without learning the token.
+std::string short_digest(const std::string& digest) { return digest.substr(0, 12); }
+
 }  // namespace
 
 auth_result parse_validation_response(unsigned status, std::string_view body) {
-  if (status == 401 || status == 404 || status == 403) {
-    auth_result r;
-    r.outcome = auth_result::verdict::invalid;
-    r.detail = "API server answered " + std::to_string(status);
-    return r;
-  }
+  if (status == 401 || status == 404 || status == 403) return invalid("API server answered " + std::to_string(status));
   if (status != 200) return unavailable("API server answered " + std::to_string(status));
   const auto json = nlohmann::json::parse(body, nullptr, false);
   if (json.is_discarded() || !json.is_object()) return unavailable("API server sent malformed JSON");
@@ -78,6 +77,11 @@ auth_result parse_validation_response(unsigned status, std::string_view body) {
   auth_result r;
   r.outcome = auth_result::verdict::valid;
   r.user = user->get<std::string>();
+  r.user_id = r.user;
+  if (auto id = json.find("user_id"); id != json.end()) {
+    if (id->is_string() && !id->get<std::string>().empty()) r.user_id = id->get<std::string>();
+    else if (id->is_number_integer()) r.user_id = std::to_string(id->get<long long>());
+  }
   if (auto acl_json = json.find("acl"); acl_json != json.end() && acl_json->is_object()) {
     r.permissions.publish = filters_from(acl_json->value("publish", nlohmann::json::array()));
     r.permissions.subscribe = filters_from(acl_json->value("subscribe", nlohmann::json::array()));
@@ -87,80 +91,315 @@ auth_result parse_validation_response(unsigned status, std::string_view body) {
   return r;
 }
 
-http_auth_client::http_auth_client(asio::io_context& io, http_endpoint endpoint, std::chrono::milliseconds timeout,
-                                   std::size_t max_idle_connections)
-    : io_(io), endpoint_(std::move(endpoint)), timeout_(timeout), max_idle_(max_idle_connections) {}
+std::optional<std::chrono::seconds> parse_max_age(std::string_view cache_control) {
+  std::optional<std::chrono::seconds> max_age;
+  while (!cache_control.empty()) {
+    const auto comma = cache_control.find(',');
+    const auto directive = trim(cache_control.substr(0, comma));
+    cache_control = comma == std::string_view::npos ? std::string_view{} : cache_control.substr(comma + 1);
+    const auto eq = directive.find('=');
+    const auto name = trim(directive.substr(0, eq));
+    if (iequals(name, "no-store") || iequals(name, "no-cache")) return std::nullopt;
+    if (!iequals(name, "max-age") || eq == std::string_view::npos) continue;
+    auto value = trim(directive.substr(eq + 1));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
+    if (value.empty() || value.size() > 9 || value.find_first_not_of("0123456789") != std::string_view::npos)
+      return std::nullopt;  // a malformed max-age means "do not cache" (RFC 9111 4.2.1)
+    max_age = std::chrono::seconds(std::min(std::stol(std::string(value)), 86'400L));
+  }
+  return max_age;
+}
+
+bool plausible_token(std::string_view token) {
+  if (token.empty() || token.size() > max_token_size) return false;
+  if (mqtt::check_utf8(token)) return false;
+  for (std::size_t i = 0; i < token.size(); ++i) {
+    const auto c = static_cast<unsigned char>(token[i]);
+    if (c < 0x20 || c == 0x7F) return false;
+    // C1 controls U+0080..U+009F are 0xC2 0x80..0x9F in UTF-8.
+    if (c == 0xC2 && i + 1 < token.size() && static_cast<unsigned char>(token[i + 1]) <= 0x9F) return false;
+  }
+  return true;
+}
+
+// ------------------------------------------------------------------ the client
+
+// One HTTP call, shared by every waiter validating the same token.
+struct http_auth_client::flight {
+  explicit flight(asio::io_context& io) : resolver(io), deadline(io) {}
+  std::string digest;
+  std::vector<std::weak_ptr<waiter>> waiters;
+  asio::ip::tcp::resolver resolver;
+  asio::steady_timer deadline;
+  http_connection* current = nullptr;  // the connection in use, closed by abort()
+  std::optional<std::chrono::seconds> max_age;
+  bool timed_out = false;
+  bool cancelled = false;
+  bool finished = false;
+  bool no_store = false;  // an event arrived meanwhile: the answer may already be outdated
+
+  bool anyone_waiting() const {
+    return std::any_of(waiters.begin(), waiters.end(), [](const auto& w) { return !w.expired(); });
+  }
+  void abort() {
+    resolver.cancel();
+    if (current) current->abort();
+  }
+};
+
+// What validate() hands out: dropping it withdraws the waiter, and the last
+// waiter of a call cancels it.
+struct http_auth_client::waiter {
+  completion done;
+  std::weak_ptr<flight> call;
+  std::weak_ptr<bool> client_alive;
+  ~waiter() {
+    if (client_alive.expired()) return;  // shutdown: the io_context is going away
+    auto f = call.lock();
+    if (!f || f->finished || f->anyone_waiting()) return;
+    f->cancelled = true;
+    f->abort();
+  }
+};
+
+http_auth_client::http_auth_client(asio::io_context& io, http_auth_settings settings, metrics* counters)
+    : io_(io),
+      settings_(std::move(settings)),
+      metrics_(counters),
+      cache_(settings_.cache),
+      breaker_(settings_.breaker),
+      sweep_(io),
+      alive_(std::make_shared<bool>(true)) {}
+
+http_auth_client::~http_auth_client() {
+  if (metrics_ && breaker_.current() != circuit_breaker::state::closed) metrics_->auth_breaker_open--;
+}
+
+void http_auth_client::deliver_later(const std::shared_ptr<waiter>& w, auth_result result) {
+  // Never inline: the caller may be in the middle of something.
+  asio::post(io_, [weak = std::weak_ptr<waiter>(w), result = std::move(result)] {
+    auto held = weak.lock();
+    if (!held || !held->done) return;
+    auto done = std::move(held->done);
+    held->done = nullptr;  // the caller's closure may own the caller: break the cycle
+    done(result);
+  });
+}
 
 auth_client::pending_call http_auth_client::validate(const std::string& token, const std::string& remote_address,
                                                      completion done) {
-  auto [waiters, first] = in_flight_.try_emplace(token);
-  waiters->second.push_back(std::move(done));
-  if (!first) return nullptr;  // coalesced onto the call already under way
-  asio::co_spawn(io_, call(token, remote_address), [this, token](std::exception_ptr error, auth_result result) {
-    if (error) result = unavailable("internal error in the auth client");
-    auto node = in_flight_.extract(token);
-    for (auto& waiter : node.mapped()) waiter(result);
+  auto w = std::make_shared<waiter>();
+  w->done = std::move(done);
+  w->client_alive = alive_;
+  if (!plausible_token(token)) {
+    deliver_later(w, invalid("the token cannot be a session (binary, control characters or over 4 KiB)"));
+    return w;
+  }
+  const auto digest = session_digest(token);
+  const auto now = clock::now();
+  auto found = cache_.find(digest, now);
+  if (found.what != validation_cache::found::kind::miss) {
+    const bool hit = found.what == validation_cache::found::kind::hit;
+    if (metrics_) (hit ? metrics_->auth_cache_hit : metrics_->auth_cache_negative_hit)++;
+    found.result.detail = hit ? "cached answer" : "cached refusal";
+    deliver_later(w, std::move(found.result));
+    return w;
+  }
+  if (metrics_) metrics_->auth_cache_miss++;
+  if (auto it = in_flight_.find(digest); it != in_flight_.end() && !it->second->cancelled) {
+    it->second->waiters.push_back(w);
+    w->call = it->second;
+    return w;
+  }
+  const auto before = breaker_.current();
+  const auto opens_before = breaker_.opens();
+  if (!breaker_.allow(now)) {
+    auto result = unavailable("circuit breaker open: not calling the API server");
+    if (auto stale = cache_.find_stale(digest, now)) {
+      if (metrics_) metrics_->auth_cache_stale++;
+      spdlog::warn("auth: API server unavailable (breaker open); session {} admitted from a stale answer",
+                   short_digest(digest));
+      result = *stale;
+      result.detail = "stale answer used: circuit breaker open";
+    }
+    deliver_later(w, std::move(result));
+    return w;
+  }
+  note_breaker(before, opens_before);
+
+  auto f = std::make_shared<flight>(io_);
+  f->digest = digest;
+  f->waiters.push_back(w);
+  w->call = f;
+  in_flight_[digest] = f;  // replaces a cancelled call that is still winding down
+  nlohmann::json request{{"session", token}};
+  if (!remote_address.empty()) request["remote_addr"] = remote_address;
+  f->deadline.expires_after(settings_.timeout);
+  f->deadline.async_wait([weak = std::weak_ptr<flight>(f)](error_code ec) {
+    if (ec) return;
+    if (auto held = weak.lock(); held && !held->finished) {
+      held->timed_out = true;
+      held->abort();
+    }
   });
-  return nullptr;
+  asio::co_spawn(io_, call(f, request.dump()), [this, f](std::exception_ptr error, auth_result result) {
+    if (error) result = unavailable("internal error in the auth client");
+    finish(f, std::move(result));
+  });
+  return w;
 }
 
-asio::awaitable<std::unique_ptr<beast::tcp_stream>> http_auth_client::open_connection() {
-  asio::ip::tcp::resolver resolver(io_);
-  auto stream = std::make_unique<beast::tcp_stream>(io_);
-  stream->expires_after(timeout_);
-  const auto endpoints = co_await resolver.async_resolve(endpoint_.host, endpoint_.port, asio::use_awaitable);
-  co_await stream->async_connect(endpoints, asio::use_awaitable);
-  stream->socket().set_option(asio::ip::tcp::no_delay(true));
-  co_return stream;
+asio::awaitable<auth_result> http_auth_client::call(std::shared_ptr<flight> f, std::string body) {
+  bool retry = false;
+  auto first = co_await attempt(f, body, true, retry);
+  if (!retry) co_return first;
+  // The pooled connection failed before an answer: the server had closed it.
+  // Retry once on a fresh connection, never on another pooled one.
+  spdlog::debug("auth: pooled connection failed ({}), retrying on a fresh one", first.detail);
+  bool ignored = false;
+  auto second = co_await attempt(f, body, false, ignored);
+  co_return second;
 }
 
-asio::awaitable<std::pair<auth_result, bool>> http_auth_client::exchange(beast::tcp_stream& stream,
-                                                                          const std::string& body) {
-  http::request<http::string_body> request{http::verb::post, endpoint_.base_path + "/v1/sessions/validate", 11};
-  request.set(http::field::host, endpoint_.host);
+asio::awaitable<auth_result> http_auth_client::attempt(std::shared_ptr<flight> f, const std::string& body,
+                                                       bool pooled, bool& retry) {
+  retry = false;
+  auto connection = pooled ? take_pooled() : nullptr;
+  const bool reused = connection != nullptr;
+  auto failed = [&](const char* what, error_code ec) {
+    if (f->timed_out) return unavailable("API server timed out");
+    if (f->cancelled) return unavailable("cancelled: nobody waits");
+    return unavailable(std::string("API server unreachable (") + what + "): " + ec.message());
+  };
+  if (!connection) {
+    connection = http_connection::create(io_, settings_.tls.get());
+    f->current = connection.get();
+    const auto ec = co_await connection->connect(settings_.endpoint, f->resolver);
+    f->current = nullptr;
+    if (ec) co_return failed("connect", ec);
+  }
+  http_request request{http::verb::post, settings_.endpoint.base_path + "/v1/sessions/validate", 11};
+  request.set(http::field::host, settings_.endpoint.host);
   request.set(http::field::content_type, "application/json");
   request.set(http::field::user_agent, "mqtt-proxy");
   request.keep_alive(true);
   request.body() = body;
   request.prepare_payload();
-  stream.expires_after(timeout_);
-  co_await http::async_write(stream, request, asio::use_awaitable);
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(64 * 1024);  // an ACL is small; a huge answer is an error, not a reason to buffer
-  co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
-  stream.expires_never();
-  auto response = parser.release();
-  co_return std::pair{parse_validation_response(response.result_int(), response.body()), response.keep_alive()};
+  http_response response;
+  f->current = connection.get();
+  // An ACL is small; a huge answer is an error, not a reason to buffer.
+  const auto ec = co_await connection->exchange(request, response, 64 * 1024);
+  f->current = nullptr;
+  if (ec) {
+    retry = reused && !f->timed_out && !f->cancelled;
+    co_return failed("exchange", ec);
+  }
+  if (response.result_int() == 200) {
+    if (auto header = response.find(http::field::cache_control); header != response.end())
+      f->max_age = parse_max_age(header->value());
+  }
+  auto result = parse_validation_response(response.result_int(), response.body());
+  if (response.keep_alive() && !f->cancelled && !f->timed_out) put_back(std::move(connection));
+  co_return result;
 }
 
-asio::awaitable<auth_result> http_auth_client::call(std::string token, std::string remote_address) {
-  nlohmann::json request{{"session", token}};
-  if (!remote_address.empty()) request["remote_addr"] = remote_address;
-  const auto body = request.dump();
-  // A pooled connection may have been closed by the server while idle: one
-  // retry on a fresh connection tells that apart from a real failure.
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    std::unique_ptr<beast::tcp_stream> stream;
-    const bool reused = !idle_.empty();
-    try {
-      if (reused) {
-        stream = std::move(idle_.back());
-        idle_.pop_back();
-      } else {
-        auto fresh = co_await open_connection();
-        stream = std::move(fresh);
-      }
-      auto [result, reusable] = co_await exchange(*stream, body);
-      if (reusable && idle_.size() < max_idle_) idle_.push_back(std::move(stream));
-      co_return result;
-    } catch (const boost::system::system_error& e) {
-      if (reused && e.code() != beast::error::timeout) continue;
-      co_return unavailable(e.code() == beast::error::timeout ? "API server timed out"
-                                                              : "API server unreachable: " + e.code().message());
-    }
+void http_auth_client::finish(const std::shared_ptr<flight>& f, auth_result result) {
+  f->finished = true;
+  f->deadline.cancel();
+  if (auto it = in_flight_.find(f->digest); it != in_flight_.end() && it->second == f) in_flight_.erase(it);
+  const auto now = clock::now();
+  const auto before = breaker_.current();
+  const auto opens_before = breaker_.opens();
+  if (f->cancelled) {
+    breaker_.on_abandoned();  // no verdict on the API server either way
+    return;
   }
-  co_return unavailable("API server unreachable");
+  if (result.outcome == auth_result::verdict::unavailable) {
+    breaker_.on_failure(now);
+    if (auto stale = cache_.find_stale(f->digest, now)) {
+      if (metrics_) metrics_->auth_cache_stale++;
+      spdlog::warn("auth: {}; session {} admitted from a stale answer (degraded mode)", result.detail,
+                   short_digest(f->digest));
+      auto detail = "stale answer used: " + result.detail;
+      result = *stale;
+      result.detail = std::move(detail);
+    }
+  } else {
+    breaker_.on_success();
+    if (!f->no_store) cache_.store(f->digest, result, f->max_age.value_or(std::chrono::seconds(0)), now);
+  }
+  note_breaker(before, opens_before);
+  for (const auto& weak : f->waiters)
+    if (auto w = weak.lock()) deliver_later(w, result);
+}
+
+void http_auth_client::note_breaker(circuit_breaker::state before, std::uint64_t opens_before) {
+  const auto after = breaker_.current();
+  const bool was_closed = before == circuit_breaker::state::closed;
+  const bool is_closed = after == circuit_breaker::state::closed;
+  if (metrics_) {
+    if (was_closed && !is_closed) metrics_->auth_breaker_open++;
+    if (!was_closed && is_closed) metrics_->auth_breaker_open--;
+    metrics_->auth_breaker_opens += breaker_.opens() - opens_before;
+  }
+  if (breaker_.opens() != opens_before)
+    spdlog::warn("auth: circuit breaker open: the API server failed {} times in a row; answering "
+                 "auth_unavailable at once for {} ms, then probing",
+                 settings_.breaker.failure_threshold, settings_.breaker.cool_down.count());
+  else if (!was_closed && is_closed)
+    spdlog::info("auth: circuit breaker closed: the API server answers again");
+}
+
+void http_auth_client::apply(const auth_event& event) {
+  cache_.apply(event);
+  // A call under way may bring an answer the event has already made wrong.
+  for (auto& [digest, f] : in_flight_) f->no_store = true;
+}
+
+// ------------------------------------------------------------------ the pool
+
+std::unique_ptr<http_connection> http_auth_client::take_pooled() {
+  const auto now = clock::now();
+  while (!idle_.empty()) {
+    auto connection = std::move(idle_.back());
+    idle_.pop_back();
+    if (now - connection->idle_since >= settings_.idle_timeout) continue;
+    if (connection->unusable_when_idle()) {
+      spdlog::debug("auth: dropping a pooled connection the API server has closed");
+      continue;
+    }
+    return connection;
+  }
+  return nullptr;
+}
+
+void http_auth_client::put_back(std::unique_ptr<http_connection> connection) {
+  if (idle_.size() >= settings_.max_idle_connections) return;
+  connection->idle_since = clock::now();
+  idle_.push_back(std::move(connection));
+  arm_sweep();
+}
+
+void http_auth_client::prune_idle() {
+  const auto now = clock::now();
+  std::erase_if(idle_, [&](const auto& c) {
+    return now - c->idle_since >= settings_.idle_timeout || c->unusable_when_idle();
+  });
+}
+
+// Idle connections are closed by us before the server's keep-alive runs out,
+// not left in CLOSE-WAIT until the next call.
+void http_auth_client::arm_sweep() {
+  if (sweep_armed_) return;
+  if (idle_.empty()) return;
+  sweep_armed_ = true;
+  sweep_.expires_at(idle_.front()->idle_since + settings_.idle_timeout);
+  sweep_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](error_code ec) {
+    if (ec || alive.expired()) return;
+    sweep_armed_ = false;
+    prune_idle();
+    if (!idle_.empty()) arm_sweep();
+  });
 }
 
 }  // namespace proxy

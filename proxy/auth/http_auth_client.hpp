@@ -1,58 +1,101 @@
 // Validates sessions with the API server: POST {base}/v1/sessions/validate.
 // One instance per io_context (per worker thread), so it needs no locks.
-//  - keep-alive: idle HTTP connections are pooled and reused;
-//  - timeout: each call has a deadline; late or failed calls are "unavailable";
-//  - coalescing: concurrent validations of one token share one HTTP call.
+//  - screening: a token that cannot be a session (binary, control
+//    characters, over 4 KiB) is invalid without asking;
+//  - cache: answers kept as the API server allows (validation_cache);
+//  - coalescing: concurrent validations of one token share one HTTP call;
+//  - breaker: after repeated failures, "unavailable" at once for a while;
+//  - keep-alive: idle connections are pooled, checked before reuse (one the
+//    server closed is readable: EOF) and never kept past idle_timeout, which
+//    must stay below the server's keep-alive; a failure on a pooled
+//    connection is retried once on a fresh one;
+//  - one deadline per call covers resolve, connect, TLS, send and receive;
+//  - dropping the pending_call withdraws the waiter; a call nobody waits for
+//    is cancelled (its socket closed).
 #pragma once
 
 #include <chrono>
 #include <memory>
 #include <optional>
-#include <utility>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
+#include "admin/metrics.hpp"
 #include "auth/auth_client.hpp"
+#include "auth/circuit_breaker.hpp"
+#include "auth/http_connection.hpp"
+#include "auth/validation_cache.hpp"
 
 namespace proxy {
 
-struct http_endpoint {
-  std::string host;
-  std::string port;
-  std::string base_path;  // without a trailing '/'
-};
-
-// Parses "http://host:port/base"; https is not supported yet.
-std::optional<http_endpoint> parse_http_url(std::string_view url);
-
 // Turns the API server's answer into an auth_result (pure, unit-tested).
+// user_id falls back to the user name when the answer has none.
 auth_result parse_validation_response(unsigned status, std::string_view body);
+
+// The max-age of a Cache-Control header value; nullopt when the answer must
+// not be cached (no header, no max-age, no-store, no-cache, malformed).
+std::optional<std::chrono::seconds> parse_max_age(std::string_view cache_control);
+
+// Longest token the proxy sends to the API server.
+inline constexpr std::size_t max_token_size = 4096;
+// Whether a token can be a session at all: non-empty, at most 4 KiB, UTF-8
+// without control characters. Anything else is invalid without an HTTP call.
+bool plausible_token(std::string_view token);
+
+struct http_auth_settings {
+  http_endpoint endpoint;
+  std::chrono::milliseconds timeout{3'000};      // one deadline per call, everything included
+  std::size_t max_idle_connections = 4;
+  std::chrono::milliseconds idle_timeout{4'000};  // below the server's keep-alive (cpp-httplib: 5 s)
+  std::shared_ptr<boost::asio::ssl::context> tls;  // https: verifies the server (make_api_tls_context)
+  validation_cache_settings cache;
+  circuit_breaker_settings breaker;
+};
 
 class http_auth_client final : public auth_client {
  public:
-  http_auth_client(boost::asio::io_context& io, http_endpoint endpoint, std::chrono::milliseconds timeout,
-                   std::size_t max_idle_connections = 4);
+  // counters: may be null (tests).
+  http_auth_client(boost::asio::io_context& io, http_auth_settings settings, metrics* counters = nullptr);
+  ~http_auth_client() override;
 
   pending_call validate(const std::string& token, const std::string& remote_address, completion done) override;
+  void apply(const auth_event& event) override;
+
+  std::size_t idle_connections() const { return idle_.size(); }
 
  private:
-  boost::asio::awaitable<auth_result> call(std::string token, std::string remote_address);
-  // The answer, and whether the connection may be reused.
-  boost::asio::awaitable<std::pair<auth_result, bool>> exchange(boost::beast::tcp_stream& stream,
-                                                                const std::string& body);
-  boost::asio::awaitable<std::unique_ptr<boost::beast::tcp_stream>> open_connection();
+  struct waiter;
+  struct flight;
+  using clock = std::chrono::steady_clock;
+
+  boost::asio::awaitable<auth_result> call(std::shared_ptr<flight> f, std::string body);
+  boost::asio::awaitable<auth_result> attempt(std::shared_ptr<flight> f, const std::string& body, bool pooled,
+                                              bool& retry);
+  void finish(const std::shared_ptr<flight>& f, auth_result result);
+  void deliver_later(const std::shared_ptr<waiter>& w, auth_result result);
+  std::unique_ptr<http_connection> take_pooled();
+  void put_back(std::unique_ptr<http_connection> connection);
+  void prune_idle();
+  void arm_sweep();
+  void note_breaker(circuit_breaker::state before, std::uint64_t opens_before);
 
   boost::asio::io_context& io_;
-  http_endpoint endpoint_;
-  std::chrono::milliseconds timeout_;
-  std::size_t max_idle_;
-  std::vector<std::unique_ptr<boost::beast::tcp_stream>> idle_;
-  std::unordered_map<std::string, std::vector<completion>> in_flight_;  // token -> waiters
+  http_auth_settings settings_;
+  metrics* metrics_;
+  validation_cache cache_;
+  circuit_breaker breaker_;
+  std::vector<std::unique_ptr<http_connection>> idle_;
+  boost::asio::steady_timer sweep_;
+  bool sweep_armed_ = false;
+  std::unordered_map<std::string, std::shared_ptr<flight>> in_flight_;  // digest -> call
+  std::shared_ptr<bool> alive_;  // waiters outlive the client at shutdown
 };
 
 }  // namespace proxy

@@ -18,6 +18,21 @@ std::chrono::milliseconds millis(const std::string& key, std::int64_t value) {
   return std::chrono::milliseconds(positive(key, value));
 }
 
+// An integer key within [min, max]; the error names the key and the range.
+std::int64_t ranged(const std::string& key, std::int64_t value, std::int64_t min, std::int64_t max) {
+  if (value < min || value > max)
+    throw config_error(key, "must be a number from " + std::to_string(min) + " to " + std::to_string(max) + ", got " +
+                                std::to_string(value));
+  return value;
+}
+
+// A flag's decimal value within [min, max].
+std::int64_t ranged_flag(const std::string& flag, const std::string& value, std::int64_t min, std::int64_t max) {
+  if (value.empty() || value.size() > 18 || value.find_first_not_of("0123456789") != std::string::npos)
+    throw config_error(flag, "must be a number from " + std::to_string(min) + " to " + std::to_string(max));
+  return ranged(flag, std::stoll(value), min, max);
+}
+
 const toml::table& table_at(const toml::table& root, const std::string& key) {
   static const toml::table empty;
   const auto* node = root.get(key);
@@ -181,7 +196,27 @@ void load_config_file(const std::string& path, proxy_config& config) {
     conn.upstream.connect_timeout = millis("upstream.connect_timeout_ms", integer(upstream, "upstream.", "connect_timeout_ms", 0));
 
   const auto& auth = table_at(root, "auth");
-  only_keys(auth, "auth.", {"url", "timeout_ms", "topic"});
+  only_keys(auth, "auth.", {"url", "timeout_ms", "topic", "ca_file", "max_idle_connections", "idle_timeout_ms",
+                            "cache_max_entries", "negative_cache_ms", "stale_if_error_ms", "breaker_failures",
+                            "breaker_cooldown_ms", "events", "service_token_file", "events_wait_s"});
+  {
+    auto& a = config.auth;
+    auto num = [&](const char* key, std::int64_t current, std::int64_t min, std::int64_t max) {
+      return auth.contains(key) ? ranged(std::string("auth.") + key, integer(auth, "auth.", key, 0), min, max) : current;
+    };
+    using ms = std::chrono::milliseconds;
+    a.ca_file = text(auth, "auth.", "ca_file", a.ca_file);
+    a.max_idle_connections = static_cast<std::size_t>(num("max_idle_connections", static_cast<std::int64_t>(a.max_idle_connections), 0, 1024));
+    a.idle_timeout = ms(num("idle_timeout_ms", a.idle_timeout.count(), 1, 3'600'000));
+    a.cache_max_entries = static_cast<std::size_t>(num("cache_max_entries", static_cast<std::int64_t>(a.cache_max_entries), 0, 10'000'000));
+    a.negative_cache = ms(num("negative_cache_ms", a.negative_cache.count(), 0, 600'000));
+    a.stale_if_error = ms(num("stale_if_error_ms", a.stale_if_error.count(), 0, 86'400'000));
+    a.breaker_failures = static_cast<unsigned>(num("breaker_failures", a.breaker_failures, 0, 1'000'000));
+    a.breaker_cooldown = ms(num("breaker_cooldown_ms", a.breaker_cooldown.count(), 1, 3'600'000));
+    a.events = boolean(auth, "auth.", "events", a.events);
+    a.service_token_file = text(auth, "auth.", "service_token_file", a.service_token_file);
+    a.events_wait = std::chrono::seconds(num("events_wait_s", a.events_wait.count(), 1, 55));
+  }
   config.auth_url = text(auth, "auth.", "url", config.auth_url);
   if (auth.contains("timeout_ms")) config.auth_http_timeout = millis("auth.timeout_ms", integer(auth, "auth.", "timeout_ms", 0));
   conn.session.auth_topic = text(auth, "auth.", "topic", conn.session.auth_topic);
@@ -289,6 +324,29 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
     } else if (flag == "--auth-timeout-ms") {
       if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
       config.auth_http_timeout = millis(flag, std::stoll(value));
+    } else if (flag == "--auth-ca-file") {
+      config.auth.ca_file = value;
+    } else if (flag == "--auth-service-token-file") {
+      config.auth.service_token_file = value;
+    } else if (flag == "--auth-events") {
+      if (value != "true" && value != "false") throw config_error(flag, "must be true or false");
+      config.auth.events = value == "true";
+    } else if (flag == "--auth-max-idle-connections") {
+      config.auth.max_idle_connections = static_cast<std::size_t>(ranged_flag(flag, value, 0, 1024));
+    } else if (flag == "--auth-idle-timeout-ms") {
+      config.auth.idle_timeout = std::chrono::milliseconds(ranged_flag(flag, value, 1, 3'600'000));
+    } else if (flag == "--auth-cache-max-entries") {
+      config.auth.cache_max_entries = static_cast<std::size_t>(ranged_flag(flag, value, 0, 10'000'000));
+    } else if (flag == "--auth-negative-cache-ms") {
+      config.auth.negative_cache = std::chrono::milliseconds(ranged_flag(flag, value, 0, 600'000));
+    } else if (flag == "--auth-stale-if-error-ms") {
+      config.auth.stale_if_error = std::chrono::milliseconds(ranged_flag(flag, value, 0, 86'400'000));
+    } else if (flag == "--auth-breaker-failures") {
+      config.auth.breaker_failures = static_cast<unsigned>(ranged_flag(flag, value, 0, 1'000'000));
+    } else if (flag == "--auth-breaker-cooldown-ms") {
+      config.auth.breaker_cooldown = std::chrono::milliseconds(ranged_flag(flag, value, 1, 3'600'000));
+    } else if (flag == "--auth-events-wait-s") {
+      config.auth.events_wait = std::chrono::seconds(ranged_flag(flag, value, 1, 55));
     } else if (flag == "--max-connections" || flag == "--max-packet-size") {
       if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
       (flag == "--max-connections" ? conn.max_connections : conn.max_packet_size) = positive(flag, std::stoll(value));
@@ -296,7 +354,8 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
       throw config_error(flag, "unknown flag (see --help)");
     }
   }
-  if (!parse_http_url(config.auth_url)) throw config_error("auth.url", "expected http://HOST:PORT[/PATH], got '" + config.auth_url + "'");
+  if (!parse_http_url(config.auth_url))
+    throw config_error("auth.url", "expected http(s)://HOST[:PORT][/PATH], got '" + config.auth_url + "'");
   static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
   if (!levels.contains(config.log_level)) throw config_error("log_level", "one of trace, debug, info, warn, error, critical, off");
   validate_listeners(config);
@@ -336,6 +395,19 @@ Flags (override the config file):
   --max-connections N         refuse connections beyond N (default 100000)
   --max-packet-size BYTES     largest client packet (default 1048576)
   --auth-timeout-ms MS        deadline of one call to the API server (default 3000)
+  --auth-ca-file FILE         CA for an https:// auth URL (default: the system's)
+  --auth-max-idle-connections N   pooled connections per worker (default 4)
+  --auth-idle-timeout-ms MS   close pooled connections idle this long (default 4000; keep it
+                              below the API server's keep-alive, 5 s for auth-server)
+  --auth-cache-max-entries N  validation cache size per worker (default 10000; 0: off)
+  --auth-negative-cache-ms MS remember a refused session this long (default 2000; 0: off)
+  --auth-stale-if-error-ms MS degraded mode: use an answer expired less than MS ago while
+                              the API server is unreachable (default 0: off)
+  --auth-breaker-failures N   consecutive failures that open the circuit breaker (default 5; 0: off)
+  --auth-breaker-cooldown-ms MS  how long it stays open before one probe (default 5000)
+  --auth-events true|false    follow the API server's event stream (default true)
+  --auth-service-token-file FILE  Bearer token for GET /v1/events
+  --auth-events-wait-s S      long-poll length (default 25, at most 55)
   --proxy-protocol            expect a PROXY protocol v1/v2 header from a load balancer on
                               every listener (before TLS); its client address is logged and
                               sent to the API. Per listener: proxy_protocol in the file.

@@ -24,6 +24,21 @@ struct listener_config {
   tls_files tls;  // tls and wss
 };
 
+// Talking to the API server: [auth] keys beyond url and timeout_ms.
+struct auth_client_config {
+  std::string ca_file;                              // https: CA bundle (empty: the system's)
+  std::size_t max_idle_connections = 4;             // pooled keep-alive connections per worker
+  std::chrono::milliseconds idle_timeout{4'000};    // below the API server's keep-alive (cpp-httplib: 5 s)
+  std::size_t cache_max_entries = 10'000;           // per worker; 0: no cache
+  std::chrono::milliseconds negative_cache{2'000};  // how long a 401 is remembered; 0: not at all
+  std::chrono::milliseconds stale_if_error{0};      // degraded mode window; 0: off
+  unsigned breaker_failures = 5;                    // consecutive failures that open the breaker; 0: never
+  std::chrono::milliseconds breaker_cooldown{5'000};
+  bool events = true;                               // follow GET /v1/events
+  std::string service_token_file;                   // Bearer token for /v1/events
+  std::chrono::seconds events_wait{25};             // long-poll length
+};
+
 struct proxy_config {
   // Indexed by transport_kind. Plain TCP on 5000 is on unless switched off.
   std::array<listener_config, 4> listeners{{
@@ -37,6 +52,7 @@ struct proxy_config {
   host_port admin{"127.0.0.1", "9100"};
   std::string auth_url = "http://127.0.0.1:8080";
   std::chrono::milliseconds auth_http_timeout{3'000};
+  auth_client_config auth;
   std::string log_level = "info";
   unsigned threads = 0;  // 0: one per core
   connection_settings connection;
