@@ -1085,3 +1085,77 @@ TEST_SUITE("session: protocol hygiene") {
     CHECK(text.find("mqtt_proxy_held_packets_dropped_total 2") != std::string::npos);
   }
 }
+
+#include "config/config.hpp"
+#include "net/broker_probe.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+TEST_SUITE("session: broker probe and config") {
+  TEST_CASE("the probe CONNECT is 5.0, clean, with the proxy's credentials and the longest keep-alive") {
+    auto wire = broker_probe_connect(std::string("proxy"), std::string("secret"), "mqtt-proxy-probe-1");
+    auto c = std::get<mqtt::connect>(*mqtt::decode(wire, protocol_version::v5));
+    CHECK(c.version == protocol_version::v5);
+    CHECK(c.clean_start);
+    CHECK(c.keep_alive == 65535);
+    CHECK(c.username == "proxy");
+    CHECK(c.password == "secret");
+    CHECK_FALSE(c.will);
+    CHECK_FALSE(c.props.number(mqtt::property_id::session_expiry_interval));  // 0: nothing left behind
+  }
+
+  TEST_CASE("the probe's CONNACK becomes limits; a refusal is an error") {
+    auto ok = broker_probe_answer(mqtt::connack{false, reason_code::success,
+                                                {{mqtt::property_id::server_keep_alive, 10u},
+                                                 {mqtt::property_id::maximum_qos, 1u}}});
+    CHECK(ok.ok);
+    CHECK(ok.limits.server_keep_alive == 10);
+    CHECK(ok.limits.maximum_qos == mqtt::qos::at_least_once);
+    CHECK_FALSE(ok.limits.retain_available);
+    auto refused = broker_probe_answer(mqtt::connack{false, reason_code::bad_user_name_or_password, {}});
+    CHECK_FALSE(refused.ok);
+    CHECK(refused.error.find("refused") != std::string::npos);
+  }
+
+  TEST_CASE("a broker that cannot be reached is an error, not an exception") {
+    upstream_settings where;
+    where.host = "127.0.0.1";
+    where.port = "1";  // nothing listens on port 1
+    auto result = probe_broker(where, std::nullopt, std::nullopt, nullptr, std::chrono::milliseconds(2000));
+    CHECK_FALSE(result.ok);
+    CHECK_FALSE(result.error.empty());
+  }
+
+  TEST_CASE("[upstream] kind, limits and timeouts.revalidate_ms are read and checked") {
+    const std::string path = "/tmp/session_test_config_" + std::to_string(::getpid()) + ".toml";
+    auto load = [&](const std::string& text) {
+      std::ofstream(path) << text;
+      proxy_config config;
+      load_config_file(path, config);
+      return config;
+    };
+    auto config = load(
+        "[upstream]\nkind = \"rabbitmq\"\nmax_keep_alive = 10\nmaximum_qos = 1\nretain_available = false\n"
+        "receive_maximum = 30\nmaximum_packet_size = 4096\nshared_subscription_available = false\nprobe = false\n"
+        "[timeouts]\nrevalidate_ms = 2500\n");
+    const auto& s = config.connection.session;
+    CHECK(s.upstream == upstream_kind::rabbitmq);
+    CHECK(s.upstream_max_keep_alive == 10);
+    CHECK(s.limits.maximum_qos == mqtt::qos::at_least_once);
+    CHECK(s.limits.retain_available == false);
+    CHECK(s.limits.receive_maximum == 30);
+    CHECK(s.limits.maximum_packet_size == 4096u);
+    CHECK(s.limits.shared_subscription_available == false);
+    CHECK_FALSE(s.limits.wildcard_subscription_available);
+    CHECK_FALSE(config.connection.upstream.probe);
+    CHECK(s.revalidate_interval == std::chrono::milliseconds(2500));
+    CHECK(load("").connection.session.upstream == upstream_kind::generic);
+    CHECK_THROWS_WITH_AS(load("[upstream]\nkind = \"kafka\"\n"), doctest::Contains("upstream.kind"), config_error);
+    CHECK_THROWS_WITH_AS(load("[upstream]\nmaximum_qos = 3\n"), doctest::Contains("upstream.maximum_qos"), config_error);
+    CHECK_THROWS_WITH_AS(load("[upstream]\nmax_keep_alive = 0\n"), doctest::Contains("upstream.max_keep_alive"), config_error);
+    std::remove(path.c_str());
+  }
+}
