@@ -121,6 +121,8 @@ class client_session {
   const std::string& user() const { return user_; }
   const std::string& user_id() const { return user_id_; }
   const std::string& client_id() const { return client_id_; }
+  // The ACL in force now (what deliveries are checked against).
+  const acl& permissions() const { return acl_; }
 
  private:
   void begin();
