@@ -199,14 +199,15 @@ void client_session::advertise_limits(mqtt::connack& ack) {
     ack.props.add(property_id::subscription_identifier_available, 0u);
   if (limits.shared_subscription_available == false) ack.props.add(property_id::shared_subscription_available, 0u);
   // Server Keep Alive only when it is shorter than what the client asked
-  // for (0 is "never"): the client must then use it [MQTT-3.2.2-21].
+  // for (0 is "never"): the client must then use it [MQTT-3.2.2-21]. Some
+  // clients ignore it (paho-mqtt 1.6), so the proxy still holds the client
+  // to its own keep-alive only, and pings the broker itself on the broker's
+  // schedule (start_upstream_pings): either way the broker stays content.
   std::optional<std::uint16_t> cap = limits.server_keep_alive;
   if (config_.upstream_max_keep_alive && (!cap || *config_.upstream_max_keep_alive < *cap))
     cap = config_.upstream_max_keep_alive;
-  if (cap && *cap > 0 && (client_keep_alive_ == 0 || client_keep_alive_ > *cap)) {
+  if (cap && *cap > 0 && (client_keep_alive_ == 0 || client_keep_alive_ > *cap))
     ack.props.add(property_id::server_keep_alive, static_cast<std::uint32_t>(*cap));
-    client_keep_alive_ = *cap;
-  }
 }
 
 void client_session::handle_before_relay(const mqtt::packet& p, const mqtt::frame& frame) {
@@ -628,9 +629,6 @@ void client_session::handle_upstream_connack(const mqtt::connack& ack) {
     if (version_ == mqtt::protocol_version::v5)
       out.props.set(mqtt::property_id::maximum_packet_size,
                     static_cast<std::uint32_t>(std::min<std::size_t>(broker_limit.value_or(UINT32_MAX), config_.max_packet_size)));
-    // The client must use the broker's Server Keep Alive [MQTT-3.2.2-21].
-    if (auto server_keep_alive = out.props.number(mqtt::property_id::server_keep_alive); server_keep_alive && version_ == mqtt::protocol_version::v5)
-      client_keep_alive_ = static_cast<std::uint16_t>(*server_keep_alive);
     send_to_client(out);
     connack_sent_ = true;
   } else {

@@ -210,7 +210,7 @@ class client_session {
   std::set<std::uint16_t> dropped_qos2_ids_;
   // The client sent DISCONNECT while packets were held: it is replayed after them.
   bool disconnect_held_ = false;
-  std::uint16_t client_keep_alive_ = 0;  // the client's, or the Server Keep Alive the proxy advertised
+  std::uint16_t client_keep_alive_ = 0;  // the client's own: what the proxy holds it to
   std::uint16_t upstream_keep_alive_ = 0;  // what the upstream CONNECT asked for
   std::chrono::milliseconds upstream_ping_interval_{0};
   unsigned upstream_pings_outstanding_ = 0;
