@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "auth/auth_client.hpp"
+#include "mqtt/topic.hpp"
 #include "support/escape.hpp"
 #include "support/overloaded.hpp"
 
@@ -760,6 +761,17 @@ bool client_session::within_limits(const mqtt::publish& p, const mqtt::frame& fr
   return true;
 }
 
+// A filter the broker said it does not support (5.0 CONNACK, or config):
+// refused with the code the broker would use [MQTT-3.2.2-16] [MQTT-3.2.2-17].
+std::optional<reason_code> client_session::unsupported_by_broker(std::string_view filter) const {
+  const auto& limits = config_.limits;
+  const bool shared = mqtt::topic::parse_shared(filter).has_value();
+  if (shared && limits.shared_subscription_available == false) return reason_code::shared_subscriptions_not_supported;
+  if (limits.wildcard_subscription_available == false && mqtt::topic::has_wildcard(mqtt::topic::effective_filter(filter)))
+    return reason_code::wildcard_subscriptions_not_supported;
+  return std::nullopt;
+}
+
 // RabbitMQ maps '/' to '.' and keeps dots, and '*' is a wildcard in its
 // binding keys: "private/bob.smith/x" would be "private/bob/smith/x" there.
 bool client_session::broker_safe(std::string_view topic) const {
@@ -776,6 +788,8 @@ void client_session::handle_subscribe(const mqtt::subscribe& s, const mqtt::fram
       refusals[i] = reason_code::not_authorized;
     } else if (!subscriptions_.contains(sub.filter) && subscriptions_.size() >= config_.max_subscriptions) {
       refusals[i] = reason_code::quota_exceeded;
+    } else if (auto unsupported = unsupported_by_broker(sub.filter)) {
+      refusals[i] = *unsupported;  // what the broker would refuse, refused here for 3.1.1 clients too
     } else {
       subscriptions_.insert(sub.filter);
       allowed.subscriptions.push_back(sub);

@@ -156,6 +156,7 @@ class client_session {
   void advertise_limits(mqtt::connack& ack);
   bool within_limits(const mqtt::publish& p, const mqtt::frame& frame);
   bool broker_safe(std::string_view topic) const;
+  std::optional<mqtt::reason_code> unsupported_by_broker(std::string_view filter) const;
   // Helpers.
   void hold(const mqtt::frame& frame);
   void forward_upstream(const mqtt::frame& frame);

@@ -1032,6 +1032,27 @@ TEST_SUITE("session: broker limits") {
     }
   }
 
+  TEST_CASE("wildcard and shared subscriptions the broker does not support are refused per filter") {
+    session_config cfg = harness::make_config();
+    cfg.limits.wildcard_subscription_available = false;
+    cfg.limits.shared_subscription_available = false;
+    for (auto v : {protocol_version::v3_1_1, protocol_version::v5}) {
+      harness h(v, cfg);
+      h.establish();
+      auto out = h.client(mqtt::subscribe{6, {}, {{"private/alice/+", {}}, {"$share/g/private/alice/x", {}}, {"private/alice/x", {}}}});
+      auto up = std::get<mqtt::subscribe>(to_upstream(out, v).at(0));
+      REQUIRE(up.subscriptions.size() == 1);
+      CHECK(up.subscriptions[0].filter == "private/alice/x");
+      auto ack = std::get<mqtt::suback>(to_client(h.upstream(mqtt::suback{6, {}, {reason_code::success}}), v).at(0));
+      if (v == protocol_version::v5) {
+        CHECK(ack.reasons == std::vector{reason_code::wildcard_subscriptions_not_supported,
+                                         reason_code::shared_subscriptions_not_supported, reason_code::success});
+      } else {
+        CHECK(ack.reasons == std::vector{reason_code::unspecified_error, reason_code::unspecified_error, reason_code::success});
+      }
+    }
+  }
+
   TEST_CASE("a will above the broker's maximum QoS is refused at CONNECT [MQTT-3.2.2-12]") {
     session_config cfg = harness::make_config();
     cfg.limits.maximum_qos = mqtt::qos::at_most_once;
