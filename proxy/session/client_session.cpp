@@ -184,6 +184,16 @@ void client_session::handle_connect(const mqtt::connect& c) {
   state_ = state::awaiting_auth;
 }
 
+// The longest keep-alive the broker grants: `upstream.max_keep_alive` or the
+// probe's Server Keep Alive, whichever is shorter; none when neither is known.
+std::optional<std::uint16_t> client_session::broker_keep_alive_cap() const {
+  std::optional<std::uint16_t> cap = config_.limits.server_keep_alive;
+  if (config_.upstream_max_keep_alive && (!cap || *config_.upstream_max_keep_alive < *cap))
+    cap = config_.upstream_max_keep_alive;
+  if (cap && *cap == 0) return std::nullopt;
+  return cap;
+}
+
 // The proxy's own CONNACK speaks for the broker behind it: its limits go to
 // 5.0 clients, so they hold for the whole path ([MQTT-3.2.2-9] and on).
 void client_session::advertise_limits(mqtt::connack& ack) {
@@ -204,10 +214,8 @@ void client_session::advertise_limits(mqtt::connack& ack) {
   // clients ignore it (paho-mqtt 1.6), so the proxy still holds the client
   // to its own keep-alive only, and pings the broker itself on the broker's
   // schedule (start_upstream_pings): either way the broker stays content.
-  std::optional<std::uint16_t> cap = limits.server_keep_alive;
-  if (config_.upstream_max_keep_alive && (!cap || *config_.upstream_max_keep_alive < *cap))
-    cap = config_.upstream_max_keep_alive;
-  if (cap && *cap > 0 && (client_keep_alive_ == 0 || client_keep_alive_ > *cap))
+  const auto cap = broker_keep_alive_cap();
+  if (cap && (client_keep_alive_ == 0 || client_keep_alive_ > *cap))
     ack.props.add(property_id::server_keep_alive, static_cast<std::uint32_t>(*cap));
 }
 
@@ -480,10 +488,8 @@ void client_session::connect_upstream() {
   // A broker with a maximum keep-alive refuses (3.1.1) or shortens (5.0) a
   // longer one, and 0 ("never"): ask for at most its maximum, and ping it
   // on that schedule if the client's is longer (start_upstream_pings).
-  std::optional<std::uint16_t> cap = config_.limits.server_keep_alive;
-  if (config_.upstream_max_keep_alive && (!cap || *config_.upstream_max_keep_alive < *cap))
-    cap = config_.upstream_max_keep_alive;
-  if (cap && *cap > 0 && (up.keep_alive == 0 || up.keep_alive > *cap)) up.keep_alive = *cap;
+  const auto cap = broker_keep_alive_cap();
+  if (cap && (up.keep_alive == 0 || up.keep_alive > *cap)) up.keep_alive = *cap;
   upstream_keep_alive_ = up.keep_alive;
   up.props = client_connect_.props;  // session expiry, receive maximum, packet size, user properties...
   // No topic aliases from the broker [MQTT-3.1.2-26]: absent means 0, so the

@@ -154,6 +154,7 @@ class client_session {
   void broker_error(std::string reason);
   void start_upstream_pings(std::uint16_t broker_keep_alive);
   void advertise_limits(mqtt::connack& ack);
+  std::optional<std::uint16_t> broker_keep_alive_cap() const;
   bool within_limits(const mqtt::publish& p, const mqtt::frame& frame);
   bool broker_safe(std::string_view topic) const;
   std::optional<mqtt::reason_code> unsupported_by_broker(std::string_view filter) const;
