@@ -38,6 +38,15 @@ std::string metrics::render() const {
          "# TYPE mqtt_proxy_acl_denials_total counter\n";
   sample(out, "mqtt_proxy_acl_denials_total", "{packet=\"publish\"}", acl_denied_publish);
   sample(out, "mqtt_proxy_acl_denials_total", "{packet=\"subscribe\"}", acl_denied_subscribe);
+  sample(out, "mqtt_proxy_acl_denials_total", "{packet=\"publish\",direction=\"deliver\"}", acl_denied_deliver);
+  line(out, "mqtt_proxy_acl_unsubscribes_total", "counter",
+       "UNSUBSCRIBEs the proxy sent upstream when a live connection's ACL narrowed.",
+       static_cast<std::int64_t>(acl_unsubscribes.load()));
+  line(out, "mqtt_proxy_sessions_revoked_total", "counter", "Live connections ended because their session was revoked.",
+       static_cast<std::int64_t>(sessions_revoked.load()));
+  line(out, "mqtt_proxy_held_packets_dropped_total", "counter",
+       "Packets held before authentication and dropped because it failed.",
+       static_cast<std::int64_t>(held_dropped.load()));
   line(out, "mqtt_proxy_upstream_connect_failures_total", "counter", "Failed connections to the broker.",
        static_cast<std::int64_t>(upstream_connect_failures.load()));
   out << "# HELP mqtt_proxy_packets_total Packets relayed by direction.\n# TYPE mqtt_proxy_packets_total counter\n";

@@ -22,6 +22,10 @@ struct metrics {
   counter auth_latency_count{0};
   counter acl_denied_publish{0};
   counter acl_denied_subscribe{0};
+  counter acl_denied_deliver{0};  // broker PUBLISHes outside the subscribe ACL, dropped
+  counter acl_unsubscribes{0};    // UNSUBSCRIBEs the proxy sent when an ACL narrowed
+  counter sessions_revoked{0};    // live connections ended by a revocation
+  counter held_dropped{0};        // packets held before authentication and dropped (it failed)
   counter upstream_connect_failures{0};
   counter packets_client_to_upstream{0};
   counter packets_upstream_to_client{0};

@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 
+#include <optional>
 #include <set>
 #include <toml++/toml.h>
 
@@ -85,6 +86,40 @@ bool boolean(const toml::table& t, const std::string& prefix, const std::string&
   if (!node) return fallback;
   if (!node->is_boolean()) throw config_error(prefix + key, "must be true or false");
   return node->value<bool>().value();
+}
+
+// An integer key within [low, high], or nothing when absent.
+std::optional<std::int64_t> bounded(const toml::table& t, const std::string& prefix, const std::string& key,
+                                    std::int64_t low, std::int64_t high) {
+  if (!t.contains(key)) return std::nullopt;
+  const auto value = integer(t, prefix, key, 0);
+  if (value < low || value > high)
+    throw config_error(prefix + key, "must be from " + std::to_string(low) + " to " + std::to_string(high));
+  return value;
+}
+
+// [upstream] keys about the broker itself: its kind, and the limits it
+// enforces (the start-up probe fills those not set here; config wins).
+void load_upstream_limits(const toml::table& upstream, connection_settings& conn) {
+  const std::string prefix = "upstream.";
+  const auto kind = text(upstream, prefix, "kind", "generic");
+  if (kind == "generic") conn.session.upstream = upstream_kind::generic;
+  else if (kind == "mosquitto") conn.session.upstream = upstream_kind::mosquitto;
+  else if (kind == "rabbitmq") conn.session.upstream = upstream_kind::rabbitmq;
+  else throw config_error(prefix + "kind", "one of generic, mosquitto, rabbitmq");
+  conn.upstream.probe = boolean(upstream, prefix, "probe", conn.upstream.probe);
+  auto& limits = conn.session.limits;
+  if (auto v = bounded(upstream, prefix, "max_keep_alive", 1, 65535)) conn.session.upstream_max_keep_alive = static_cast<std::uint16_t>(*v);
+  if (auto v = bounded(upstream, prefix, "maximum_qos", 0, 2)) limits.maximum_qos = static_cast<mqtt::qos>(*v);
+  if (auto v = bounded(upstream, prefix, "receive_maximum", 1, 65535)) limits.receive_maximum = static_cast<std::uint16_t>(*v);
+  if (auto v = bounded(upstream, prefix, "maximum_packet_size", 1, 268'435'460)) limits.maximum_packet_size = static_cast<std::uint32_t>(*v);
+  auto flag = [&](const char* key, std::optional<bool>& into) {
+    if (upstream.contains(key)) into = boolean(upstream, prefix, key, true);
+  };
+  flag("retain_available", limits.retain_available);
+  flag("wildcard_subscription_available", limits.wildcard_subscription_available);
+  flag("subscription_identifiers_available", limits.subscription_identifiers_available);
+  flag("shared_subscription_available", limits.shared_subscription_available);
 }
 
 std::vector<std::string> strings(const toml::table& t, const std::string& prefix, const std::string& key,
@@ -179,7 +214,11 @@ void load_config_file(const std::string& path, proxy_config& config) {
   auto& conn = config.connection;
   const auto& upstream = table_at(root, "upstream");
   only_keys(upstream, "upstream.", {"address", "username", "password", "connect_timeout_ms", "tls", "ca_file", "cert_file",
-                                    "key_file", "server_name"});
+                                    "key_file", "server_name",
+                                    "kind", "probe", "max_keep_alive", "maximum_qos", "retain_available", "receive_maximum",
+                                    "maximum_packet_size", "wildcard_subscription_available",
+                                    "subscription_identifiers_available", "shared_subscription_available"});
+  load_upstream_limits(upstream, conn);
   conn.upstream.tls = boolean(upstream, "upstream.", "tls", conn.upstream.tls);
   conn.upstream.ca_file = text(upstream, "upstream.", "ca_file", conn.upstream.ca_file);
   conn.upstream.cert_file = text(upstream, "upstream.", "cert_file", conn.upstream.cert_file);
@@ -234,7 +273,9 @@ void load_config_file(const std::string& path, proxy_config& config) {
   conn.write_high_water = limit("write_high_water", conn.write_high_water);
 
   const auto& timeouts = table_at(root, "timeouts");
-  only_keys(timeouts, "timeouts.", {"connect_ms", "handshake_ms", "auth_ms", "drain_ms"});
+  only_keys(timeouts, "timeouts.", {"connect_ms", "handshake_ms", "auth_ms", "drain_ms", "revalidate_ms"});
+  if (timeouts.contains("revalidate_ms"))
+    conn.session.revalidate_interval = millis("timeouts.revalidate_ms", integer(timeouts, "timeouts.", "revalidate_ms", 0));
   if (timeouts.contains("handshake_ms"))
     conn.handshake_timeout = millis("timeouts.handshake_ms", integer(timeouts, "timeouts.", "handshake_ms", 0));
   if (timeouts.contains("connect_ms")) conn.connect_timeout = millis("timeouts.connect_ms", integer(timeouts, "timeouts.", "connect_ms", 0));

@@ -120,9 +120,17 @@ void client_connection::apply(client_session::actions actions, const mqtt::frame
                    [&](const action::disarm_timer& t) {
                      if (t.kind == timer_kind::handshake)
                        handshake_timer_.expires_at(std::chrono::steady_clock::time_point::max());
+                     // session (issue 11/12): revalidate and upstream_ping
+                     const auto index = t.kind == timer_kind::revalidate ? 0 : 1;
+                     if ((t.kind == timer_kind::revalidate || t.kind == timer_kind::upstream_ping) &&
+                         session_kind_timers_[index])
+                       session_kind_timers_[index]->cancel();
                    },
                    [&](const action::arm_timer& t) {
                      if (t.kind == timer_kind::handshake) return (void)handshake_timer_.expires_after(t.after);
+                     // session (issue 11/12): revalidate and upstream_ping
+                     if (t.kind == timer_kind::revalidate || t.kind == timer_kind::upstream_ping)
+                       return arm_session_timer(t.kind, t.after);
                      if (t.kind != timer_kind::session_expiry) return;  // TODO(issue 12): one deadline timer for all kinds
                      session_timer_.expires_after(t.after);
                      if (session_timer_started_) return;
@@ -539,6 +547,18 @@ asio::awaitable<void> client_connection::watch_session_expiry(self_ptr self) {
   }
 }
 
+// session (issue 11/12): the revalidate and upstream_ping deadlines. Moving
+// one cancels its pending wait (operation_aborted), so only the latest fires.
+void client_connection::arm_session_timer(timer_kind kind, std::chrono::milliseconds after) {
+  auto& timer = session_kind_timers_[kind == timer_kind::revalidate ? 0 : 1];
+  if (!timer) timer = std::make_unique<asio::steady_timer>(executor_);
+  timer->expires_after(after);
+  timer->async_wait([self = shared_from_this(), kind](boost::system::error_code ec) {
+    if (ec || self->closing_) return;
+    self->apply(self->session_.on_timer(kind));
+  });
+}
+
 // ----------------------------------------------------------------- closing
 
 void client_connection::begin_close(const std::string& reason) {
@@ -603,6 +623,8 @@ void client_connection::cancel_timers() {
   handshake_deadline_.cancel();
   keep_alive_timer_.cancel();
   session_timer_.cancel();
+  for (auto& timer : session_kind_timers_)
+    if (timer) timer->cancel();
 }
 
 void client_connection::release_if_done() {

@@ -14,6 +14,8 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <array>
+#include <memory>
 
 #include "auth/auth_client.hpp"
 #include "mqtt/framer.hpp"
@@ -128,6 +130,9 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool session_timer_started_ = false;
   boost::asio::steady_timer drain_timer_;
   boost::asio::steady_timer wakeup_;  // cancelled to wake coroutines waiting for queue room
+  // session (issue 11/12): revalidate and upstream_ping deadlines, one timer each, made on first use.
+  void arm_session_timer(timer_kind kind, std::chrono::milliseconds after);
+  std::array<std::unique_ptr<boost::asio::steady_timer>, 2> session_kind_timers_;
   std::chrono::steady_clock::time_point last_client_packet_;
 };
 

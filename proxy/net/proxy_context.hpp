@@ -60,6 +60,9 @@ struct upstream_settings {
   std::string cert_file;    // client certificate for brokers that require one
   std::string key_file;
   std::string server_name;  // checked against the broker's certificate; empty: host
+  // Learn the broker's limits at start-up with one probe CONNECT
+  // (net/broker_probe.hpp); `[upstream]` limit keys win over what it learns.
+  bool probe = true;
 };
 
 struct connection_settings {

@@ -49,6 +49,12 @@ bool acl::may_subscribe(std::string_view filter) const {
   });
 }
 
+bool acl::may_receive(std::string_view topic) const {
+  return std::any_of(subscribe.begin(), subscribe.end(), [topic](const std::string& allowed) {
+    return mqtt::topic::is_valid_filter(allowed) && mqtt::topic::matches(topic, mqtt::topic::effective_filter(allowed));
+  });
+}
+
 acl with_templates(acl base, const acl& templates, std::string_view user, std::string_view client_id) {
   add_expanded(base.publish, templates.publish, user, client_id);
   add_expanded(base.subscribe, templates.subscribe, user, client_id);

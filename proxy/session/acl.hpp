@@ -18,6 +18,13 @@ struct acl {
   // matched by one allowed filter (a subset), so no wildcard widens access.
   // Shared subscriptions are judged by their inner filter.
   bool may_subscribe(std::string_view filter) const;
+
+  // Whether a PUBLISH to `topic` may be delivered: the user may subscribe to
+  // exactly that topic, i.e. some allowed subscribe filter matches it (a
+  // "$share/<group>/" prefix is seen through, as a shared subscription
+  // delivers plain topic names). Topics starting with '$' are matched only
+  // by filters that name them [MQTT-4.7.2-1].
+  bool may_receive(std::string_view topic) const;
 };
 
 // Expands deployment-wide ACL templates (`%u` user, `%c` client id) and adds

@@ -2,6 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "auth/auth_client.hpp"
+#include "mqtt/topic.hpp"
+#include "support/escape.hpp"
 #include "support/overloaded.hpp"
 
 namespace proxy {
@@ -28,8 +31,42 @@ reason_code disconnect_reason(reason_code code) {
 
 }  // namespace
 
-std::string upstream_client_id(std::string_view user, std::string_view client_id) {
-  return std::to_string(user.size()) + ":" + std::string(user) + ":" + std::string(client_id);
+std::string upstream_client_id(std::string_view user_id, std::string_view client_id) {
+  return std::to_string(user_id.size()) + ":" + std::string(user_id) + ":" + std::string(client_id);
+}
+
+upstream_limits limits_from_connack(const mqtt::connack& ack) {
+  using mqtt::property_id;
+  upstream_limits limits;
+  const auto& props = ack.props;
+  auto flag = [&](property_id id) -> std::optional<bool> {
+    if (auto value = props.number(id)) return *value != 0;
+    return std::nullopt;
+  };
+  if (auto qos = props.number(property_id::maximum_qos)) limits.maximum_qos = static_cast<mqtt::qos>(std::min(*qos, 2u));
+  limits.retain_available = flag(property_id::retain_available);
+  if (auto value = props.number(property_id::receive_maximum)) limits.receive_maximum = static_cast<std::uint16_t>(*value);
+  limits.maximum_packet_size = props.number(property_id::maximum_packet_size);
+  if (auto value = props.number(property_id::server_keep_alive)) limits.server_keep_alive = static_cast<std::uint16_t>(*value);
+  limits.wildcard_subscription_available = flag(property_id::wildcard_subscription_available);
+  limits.subscription_identifiers_available = flag(property_id::subscription_identifier_available);
+  limits.shared_subscription_available = flag(property_id::shared_subscription_available);
+  return limits;
+}
+
+upstream_limits merge_limits(upstream_limits configured, const upstream_limits& learned) {
+  auto fill = [](auto& into, const auto& from) {
+    if (!into) into = from;
+  };
+  fill(configured.maximum_qos, learned.maximum_qos);
+  fill(configured.retain_available, learned.retain_available);
+  fill(configured.receive_maximum, learned.receive_maximum);
+  fill(configured.maximum_packet_size, learned.maximum_packet_size);
+  fill(configured.server_keep_alive, learned.server_keep_alive);
+  fill(configured.wildcard_subscription_available, learned.wildcard_subscription_available);
+  fill(configured.subscription_identifiers_available, learned.subscription_identifiers_available);
+  fill(configured.shared_subscription_available, learned.shared_subscription_available);
+  return configured;
 }
 
 client_session::client_session(const session_config& config, metrics& counters, std::string generated_client_id)
@@ -37,7 +74,7 @@ client_session::client_session(const session_config& config, metrics& counters, 
 
 std::chrono::milliseconds client_session::keep_alive_limit() const {
   if (state_ == state::awaiting_connect) return std::chrono::milliseconds{0};
-  return std::chrono::milliseconds{client_connect_.keep_alive * 1500};
+  return std::chrono::milliseconds{client_keep_alive_ * 1500};
 }
 
 void client_session::begin() { actions_.clear(); }
@@ -93,7 +130,10 @@ client_session::actions client_session::on_client_framing_error(boost::system::e
 
 client_session::actions client_session::on_client_closed() {
   begin();
-  if (state_ != state::closed) close("client dropped the connection");
+  // A DISCONNECT is held behind packets awaiting authentication: the client
+  // closing its side after it is the normal ending, and the session goes on
+  // until they are relayed (or dropped if authentication fails).
+  if (state_ != state::closed && !disconnect_held_) close("client dropped the connection");
   return take();
 }
 
@@ -101,6 +141,7 @@ void client_session::handle_connect(const mqtt::connect& c) {
   version_ = c.version == mqtt::protocol_version::v3_1 ? mqtt::protocol_version::v3_1_1 : c.version;
   client_connect_ = c;
   client_id_ = c.client_id;
+  client_keep_alive_ = c.keep_alive;
   if (c.props.text(mqtt::property_id::authentication_method)) {
     send_to_client(mqtt::connack{false, reason_code::bad_authentication_method, {}});
     close("enhanced authentication (AUTH) is not supported");
@@ -116,6 +157,17 @@ void client_session::handle_connect(const mqtt::connect& c) {
     client_id_ = generated_client_id_;
     client_id_assigned_ = true;
   }
+  if (c.will && config_.limits.maximum_qos && c.will->qos > *config_.limits.maximum_qos) {
+    // [MQTT-3.2.2-12]: a will the broker cannot take refuses the connection.
+    send_to_client(mqtt::connack{false, reason_code::qos_not_supported, {}});
+    close("will QoS above the broker's maximum");
+    return;
+  }
+  if (c.will && c.will->retain && config_.limits.retain_available == false) {
+    send_to_client(mqtt::connack{false, reason_code::retain_not_supported, {}});  // [MQTT-3.2.2-13]
+    close("retained will, the broker has no retained messages");
+    return;
+  }
   emit(action::arm_timer{timer_kind::handshake, config_.auth_timeout});
   if (c.password) {
     direct_mode_ = true;
@@ -125,14 +177,51 @@ void client_session::handle_connect(const mqtt::connect& c) {
   mqtt::connack ack;
   if (version_ == mqtt::protocol_version::v5) {
     if (client_id_assigned_) ack.props.add(mqtt::property_id::assigned_client_identifier, client_id_);
-    ack.props.add(mqtt::property_id::maximum_packet_size, static_cast<std::uint32_t>(config_.max_packet_size));
+    advertise_limits(ack);
   }
   send_to_client(ack);
   connack_sent_ = true;
   state_ = state::awaiting_auth;
 }
 
+// The longest keep-alive the broker grants: `upstream.max_keep_alive` or the
+// probe's Server Keep Alive, whichever is shorter; none when neither is known.
+std::optional<std::uint16_t> client_session::broker_keep_alive_cap() const {
+  std::optional<std::uint16_t> cap = config_.limits.server_keep_alive;
+  if (config_.upstream_max_keep_alive && (!cap || *config_.upstream_max_keep_alive < *cap))
+    cap = config_.upstream_max_keep_alive;
+  if (cap && *cap == 0) return std::nullopt;
+  return cap;
+}
+
+// The proxy's own CONNACK speaks for the broker behind it: its limits go to
+// 5.0 clients, so they hold for the whole path ([MQTT-3.2.2-9] and on).
+void client_session::advertise_limits(mqtt::connack& ack) {
+  using mqtt::property_id;
+  const auto& limits = config_.limits;
+  const auto packet_size = std::min<std::size_t>(limits.maximum_packet_size.value_or(UINT32_MAX), config_.max_packet_size);
+  ack.props.add(property_id::maximum_packet_size, static_cast<std::uint32_t>(packet_size));
+  if (limits.maximum_qos && *limits.maximum_qos != mqtt::qos::exactly_once)
+    ack.props.add(property_id::maximum_qos, static_cast<std::uint32_t>(*limits.maximum_qos));
+  if (limits.retain_available == false) ack.props.add(property_id::retain_available, 0u);
+  if (limits.receive_maximum) ack.props.add(property_id::receive_maximum, static_cast<std::uint32_t>(*limits.receive_maximum));
+  if (limits.wildcard_subscription_available == false) ack.props.add(property_id::wildcard_subscription_available, 0u);
+  if (limits.subscription_identifiers_available == false)
+    ack.props.add(property_id::subscription_identifier_available, 0u);
+  if (limits.shared_subscription_available == false) ack.props.add(property_id::shared_subscription_available, 0u);
+  // Server Keep Alive only when it is shorter than what the client asked
+  // for (0 is "never"): the client must then use it [MQTT-3.2.2-21]. Some
+  // clients ignore it (paho-mqtt 1.6), so the proxy still holds the client
+  // to its own keep-alive only, and pings the broker itself on the broker's
+  // schedule (start_upstream_pings): either way the broker stays content.
+  const auto cap = broker_keep_alive_cap();
+  if (cap && (client_keep_alive_ == 0 || client_keep_alive_ > *cap))
+    ack.props.add(property_id::server_keep_alive, static_cast<std::uint32_t>(*cap));
+}
+
 void client_session::handle_before_relay(const mqtt::packet& p, const mqtt::frame& frame) {
+  // Nothing may follow a DISCONNECT [MQTT-3.14.4-1]; the client has closed its side.
+  if (disconnect_held_) return;
   std::visit(support::overloaded{
                  [&](const mqtt::publish& publish) {
                    if (!is_auth_topic(publish.topic) || direct_mode_) return hold(frame);
@@ -151,6 +240,13 @@ void client_session::handle_before_relay(const mqtt::packet& p, const mqtt::fram
                    hold(frame);
                  },
                  [&](const mqtt::disconnect&) {
+                   // Held packets are never lost: once authenticated they are
+                   // replayed and the DISCONNECT after them (then no will).
+                   if (!held_.empty() && state_ != state::awaiting_auth) {
+                     hold(frame);
+                     disconnect_held_ = state_ != state::closed;
+                     return;
+                   }
                    // CONNECT is already queued upstream: let the broker see a clean end, so no will.
                    if (state_ == state::connecting_upstream) emit(action::forward_to_upstream{});
                    close("client disconnected before the relay began");
@@ -200,6 +296,7 @@ void client_session::start_auth(std::string token) {
     return;
   }
   state_ = state::authenticating;
+  pending_token_ = token;
   emit(action::validate_session{std::move(token)});
 }
 
@@ -224,32 +321,145 @@ client_session::actions client_session::on_auth_result(const auth_result& result
   user_ = result.user;
   user_id_ = result.user_id.empty() ? result.user : result.user_id;
   acl_ = with_templates(result.permissions, config_.templates, user_, client_id_);
-  if (client_connect_.will && !acl_.may_publish(client_connect_.will->topic)) {
+  if (client_connect_.will &&
+      (!acl_.may_publish(client_connect_.will->topic) || !broker_safe(client_connect_.will->topic))) {
     deny("will_not_allowed", reason_code::not_authorized);
     return take();
   }
   metrics_.auth_ok++;
-  if (result.expires_in.count() > 0) emit(action::arm_timer{timer_kind::session_expiry, result.expires_in});
+  admit(result);
   connect_upstream();
   return take();
 }
 
+// A valid answer (first or re-validation): remember the token it was for, so
+// that a revocation naming it is recognised and a resync can ask again.
+void client_session::admit(const auth_result& result) {
+  token_ = std::move(pending_token_);
+  pending_token_.clear();
+  session_digest_ = session_digest(token_);
+  if (result.expires_in.count() > 0) emit(action::arm_timer{timer_kind::session_expiry, result.expires_in});
+  if (result.stale) {
+    // Degraded mode: a cached answer past its max-age while the API server is
+    // unreachable. Admitted, and asked again until a fresh answer comes.
+    emit(action::arm_timer{timer_kind::revalidate, config_.revalidate_interval});
+  } else {
+    emit(action::disarm_timer{timer_kind::revalidate});
+  }
+}
+
 void client_session::handle_reauth(const auth_result& result) {
   reauth_pending_ = false;
-  if (result.outcome == auth_result::verdict::valid && result.user == user_) {
+  const bool silent = std::exchange(silent_revalidation_, false);
+  const auto id = result.user_id.empty() ? result.user : result.user_id;
+  if (result.outcome == auth_result::verdict::valid && result.user == user_ && id == user_id_) {
     metrics_.auth_ok++;
-    acl_ = with_templates(result.permissions, config_.templates, user_, client_id_);
-    if (result.expires_in.count() > 0) emit(action::arm_timer{timer_kind::session_expiry, result.expires_in});
-    send_auth_message(nlohmann::json{{"result", "ok"}, {"user", user_}}.dump());
+    admit(result);
+    apply_acl(with_templates(result.permissions, config_.templates, user_, client_id_));
+    if (!silent) send_auth_message(nlohmann::json{{"result", "ok"}, {"user", user_}}.dump());
     return;
   }
   if (result.outcome == auth_result::verdict::valid) return deny("user_mismatch", reason_code::not_authorized);
   if (result.outcome == auth_result::verdict::invalid) {
     metrics_.auth_invalid++;
+    if (silent) return revoke();
     return deny("invalid_session", reason_code::not_authorized);
   }
   metrics_.auth_unavailable++;
+  if (silent) {
+    // The proxy asked on its own (resync, degraded mode): an API server that
+    // cannot answer is no reason to end a session it admitted; ask again later.
+    pending_token_.clear();
+    emit(action::arm_timer{timer_kind::revalidate, config_.revalidate_interval});
+    return;
+  }
   deny("auth_unavailable", reason_code::server_unavailable);
+}
+
+// Re-validates the session with the token it authenticated with, as a
+// re-authentication would, but without telling the client unless it fails.
+void client_session::revalidate() {
+  if (state_ == state::connecting_upstream) {
+    emit(action::arm_timer{timer_kind::revalidate, config_.revalidate_interval});  // once relaying
+    return;
+  }
+  if (state_ != state::relaying || reauth_pending_ || token_.empty()) return;
+  reauth_pending_ = true;
+  silent_revalidation_ = true;
+  pending_token_ = token_;
+  emit(action::validate_session{token_});
+}
+
+// The session's rights are gone (logout, deleted user, changed password).
+// 0x87 Not authorized rather than 0x98 Administrative action: the client's
+// credentials are what became invalid, and 0x87 is also what a reconnect with
+// the same token gets (CONNACK 0x87), so a client library reacts once, by
+// logging in again, instead of retrying a session that cannot come back.
+// The broker gets a normal DISCONNECT first: a user who has no rights any
+// more must not have a will published in their name.
+void client_session::revoke() {
+  metrics_.sessions_revoked++;
+  if (state_ == state::relaying || state_ == state::connecting_upstream)
+    send_upstream(mqtt::disconnect{reason_code::success, {}});
+  deny("session_revoked", reason_code::not_authorized);
+}
+
+// A new ACL on a live connection (re-authentication, acl_changed, resync):
+// deliveries are checked against it from now on (handle_delivery), and the
+// broker is told to drop every subscription it no longer allows, in one
+// UNSUBSCRIBE whose UNSUBACK the proxy keeps. The client stays connected.
+void client_session::apply_acl(acl permissions) {
+  acl_ = std::move(permissions);
+  if (state_ != state::relaying) return;  // held SUBSCRIBEs are checked when replayed
+  mqtt::unsubscribe revoked;
+  for (const auto& filter : subscriptions_)
+    if (!acl_.may_subscribe(filter) || !broker_safe(filter)) revoked.filters.push_back(filter);
+  if (revoked.filters.empty()) return;
+  for (const auto& filter : revoked.filters) subscriptions_.erase(filter);
+  const auto id = free_packet_id();
+  if (!id) return;  // 65535 ids in flight: deliveries are still filtered
+  revoked.packet_id = *id;
+  proxy_unsubscribes_.insert(*id);
+  metrics_.acl_unsubscribes++;
+  send_upstream(revoked);
+}
+
+// An id the client is not using towards the broker, from the top down (client
+// libraries count up from 1, so a clash is unlikely as well as avoided). Ids
+// are per direction [MQTT-2.2.1-3]; the client may pick this id for a later
+// packet while the proxy's UNSUBSCRIBE is in flight, which is harmless: the
+// broker answers in order, so the first UNSUBACK with this id is the proxy's,
+// and a SUBSCRIBE or PUBLISH with it gets a different kind of answer.
+std::optional<std::uint16_t> client_session::free_packet_id() const {
+  for (std::uint32_t id = 65535; id > 0; --id) {
+    const auto candidate = static_cast<std::uint16_t>(id);
+    if (!client_ids_in_use_.contains(candidate) && !proxy_unsubscribes_.contains(candidate)) return candidate;
+  }
+  return std::nullopt;
+}
+
+client_session::actions client_session::on_auth_event(const auth_event& event) {
+  begin();
+  if (state_ == state::closed) return take();
+  if (event.type == auth_event::kind::resync) {
+    revalidate();
+    return take();
+  }
+  // Before a valid answer the session has no user yet: the answer it waits
+  // for is newer than the event.
+  if (user_id_.empty() || event.user_id != user_id_) return take();
+  switch (event.type) {
+    case auth_event::kind::session_revoked:
+      if (!event.session_digest.empty() && event.session_digest == session_digest_) revoke();
+      break;
+    case auth_event::kind::user_deleted:
+    case auth_event::kind::user_sessions_revoked: revoke(); break;
+    case auth_event::kind::acl_changed:
+      apply_acl(with_templates(event.permissions, config_.templates, user_, client_id_));
+      break;
+    case auth_event::kind::resync: break;
+  }
+  return take();
 }
 
 void client_session::deny(std::string_view reason, mqtt::reason_code code) {
@@ -274,9 +484,18 @@ void client_session::connect_upstream() {
   mqtt::connect up;
   up.version = client_connect_.version;
   up.clean_start = client_connect_.clean_start;
-  up.keep_alive = client_connect_.keep_alive;
+  up.keep_alive = client_keep_alive_;
+  // A broker with a maximum keep-alive refuses (3.1.1) or shortens (5.0) a
+  // longer one, and 0 ("never"): ask for at most its maximum, and ping it
+  // on that schedule if the client's is longer (start_upstream_pings).
+  const auto cap = broker_keep_alive_cap();
+  if (cap && (up.keep_alive == 0 || up.keep_alive > *cap)) up.keep_alive = *cap;
+  upstream_keep_alive_ = up.keep_alive;
   up.props = client_connect_.props;  // session expiry, receive maximum, packet size, user properties...
-  up.client_id = upstream_client_id(user_, client_id_);
+  // No topic aliases from the broker [MQTT-3.1.2-26]: absent means 0, so the
+  // broker sends every topic in full and the delivery ACL can read it.
+  up.props.remove(mqtt::property_id::topic_alias_maximum);
+  up.client_id = upstream_client_id(user_id_, client_id_);
   up.will = client_connect_.will;
   up.username = config_.upstream_username;
   up.password = config_.upstream_password;
@@ -315,7 +534,40 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
     return take();
   }
   std::visit(support::overloaded{
-                 [&](const mqtt::suback& ack) { handle_upstream_suback(ack); },
+                 [&](const mqtt::publish& p) { handle_delivery(p); },
+                 [&](const mqtt::pubrel& rel) {
+                   // The PUBREL of a delivery the proxy refused: it completes the flow itself.
+                   if (dropped_qos2_ids_.erase(rel.packet_id)) return send_upstream(mqtt::pubcomp{rel.packet_id});
+                   emit(action::forward_to_client{});
+                 },
+                 [&](const mqtt::suback& ack) {
+                   client_ids_in_use_.erase(ack.packet_id);
+                   handle_upstream_suback(ack);
+                 },
+                 [&](const mqtt::unsuback& ack) {
+                   if (proxy_unsubscribes_.erase(ack.packet_id)) return;  // the proxy's own UNSUBSCRIBE
+                   client_ids_in_use_.erase(ack.packet_id);
+                   emit(action::forward_to_client{});
+                 },
+                 [&](const mqtt::puback& ack) {
+                   client_ids_in_use_.erase(ack.packet_id);
+                   emit(action::forward_to_client{});
+                 },
+                 [&](const mqtt::pubrec& rec) {
+                   if (is_failure(rec.reason)) client_ids_in_use_.erase(rec.packet_id);  // the flow ends here
+                   emit(action::forward_to_client{});
+                 },
+                 [&](const mqtt::pubcomp& comp) {
+                   client_ids_in_use_.erase(comp.packet_id);
+                   emit(action::forward_to_client{});
+                 },
+                 [&](const mqtt::pingresp&) {
+                   if (upstream_pings_outstanding_ > 0) {
+                     --upstream_pings_outstanding_;  // the answer to the proxy's own PINGREQ
+                     return;
+                   }
+                   emit(action::forward_to_client{});
+                 },
                  [&](const mqtt::disconnect& d) {
                    emit(action::forward_to_client{});
                    close("broker disconnected: " + std::string(mqtt::to_string(d.reason)));
@@ -325,6 +577,41 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
              },
              *decoded);
   return take();
+}
+
+// A PUBLISH from the broker reaches the client only if the client may
+// subscribe to its topic now: some allowed subscribe filter matches it. This
+// covers retained messages, subscriptions the broker kept in a resumed
+// session from a wider ACL, and an ACL that narrowed since the SUBSCRIBE.
+void client_session::handle_delivery(const mqtt::publish& p) {
+  if (p.props.number(mqtt::property_id::topic_alias))
+    return broker_error("broker used a topic alias, the proxy allowed none [MQTT-3.3.2-10]");
+  if (acl_.may_receive(p.topic)) return emit(action::forward_to_client{});
+  metrics_.acl_denied_deliver++;
+  // Completed with the broker as if delivered, so its in-flight window
+  // (Receive Maximum) does not fill with messages nobody will acknowledge.
+  if (p.qos == mqtt::qos::at_least_once) send_upstream(mqtt::puback{p.packet_id, reason_code::success, {}});
+  if (p.qos == mqtt::qos::exactly_once) {
+    dropped_qos2_ids_.insert(p.packet_id);
+    send_upstream(mqtt::pubrec{p.packet_id, reason_code::success, {}});
+  }
+}
+
+void client_session::broker_error(std::string reason) {
+  if (version_ == mqtt::protocol_version::v5) {
+    send_upstream(mqtt::disconnect{reason_code::protocol_error, {}});
+    if (connack_sent_) send_to_client(mqtt::disconnect{reason_code::unspecified_error, {}});
+  }
+  close(std::move(reason));
+}
+
+// The broker's keep-alive (its Server Keep Alive, else what the upstream
+// CONNECT asked for) is shorter than the client's: the proxy keeps the
+// broker connection alive itself, and keeps the PINGRESPs to itself.
+void client_session::start_upstream_pings(std::uint16_t broker_keep_alive) {
+  if (broker_keep_alive == 0 || (client_keep_alive_ != 0 && client_keep_alive_ <= broker_keep_alive)) return;
+  upstream_ping_interval_ = std::max(std::chrono::milliseconds(500), std::chrono::milliseconds(broker_keep_alive * 500));
+  emit(action::arm_timer{timer_kind::upstream_ping, upstream_ping_interval_});
 }
 
 void client_session::handle_upstream_connack(const mqtt::connack& ack) {
@@ -354,6 +641,8 @@ void client_session::handle_upstream_connack(const mqtt::connack& ack) {
   } else {
     send_auth_message(nlohmann::json{{"result", "ok"}, {"user", user_}}.dump());
   }
+  const auto broker_keep_alive = ack.props.number(mqtt::property_id::server_keep_alive);
+  start_upstream_pings(broker_keep_alive ? static_cast<std::uint16_t>(*broker_keep_alive) : upstream_keep_alive_);
   enter_relaying();
 }
 
@@ -423,22 +712,76 @@ void client_session::handle_publish(const mqtt::publish& p, const mqtt::frame& f
   if (is_auth_topic(p.topic)) {
     // Re-authentication: never forwarded, one at a time.
     ack_locally(p, reason_code::success);
-    if (reauth_pending_) return;
+    // One at a time; the client's own supersedes a re-validation the proxy
+    // started (the driver withdraws the earlier call).
+    if (reauth_pending_ && !silent_revalidation_) return;
     reauth_pending_ = true;
+    silent_revalidation_ = false;
     auth_topic_used_ = p.topic;
-    emit(action::validate_session{auth_token(p).value_or("")});
+    pending_token_ = auth_token(p).value_or("");
+    emit(action::validate_session{pending_token_});
     return;
   }
   if (p.props.number(mqtt::property_id::topic_alias)) {
     // The proxy's CONNACK grants no aliases, so using one is an error [MQTT-3.3.2-9].
     return protocol_error("topic alias used, none was granted", reason_code::topic_alias_invalid);
   }
-  if (!acl_.may_publish(p.topic)) {
+  if (!p.props.numbers(mqtt::property_id::subscription_identifier).empty()) {
+    // [MQTT-3.3.4-6]: only a server puts Subscription Identifiers in a PUBLISH.
+    return protocol_error("subscription identifier in a PUBLISH to " + escape_for_log(p.topic) + " [MQTT-3.3.4-6]",
+                          reason_code::protocol_error);
+  }
+  if (!within_limits(p, frame)) return;
+  if (!acl_.may_publish(p.topic) || !broker_safe(p.topic)) {
     metrics_.acl_denied_publish++;
     ack_locally(p, reason_code::not_authorized);
     return;
   }
+  if (p.qos != mqtt::qos::at_most_once) client_ids_in_use_.insert(p.packet_id);
   forward_upstream(frame);
+}
+
+// What the broker cannot take and the proxy could not (3.1.1) or did (5.0)
+// tell the client: 5.0 clients that ignore the CONNACK get the DISCONNECT the
+// spec names [MQTT-3.2.2-11] [MQTT-3.2.2-14]; 3.1.1 has no way to say it, and
+// silently downgrading the QoS or dropping the retain flag would break the
+// client's delivery guarantee, so those clients are disconnected too (the
+// broker would do the same, with a will).
+bool client_session::within_limits(const mqtt::publish& p, const mqtt::frame& frame) {
+  const auto& limits = config_.limits;
+  if (limits.maximum_qos && p.qos > *limits.maximum_qos) {
+    protocol_error("QoS " + std::to_string(static_cast<int>(p.qos)) + " PUBLISH to " + escape_for_log(p.topic) +
+                       " above the broker's maximum",
+                   reason_code::qos_not_supported);
+    return false;
+  }
+  if (p.retain && limits.retain_available == false) {
+    protocol_error("retained PUBLISH to " + escape_for_log(p.topic) + ", the broker has no retained messages",
+                   reason_code::retain_not_supported);
+    return false;
+  }
+  if (limits.maximum_packet_size && frame.bytes.size() > *limits.maximum_packet_size) {
+    protocol_error("PUBLISH larger than the broker's maximum packet size", reason_code::packet_too_large);
+    return false;
+  }
+  return true;
+}
+
+// A filter the broker said it does not support (5.0 CONNACK, or config):
+// refused with the code the broker would use [MQTT-3.2.2-16] [MQTT-3.2.2-17].
+std::optional<reason_code> client_session::unsupported_by_broker(std::string_view filter) const {
+  const auto& limits = config_.limits;
+  const bool shared = mqtt::topic::parse_shared(filter).has_value();
+  if (shared && limits.shared_subscription_available == false) return reason_code::shared_subscriptions_not_supported;
+  if (limits.wildcard_subscription_available == false && mqtt::topic::has_wildcard(mqtt::topic::effective_filter(filter)))
+    return reason_code::wildcard_subscriptions_not_supported;
+  return std::nullopt;
+}
+
+// RabbitMQ maps '/' to '.' and keeps dots, and '*' is a wildcard in its
+// binding keys: "private/bob.smith/x" would be "private/bob/smith/x" there.
+bool client_session::broker_safe(std::string_view topic) const {
+  return config_.upstream != upstream_kind::rabbitmq || topic.find_first_of(".*") == std::string_view::npos;
 }
 
 void client_session::handle_subscribe(const mqtt::subscribe& s, const mqtt::frame& frame) {
@@ -446,16 +789,19 @@ void client_session::handle_subscribe(const mqtt::subscribe& s, const mqtt::fram
   mqtt::subscribe allowed{s.packet_id, s.props, {}};
   for (std::size_t i = 0; i < s.subscriptions.size(); ++i) {
     const auto& sub = s.subscriptions[i];
-    if (!acl_.may_subscribe(sub.filter)) {
+    if (!acl_.may_subscribe(sub.filter) || !broker_safe(sub.filter)) {
       metrics_.acl_denied_subscribe++;
       refusals[i] = reason_code::not_authorized;
     } else if (!subscriptions_.contains(sub.filter) && subscriptions_.size() >= config_.max_subscriptions) {
       refusals[i] = reason_code::quota_exceeded;
+    } else if (auto unsupported = unsupported_by_broker(sub.filter)) {
+      refusals[i] = *unsupported;  // what the broker would refuse, refused here for 3.1.1 clients too
     } else {
       subscriptions_.insert(sub.filter);
       allowed.subscriptions.push_back(sub);
     }
   }
+  if (!allowed.subscriptions.empty()) client_ids_in_use_.insert(s.packet_id);
   if (allowed.subscriptions.size() == s.subscriptions.size()) return forward_upstream(frame);  // same bytes, same QoS
   if (allowed.subscriptions.empty()) {
     mqtt::suback refusal{s.packet_id, {}, {}};
@@ -486,6 +832,7 @@ void client_session::handle_upstream_suback(const mqtt::suback& ack) {
 
 void client_session::handle_unsubscribe(const mqtt::unsubscribe& u, const mqtt::frame& frame) {
   for (const auto& filter : u.filters) subscriptions_.erase(filter);
+  client_ids_in_use_.insert(u.packet_id);
   forward_upstream(frame);
 }
 
@@ -514,7 +861,18 @@ void client_session::protocol_error(std::string reason, reason_code code) {
   close("protocol error: " + reason);
 }
 
+void client_session::send_upstream(const mqtt::packet& p) {
+  auto wire = mqtt::encode(p, version_);
+  if (wire) emit(action::send_to_upstream{std::move(*wire)});
+}
+
 void client_session::close(std::string reason) {
+  if (state_ != state::relaying && !held_.empty()) {
+    metrics_.held_dropped += held_.size();  // authentication failed or never finished
+    held_.clear();
+    held_bytes_ = 0;
+  }
+  disconnect_held_ = false;
   state_ = state::closed;
   emit(action::close{std::move(reason)});
 }
@@ -525,7 +883,24 @@ client_session::actions client_session::on_timer(timer_kind kind) {
     if (state_ != state::closed && !user_.empty()) deny("session_expired", reason_code::not_authorized);
     return take();
   }
-  if (kind != timer_kind::handshake) return take();
+  if (kind == timer_kind::revalidate) {
+    revalidate();
+    return take();
+  }
+  if (kind == timer_kind::upstream_ping) {
+    if (state_ != state::relaying || upstream_ping_interval_.count() == 0) return take();
+    if (upstream_pings_outstanding_ >= 3) {
+      // Three keep-alive halves without an answer: the broker is gone.
+      if (version_ == mqtt::protocol_version::v5 && connack_sent_)
+        send_to_client(mqtt::disconnect{reason_code::server_busy, {}});
+      close("broker does not answer PINGREQ");
+      return take();
+    }
+    ++upstream_pings_outstanding_;
+    send_upstream(mqtt::pingreq{});
+    emit(action::arm_timer{timer_kind::upstream_ping, upstream_ping_interval_});
+    return take();
+  }
   switch (state_) {
     case state::awaiting_connect: close("no CONNECT within the connect timeout"); break;
     case state::awaiting_auth:
@@ -540,15 +915,20 @@ client_session::actions client_session::on_timer(timer_kind kind) {
   return take();
 }
 
-client_session::actions client_session::on_auth_event(const auth_event& event) {
-  begin();
-  (void)event;  // TODO(issue 11): revocation and ACL changes on live connections
-  return take();
-}
 
 client_session::actions client_session::on_shutdown(bool fire_will) {
   begin();
-  (void)fire_will;  // TODO(issue 12): DISCONNECT 0x8B, no will on a planned restart
+  if (state_ == state::closed) return take();
+  // A planned restart is not a crash: the broker gets a normal DISCONNECT (no
+  // will) unless the operator wants wills fired: 5.0 says so with 0x04, a
+  // 3.1.1 broker sees the connection end without one.
+  if (state_ == state::relaying || state_ == state::connecting_upstream) {
+    if (!fire_will) send_upstream(mqtt::disconnect{reason_code::success, {}});
+    else if (version_ == mqtt::protocol_version::v5) send_upstream(mqtt::disconnect{reason_code::disconnect_with_will, {}});
+  }
+  if (version_ == mqtt::protocol_version::v5 && connack_sent_)
+    send_to_client(mqtt::disconnect{reason_code::server_shutting_down, {}});
+  close("proxy shutting down");
   return take();
 }
 

@@ -31,6 +31,32 @@
 
 namespace proxy {
 
+// What the broker behind the proxy accepts, from `[upstream]` keys or learned
+// by a probe CONNECT at start-up (config wins). Unset: the broker's default
+// (no limit). In auth-PUBLISH mode the proxy answers CONNACK itself, so it
+// advertises these to 5.0 clients and enforces what it cannot advertise.
+struct upstream_limits {
+  std::optional<mqtt::qos> maximum_qos;
+  std::optional<bool> retain_available;
+  std::optional<std::uint16_t> receive_maximum;
+  std::optional<std::uint32_t> maximum_packet_size;
+  std::optional<std::uint16_t> server_keep_alive;  // the largest keep-alive the broker grants
+  std::optional<bool> wildcard_subscription_available;
+  std::optional<bool> subscription_identifiers_available;
+  std::optional<bool> shared_subscription_available;
+  bool operator==(const upstream_limits&) const = default;
+};
+
+// The limits a broker's CONNACK states (pure; the probe and tests use it).
+upstream_limits limits_from_connack(const mqtt::connack& ack);
+// `configured` with its unset fields filled from `learned`: config wins.
+upstream_limits merge_limits(upstream_limits configured, const upstream_limits& learned);
+
+// What kind of broker is behind the proxy: RabbitMQ maps '/' to '.' in its
+// routing keys and treats '*' as a wildcard, so names with either could
+// cross topic trees there.
+enum class upstream_kind { generic, mosquitto, rabbitmq };
+
 struct session_config {
   std::string auth_topic = "service/auth";  // PUBLISH here (or below it) authenticates
   std::optional<std::string> upstream_username;
@@ -41,12 +67,22 @@ struct session_config {
   std::size_t max_held_bytes = 256 * 1024;
   std::size_t max_subscriptions = 256;
   std::size_t max_packet_size = 1024 * 1024;  // advertised to 5.0 clients in CONNACK
+  upstream_kind upstream = upstream_kind::generic;
+  upstream_limits limits;
+  // Mosquitto's max_keepalive: the upstream CONNECT never asks for more (nor
+  // for 0, which such a broker refuses from 3.1.1 clients); the proxy pings
+  // the broker itself when the client's keep-alive is longer.
+  std::optional<std::uint16_t> upstream_max_keep_alive;
+  // Degraded mode and failed re-validations: when to ask the API server again.
+  std::chrono::milliseconds revalidate_interval{5'000};
 };
 
-// The broker-side client id: "<length of user>:<user>:<client id>". The
-// length prefix makes it injective, so no two (user, client id) pairs map to
-// the same broker session, whatever characters either contains.
-std::string upstream_client_id(std::string_view user, std::string_view client_id);
+// The broker-side client id: "<length of user id>:<user id>:<client id>".
+// Built from the API server's immutable user id, so a new user with an old
+// name starts with nothing of the old broker sessions. The length prefix makes
+// it injective, so no two (user id, client id) pairs map to the same broker
+// session, whatever characters either contains.
+std::string upstream_client_id(std::string_view user_id, std::string_view client_id);
 
 class client_session {
  public:
@@ -85,6 +121,8 @@ class client_session {
   const std::string& user() const { return user_; }
   const std::string& user_id() const { return user_id_; }
   const std::string& client_id() const { return client_id_; }
+  // The ACL in force now (what deliveries are checked against).
+  const acl& permissions() const { return acl_; }
 
  private:
   void begin();
@@ -101,12 +139,25 @@ class client_session {
   bool is_auth_topic(std::string_view topic) const;
   void start_auth(std::string token);
   void handle_reauth(const auth_result& result);
+  void admit(const auth_result& result);
+  void revalidate();
+  void revoke();
+  void apply_acl(acl permissions);
+  std::optional<std::uint16_t> free_packet_id() const;
   void deny(std::string_view reason, mqtt::reason_code code);
   void connect_upstream();
   void handle_upstream_connack(const mqtt::connack& ack);
   void enter_relaying();
   // Upstream packets.
   void handle_upstream_suback(const mqtt::suback& ack);
+  void handle_delivery(const mqtt::publish& p);
+  void broker_error(std::string reason);
+  void start_upstream_pings(std::uint16_t broker_keep_alive);
+  void advertise_limits(mqtt::connack& ack);
+  std::optional<std::uint16_t> broker_keep_alive_cap() const;
+  bool within_limits(const mqtt::publish& p, const mqtt::frame& frame);
+  bool broker_safe(std::string_view topic) const;
+  std::optional<mqtt::reason_code> unsupported_by_broker(std::string_view filter) const;
   // Helpers.
   void hold(const mqtt::frame& frame);
   void forward_upstream(const mqtt::frame& frame);
@@ -115,6 +166,7 @@ class client_session {
   void send_auth_message(std::string json);
   void protocol_error(std::string reason, mqtt::reason_code code);
   void close(std::string reason);
+  void send_upstream(const mqtt::packet& p);
   void emit(session_action a) { actions_.push_back(std::move(a)); }
 
   const session_config& config_;
@@ -143,6 +195,27 @@ class client_session {
   // position, so the broker's SUBACK can be widened back to the client's count.
   std::map<std::uint16_t, std::vector<std::optional<mqtt::reason_code>>> pending_subacks_;
   std::set<std::string> subscriptions_;
+
+  // Re-validation: the token the session authenticated with (re-validated on
+  // a resync or in degraded mode) and its digest (what a revocation names).
+  std::string token_;
+  std::string pending_token_;
+  std::string session_digest_;
+  bool silent_revalidation_ = false;  // the proxy asked, not the client: no "ok" message
+  // Packet ids the client has in flight towards the broker (SUBSCRIBE and
+  // UNSUBSCRIBE until their ack, QoS 1/2 PUBLISH until PUBACK/PUBCOMP): the
+  // proxy's own UNSUBSCRIBE takes an id outside them.
+  std::set<std::uint16_t> client_ids_in_use_;
+  std::set<std::uint16_t> proxy_unsubscribes_;  // the proxy's UNSUBSCRIBEs: their UNSUBACK is swallowed
+  // QoS 2 deliveries the proxy refused (ACL) and answered PUBREC itself: it
+  // owes the broker the PUBCOMP. At most 65536 entries (one per id).
+  std::set<std::uint16_t> dropped_qos2_ids_;
+  // The client sent DISCONNECT while packets were held: it is replayed after them.
+  bool disconnect_held_ = false;
+  std::uint16_t client_keep_alive_ = 0;  // the client's own: what the proxy holds it to
+  std::uint16_t upstream_keep_alive_ = 0;  // what the upstream CONNECT asked for
+  std::chrono::milliseconds upstream_ping_interval_{0};
+  unsigned upstream_pings_outstanding_ = 0;
 };
 
 
