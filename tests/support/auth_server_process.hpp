@@ -41,6 +41,9 @@ class auth_server_process {
   }
 
   std::string db() const { return (dir_ / "auth.db").string(); }
+  std::string log_path() const { return (dir_ / "auth-server.log").string(); }
+  std::filesystem::path dir() const { return dir_; }
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
   unsigned short port() const { return port_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   httplib::Client client() const { return httplib::Client("127.0.0.1", port_); }
