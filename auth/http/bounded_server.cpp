@@ -47,9 +47,12 @@ class socket_stream final : public httplib::Stream {
   socket_stream(int fd, std::chrono::milliseconds read_timeout, std::chrono::milliseconds write_timeout)
       : fd_(fd), read_timeout_(read_timeout), write_timeout_(write_timeout) {}
 
-  void new_request(std::size_t budget) {
+  // A request may read `budget` bytes within `time` (a client dribbling a
+  // byte per read timeout cannot hold a thread for longer).
+  void new_request(std::size_t budget, std::chrono::milliseconds time) {
     budget_ = budget;
     budget_exceeded = false;
+    deadline_ = std::chrono::steady_clock::now() + time;
   }
   bool buffered() const { return begin_ < end_; }
 
@@ -62,7 +65,9 @@ class socket_stream final : public httplib::Stream {
       return -1;
     }
     if (!buffered()) {
-      if (!poll_for(fd_, POLLIN, read_timeout_)) return -1;
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || !poll_for(fd_, POLLIN, std::min(left, read_timeout_))) return -1;
       ssize_t n = 0;
       do n = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
       while (n < 0 && errno == EINTR);
@@ -103,6 +108,7 @@ class socket_stream final : public httplib::Stream {
   std::array<char, 4096> buffer_{};
   std::size_t begin_ = 0, end_ = 0;
   std::size_t budget_ = 0;
+  std::chrono::steady_clock::time_point deadline_;
 };
 
 // After refusing a request whose body was not read, stop sending and discard
@@ -169,7 +175,7 @@ bool bounded_server::process_and_close_socket(socket_t sock) {
   for (std::size_t served = 0; served < limits_.keep_alive_max; ++served) {
     const auto idle = served == 0 ? limits_.read_timeout : limits_.keep_alive_timeout;
     if (!stream.buffered() && !wait_readable(sock, idle)) break;
-    stream.new_request(limits_.max_request_bytes);
+    stream.new_request(limits_.max_request_bytes, 2 * limits_.read_timeout);
     close_requested = false;
     bool connection_closed = false;
     const bool last = served + 1 == limits_.keep_alive_max || svr_sock_ == INVALID_SOCKET;

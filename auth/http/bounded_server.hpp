@@ -1,8 +1,9 @@
 // cpp-httplib's Server with the limits an Internet-facing API needs, which the
 // packaged cpp-httplib 0.11.4 does not give:
 //  - every request may read at most `max_request_bytes` from the socket
-//    (request line, headers, body, chunk framing): the library applies its
-//    payload limit to Content-Length bodies only and buffers chunked ones whole;
+//    (request line, headers, body, chunk framing), within twice the read
+//    timeout: the library applies its payload limit to Content-Length bodies
+//    only and buffers chunked ones whole;
 //  - a handler can ask for the connection to be closed after its answer
 //    (close_after_reply), which then lingers briefly so the answer is not
 //    lost to a reset;
