@@ -290,7 +290,8 @@ int serve(const std::multimap<std::string, std::string>& flags) {
                listen, settings.threads, api.backlog(), settings.connection.keep_alive_timeout.count(),
                settings.connection.keep_alive_max, settings.session_ttl);
   api.listen_after_bind();
-  if (!stopped) kill(getpid(), SIGTERM);
+  // `stopped` is the signal thread's: read it under the mutex (ThreadSanitizer).
+  if (std::lock_guard lock(mutex); !stopped) kill(getpid(), SIGTERM);
   signal_thread.join();
   janitor.join();
   return 0;

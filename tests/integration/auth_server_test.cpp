@@ -329,7 +329,10 @@ raw_answer read_answer(int fd, bool check_closed = true) {
     }
     if (header_end != std::string::npos && data.size() >= header_end + 4 + length) break;
     const auto n = ::recv(fd, buffer, sizeof buffer, 0);
-    if (n <= 0) return answer;
+    if (n <= 0) {
+      answer.head = "no answer: recv " + std::to_string(n) + " errno " + std::to_string(errno) + " after " + std::to_string(data.size()) + ": " + data.substr(0, 200);
+      return answer;
+    }
     data.append(buffer, static_cast<std::size_t>(n));
   }
   answer.body = data.substr(header_end + 4, length);
@@ -357,7 +360,9 @@ raw_answer exchange(unsigned short port, const std::string& request, const std::
 int login_from(test::auth_server_process& server, const std::string& source, const std::string& user,
                const std::string& password) {
   const json body{{"username", user}, {"password", password}};
-  return exchange(server.port(), request_text("POST", "/v1/login", body.dump(), "Connection: close\r\n"), source).status;
+  auto answer = exchange(server.port(), request_text("POST", "/v1/login", body.dump(), "Connection: close\r\n"), source);
+  if (answer.status == 0) MESSAGE(answer.head);
+  return answer.status;
 }
 
 long proc_status_kb(pid_t pid, const std::string& field) {
@@ -438,6 +443,33 @@ TEST_CASE("a 50 MB chunked body is refused with 413 after 8 KiB, the connection 
   CHECK(server.client().Get("/healthz")->status == 200);
 }
 
+TEST_CASE("hostile requests: 100-continue with a large length, endless headers, chunk framing") {
+  test::auth_server_process server;
+  // Expect: 100-continue with a length over the limit: 413 instead of 100, nothing read.
+  auto expect = exchange(server.port(),
+                         "POST /v1/login HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n");
+  CHECK(expect.status == 413);
+  CHECK(expect.head.find("100 Continue") == std::string::npos);
+  CHECK(expect.closed);
+  // Headers without end: cut off at the per-request cap, the connection closed.
+  const int fd = connect_from("127.0.0.1", server.port());
+  bool sending = send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+  for (int i = 0; sending && i < 2000; ++i) sending = send_all(fd, "X-Filler-" + std::to_string(i) + ": " + std::string(100, 'z') + "\r\n");
+  auto headers = read_answer(fd);
+  ::close(fd);
+  CHECK(headers.status == 413);
+  CHECK(headers.closed);
+  // A chunk of 8 KiB + 1 in small pieces: 413; exactly 8 KiB of bad JSON: 400.
+  std::string chunked = "POST /v1/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 8; ++i) chunked += "400\r\n" + std::string(1024, 'a') + "\r\n";
+  auto exact = exchange(server.port(), chunked + "0\r\n\r\n");
+  CHECK(exact.status == 400);
+  CHECK(json::parse(exact.body)["error"] == "malformed_json");
+  auto over = exchange(server.port(), chunked + "1\r\na\r\n0\r\n\r\n");
+  CHECK(over.status == 413);
+  CHECK(server.client().Get("/healthz")->status == 200);
+}
+
 TEST_CASE("the listen backlog is somaxconn, and 200 simultaneous new connections all get answers") {
   test::auth_server_process server;
   REQUIRE(server.add_user("alice", "pw") == 0);
@@ -488,6 +520,7 @@ TEST_CASE("40 parallel guesses from one address: at most the limit are checked")
       start.arrive_and_wait();
       const auto status = login_from(server, "127.0.0.1", "alice", "guess");
       (status == 401 ? checked : status == 429 ? throttled : other)++;
+      if (status != 401 && status != 429) MESSAGE("unexpected status " << status);
     });
   for (auto& t : threads) t.join();
   MESSAGE("checked " << checked.load() << ", throttled " << throttled.load() << ", other " << other.load());
