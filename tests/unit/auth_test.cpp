@@ -5,6 +5,10 @@
 #include "crypto/secrets.hpp"
 #include "http/api_server.hpp"
 #include "http/login_throttle.hpp"
+#include "store/sqlite.hpp"
+
+#include <filesystem>
+#include <unistd.h>
 
 using namespace auth;
 
@@ -129,5 +133,22 @@ TEST_SUITE("auth: policy") {
     CHECK(log_safe("a\nlogin ok user=root") == "a\\x0alogin ok user=root");
     CHECK(log_safe("a\\b") == "a\\x5cb");
     CHECK(log_safe(std::string(200, 'x')).size() == 131);
+  }
+
+  TEST_CASE("connection pool: acquiring waits at most the timeout, then pool_exhausted") {
+    const auto path = std::filesystem::temp_directory_path() / ("pool-test-" + std::to_string(::getpid()) + ".db");
+    {
+      connection_pool pool(path.string(), 1, std::chrono::milliseconds(50));
+      auto held = pool.acquire();
+      const auto begin = std::chrono::steady_clock::now();
+      CHECK_THROWS_AS(pool.acquire(), pool_exhausted);
+      CHECK(std::chrono::steady_clock::now() - begin >= std::chrono::milliseconds(50));
+    }
+    {
+      connection_pool pool(path.string(), 1, std::chrono::milliseconds(50));
+      { auto first = pool.acquire(); }
+      CHECK_NOTHROW(pool.acquire());  // given back: available again
+    }
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
   }
 }
