@@ -42,6 +42,7 @@ void set_cache_control(Response& response, const std::string& value) {
 
 void refuse_too_large(Response& response) {
   bounded_server::close_after_reply();
+  response.headers.erase("Connection");
   response.set_header("Connection", "close");
   error(response, 413, "body_too_large");
 }
