@@ -3,6 +3,7 @@
 //   adduser  create a user (password hashed with the KDF)
 //   deluser  delete a user and their sessions
 //   moduser  change a user's password, groups or filters
+#include <atomic>
 #include <csignal>
 #include <condition_variable>
 #include <fstream>
@@ -256,11 +257,17 @@ int serve(const std::multimap<std::string, std::string>& flags) {
   std::mutex mutex;
   std::condition_variable stopping;
   bool stopped = false;
+  std::atomic<bool> served{false};  // listen_after_bind() has returned (or will never run)
   std::thread signal_thread([&] {
     int signal = 0;
     sigwait(&signals, &signal);
     spdlog::info("signal {}: stopping", signal);
-    api.stop();
+    // stop() does nothing until the server runs: a signal between bind and
+    // listen would otherwise leave the server running. Repeat until it ends.
+    while (!served) {
+      api.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     std::lock_guard lock(mutex);
     stopped = true;
     stopping.notify_all();
@@ -281,6 +288,7 @@ int serve(const std::multimap<std::string, std::string>& flags) {
   });
   if (!api.bind(host, port)) {
     std::cerr << "auth-server: cannot listen on " << listen << "\n";
+    served = true;
     kill(getpid(), SIGTERM);
     signal_thread.join();
     janitor.join();
@@ -290,6 +298,7 @@ int serve(const std::multimap<std::string, std::string>& flags) {
                listen, settings.threads, api.backlog(), settings.connection.keep_alive_timeout.count(),
                settings.connection.keep_alive_max, settings.session_ttl);
   api.listen_after_bind();
+  served = true;
   // `stopped` is the signal thread's: read it under the mutex (ThreadSanitizer).
   if (std::lock_guard lock(mutex); !stopped) kill(getpid(), SIGTERM);
   signal_thread.join();

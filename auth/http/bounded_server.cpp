@@ -139,6 +139,13 @@ int system_somaxconn() {
 }
 
 bounded_server::bounded_server(limits limits) : limits_(limits) {
+  // cpp-httplib's default sets SO_REUSEPORT, which lets a second server bind
+  // the same port and silently take half of the connections. SO_REUSEADDR
+  // only: a restart may rebind while old connections are in TIME_WAIT.
+  set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   // The Keep-Alive answer header is written from these.
   set_keep_alive_timeout(limits_.keep_alive_timeout.count());
   set_keep_alive_max_count(limits_.keep_alive_max);

@@ -9,7 +9,8 @@
 //    lost to a reset;
 //  - explicit keep-alive: an idle connection waits `keep_alive_timeout` for
 //    its next request and serves at most `keep_alive_max` requests;
-//  - the listen backlog is the system's somaxconn, not the library's 5.
+//  - the listen backlog is the system's somaxconn, not the library's 5;
+//  - no SO_REUSEPORT: a second server on the same port fails to start.
 #pragma once
 
 #include <httplib.h>

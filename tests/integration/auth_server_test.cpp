@@ -896,3 +896,17 @@ TEST_CASE("events: long-polls are capped so they cannot take every thread") {
   CHECK(statuses == std::vector<int>{200, 503});
   CHECK((retry_after[0] == "5" || retry_after[1] == "5"));
 }
+
+TEST_CASE("a second server on the same port fails to start instead of sharing it") {
+  test::auth_server_process server;
+  test::child_process second(AUTH_SERVER_BINARY,
+                             {"serve", "--db", server.db(), "--listen", "127.0.0.1:" + std::to_string(server.port())},
+                             "/dev/null");
+  bool exited = false;
+  for (int i = 0; i < 100 && !exited; ++i) {
+    exited = !second.running();
+    if (!exited) std::this_thread::sleep_for(50ms);
+  }
+  CHECK(exited);
+  CHECK(server.client().Get("/healthz")->status == 200);
+}

@@ -22,6 +22,14 @@ inline int auth_server_command(std::vector<std::string> args) {
 class auth_server_process {
  public:
   explicit auth_server_process(std::vector<std::string> extra = {}) : dir_(temp_dir("auth-server")) { start(std::move(extra)); }
+  auth_server_process(const auth_server_process&) = delete;
+  auth_server_process& operator=(const auth_server_process&) = delete;
+  // The server first, then its folder (database, log): tests leave nothing behind.
+  ~auth_server_process() {
+    process_.reset();
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
 
   void start(std::vector<std::string> extra = {}) {
     if (!port_) port_ = free_port();
