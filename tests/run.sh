@@ -3,6 +3,7 @@
 #
 #   tests/run.sh                 everything: build + ctest, sanitizer run, short fuzz run
 #   MQTT_SANITIZE_RUN=0 ...      skip the ASan/UBSan build of the unit tests
+#   MQTT_TSAN_RUN=0 ...          skip the ThreadSanitizer build of auth-server and its HTTP tests
 #   MQTT_FUZZ_SECONDS=0 ...      skip the fuzzer (default 60 s when clang is present)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,20 @@ if [ "${MQTT_SANITIZE_RUN:-1}" != 0 ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMQTT_SANITIZE=ON >/dev/null
   cmake --build build-asan -j"$jobs" --target unit_tests tls_stream_test
   (cd build-asan && ctest --no-tests=error --output-on-failure -R '^(unit|tls_stream)$')
+fi
+
+if [ "${MQTT_TSAN_RUN:-1}" != 0 ]; then
+  step "auth-server and its HTTP tests under ThreadSanitizer"
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS=-fsanitize=thread -fno-omit-frame-pointer -O1" \
+    -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread >/dev/null
+  cmake --build build-tsan -j"$jobs" --target auth-server auth_server_test
+  tsan_logs=$(mktemp -d)
+  # Every process (the test and each auth-server it starts) writes its reports to $tsan_logs/report.<pid>;
+  # a race found while a server shuts down would otherwise go unseen.
+  (cd build-tsan && TSAN_OPTIONS="suppressions=$root/auth/tsan.supp halt_on_error=1 log_path=$tsan_logs/report" \
+    ctest --no-tests=error --output-on-failure -R '^auth_server$')
+  if compgen -G "$tsan_logs/report*" >/dev/null; then cat "$tsan_logs"/report*; exit 1; fi
+  rm -rf "$tsan_logs"
 fi
 
 fuzz_seconds=${MQTT_FUZZ_SECONDS:-60}

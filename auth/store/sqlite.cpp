@@ -65,13 +65,15 @@ statement connection::prepare(const std::string& sql) {
   return statement(found->second);
 }
 
-connection_pool::connection_pool(const std::string& path, std::size_t size) {
+connection_pool::connection_pool(const std::string& path, std::size_t size, std::chrono::milliseconds acquire_timeout)
+    : acquire_timeout_(acquire_timeout) {
   for (std::size_t i = 0; i < size; ++i) idle_.push_back(std::make_unique<connection>(path));
 }
 
 connection_pool::lease connection_pool::acquire() {
   std::unique_lock lock(mutex_);
-  available_.wait(lock, [this] { return !idle_.empty(); });
+  if (!available_.wait_for(lock, acquire_timeout_, [this] { return !idle_.empty(); }))
+    throw pool_exhausted("no database connection free within the acquire timeout");
   auto c = std::move(idle_.back());
   idle_.pop_back();
   return lease(*this, std::move(c));

@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -19,6 +20,12 @@ namespace auth {
 
 struct sqlite_error : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// No connection became free within the pool's acquire timeout (the server
+// answers 503 instead of queueing without bound).
+struct pool_exhausted : sqlite_error {
+  using sqlite_error::sqlite_error;
 };
 
 // A cached prepared statement in use. It is reset when it goes out of scope:
@@ -63,7 +70,8 @@ class connection {
 
 class connection_pool {
  public:
-  connection_pool(const std::string& path, std::size_t size);
+  connection_pool(const std::string& path, std::size_t size,
+                  std::chrono::milliseconds acquire_timeout = std::chrono::seconds(2));
 
   class lease {
    public:
@@ -76,10 +84,11 @@ class connection_pool {
     connection_pool& pool_;
     std::unique_ptr<connection> c_;
   };
-  lease acquire();
+  lease acquire();  // throws pool_exhausted after the acquire timeout
 
  private:
   void give_back(std::unique_ptr<connection> c);
+  std::chrono::milliseconds acquire_timeout_;
   std::mutex mutex_;
   std::condition_variable available_;
   std::vector<std::unique_ptr<connection>> idle_;

@@ -512,7 +512,7 @@ TEST_CASE("the whole flow with the real auth-server: HTTP login, MQTT auth, grou
   CHECK(got.qos == qos::exactly_once);
 
   // After logout the session no longer authenticates.
-  REQUIRE(http.Delete(("/v1/sessions/" + alice_session).c_str())->status == 204);
+  REQUIRE(http.Post("/v1/sessions/revoke", nlohmann::json{{"session", alice_session}}.dump(), "application/json")->status == 204);
   test::raw_client again(proxy.port(), protocol_version::v3_1_1);
   again.send(connect_packet(protocol_version::v3_1_1, "laptop"));
   again.expect<mqtt::connack>();

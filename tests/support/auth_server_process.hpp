@@ -22,6 +22,14 @@ inline int auth_server_command(std::vector<std::string> args) {
 class auth_server_process {
  public:
   explicit auth_server_process(std::vector<std::string> extra = {}) : dir_(temp_dir("auth-server")) { start(std::move(extra)); }
+  auth_server_process(const auth_server_process&) = delete;
+  auth_server_process& operator=(const auth_server_process&) = delete;
+  // The server first, then its folder (database, log): tests leave nothing behind.
+  ~auth_server_process() {
+    process_.reset();
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
 
   void start(std::vector<std::string> extra = {}) {
     if (!port_) port_ = free_port();
@@ -41,6 +49,9 @@ class auth_server_process {
   }
 
   std::string db() const { return (dir_ / "auth.db").string(); }
+  std::string log_path() const { return (dir_ / "auth-server.log").string(); }
+  std::filesystem::path dir() const { return dir_; }
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
   unsigned short port() const { return port_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   httplib::Client client() const { return httplib::Client("127.0.0.1", port_); }

@@ -5,6 +5,10 @@
 #include "crypto/secrets.hpp"
 #include "http/api_server.hpp"
 #include "http/login_throttle.hpp"
+#include "store/sqlite.hpp"
+
+#include <filesystem>
+#include <unistd.h>
 
 using namespace auth;
 
@@ -62,22 +66,89 @@ TEST_SUITE("auth: policy") {
   TEST_CASE("names that become topic levels") {
     CHECK(is_valid_name("alice"));
     CHECK(is_valid_name("j\xC3\xBCrgen"));
-    for (const char* bad : {"", "a/b", "+", "#", "a\tb", "\xC3"}) CHECK_FALSE(is_valid_name(bad));
+    for (const char* bad : {"", "a/b", "+", "#", "a\tb", "\xC3", "bob.smith", "ops*", ".", "a\x7f"}) CHECK_FALSE(is_valid_name(bad));
     CHECK_FALSE(is_valid_name(std::string(65, 'a')));
   }
 
-  TEST_CASE("login throttle: a sliding window per key") {
-    login_throttle throttle(3, std::chrono::seconds(60));
+  TEST_CASE("login throttle: attempts are reserved before they are checked") {
+    login_throttle::limits limits;
+    limits.per_pair = 3;
+    limits.per_address = 5;
+    limits.slow_after = 4;
+    limits.window = std::chrono::seconds(60);
+    login_throttle throttle(limits);
     const auto t0 = login_throttle::clock::now();
+    // Three attempts in flight at once: the fourth is refused before any has failed.
+    std::vector<login_throttle::ticket> in_flight;
     for (int i = 0; i < 3; ++i) {
-      CHECK(throttle.retry_after("user:a", t0).count() == 0);
-      throttle.record_failure("user:a", t0);
+      auto d = throttle.reserve("a", "10.0.0.1", t0);
+      REQUIRE(d.admitted);
+      in_flight.push_back(std::move(d.admitted));
     }
-    CHECK(throttle.retry_after("user:a", t0 + std::chrono::seconds(1)).count() == 59);
-    CHECK(throttle.retry_after("user:b", t0).count() == 0);  // other keys unaffected
-    CHECK(throttle.retry_after("user:a", t0 + std::chrono::seconds(61)).count() == 0);
-    throttle.record_failure("user:c", t0);
-    throttle.clear("user:c");
-    CHECK(throttle.retry_after("user:c", t0).count() == 0);
+    CHECK_FALSE(throttle.reserve("a", "10.0.0.1", t0).admitted);
+    for (auto& t : in_flight) t.failed(t0);
+    auto locked = throttle.reserve("a", "10.0.0.1", t0 + std::chrono::seconds(1));
+    CHECK_FALSE(locked.admitted);
+    CHECK(locked.retry_after.count() == 59);
+    // The same user from another address is not locked out...
+    auto elsewhere = throttle.reserve("a", "10.0.0.2", t0);
+    REQUIRE(elsewhere.admitted);
+    CHECK(elsewhere.delay.count() == 0);
+    elsewhere.admitted.failed(t0);
+    // ...but past slow_after failures from anywhere, it is delayed.
+    auto slowed = throttle.reserve("a", "10.0.0.3", t0);
+    REQUIRE(slowed.admitted);
+    CHECK(slowed.delay == limits.delay_step);
+    slowed.admitted.succeeded();
+    // The window passes.
+    CHECK(throttle.reserve("a", "10.0.0.1", t0 + std::chrono::seconds(61)).admitted);
+  }
+
+  TEST_CASE("login throttle: one address guessing many users is locked out") {
+    login_throttle::limits limits;
+    limits.per_pair = 3;
+    limits.per_address = 5;
+    login_throttle throttle(limits);
+    const auto t0 = login_throttle::clock::now();
+    for (int i = 0; i < 5; ++i) {
+      auto d = throttle.reserve("user" + std::to_string(i), "10.0.0.9", t0);
+      REQUIRE(d.admitted);
+      d.admitted.failed(t0);
+    }
+    CHECK_FALSE(throttle.reserve("someone", "10.0.0.9", t0).admitted);
+    CHECK(throttle.reserve("someone", "10.0.0.8", t0).admitted);
+  }
+
+  TEST_CASE("login throttle: an attempt abandoned without an outcome counts for nothing") {
+    login_throttle::limits limits;
+    limits.per_pair = 1;
+    login_throttle throttle(limits);
+    const auto t0 = login_throttle::clock::now();
+    { auto d = throttle.reserve("a", "x", t0); REQUIRE(d.admitted); }
+    CHECK(throttle.reserve("a", "x", t0).admitted);
+  }
+
+  TEST_CASE("log_safe escapes what a client chose") {
+    CHECK(log_safe("alice") == "alice");
+    CHECK(log_safe("a\nlogin ok user=root") == "a\\x0alogin ok user=root");
+    CHECK(log_safe("a\\b") == "a\\x5cb");
+    CHECK(log_safe(std::string(200, 'x')).size() == 131);
+  }
+
+  TEST_CASE("connection pool: acquiring waits at most the timeout, then pool_exhausted") {
+    const auto path = std::filesystem::temp_directory_path() / ("pool-test-" + std::to_string(::getpid()) + ".db");
+    {
+      connection_pool pool(path.string(), 1, std::chrono::milliseconds(50));
+      auto held = pool.acquire();
+      const auto begin = std::chrono::steady_clock::now();
+      CHECK_THROWS_AS(pool.acquire(), pool_exhausted);
+      CHECK(std::chrono::steady_clock::now() - begin >= std::chrono::milliseconds(50));
+    }
+    {
+      connection_pool pool(path.string(), 1, std::chrono::milliseconds(50));
+      { auto first = pool.acquire(); }
+      CHECK_NOTHROW(pool.acquire());  // given back: available again
+    }
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
   }
 }
