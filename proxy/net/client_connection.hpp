@@ -192,7 +192,6 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   std::optional<boost::asio::ip::tcp::resolver> resolver_;
   std::string remote_address_;
   std::string close_reason_;
-  std::size_t peak_queued_ = 0;
 
   std::array<time_point, deadline_count> deadlines_;
   boost::asio::steady_timer timer_;  // armed for the earliest of deadlines_

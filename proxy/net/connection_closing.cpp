@@ -7,7 +7,6 @@
 
 #include "net/client_connection.hpp"
 #include "net/log_field.hpp"
-#include "net/memory_release.hpp"
 
 namespace proxy {
 
@@ -68,7 +67,6 @@ void client_connection::on_closed() {
   log_closed();
   arm_after(deadline::linger, linger_period);
   wake_readers();
-  release_memory_after(peak_queued_);
 }
 
 void client_connection::log_closed() {

@@ -172,7 +172,6 @@ void client_connection::enqueue(side to, std::span<const std::uint8_t> data) {
   if (state_ == lifecycle::closed) return;
   auto& out = queue_of(to);
   out.push(data);
-  peak_queued_ = std::max(peak_queued_, out.bytes_queued());
   start_writer(to);
 }
 
@@ -180,7 +179,6 @@ void client_connection::enqueue(side to, mqtt::bytes&& data) {
   if (state_ == lifecycle::closed) return;
   auto& out = queue_of(to);
   out.push(std::move(data));
-  peak_queued_ = std::max(peak_queued_, out.bytes_queued());
   start_writer(to);
 }
 
