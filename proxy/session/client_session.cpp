@@ -546,9 +546,21 @@ client_session::actions client_session::on_auth_event(const auth_event& event) {
   return take();
 }
 
+// Minimal version written by the connection helper to test the drain; the
+// session helper owns the real one (issue 12).
 client_session::actions client_session::on_shutdown(bool fire_will) {
   begin();
-  (void)fire_will;  // TODO(issue 12): DISCONNECT 0x8B, no will on a planned restart
+  if (state_ == state::closed) return take();
+  // [MQTT-3.14.2-1] 0x8B Server shutting down: the client reconnects elsewhere.
+  if (version_ == mqtt::protocol_version::v5 && connack_sent_)
+    send_to_client(mqtt::disconnect{reason_code::server_shutting_down, {}});
+  // A normal DISCONNECT ends the broker session without its will
+  // [MQTT-3.1.2-10]: a planned restart is not a crash.
+  if (!fire_will && (state_ == state::relaying || state_ == state::connecting_upstream)) {
+    auto wire = mqtt::encode(mqtt::disconnect{reason_code::success, {}}, version_);
+    if (wire) emit(action::send_to_upstream{std::move(*wire)});
+  }
+  close("server shutting down");
   return take();
 }
 
