@@ -39,6 +39,7 @@ struct proxy_config {
   std::chrono::milliseconds auth_http_timeout{3'000};
   std::string log_level = "info";
   unsigned threads = 0;  // 0: one per core
+  bool drain_fire_wills = false;  // [drain] wills = "fire": SIGTERM lets the broker publish every will
   connection_settings connection;
 };
 
