@@ -19,6 +19,7 @@
 #include "admin/admin_server.hpp"
 #include "auth/http_auth_client.hpp"
 #include "config/config.hpp"
+#include "net/connection_registry.hpp"
 #include "net/listener.hpp"
 #include "net/tls_context.hpp"
 
@@ -28,11 +29,43 @@ using asio::ip::tcp;
 namespace {
 
 struct worker {
+  // Before io: connections still in io's handlers leave it as io is destroyed.
+  proxy::connection_registry registry;  // this worker's live connections, touched on its thread only
   asio::io_context io{1};
   std::unique_ptr<proxy::http_auth_client> auth;
   std::unique_ptr<proxy::connection_environment> environment;
   std::vector<std::unique_ptr<proxy::listener>> listeners;
+  std::unique_ptr<asio::steady_timer> drain_timer;
 };
+
+// SIGTERM on one worker's thread: stop accepting, ask every live connection
+// to say goodbye (5.0: DISCONNECT 0x8B; the broker gets a normal DISCONNECT
+// unless wills fire), then wait for the last one to be gone. At the deadline
+// the rest are cut, each logging its line. `done` runs once, on this thread.
+void drain_worker(worker& w, bool fire_wills, std::chrono::steady_clock::time_point deadline,
+                  std::function<void()> done) {
+  for (auto& l : w.listeners) l->stop();
+  w.registry.for_each([fire_wills](proxy::client_connection& c) { c.shut_down(fire_wills); });
+  w.drain_timer = std::make_unique<asio::steady_timer>(w.io);
+  auto check = std::make_shared<std::function<void()>>();
+  *check = [&w, deadline, done = std::move(done), check]() mutable {
+    if (w.registry.size() > 0 && std::chrono::steady_clock::now() >= deadline) {
+      spdlog::warn("drain deadline: cutting {} connections", w.registry.size());
+      w.registry.for_each([](proxy::client_connection& c) { c.cut("drain deadline"); });
+    }
+    if (w.registry.size() == 0 || std::chrono::steady_clock::now() >= deadline) {
+      auto finished = std::move(done);
+      *check = nullptr;  // breaks the cycle
+      finished();
+      return;
+    }
+    w.drain_timer->expires_after(std::chrono::milliseconds(20));
+    w.drain_timer->async_wait([check](boost::system::error_code ec) {
+      if (!ec && *check) (*check)();
+    });
+  };
+  (*check)();
+}
 
 // Certificates of the TLS listeners and of the broker connection, read once
 // here and again on SIGHUP.
@@ -125,7 +158,7 @@ int main(int argc, char** argv) {
       auto w = std::make_unique<worker>();
       w->auth = std::make_unique<proxy::http_auth_client>(w->io, auth_endpoint, config.auth_http_timeout);
       w->environment = std::make_unique<proxy::connection_environment>(
-          proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get()});
+          proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get(), &w->registry});
       for (const auto& l : config.listeners) {
         if (!l.enabled) continue;
         const auto kind = static_cast<std::size_t>(l.settings.kind);
@@ -154,29 +187,22 @@ int main(int argc, char** argv) {
   // SIGTERM/SIGINT: stop accepting, report not-ready, give open connections
   // the drain period, then stop.
   asio::signal_set signals(workers[0]->io, SIGINT, SIGTERM);
-  asio::steady_timer drain_timer(workers[0]->io);
-  std::function<void()> drain_check;
+  std::atomic<std::size_t> workers_draining{0};
   signals.async_wait([&](boost::system::error_code ec, int signal) {
     if (ec) return;
-    spdlog::info("signal {}: draining for {} ms", signal, config.connection.drain_timeout.count());
-    draining = true;
-    for (auto& w : workers)
-      asio::post(w->io, [&w = *w] {
-        for (auto& l : w.listeners) l->stop();
-      });
+    spdlog::info("signal {}: draining for at most {} ms ({} wills)", signal, config.connection.drain_timeout.count(),
+                 config.drain_fire_wills ? "firing" : "suppressing");
+    draining = true;  // /readyz answers 503 from now on
+    workers_draining = workers.size();
     const auto deadline = std::chrono::steady_clock::now() + config.connection.drain_timeout;
-    // Stop as soon as the last connection is gone, or at the deadline.
-    drain_check = [&, deadline] {
-      if (counters.connections_open.load() <= 0 || std::chrono::steady_clock::now() >= deadline) {
-        for (auto& w : workers) w->io.stop();
-        return;
-      }
-      drain_timer.expires_after(std::chrono::milliseconds(50));
-      drain_timer.async_wait([&](boost::system::error_code ec) {
-        if (!ec) drain_check();
+    for (auto& w : workers)
+      asio::post(w->io, [&, &w = *w, deadline] {
+        drain_worker(w, config.drain_fire_wills, deadline, [&] {
+          // The last worker to finish stops them all.
+          if (--workers_draining == 0)
+            for (auto& other : workers) other->io.stop();
+        });
       });
-    };
-    drain_check();
   });
 
   asio::signal_set reload_signal(workers[0]->io, SIGHUP);
