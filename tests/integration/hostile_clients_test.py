@@ -5,8 +5,8 @@ stays bounded and the flooding client is paused (its sends stall) or closed.
 Each hostile case sits beside the polite one it abuses.
 
 Usage: hostile_clients_test.py PATH/TO/mqtt-proxy   (MQTT_PROXY_BINARY overrides)"""
-import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -33,7 +33,7 @@ PINGREQ = b"\xc0\x00"
 class System:
     """Mosquitto + stub API server + mqtt-proxy on free loopback ports."""
 
-    def __init__(self):
+    def __init__(self, file_limit=None):
         self.dir = tempfile.mkdtemp(prefix="hostile-")
         os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
         self.broker_port, self.port = free_port(), free_port()
@@ -54,7 +54,9 @@ class System:
             [PROXY, "--listen", f"127.0.0.1:{self.port}", "--upstream", f"127.0.0.1:{self.broker_port}",
              "--upstream-username", "proxy", "--upstream-password", "proxy-secret", "--threads", "2",
              "--auth-url", self.auth.url, "--admin", f"127.0.0.1:{free_port()}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, file_limit)))
+            if file_limit else None)
         wait_for_port(self.broker_port)
         wait_for_port(self.port)
 
@@ -242,6 +244,57 @@ class HostileClients(unittest.TestCase):
               file=sys.stderr)
         self.assertGreater(during - before, 4 * 1024, "the floods did not fill the queues: the test tests nothing")
         self.assertLessEqual(after - before, 2 * 1024, "the memory of closed connections stayed with the process")
+
+
+class OutOfDescriptors(unittest.TestCase):
+    """The proxy under a tiny open-file limit: clients beyond it are refused
+    cleanly, the log names EMFILE (not a timeout), and the proxy recovers."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.system = System(file_limit=64)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.system.close()
+
+    def test_polite_client_within_the_limit(self):
+        sock = authenticated_socket(self.system.port, "within-limit")
+        sock.close()
+
+    def test_more_clients_than_descriptors(self):
+        clients = []
+        for i in range(80):  # each holds a client and a broker descriptor
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.system.port), timeout=5)
+                sock.sendall(connect_packet(f"many-{i}") + publish_packet("service/auth/alice-token", b"", qos=0))
+                clients.append(sock)
+            except OSError:
+                pass
+            time.sleep(0.01)
+        time.sleep(2)
+        logs = self.system.logs()
+        self.assertIsNone(self.system.proxy.poll(), "the proxy died")
+        self.assertIn("Too many open files", logs)
+        self.assertIn("open file limit 64", logs)
+        self.assertNotIn("timed out", logs)
+        # The refused ones were closed at once, not left in the backlog.
+        refused = 0
+        for sock in clients:
+            sock.settimeout(0.2)
+            try:
+                if sock.recv(65536) == b"":
+                    refused += 1
+            except socket.timeout:
+                pass
+            except ConnectionError:
+                refused += 1
+        self.assertGreater(refused, 0)
+        for sock in clients:
+            sock.close()
+        time.sleep(2.5)  # closes and the linger period
+        sock = authenticated_socket(self.system.port, "after-the-storm")  # descriptors are back
+        sock.close()
 
 
 if __name__ == "__main__":
