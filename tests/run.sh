@@ -2,7 +2,8 @@
 # Installs what is missing, builds, and runs every test. Exits non-zero on any failure.
 #
 #   tests/run.sh                 everything: build + ctest, sanitizer run, short fuzz run
-#   MQTT_SANITIZE_RUN=0 ...      skip the ASan/UBSan build of the unit tests
+#   MQTT_SANITIZE_RUN=0 ...      skip the ASan/UBSan builds (unit tests and the proxy binary)
+#   MQTT_SANITIZE_PROXY_RUN=0    skip only the proxy integration tests against the ASan/UBSan mqtt-proxy
 #   MQTT_FUZZ_SECONDS=0 ...      skip the fuzzer (default 60 s when clang is present)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,25 @@ if [ "${MQTT_SANITIZE_RUN:-1}" != 0 ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMQTT_SANITIZE=ON >/dev/null
   cmake --build build-asan -j"$jobs" --target unit_tests tls_stream_test
   (cd build-asan && ctest --no-tests=error --output-on-failure -R '^(unit|tls_stream)$')
+fi
+
+if [ "${MQTT_SANITIZE_RUN:-1}" != 0 ] && [ "${MQTT_SANITIZE_PROXY_RUN:-1}" != 0 ]; then
+  # The real binary under the sanitizers, with the tests that drive it hardest
+  # (the Python and C++ tests and local-stack.sh honour MQTT_PROXY_BINARY).
+  # Any report (ASan, UBSan, LeakSanitizer at exit) lands in $asan_logs and fails the run.
+  step "mqtt-proxy under AddressSanitizer + UndefinedBehaviorSanitizer: proxy integration tests"
+  cmake --build build-asan -j"$jobs" --target mqtt-proxy
+  asan_logs=$(mktemp -d)
+  (cd build && MQTT_PROXY_BINARY="$root/build-asan/bin/mqtt-proxy" MQTT_PROXY_SANITIZED=1 \
+     ASAN_OPTIONS="log_path=$asan_logs/asan:detect_leaks=1" UBSAN_OPTIONS="log_path=$asan_logs/ubsan:print_stacktrace=1" \
+     ctest --no-tests=error --output-on-failure \
+       -R '^(proxy_mosquitto|proxy_real_clients|proxy_transports|proxy_hostile_clients|proxy_drain)$')
+  if compgen -G "$asan_logs/*" >/dev/null; then
+    cat "$asan_logs"/*
+    echo "sanitizer reports from mqtt-proxy (above)" >&2
+    exit 1
+  fi
+  rm -rf "$asan_logs"
 fi
 
 fuzz_seconds=${MQTT_FUZZ_SECONDS:-60}

@@ -28,6 +28,7 @@ MIB = 1024 * 1024
 # the allocator's slack; the unbounded proxy grew by hundreds of MiB.
 RSS_BUDGET_KIB = 2 * 1024 + 512
 PINGREQ = b"\xc0\x00"
+SANITIZED = os.environ.get("MQTT_PROXY_SANITIZED") == "1"  # set by run.sh for the ASan+UBSan binary
 
 
 class System:
@@ -160,6 +161,8 @@ class HostileClients(unittest.TestCase):
 
     def assert_bounded(self, label, before, peak):
         print(f"\n{label}: VmRSS before {before} KiB, peak {peak} KiB (+{peak - before} KiB)", file=sys.stderr)
+        if SANITIZED:
+            return  # ASan's shadow memory and quarantine make RSS meaningless; the pause is still checked
         self.assertLessEqual(peak - before, RSS_BUDGET_KIB, f"{label}: the proxy grew by {peak - before} KiB")
 
     def test_1_polite_pings_are_answered(self):
@@ -242,6 +245,8 @@ class HostileClients(unittest.TestCase):
         after = self.system.rss_kib()
         print(f"\n8 floods: VmRSS before {before} KiB, during {during} KiB, 3 s after closing {after} KiB",
               file=sys.stderr)
+        if SANITIZED:
+            return
         self.assertGreater(during - before, 4 * 1024, "the floods did not fill the queues: the test tests nothing")
         self.assertLessEqual(after - before, 2 * 1024, "the memory of closed connections stayed with the process")
 
