@@ -7,7 +7,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
@@ -64,7 +63,19 @@ void listener::refuse_without_descriptors(const boost::system::error_code& ec) {
   refused_without_descriptors_ = 0;
 }
 
-void listener::start() { asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached); }
+// `detached` would drop an exception without a word: log it, the listener is gone.
+void listener::start() {
+  asio::co_spawn(acceptor_.get_executor(), accept_loop(), [kind = settings_.kind](std::exception_ptr error) {
+    if (!error) return;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      spdlog::critical("{} listener stopped accepting: {}", to_string(kind), e.what());
+    } catch (...) {
+      spdlog::critical("{} listener stopped accepting: unknown exception", to_string(kind));
+    }
+  });
+}
 
 void listener::stop() {
   boost::system::error_code ignored;
