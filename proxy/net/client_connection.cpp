@@ -32,6 +32,18 @@ std::string address_of(tcp::socket& socket) {
 
 }  // namespace
 
+// The session's timer kinds are the first deadlines, in the same order.
+static_assert(static_cast<std::size_t>(client_connection::deadline::handshake) ==
+              static_cast<std::size_t>(timer_kind::handshake));
+static_assert(static_cast<std::size_t>(client_connection::deadline::session_expiry) ==
+              static_cast<std::size_t>(timer_kind::session_expiry));
+static_assert(static_cast<std::size_t>(client_connection::deadline::revalidate) ==
+              static_cast<std::size_t>(timer_kind::revalidate));
+static_assert(static_cast<std::size_t>(client_connection::deadline::upstream_ping) ==
+              static_cast<std::size_t>(timer_kind::upstream_ping));
+static_assert(timer_kind_count == 4);
+static_assert(static_cast<std::size_t>(client_connection::deadline::linger) + 1 == client_connection::deadline_count);
+
 const char* to_string(client_connection::lifecycle state) {
   switch (state) {
     case client_connection::lifecycle::handshaking: return "handshaking";

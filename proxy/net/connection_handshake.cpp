@@ -84,7 +84,10 @@ asio::awaitable<bool> client_connection::client_handshake() {
   }
   const bool peer_closed = co_await closed_before_first_byte(client_->socket());
   handshake_result result{asio::error::eof, {}};
-  if (!peer_closed) result = co_await client_->handshake();
+  if (!peer_closed) {
+    auto negotiated = co_await client_->handshake();
+    result = std::move(negotiated);
+  }
   if (result.error && !handshake_failure_.empty()) result.detail = handshake_failure_;
   if (state_ != lifecycle::handshaking) co_return false;
   if (result.error == asio::error::eof && result.detail.empty()) {

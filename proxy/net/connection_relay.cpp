@@ -24,10 +24,20 @@ constexpr std::size_t unauthenticated_queue_limit = 64 * 1024;
 }  // namespace
 
 asio::awaitable<void> client_connection::read_client(self_ptr self) {
+  // Each co_await initializes a local (GCC 12: see docs/STYLE.md).
   bool still_readable = true;
-  if (listener_.proxy_protocol) still_readable = co_await self->read_proxy_header();
-  if (still_readable && state_ == lifecycle::handshaking) still_readable = co_await self->client_handshake();
-  if (still_readable && state_ == lifecycle::running) still_readable = co_await self->relay_from_client();
+  if (listener_.proxy_protocol) {
+    const bool header_read = co_await self->read_proxy_header();
+    still_readable = header_read;
+  }
+  if (still_readable && state_ == lifecycle::handshaking) {
+    const bool established = co_await self->client_handshake();
+    still_readable = established;
+  }
+  if (still_readable && state_ == lifecycle::running) {
+    const bool relayed = co_await self->relay_from_client();
+    still_readable = relayed;
+  }
   if (still_readable && client_established_) co_await discard_until_eof(*client_);
   // A refused handshake (an HTTP error, a TLS alert) was the last thing sent:
   // drain so that closing with unread bytes does not turn it into an RST.

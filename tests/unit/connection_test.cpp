@@ -326,6 +326,29 @@ TEST_SUITE("client_connection") {
     CHECK(h.ends(peer));
   }
 
+  TEST_CASE("shut_down with wills firing: no DISCONNECT to the broker, only the end of the stream") {
+    harness h;
+    auto peer = h.connect_client();
+    asio::write(peer, asio::buffer(connect_packet("crashing")));
+    asio::write(peer, asio::buffer(auth_publish()));
+    auto upstream = h.accept_upstream();
+    mqtt::bytes client_buffer;
+    REQUIRE(h.read_packet(peer, client_buffer));  // CONNACK
+    h.connection->shut_down(true);
+    upstream.non_blocking(true);
+    mqtt::bytes received;
+    bool ended = h.run_until([&] {
+      std::array<std::uint8_t, 4096> chunk;
+      boost::system::error_code ec;
+      const auto n = upstream.read_some(asio::buffer(chunk), ec);
+      received.insert(received.end(), chunk.begin(), chunk.begin() + static_cast<long>(n));
+      return ec == asio::error::eof;
+    });
+    CHECK(ended);
+    CHECK(std::find(received.begin(), received.end(), std::uint8_t{0xE0}) == received.end());
+    CHECK(h.ends(peer));
+  }
+
   TEST_CASE("registry: for_each is safe when the callback closes connections") {
     captured_log log;
     harness h;
