@@ -3,7 +3,6 @@
 // the socket and cancels the resolver). Errors are error codes reported as
 // themselves: out of file descriptors is EMFILE, not a timeout.
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <spdlog/spdlog.h>
@@ -43,9 +42,24 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
   std::string failure;
   auto [resolve_error, endpoints] = co_await resolver_->async_resolve(where.host, where.port, as_tuple_awaitable);
   if (resolve_error) failure = "cannot resolve " + where.host + ": " + resolve_error.message();
-  if (failure.empty() && state_ == lifecycle::running) {
-    auto [connect_error, endpoint] = co_await asio::async_connect(upstream_->socket(), endpoints, as_tuple_awaitable);
-    if (connect_error) failure = connect_error.message();
+  if (failure.empty()) {
+    // Each address in turn, opening the socket here: asio's range connect
+    // turns a failed open (EMFILE) into "Operation canceled".
+    boost::system::error_code last_error = asio::error::host_not_found;
+    for (const auto& entry : endpoints) {
+      if (state_ != lifecycle::running || !dial_failure_.empty()) break;
+      boost::system::error_code ec;
+      upstream_->socket().close(ec);
+      upstream_->socket().open(entry.endpoint().protocol(), ec);
+      if (ec) {
+        last_error = ec;  // out of descriptors: said as such
+        continue;
+      }
+      auto [connect_error] = co_await upstream_->socket().async_connect(entry.endpoint(), as_tuple_awaitable);
+      last_error = connect_error;
+      if (!connect_error) break;
+    }
+    if (last_error) failure = last_error.message();
   }
   if (failure.empty() && state_ == lifecycle::running) {
     boost::system::error_code ignored;

@@ -283,6 +283,7 @@ class OutOfDescriptors(unittest.TestCase):
         self.assertIn("Too many open files", logs)
         self.assertIn("open file limit 64", logs)
         self.assertNotIn("timed out", logs)
+        self.assertNotIn("Operation canceled", logs)  # what a failed open became inside asio's range connect
         # The refused ones were closed at once, not left in the backlog.
         refused = 0
         for sock in clients:
