@@ -560,7 +560,7 @@ client_session::actions client_session::on_shutdown(bool fire_will) {
     auto wire = mqtt::encode(mqtt::disconnect{reason_code::success, {}}, version_);
     if (wire) emit(action::send_to_upstream{std::move(*wire)});
   }
-  close("server shutting down");
+  close("proxy shutting down");
   return take();
 }
 
