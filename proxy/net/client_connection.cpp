@@ -180,7 +180,7 @@ void client_connection::shut_down(bool fire_will) {
   if (state_ >= lifecycle::closing) return;
   if (state_ == lifecycle::running) apply(session_.on_shutdown(fire_will));
   // A session that had nothing to say (no CONNECT yet) closes all the same.
-  begin_close("server shutting down");
+  begin_close("proxy shutting down");
 }
 
 void client_connection::cut(const std::string& reason) {

@@ -335,7 +335,7 @@ class Drain(unittest.TestCase):
         # The drained proxy exited cleanly and logged each connection it ended.
         log = self.proxy_log(victim)
         self.assertIn("mqtt-proxy stopped", log)
-        self.assertGreaterEqual(log.count('reason="server shutting down"'), len(moved))
+        self.assertGreaterEqual(log.count('reason="proxy shutting down"'), len(moved))
         for d in devices:
             d.stop()
         observer.stop()

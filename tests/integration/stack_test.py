@@ -189,7 +189,7 @@ class Stack(unittest.TestCase):
             status = None  # gone: that is not ready either
         self.assertIn(status, (503, None))
         logs = self.proxy_logs()
-        self.assertIn('client_id=drained user=demo reason="server shutting down"', logs)
+        self.assertIn('client_id=drained user=demo reason="proxy shutting down"', logs)
         self.assertIn("mqtt-proxy stopped", logs)
         app.client.loop_stop()
 
