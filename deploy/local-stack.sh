@@ -59,13 +59,18 @@ case "$command" in
 esac
 
 bin="$root/build/bin"
-for b in mqtt-proxy auth-server; do [ -x "$bin/$b" ] || { echo "local-stack: build first ($bin/$b missing)" >&2; exit 1; }; done
+# MQTT_PROXY_BINARY: another build of the proxy (the sanitizer run uses build-asan's).
+proxy_bin=${MQTT_PROXY_BINARY:-$bin/mqtt-proxy}
+for b in "$proxy_bin" "$bin/auth-server"; do [ -x "$b" ] || { echo "local-stack: build first ($b missing)" >&2; exit 1; }; done
 command -v haproxy >/dev/null || { echo "local-stack: haproxy is not installed (deploy/install-deps.sh)" >&2; exit 1; }
 stop_stack
 rm -rf "$dir"
 mkdir -p "$dir"
 chmod 755 "$dir"
 : >"$dir/pids"
+# A later step that fails (the broker does not start, a port is taken) must
+# not leave the processes already started behind.
+trap 'status=$?; if [ "$status" != 0 ]; then echo "local-stack: start failed, stopping what it started" >&2; stop_stack; fi' EXIT
 
 lb=$base proxy1=$((base + 1)) proxy2=$((base + 2)) admin1=$((base + 11)) admin2=$((base + 12))
 lb_ws=$((base + 3)) proxy1_ws=$((base + 4)) proxy2_ws=$((base + 5))
@@ -104,7 +109,7 @@ wait_for "$broker_port" broker
 
 for i in 1 2; do
   port_var="proxy$i" admin_var="admin$i" ws_var="proxy${i}_ws"
-  "$bin/mqtt-proxy" --listen "127.0.0.1:${!port_var}" --ws-listen "127.0.0.1:${!ws_var}" \
+  "$proxy_bin" --listen "127.0.0.1:${!port_var}" --ws-listen "127.0.0.1:${!ws_var}" \
     --admin "127.0.0.1:${!admin_var}" --proxy-protocol \
     --upstream "127.0.0.1:$broker_port" --upstream-username proxy --upstream-password "$proxy_password" \
     --auth-url "http://127.0.0.1:$auth" --log-level info >"$dir/mqtt-proxy$i.log" 2>&1 &
@@ -137,4 +142,5 @@ DEMO_PASSWORD=$demo_password
 PROXY1_PID=$(cat "$dir/mqtt-proxy1.pid")
 PROXY2_PID=$(cat "$dir/mqtt-proxy2.pid")
 ENV
+trap - EXIT
 echo "local stack up: MQTT via HAProxy on 127.0.0.1:$lb, API on 127.0.0.1:$auth, broker $broker; details in $dir/env"

@@ -21,6 +21,8 @@
 #include "auth/auth_event_feed.hpp"
 #include "auth/http_auth_client.hpp"
 #include "config/config.hpp"
+#include "net/connection_registry.hpp"
+#include "net/broker_probe.hpp"
 #include "net/listener.hpp"
 #include "net/tls_context.hpp"
 
@@ -30,15 +32,13 @@ using asio::ip::tcp;
 namespace {
 
 struct worker {
+  // Before io: connections still in io's handlers leave it as io is destroyed.
+  proxy::connection_registry registry;  // this worker's live connections, touched on its thread only
   asio::io_context io{1};
   std::unique_ptr<proxy::http_auth_client> auth;
   std::unique_ptr<proxy::connection_environment> environment;
   std::vector<std::unique_ptr<proxy::listener>> listeners;
-  // INTEGRATOR HOOK: every event of the API server's stream, on this
-  // worker's thread, after `auth->apply(event)`. Empty for now; connect it
-  // to this worker's connection registry (each live connection's
-  // on_auth_event).
-  std::function<void(const proxy::auth_event&)> on_event;
+  std::unique_ptr<asio::steady_timer> drain_timer;
 };
 
 // The Bearer token of GET /v1/events, read once at start.
@@ -50,6 +50,53 @@ std::string read_service_token(const std::string& path) {
   while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t')) token.pop_back();
   if (token.empty()) throw proxy::config_error("auth.service_token_file", path + " is empty");
   return token;
+}
+
+// In auth-PUBLISH mode the proxy answers CONNACK before the broker is
+// reached, so what it advertises (Server Keep Alive, Maximum QoS, ...) must
+// be known beforehand: asked once of the broker here; `[upstream]` keys win.
+void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
+  auto& connection = config.connection;
+  if (!connection.upstream.probe) return;
+  const auto probe = proxy::probe_broker(connection.upstream, connection.session.upstream_username,
+                                         connection.session.upstream_password,
+                                         upstream_tls ? upstream_tls->current() : nullptr,
+                                         connection.upstream.connect_timeout);
+  if (!probe.ok) {
+    spdlog::warn("broker limits not learned ({}); advertising the configured ones", probe.error);
+    return;
+  }
+  connection.session.limits = proxy::merge_limits(connection.session.limits, probe.limits);
+  spdlog::info("broker limits learned from {}:{}", connection.upstream.host, connection.upstream.port);
+}
+
+// SIGTERM on one worker's thread: stop accepting, ask every live connection
+// to say goodbye (5.0: DISCONNECT 0x8B; the broker gets a normal DISCONNECT
+// unless wills fire), then wait for the last one to be gone. At the deadline
+// the rest are cut, each logging its line. `done` runs once, on this thread.
+void drain_worker(worker& w, bool fire_wills, std::chrono::steady_clock::time_point deadline,
+                  std::function<void()> done) {
+  for (auto& l : w.listeners) l->stop();
+  w.registry.for_each([fire_wills](proxy::client_connection& c) { c.shut_down(fire_wills); });
+  w.drain_timer = std::make_unique<asio::steady_timer>(w.io);
+  auto check = std::make_shared<std::function<void()>>();
+  *check = [&w, deadline, done = std::move(done), check]() mutable {
+    if (w.registry.size() > 0 && std::chrono::steady_clock::now() >= deadline) {
+      spdlog::warn("drain deadline: cutting {} connections", w.registry.size());
+      w.registry.for_each([](proxy::client_connection& c) { c.cut("drain deadline"); });
+    }
+    if (w.registry.size() == 0 || std::chrono::steady_clock::now() >= deadline) {
+      auto finished = std::move(done);
+      *check = nullptr;  // breaks the cycle
+      finished();
+      return;
+    }
+    w.drain_timer->expires_after(std::chrono::milliseconds(20));
+    w.drain_timer->async_wait([check](boost::system::error_code ec) {
+      if (!ec && *check) (*check)();
+    });
+  };
+  (*check)();
 }
 
 // Certificates of the TLS listeners and of the broker connection, read once
@@ -140,6 +187,7 @@ int main(int argc, char** argv) {
 
   try {
     tls = std::make_unique<tls_contexts>(config);
+    learn_broker_limits(parsed.config, tls->upstream.get());
     proxy::http_auth_settings auth_settings;
     auth_settings.endpoint = auth_endpoint;
     auth_settings.timeout = config.auth_http_timeout;
@@ -159,7 +207,7 @@ int main(int argc, char** argv) {
       auto w = std::make_unique<worker>();
       w->auth = std::make_unique<proxy::http_auth_client>(w->io, auth_settings, &counters);
       w->environment = std::make_unique<proxy::connection_environment>(
-          proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get()});
+          proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get(), &w->registry});
       for (const auto& l : config.listeners) {
         if (!l.enabled) continue;
         const auto kind = static_cast<std::size_t>(l.settings.kind);
@@ -189,7 +237,7 @@ int main(int argc, char** argv) {
             for (auto& w : workers)
               asio::post(w->io, [&w = *w, event] {
                 w.auth->apply(event);
-                if (w.on_event) w.on_event(event);
+                w.registry.for_each([&event](proxy::client_connection& c) { c.on_auth_event(event); });
               });
           });
       feed->start();
@@ -205,30 +253,23 @@ int main(int argc, char** argv) {
   // SIGTERM/SIGINT: stop accepting, report not-ready, give open connections
   // the drain period, then stop.
   asio::signal_set signals(workers[0]->io, SIGINT, SIGTERM);
-  asio::steady_timer drain_timer(workers[0]->io);
-  std::function<void()> drain_check;
+  std::atomic<std::size_t> workers_draining{0};
   signals.async_wait([&](boost::system::error_code ec, int signal) {
     if (ec) return;
-    spdlog::info("signal {}: draining for {} ms", signal, config.connection.drain_timeout.count());
-    draining = true;
+    spdlog::info("signal {}: draining for at most {} ms ({} wills)", signal, config.connection.drain_timeout.count(),
+                 config.drain_fire_wills ? "firing" : "suppressing");
+    draining = true;  // /readyz answers 503 from now on
     if (feed) feed->stop();
-    for (auto& w : workers)
-      asio::post(w->io, [&w = *w] {
-        for (auto& l : w.listeners) l->stop();
-      });
+    workers_draining = workers.size();
     const auto deadline = std::chrono::steady_clock::now() + config.connection.drain_timeout;
-    // Stop as soon as the last connection is gone, or at the deadline.
-    drain_check = [&, deadline] {
-      if (counters.connections_open.load() <= 0 || std::chrono::steady_clock::now() >= deadline) {
-        for (auto& w : workers) w->io.stop();
-        return;
-      }
-      drain_timer.expires_after(std::chrono::milliseconds(50));
-      drain_timer.async_wait([&](boost::system::error_code ec) {
-        if (!ec) drain_check();
+    for (auto& w : workers)
+      asio::post(w->io, [&, &w = *w, deadline] {
+        drain_worker(w, config.drain_fire_wills, deadline, [&] {
+          // The last worker to finish stops them all.
+          if (--workers_draining == 0)
+            for (auto& other : workers) other->io.stop();
+        });
       });
-    };
-    drain_check();
   });
 
   asio::signal_set reload_signal(workers[0]->io, SIGHUP);

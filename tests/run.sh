@@ -2,7 +2,8 @@
 # Installs what is missing, builds, and runs every test. Exits non-zero on any failure.
 #
 #   tests/run.sh                 everything: build + ctest, sanitizer run, short fuzz run
-#   MQTT_SANITIZE_RUN=0 ...      skip the ASan/UBSan build of the unit tests
+#   MQTT_SANITIZE_RUN=0 ...      skip the ASan/UBSan builds (unit tests and the proxy binary)
+#   MQTT_SANITIZE_PROXY_RUN=0    skip only the proxy integration tests against the ASan/UBSan mqtt-proxy
 #   MQTT_TSAN_RUN=0 ...          skip the ThreadSanitizer build of auth-server and its HTTP tests
 #   MQTT_FUZZ_SECONDS=0 ...      skip the fuzzer (default 60 s when clang is present)
 set -euo pipefail
@@ -41,6 +42,25 @@ if [ "${MQTT_TSAN_RUN:-1}" != 0 ]; then
     ctest --no-tests=error --output-on-failure -R '^auth_server$')
   if compgen -G "$tsan_logs/report*" >/dev/null; then cat "$tsan_logs"/report*; exit 1; fi
   rm -rf "$tsan_logs"
+fi
+
+if [ "${MQTT_SANITIZE_RUN:-1}" != 0 ] && [ "${MQTT_SANITIZE_PROXY_RUN:-1}" != 0 ]; then
+  # The real binary under the sanitizers, with the tests that drive it hardest
+  # (the Python and C++ tests and local-stack.sh honour MQTT_PROXY_BINARY).
+  # Any report (ASan, UBSan, LeakSanitizer at exit) lands in $asan_logs and fails the run.
+  step "mqtt-proxy under AddressSanitizer + UndefinedBehaviorSanitizer: proxy integration tests"
+  cmake --build build-asan -j"$jobs" --target mqtt-proxy
+  asan_logs=$(mktemp -d)
+  (cd build && MQTT_PROXY_BINARY="$root/build-asan/bin/mqtt-proxy" MQTT_PROXY_SANITIZED=1 \
+     ASAN_OPTIONS="log_path=$asan_logs/asan:detect_leaks=1" UBSAN_OPTIONS="log_path=$asan_logs/ubsan:print_stacktrace=1" \
+     ctest --no-tests=error --output-on-failure \
+       -R '^(proxy_mosquitto|proxy_real_clients|proxy_transports|proxy_hostile_clients|proxy_drain|proxy_revocation|stack_mosquitto)$')
+  if compgen -G "$asan_logs/*" >/dev/null; then
+    cat "$asan_logs"/*
+    echo "sanitizer reports from mqtt-proxy (above)" >&2
+    exit 1
+  fi
+  rm -rf "$asan_logs"
 fi
 
 fuzz_seconds=${MQTT_FUZZ_SECONDS:-60}

@@ -1,6 +1,7 @@
 #include "config/config.hpp"
 
 #include <optional>
+#include <charconv>
 #include <set>
 #include <toml++/toml.h>
 
@@ -10,28 +11,56 @@
 namespace proxy {
 namespace {
 
-std::size_t positive(const std::string& key, std::int64_t value) {
-  if (value <= 0) throw config_error(key, "must be a positive number");
-  return static_cast<std::size_t>(value);
+// Every number has a range; a value outside it names its key (exit 2),
+// never wraps (threads = -1) or aborts (--threads 99999999999999999999).
+struct number_range {
+  std::int64_t min;
+  std::int64_t max;
+};
+constexpr number_range millis_range{1, 86'400'000};            // up to a day
+constexpr number_range threads_range{0, 1024};                // 0: one per core
+constexpr number_range packet_size_range{1, 268'435'455};     // the largest Remaining Length [MQTT-1.5.5]
+constexpr number_range connections_range{1, 10'000'000};
+constexpr number_range count_range{1, 1'000'000};
+constexpr number_range bytes_range{1, 1LL << 30};              // 1 GiB
+
+std::int64_t checked(const std::string& key, std::int64_t value, number_range range) {
+  if (value >= range.min && value <= range.max) return value;
+  if (range.min == 1)
+    throw config_error(key, "must be a positive number no larger than " + std::to_string(range.max) + ", got " +
+                                std::to_string(value));
+  throw config_error(key, "must be a number from " + std::to_string(range.min) + " to " + std::to_string(range.max) +
+                              ", got " + std::to_string(value));
+}
+
+// A flag's value: decimal digits only, parsed with std::from_chars.
+std::int64_t number_flag(const std::string& flag, const std::string& text, number_range range) {
+  std::uint64_t value = 0;
+  const auto* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ptr != end || (ec != std::errc() && ec != std::errc::result_out_of_range))
+    throw config_error(flag, "must be a number, got '" + text + "'");
+  if (ec == std::errc::result_out_of_range || value > static_cast<std::uint64_t>(range.max))
+    throw config_error(flag, (range.min == 1 ? "must be a positive number no larger than "
+                                             : "must be a number from " + std::to_string(range.min) + " to ") +
+                                 std::to_string(range.max) + ", got '" + text + "'");
+  return checked(flag, static_cast<std::int64_t>(value), range);
+}
+
+std::size_t positive(const std::string& key, std::int64_t value, number_range range = count_range) {
+  return static_cast<std::size_t>(checked(key, value, range));
 }
 
 std::chrono::milliseconds millis(const std::string& key, std::int64_t value) {
-  return std::chrono::milliseconds(positive(key, value));
+  return std::chrono::milliseconds(checked(key, value, millis_range));
 }
 
-// An integer key within [min, max]; the error names the key and the range.
+// An integer key or flag within [min, max]; the error names the key and the range.
 std::int64_t ranged(const std::string& key, std::int64_t value, std::int64_t min, std::int64_t max) {
-  if (value < min || value > max)
-    throw config_error(key, "must be a number from " + std::to_string(min) + " to " + std::to_string(max) + ", got " +
-                                std::to_string(value));
-  return value;
+  return checked(key, value, {min, max});
 }
-
-// A flag's decimal value within [min, max].
 std::int64_t ranged_flag(const std::string& flag, const std::string& value, std::int64_t min, std::int64_t max) {
-  if (value.empty() || value.size() > 18 || value.find_first_not_of("0123456789") != std::string::npos)
-    throw config_error(flag, "must be a number from " + std::to_string(min) + " to " + std::to_string(max));
-  return ranged(flag, std::stoll(value), min, max);
+  return number_flag(flag, value, {min, max});
 }
 
 const toml::table& table_at(const toml::table& root, const std::string& key) {
@@ -136,6 +165,14 @@ std::vector<std::string> strings(const toml::table& t, const std::string& prefix
   return out;
 }
 
+// "suppress" (default): a planned restart ends broker sessions with a normal
+// DISCONNECT, so no will is published; "fire": as if every client crashed.
+bool drain_wills(const std::string& key, const std::string& value) {
+  if (value == "suppress") return false;
+  if (value == "fire") return true;
+  throw config_error(key, "must be \"suppress\" or \"fire\", got '" + value + "'");
+}
+
 // [listeners.<kind>]: a table that is present switches its listener on
 // unless it says enabled = false.
 void load_listeners(const toml::table& root, proxy_config& config) {
@@ -187,7 +224,9 @@ host_port parse_host_port(const std::string& key, const std::string& text) {
   std::string host = text.substr(0, colon);
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   const std::string port = text.substr(colon + 1);
-  if (port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535)
+  unsigned long number = 0;
+  const auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+  if (ec != std::errc() || ptr != port.data() + port.size() || number > 65535)
     throw config_error(key, "port must be a number from 0 to 65535, got '" + port + "'");
   return {host, port};
 }
@@ -200,7 +239,7 @@ void load_config_file(const std::string& path, proxy_config& config) {
     throw config_error("--config", std::string("cannot parse ") + path + ": " + std::string(e.description()));
   }
   only_keys(root, "", {"listen", "admin", "log_level", "threads", "proxy_protocol", "listeners", "upstream", "auth",
-                       "limits", "timeouts", "acl_templates"});
+                       "limits", "timeouts", "acl_templates", "drain"});
   // Top-level proxy_protocol is every listener's default; a listener's table can override it.
   const bool proxy_protocol = boolean(root, "", "proxy_protocol", false);
   for (auto& listener : config.listeners) listener.settings.proxy_protocol = proxy_protocol;
@@ -209,7 +248,7 @@ void load_config_file(const std::string& path, proxy_config& config) {
   load_listeners(root, config);
   config.admin = parse_host_port("admin", text(root, "", "admin", config.admin.host + ":" + config.admin.port));
   config.log_level = text(root, "", "log_level", config.log_level);
-  config.threads = static_cast<unsigned>(integer(root, "", "threads", config.threads));
+  config.threads = static_cast<unsigned>(checked("threads", integer(root, "", "threads", config.threads), threads_range));
 
   auto& conn = config.connection;
   const auto& upstream = table_at(root, "upstream");
@@ -262,15 +301,16 @@ void load_config_file(const std::string& path, proxy_config& config) {
 
   const auto& limits = table_at(root, "limits");
   only_keys(limits, "limits.", {"max_packet_size", "max_connections", "max_held_packets", "max_held_bytes", "max_subscriptions", "write_high_water"});
-  auto limit = [&](const char* key, std::size_t current) {
-    return limits.contains(key) ? positive(std::string("limits.") + key, integer(limits, "limits.", key, 0)) : current;
+  auto limit = [&](const char* key, std::size_t current, number_range range) {
+    return limits.contains(key) ? positive(std::string("limits.") + key, integer(limits, "limits.", key, 0), range)
+                                : current;
   };
-  conn.max_packet_size = limit("max_packet_size", conn.max_packet_size);
-  conn.max_connections = limit("max_connections", conn.max_connections);
-  conn.session.max_held_packets = limit("max_held_packets", conn.session.max_held_packets);
-  conn.session.max_held_bytes = limit("max_held_bytes", conn.session.max_held_bytes);
-  conn.session.max_subscriptions = limit("max_subscriptions", conn.session.max_subscriptions);
-  conn.write_high_water = limit("write_high_water", conn.write_high_water);
+  conn.max_packet_size = limit("max_packet_size", conn.max_packet_size, packet_size_range);
+  conn.max_connections = limit("max_connections", conn.max_connections, connections_range);
+  conn.session.max_held_packets = limit("max_held_packets", conn.session.max_held_packets, count_range);
+  conn.session.max_held_bytes = limit("max_held_bytes", conn.session.max_held_bytes, bytes_range);
+  conn.session.max_subscriptions = limit("max_subscriptions", conn.session.max_subscriptions, count_range);
+  conn.write_high_water = limit("write_high_water", conn.write_high_water, bytes_range);
 
   const auto& timeouts = table_at(root, "timeouts");
   only_keys(timeouts, "timeouts.", {"connect_ms", "handshake_ms", "auth_ms", "drain_ms", "revalidate_ms"});
@@ -281,6 +321,11 @@ void load_config_file(const std::string& path, proxy_config& config) {
   if (timeouts.contains("connect_ms")) conn.connect_timeout = millis("timeouts.connect_ms", integer(timeouts, "timeouts.", "connect_ms", 0));
   if (timeouts.contains("auth_ms")) conn.session.auth_timeout = millis("timeouts.auth_ms", integer(timeouts, "timeouts.", "auth_ms", 0));
   if (timeouts.contains("drain_ms")) conn.drain_timeout = millis("timeouts.drain_ms", integer(timeouts, "timeouts.", "drain_ms", 0));
+
+  // [drain]: what SIGTERM does to the clients' wills.
+  const auto& drain = table_at(root, "drain");
+  only_keys(drain, "drain.", {"wills"});
+  if (drain.contains("wills")) config.drain_fire_wills = drain_wills("drain.wills", text(drain, "drain.", "wills", ""));
 
   const auto& templates = table_at(root, "acl_templates");
   only_keys(templates, "acl_templates.", {"publish", "subscribe"});
@@ -346,10 +391,8 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
     else if (flag == "--upstream-cert") conn.upstream.cert_file = value;
     else if (flag == "--upstream-key") conn.upstream.key_file = value;
     else if (flag == "--upstream-server-name") conn.upstream.server_name = value;
-    else if (flag == "--handshake-timeout-ms") {
-      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
-      conn.handshake_timeout = millis(flag, std::stoll(value));
-    }
+    else if (flag == "--handshake-timeout-ms") conn.handshake_timeout = millis(flag, number_flag(flag, value, millis_range));
+    else if (flag == "--drain-wills") config.drain_fire_wills = drain_wills(flag, value);
     else if (flag == "--admin") config.admin = parse_host_port(flag, value);
     else if (flag == "--upstream") {
       auto hp = parse_host_port(flag, value);
@@ -359,13 +402,11 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
     else if (flag == "--upstream-password") conn.session.upstream_password = value;
     else if (flag == "--auth-url") config.auth_url = value;
     else if (flag == "--log-level") config.log_level = value;
-    else if (flag == "--threads") {
-      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
-      config.threads = static_cast<unsigned>(std::stoul(value));
-    } else if (flag == "--auth-timeout-ms") {
-      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
-      config.auth_http_timeout = millis(flag, std::stoll(value));
-    } else if (flag == "--auth-ca-file") {
+    else if (flag == "--threads") config.threads = static_cast<unsigned>(number_flag(flag, value, threads_range));
+    else if (flag == "--auth-timeout-ms") config.auth_http_timeout = millis(flag, number_flag(flag, value, millis_range));
+    else if (flag == "--max-connections") conn.max_connections = static_cast<std::size_t>(number_flag(flag, value, connections_range));
+    else if (flag == "--max-packet-size") conn.max_packet_size = static_cast<std::size_t>(number_flag(flag, value, packet_size_range));
+    else if (flag == "--auth-ca-file") {
       config.auth.ca_file = value;
     } else if (flag == "--auth-service-token-file") {
       config.auth.service_token_file = value;
@@ -388,9 +429,6 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
       config.auth.breaker_cooldown = std::chrono::milliseconds(ranged_flag(flag, value, 1, 3'600'000));
     } else if (flag == "--auth-events-wait-s") {
       config.auth.events_wait = std::chrono::seconds(ranged_flag(flag, value, 1, 55));
-    } else if (flag == "--max-connections" || flag == "--max-packet-size") {
-      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) throw config_error(flag, "must be a number");
-      (flag == "--max-connections" ? conn.max_connections : conn.max_packet_size) = positive(flag, std::stoll(value));
     } else {
       throw config_error(flag, "unknown flag (see --help)");
     }
@@ -449,6 +487,8 @@ Flags (override the config file):
   --auth-events true|false    follow the API server's event stream (default true)
   --auth-service-token-file FILE  Bearer token for GET /v1/events
   --auth-events-wait-s S      long-poll length (default 25, at most 55)
+  --drain-wills suppress|fire on SIGTERM, end broker sessions with a normal DISCONNECT so no
+                              will is published (suppress, default), or let every will fire
   --proxy-protocol            expect a PROXY protocol v1/v2 header from a load balancer on
                               every listener (before TLS); its client address is logged and
                               sent to the API. Per listener: proxy_protocol in the file.

@@ -55,6 +55,7 @@ struct proxy_config {
   auth_client_config auth;
   std::string log_level = "info";
   unsigned threads = 0;  // 0: one per core
+  bool drain_fire_wills = false;  // [drain] wills = "fire": SIGTERM lets the broker publish every will
   connection_settings connection;
 };
 

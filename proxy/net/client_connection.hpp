@@ -1,11 +1,21 @@
 // The one owner of a client connection: both transports (client and broker),
-// the session state machine, the timers and a write queue per direction. Coroutines on one
-// io_context (one per core) carry out what the session asks; nothing else
-// touches the connection, so it needs no locks.
+// the session state machine, one deadline timer and a write queue per
+// direction. Coroutines on one io_context (one per core) carry out what the
+// session asks; nothing else touches the connection, so it needs no locks.
+//
+// Lifecycle, moved only by enter():
+//
+//   handshaking --PROXY header, TLS / WebSocket handshake--> running
+//   running --session closes, peer leaves, shut_down()--> closing (flush both queues)
+//   closing --queues flushed or the flush deadline--> closed (FIN sent, logged, gauge released)
+//
+// The jobs live in their own files: connection_handshake.cpp (PROXY header,
+// transport handshake), connection_relay.cpp (readers and writers),
+// connection_upstream.cpp (dialling the broker), connection_closing.cpp.
 #pragma once
 
+#include <array>
 #include <chrono>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <span>
@@ -14,11 +24,12 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <array>
-#include <memory>
 
 #include "auth/auth_client.hpp"
+#include "auth/auth_event.hpp"
 #include "mqtt/framer.hpp"
+#include "net/connection_registry.hpp"
+#include "net/outbound_queue.hpp"
 #include "net/proxy_context.hpp"
 #include "net/transport.hpp"
 #include "session/client_session.hpp"
@@ -33,68 +44,125 @@ struct connection_environment {
   metrics& counters;
   auth_client& auth;
   const reloadable_tls_context* upstream_tls = nullptr;  // null: plain TCP to the broker
+  connection_registry* registry = nullptr;              // the worker's live connections
 };
 
 class client_connection : public std::enable_shared_from_this<client_connection> {
  public:
+  enum class lifecycle { handshaking, running, closing, closed };
+  // The connection's deadlines: the session's four kinds, then its own.
+  enum class deadline : std::size_t {
+    handshake, session_expiry, revalidate, upstream_ping,  // = timer_kind
+    keep_alive,           // 1.5 x the client's keep-alive without a packet [MQTT-3.1.2-24]
+    transport_handshake,  // PROXY header + TLS / WebSocket handshake
+    upstream_dial,        // resolve + connect + TLS to the broker
+    flush,                // closing: peers that do not take our bytes
+    linger,               // closed: peers that never close their side
+  };
+  static constexpr std::size_t deadline_count = 9;
+
   client_connection(std::unique_ptr<transport> client, const listener_settings& listener,
                     const connection_environment& environment);
   ~client_connection();
   void start();
 
+  // An event from the API server's stream (revocation, ACL change, resync).
+  void on_auth_event(const auth_event& event);
+  // The proxy is shutting down: the session says goodbye (5.0: DISCONNECT
+  // 0x8B) and, unless `fire_will`, ends the broker side without a will.
+  void shut_down(bool fire_will);
+  // The drain deadline passed: close at once, unflushed, and log the line.
+  void cut(const std::string& reason);
+
+  lifecycle state() const { return state_; }
+  std::size_t queued_to_client() const { return to_client_.bytes_queued(); }
+  std::size_t queued_to_upstream() const { return to_upstream_.bytes_queued(); }
+  bool client_paused() const { return client_paused_; }
+
  private:
-  // A write queue with one writer coroutine; bytes queued are counted for back-pressure.
-  struct outbound {
-    std::deque<mqtt::bytes> queue;
-    std::size_t queued_bytes = 0;
-    bool writing = false;
+  enum class side { client, upstream };
+  enum class link { none, dialing, open };  // the broker connection
+
+  // Counts the connection in connections_open from start() until it is
+  // closed or destroyed, whichever comes first: a coroutine that dies by an
+  // exception cannot leave the gauge (which gates admission) too high.
+  class open_gauge {
+   public:
+    void acquire(metrics& counters) {
+      counters_ = &counters;
+      counters.connections_open++;
+    }
+    void release() {
+      if (counters_) std::exchange(counters_, nullptr)->connections_open--;
+    }
+    ~open_gauge() { release(); }
+
+   private:
+    metrics* counters_ = nullptr;
   };
 
-  enum class side { client, upstream };
-
-  // Coroutines that are spawned take `self`: their frame keeps the connection alive.
   using self_ptr = std::shared_ptr<client_connection>;
-  boost::asio::awaitable<void> read_client(self_ptr self);
-  boost::asio::awaitable<void> read_upstream();
-  boost::asio::awaitable<bool> relay_from_client();  // false when the stream failed
-  // Both false when the connection must end.
+  using time_point = std::chrono::steady_clock::time_point;
+
+  void enter(lifecycle next);
+  void spawn(boost::asio::awaitable<void> task);
+
+  // connection_handshake.cpp
   boost::asio::awaitable<bool> read_proxy_header();
-  boost::asio::awaitable<bool> client_handshake(self_ptr self);
-  boost::asio::awaitable<handshake_result> handshake_within(self_ptr self, transport& stream,
-                                                            std::chrono::milliseconds limit);
-  void arm_handshake_deadline();
-  boost::asio::awaitable<bool> closed_before_first_byte(boost::asio::ip::tcp::socket& socket);
-  void process_client_frames();
+  boost::asio::awaitable<bool> client_handshake();
+
+  // connection_relay.cpp
+  boost::asio::awaitable<void> read_client(self_ptr self);
+  boost::asio::awaitable<void> read_upstream(self_ptr self);
+  boost::asio::awaitable<bool> relay_from_client();
   boost::asio::awaitable<bool> relay_from_upstream();
-  boost::asio::awaitable<void> discard_until_eof(transport& stream);
-  boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
-  boost::asio::awaitable<std::size_t> readable(transport& stream, mqtt::framer& framer);
+  void process_client_frames();
   struct received {
     boost::system::error_code error;
     std::span<const std::uint8_t> bytes;  // just read, valid until the framer's next prepare()
   };
-  boost::asio::awaitable<received> read_into(transport& stream, mqtt::framer& framer, const outbound& other_side);
+  boost::asio::awaitable<received> read_into(transport& stream, mqtt::framer& framer, side from);
+  boost::asio::awaitable<std::size_t> readable(transport& stream, mqtt::framer& framer);
+  boost::asio::awaitable<void> wait_for_room(side from);
+  bool over_high_water() const;
+  std::size_t client_queue_limit() const;
+  boost::asio::awaitable<void> discard_until_eof(transport& stream);
+  boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
+  void enqueue(side to, std::span<const std::uint8_t> data);
+  void enqueue(side to, mqtt::bytes&& data);
+  void start_writer(side to);
   boost::asio::awaitable<void> write(self_ptr self, side to);
-  boost::asio::awaitable<void> shut_down(self_ptr self, transport& stream);
-  boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet);
-  boost::asio::awaitable<bool> open_upstream(self_ptr self);  // false: reported to the session
-  boost::asio::awaitable<void> watch_handshake(self_ptr self);
-  boost::asio::awaitable<void> watch_keep_alive(self_ptr self);
-  boost::asio::awaitable<void> watch_session_expiry(self_ptr self);
-  boost::asio::awaitable<void> wait_for_room(const outbound& out);
 
-  void apply(client_session::actions actions, const mqtt::frame* client_frame = nullptr,
-             const mqtt::frame* upstream_frame = nullptr);
-  void enqueue(side to, mqtt::bytes data);
-  outbound& queue_of(side s) { return s == side::client ? to_client_ : to_upstream_; }
-  void validate(const std::string& token);
-  void begin_close(const std::string& reason);
-  void finish_if_drained();
-  void release_if_done();
+  // connection_upstream.cpp
+  boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet);
+  boost::asio::awaitable<std::string> dial_upstream();  // empty: connected
+  void upstream_dial_expired();
+
+  // connection_closing.cpp
+  void begin_close(std::string reason);
+  void on_closing();
+  void on_closed();
   void close_sockets();
-  void notify();
+  void finish_if_flushed();
+  boost::asio::awaitable<void> end_stream(self_ptr self, transport& stream);
+  void log_closed();
+
+  // client_connection.cpp
+  void apply(session_actions actions, const mqtt::frame* client_frame = nullptr,
+             const mqtt::frame* upstream_frame = nullptr);
+  void validate(const std::string& token);
   void count_handshake_failure();
-  void cancel_timers();
+  outbound_queue& queue_of(side s) { return s == side::client ? to_client_ : to_upstream_; }
+  void wake_readers();
+  // The single deadline timer: one deadline per kind, the timer armed for the earliest.
+  void arm(deadline kind, time_point at);
+  void arm_after(deadline kind, std::chrono::milliseconds after) { arm(kind, std::chrono::steady_clock::now() + after); }
+  void disarm(deadline kind) { arm(kind, time_point::max()); }
+  void disarm_all();
+  void rearm_timer();
+  void on_timer_fired();
+  void fire(deadline kind);
+  void keep_alive_check();
 
   std::unique_ptr<transport> client_;
   std::unique_ptr<transport> upstream_;  // created when the session asks for the broker
@@ -104,36 +172,37 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   metrics& metrics_;
   auth_client& auth_;
   const reloadable_tls_context* upstream_tls_;
+  connection_registry* registry_;
   client_session session_;
   mqtt::framer client_framer_;
   mqtt::framer upstream_framer_;
-  outbound to_client_;
-  outbound to_upstream_;
-  bool upstream_connected_ = false;
-  bool upstream_requested_ = false;
-  bool keep_alive_started_ = false;
+  outbound_queue to_client_;
+  outbound_queue to_upstream_;
+
+  lifecycle state_ = lifecycle::handshaking;
+  link upstream_link_ = link::none;
+  bool client_paused_ = false;   // reading from the client waits for queue room
   bool first_byte_seen_ = false;
-  bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done: close gracefully
-  bool handshake_timed_out_ = false;
-  bool closing_ = false;
-  bool drain_expired_ = false;    // a peer did not take our bytes in time
-  bool closed_ = false;           // everything flushed, FIN sent
-  bool client_reading_ = false;   // a reader coroutine still owns the socket's read side
-  bool upstream_reading_ = false;
+  bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done
+  bool forced_ = false;          // the flush deadline passed: cut, do not be polite
+  std::string handshake_failure_;  // set by the transport handshake deadline
+  std::string dial_failure_;       // set by the upstream dial deadline
+
   auth_client::pending_call pending_validation_;
+  std::optional<boost::asio::ip::tcp::resolver> resolver_;
   std::string remote_address_;
   std::string close_reason_;
-  boost::asio::steady_timer handshake_timer_;
-  boost::asio::steady_timer handshake_deadline_;  // PROXY header + TLS / WebSocket handshake
-  boost::asio::steady_timer keep_alive_timer_;
-  boost::asio::steady_timer session_timer_;
-  bool session_timer_started_ = false;
-  boost::asio::steady_timer drain_timer_;
-  boost::asio::steady_timer wakeup_;  // cancelled to wake coroutines waiting for queue room
-  // session (issue 11/12): revalidate and upstream_ping deadlines, one timer each, made on first use.
-  void arm_session_timer(timer_kind kind, std::chrono::milliseconds after);
-  std::array<std::unique_ptr<boost::asio::steady_timer>, 2> session_kind_timers_;
-  std::chrono::steady_clock::time_point last_client_packet_;
+
+  std::array<time_point, deadline_count> deadlines_;
+  boost::asio::steady_timer timer_;  // armed for the earliest of deadlines_
+  bool timer_waiting_ = false;
+  boost::asio::steady_timer room_;   // cancelled to wake readers waiting for queue room
+  time_point last_client_packet_;
+
+  open_gauge gauge_;
+  connection_registry::membership membership_;
 };
+
+const char* to_string(client_connection::lifecycle state);
 
 }  // namespace proxy

@@ -4,6 +4,8 @@
 // connection ever changes thread.
 #pragma once
 
+#include <chrono>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -21,6 +23,9 @@ class listener {
   // a reloaded certificate applies to the next connection.
   listener(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& endpoint, const listener_settings& settings,
            const connection_environment& environment, const reloadable_tls_context* tls);
+  ~listener();
+  listener(const listener&) = delete;
+  listener& operator=(const listener&) = delete;
   void start();
   void stop();  // stop accepting; connections already open go on
   boost::asio::ip::tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
@@ -28,11 +33,15 @@ class listener {
 
  private:
   boost::asio::awaitable<void> accept_loop();
+  void refuse_without_descriptors(const boost::system::error_code& ec);
 
   boost::asio::ip::tcp::acceptor acceptor_;
   const listener_settings& settings_;
   const connection_environment& environment_;
   const reloadable_tls_context* tls_;
+  int reserve_fd_ = -1;  // /dev/null, closed for a moment when descriptors run out
+  std::size_t refused_without_descriptors_ = 0;
+  std::chrono::steady_clock::time_point last_descriptor_warning_{};
 };
 
 }  // namespace proxy

@@ -320,4 +320,5 @@ class Revocation(unittest.TestCase):
 
 if __name__ == "__main__":
     PROXY, AUTH_SERVER = sys.argv.pop(1), sys.argv.pop(1)
+    PROXY = os.environ.get("MQTT_PROXY_BINARY") or PROXY  # run.sh: the ASan+UBSan build
     unittest.main(verbosity=2)

@@ -545,4 +545,5 @@ class Transports(unittest.TestCase):
 
 if __name__ == "__main__":
     PROXY = sys.argv.pop(1)
+    PROXY = os.environ.get("MQTT_PROXY_BINARY") or PROXY  # run.sh: the ASan+UBSan build
     unittest.main(verbosity=2)

@@ -1,6 +1,7 @@
 // The real mqtt-proxy binary, started on free loopback ports.
 #pragma once
 
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -26,7 +27,9 @@ class proxy_process {
                                   "--threads",    "2",
                                   "--log-level",  "debug"};
     args.insert(args.end(), extra.begin(), extra.end());
-    process_.emplace(MQTT_PROXY_BINARY, args, log_file().string());
+    // MQTT_PROXY_BINARY in the environment: another build (run.sh's ASan+UBSan one).
+    const char* binary = std::getenv("MQTT_PROXY_BINARY");
+    process_.emplace(binary && *binary ? binary : MQTT_PROXY_BINARY, args, log_file().string());
     if (!wait_for_port(port_)) throw std::runtime_error("mqtt-proxy did not start; see " + log_file().string());
   }
 

@@ -151,6 +151,62 @@ server_name = "broker.internal"
     CHECK(error_of({"--config", broken}).find("cannot parse") != std::string::npos);
   }
 
+  TEST_CASE("every numeric flag is range-checked and names itself") {
+    for (const std::string flag : {"--threads", "--max-connections", "--max-packet-size", "--handshake-timeout-ms",
+                                   "--auth-timeout-ms"}) {
+      CAPTURE(flag);
+      for (const std::string value : {"99999999999999999999", "-1", "12abc", "", "0x10", "1e3"}) {
+        CAPTURE(value);
+        CHECK(error_of({flag, value}).find("'" + flag + "'") != std::string::npos);
+      }
+    }
+    CHECK(error_of({"--threads", "99999999999999999999"}).find("from 0 to 1024") != std::string::npos);
+    CHECK(error_of({"--threads", "1025"}).find("from 0 to 1024") != std::string::npos);
+    CHECK(parse({"--threads", "0"}).config.threads == 0);
+    CHECK(error_of({"--max-packet-size", "268435456"}).find("268435455") != std::string::npos);
+    CHECK(parse({"--max-packet-size", "268435455"}).config.connection.max_packet_size == 268435455);
+    CHECK(error_of({"--listen", "127.0.0.1:99999999999999999999"}).find("port") != std::string::npos);
+  }
+
+  TEST_CASE("every numeric key in the file is range-checked and names itself") {
+    const std::vector<std::pair<std::string, std::string>> keys{
+        {"", "threads"},
+        {"upstream", "connect_timeout_ms"},
+        {"auth", "timeout_ms"},
+        {"limits", "max_packet_size"},
+        {"limits", "max_connections"},
+        {"limits", "max_held_packets"},
+        {"limits", "max_held_bytes"},
+        {"limits", "max_subscriptions"},
+        {"limits", "write_high_water"},
+        {"timeouts", "connect_ms"},
+        {"timeouts", "handshake_ms"},
+        {"timeouts", "auth_ms"},
+        {"timeouts", "drain_ms"},
+    };
+    for (const auto& [table, key] : keys) {
+      const std::string name = table.empty() ? key : table + "." + key;
+      for (const std::string value : {"-1", "9223372036854775807"}) {
+        CAPTURE(name);
+        CAPTURE(value);
+        const auto path = write_file("mqtt-proxy-range.toml",
+                                     (table.empty() ? "" : "[" + table + "]\n") + key + " = " + value + "\n");
+        CHECK(error_of({"--config", path}).find("'" + name + "'") != std::string::npos);
+      }
+    }
+  }
+
+  TEST_CASE("drain wills: suppress by default, fire on request, anything else names the key") {
+    CHECK_FALSE(parse({}).config.drain_fire_wills);
+    CHECK(parse({"--drain-wills", "fire"}).config.drain_fire_wills);
+    CHECK_FALSE(parse({"--drain-wills", "suppress"}).config.drain_fire_wills);
+    CHECK(error_of({"--drain-wills", "maybe"}).find("'--drain-wills'") != std::string::npos);
+    auto fire = write_file("mqtt-proxy-drain.toml", "[drain]\nwills = \"fire\"\n");
+    CHECK(parse({"--config", fire}).config.drain_fire_wills);
+    auto bad = write_file("mqtt-proxy-drain-bad.toml", "[drain]\nwills = \"sometimes\"\n");
+    CHECK(error_of({"--config", bad}).find("'drain.wills'") != std::string::npos);
+  }
+
   TEST_CASE("API server answers become auth results") {
     auto ok = parse_validation_response(200, R"({"user":"u","acl":{"publish":["a/#","bad/#/x"],"subscribe":["s/+"]},"expires_in":60})");
     CHECK(ok.outcome == auth_result::verdict::valid);

@@ -1,0 +1,89 @@
+// Closing: flush what is queued in both directions (closing), then end our
+// side of both streams, log the connection's line and release the gauge
+// (closed). Peers that do not take our bytes are cut at the flush deadline;
+// peers that never close their side at the linger deadline.
+#include <boost/asio/co_spawn.hpp>
+#include <spdlog/spdlog.h>
+
+#include "net/client_connection.hpp"
+#include "net/log_field.hpp"
+
+namespace proxy {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+namespace {
+constexpr auto linger_period = std::chrono::seconds(2);
+}  // namespace
+
+void client_connection::begin_close(std::string reason) {
+  if (state_ >= lifecycle::closing) return;
+  close_reason_ = std::move(reason);
+  enter(lifecycle::closing);
+  finish_if_flushed();
+}
+
+void client_connection::on_closing() {
+  for (auto kind : {deadline::handshake, deadline::session_expiry, deadline::revalidate, deadline::upstream_ping,
+                    deadline::keep_alive, deadline::transport_handshake})
+    deadlines_[static_cast<std::size_t>(kind)] = time_point::max();
+  pending_validation_.reset();  // withdraws a validation nobody waits for any more
+  if (upstream_link_ == link::dialing) {
+    dial_failure_ = "closing";
+    if (resolver_) resolver_->cancel();
+    if (upstream_) upstream_->close();
+  }
+  arm_after(deadline::flush, settings_.drain_timeout);
+  wake_readers();
+}
+
+void client_connection::finish_if_flushed() {
+  if (state_ != lifecycle::closing) return;
+  if (to_client_.writing || (upstream_link_ == link::open && to_upstream_.writing)) return;
+  enter(lifecycle::closed);
+}
+
+// Our direction ends after everything queued (FIN, close_notify or a close
+// frame); no DISCONNECT goes upstream unless the session queued one, so the
+// broker decides on the will as it should. A writer cut off by the flush
+// deadline leaves nothing to be polite about.
+void client_connection::on_closed() {
+  disarm(deadline::flush);
+  auto self = shared_from_this();
+  if (forced_) {
+    client_->close();
+  } else if (client_established_) {
+    spawn(end_stream(self, *client_));
+  } else {
+    boost::system::error_code ignored;
+    client_->socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+  if (upstream_ && upstream_link_ == link::open && !forced_) spawn(end_stream(self, *upstream_));
+  else if (upstream_) upstream_->close();
+  // A writer still in flight owns its buffers until it completes.
+  if (!to_client_.writing) to_client_.clear();
+  if (!to_upstream_.writing) to_upstream_.clear();
+  gauge_.release();
+  log_closed();
+  arm_after(deadline::linger, linger_period);
+  wake_readers();
+}
+
+void client_connection::log_closed() {
+  spdlog::info("connection closed remote={} client_id={} user={} reason=\"{}\"", remote_address_,
+               session_.client_id().empty() ? "-" : log_field(session_.client_id()),
+               session_.user().empty() ? "-" : log_field(session_.user()), log_field(close_reason_, true));
+}
+
+void client_connection::close_sockets() {
+  disarm_all();
+  client_->close();
+  if (upstream_) upstream_->close();
+}
+
+asio::awaitable<void> client_connection::end_stream(self_ptr self, transport& stream) {
+  (void)self;  // keeps the connection alive until the stream is ended
+  co_await stream.shutdown();
+}
+
+}  // namespace proxy

@@ -1,0 +1,225 @@
+// The relay: a reader per peer that hands complete frames to the session,
+// and a writer per peer that empties its queue. Reading from the client
+// stops while either queue is over its high-water mark (the client's own
+// flood of PINGREQs fills the queue back to the client), so nothing a peer
+// sends can make the proxy queue more than that towards anyone.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
+#include <array>
+
+#include "net/client_connection.hpp"
+
+namespace proxy {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+namespace {
+constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t min_read = 512;
+constexpr std::size_t max_read = 64 * 1024;
+// Before the session relays, the client is not authenticated: the proxy's
+// own answers to it (PINGRESP, CONNACK, refusals) need little room.
+constexpr std::size_t unauthenticated_queue_limit = 64 * 1024;
+}  // namespace
+
+asio::awaitable<void> client_connection::read_client(self_ptr self) {
+  // Each co_await initializes a local (GCC 12: see docs/STYLE.md).
+  bool still_readable = true;
+  if (listener_.proxy_protocol) {
+    const bool header_read = co_await self->read_proxy_header();
+    still_readable = header_read;
+  }
+  if (still_readable && state_ == lifecycle::handshaking) {
+    const bool established = co_await self->client_handshake();
+    still_readable = established;
+  }
+  if (still_readable && state_ == lifecycle::running) {
+    const bool relayed = co_await self->relay_from_client();
+    still_readable = relayed;
+  }
+  if (still_readable && client_established_) co_await discard_until_eof(*client_);
+  // A refused handshake (an HTTP error, a TLS alert) was the last thing sent:
+  // drain so that closing with unread bytes does not turn it into an RST.
+  if (!client_established_) co_await discard_until_eof(client_->socket());
+}
+
+// Hands every complete frame in the framer to the session.
+void client_connection::process_client_frames() {
+  while (state_ == lifecycle::running) {
+    auto next = client_framer_.next();
+    if (!next) {
+      apply(session_.on_client_framing_error(next.error()));
+      return;
+    }
+    if (!*next) return;
+    last_client_packet_ = std::chrono::steady_clock::now();
+    apply(session_.on_client_frame(**next), &**next);
+    const auto limit = session_.keep_alive_limit();
+    if (state_ == lifecycle::running && limit.count() > 0 &&
+        deadlines_[static_cast<std::size_t>(deadline::keep_alive)] == time_point::max())
+      arm(deadline::keep_alive, last_client_packet_ + limit);
+  }
+}
+
+asio::awaitable<bool> client_connection::relay_from_client() {
+  while (state_ == lifecycle::running) {
+    process_client_frames();  // whole packets the last read completed
+    if (state_ != lifecycle::running) break;
+    const auto in = co_await read_into(*client_, client_framer_, side::client);
+    if (in.error) {
+      if (state_ == lifecycle::running) apply(session_.on_client_closed());
+      co_return false;
+    }
+    if (state_ != lifecycle::running) break;
+    if (!first_byte_seen_ && !in.bytes.empty()) {
+      first_byte_seen_ = true;
+      apply(session_.on_client_first_byte(in.bytes[0]));
+    }
+  }
+  co_return true;
+}
+
+asio::awaitable<void> client_connection::read_upstream(self_ptr self) {
+  const bool still_readable = co_await self->relay_from_upstream();
+  if (still_readable) co_await discard_until_eof(*upstream_);
+}
+
+asio::awaitable<bool> client_connection::relay_from_upstream() {
+  while (state_ == lifecycle::running) {
+    const auto in = co_await read_into(*upstream_, upstream_framer_, side::upstream);
+    if (in.error) {
+      if (state_ == lifecycle::running) apply(session_.on_upstream_closed());
+      co_return false;
+    }
+    if (state_ != lifecycle::running) break;
+    for (;;) {
+      auto next = upstream_framer_.next();
+      if (!next) {
+        apply(session_.on_upstream_closed());
+        co_return true;
+      }
+      if (!*next) break;
+      apply(session_.on_upstream_frame(**next), nullptr, &**next);
+      if (state_ != lifecycle::running) co_return true;
+    }
+  }
+  co_return true;
+}
+
+std::size_t client_connection::client_queue_limit() const {
+  if (session_.current_state() == client_session::state::relaying) return settings_.write_high_water;
+  return std::min(settings_.write_high_water, unauthenticated_queue_limit);
+}
+
+// The client's reader waits while either queue is full; the broker's reader
+// while the queue to the client is (what the broker sends goes there).
+bool client_connection::over_high_water() const {
+  return to_client_.bytes_queued() > client_queue_limit() || to_upstream_.bytes_queued() > settings_.write_high_water;
+}
+
+asio::awaitable<void> client_connection::wait_for_room(side from) {
+  for (;;) {
+    const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings_.write_high_water;
+    if (!full || state_ != lifecycle::running) break;
+    if (from == side::client) client_paused_ = true;
+    co_await room_.async_wait(as_tuple_awaitable);
+  }
+  if (from == side::client) client_paused_ = false;
+}
+
+void client_connection::wake_readers() { room_.cancel(); }
+
+// One read for either direction: waits for queue room (back-pressure), then
+// until this socket has bytes, and reads them into the framer. An empty,
+// error-free result means the connection began closing.
+asio::awaitable<client_connection::received> client_connection::read_into(transport& stream, mqtt::framer& framer,
+                                                                          side from) {
+  co_await wait_for_room(from);
+  if (state_ != lifecycle::running) co_return received{};
+  const std::size_t chunk = co_await readable(stream, framer);
+  auto space = framer.prepare(chunk);
+  const auto [ec, n] = co_await stream.read_some(asio::buffer(space.data(), space.size()));
+  if (ec) co_return received{ec, {}};
+  framer.commit(n);
+  co_return received{{}, space.first(n)};
+}
+
+// Idle connections are the common case, so between packets a reader holds
+// no buffer where the stream allows it: it waits for the stream to become
+// readable, then sizes the read by what is there (within bounds).
+asio::awaitable<std::size_t> client_connection::readable(transport& stream, mqtt::framer& framer) {
+  if (framer.buffered() == 0) {
+    framer.release_if_empty();
+    co_await stream.wait_readable();
+  }
+  co_return std::clamp(stream.read_size_hint(), min_read, max_read);
+}
+
+// Closing a socket with unread bytes makes the kernel send RST, and an RST
+// can destroy data the peer has not read yet: our last packets to the
+// client, or a DISCONNECT to the broker, which would then publish the will.
+// So after the final FIN the proxy reads and drops until the peer closes.
+asio::awaitable<void> client_connection::discard_until_eof(tcp::socket& socket) {
+  std::array<char, 4096> sink;
+  for (;;) {
+    auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink), as_tuple_awaitable);
+    if (ec) co_return;
+  }
+}
+
+asio::awaitable<void> client_connection::discard_until_eof(transport& stream) {
+  std::array<char, 4096> sink;
+  for (;;) {
+    const auto [ec, n] = co_await stream.read_some(asio::buffer(sink));
+    if (ec) co_return;
+  }
+}
+
+// ------------------------------------------------------------------ writers
+
+void client_connection::enqueue(side to, std::span<const std::uint8_t> data) {
+  if (state_ == lifecycle::closed) return;
+  auto& out = queue_of(to);
+  out.push(data);
+  start_writer(to);
+}
+
+void client_connection::enqueue(side to, mqtt::bytes&& data) {
+  if (state_ == lifecycle::closed) return;
+  auto& out = queue_of(to);
+  out.push(std::move(data));
+  start_writer(to);
+}
+
+void client_connection::start_writer(side to) {
+  auto& out = queue_of(to);
+  if (out.writing || out.empty() || state_ == lifecycle::closed) return;
+  if (to == side::upstream && upstream_link_ != link::open) return;
+  out.writing = true;
+  spawn(write(shared_from_this(), to));
+}
+
+asio::awaitable<void> client_connection::write(self_ptr self, side to) {
+  auto& out = self->queue_of(to);
+  auto& stream = to == side::client ? *client_ : *upstream_;
+  while (!out.empty() && state_ != lifecycle::closed) {
+    const auto& buffers = out.begin_write();
+    const auto [ec, n] = co_await stream.write(buffers);
+    if (ec) {
+      out.clear();
+      out.writing = false;
+      if (state_ == lifecycle::running)
+        apply(to == side::client ? session_.on_client_closed() : session_.on_upstream_closed());
+      wake_readers();
+      finish_if_flushed();
+      co_return;
+    }
+    out.commit_write();
+    wake_readers();
+  }
+  out.writing = false;
+  finish_if_flushed();
+}
+
+}  // namespace proxy

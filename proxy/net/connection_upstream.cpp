@@ -1,0 +1,84 @@
+// Dialling the broker: resolve, connect and (for a TLS broker) handshake,
+// all within the upstream connect timeout (the upstream_dial deadline closes
+// the socket and cancels the resolver). Errors are error codes reported as
+// themselves: out of file descriptors is EMFILE, not a timeout.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include "net/client_connection.hpp"
+#include "net/tls_context.hpp"
+
+namespace proxy {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+namespace {
+constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+}  // namespace
+
+asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::bytes connect_packet) {
+  enqueue(side::upstream, std::move(connect_packet));
+  const std::string failure = co_await self->dial_upstream();
+  if (state_ != lifecycle::running) co_return;  // closing while dialling: nothing left to report
+  if (!failure.empty()) {
+    upstream_link_ = link::none;
+    const auto& where = settings_.upstream;
+    spdlog::warn("upstream {}:{} unreachable: {}", where.host, where.port, failure);
+    apply(session_.on_upstream_connect_failed(failure));
+    co_return;
+  }
+  upstream_link_ = link::open;
+  start_writer(side::upstream);
+  co_await read_upstream(self);
+}
+
+asio::awaitable<std::string> client_connection::dial_upstream() {
+  const auto& where = settings_.upstream;
+  upstream_ = make_upstream_transport(executor_, where, upstream_tls_ ? upstream_tls_->current() : nullptr);
+  arm_after(deadline::upstream_dial, where.connect_timeout);
+  resolver_.emplace(executor_);
+  std::string failure;
+  auto [resolve_error, endpoints] = co_await resolver_->async_resolve(where.host, where.port, as_tuple_awaitable);
+  if (resolve_error) failure = "cannot resolve " + where.host + ": " + resolve_error.message();
+  if (failure.empty()) {
+    // Each address in turn, opening the socket here: asio's range connect
+    // turns a failed open (EMFILE) into "Operation canceled".
+    boost::system::error_code last_error = asio::error::host_not_found;
+    for (const auto& entry : endpoints) {
+      if (state_ != lifecycle::running || !dial_failure_.empty()) break;
+      boost::system::error_code ec;
+      upstream_->socket().close(ec);
+      upstream_->socket().open(entry.endpoint().protocol(), ec);
+      if (ec) {
+        last_error = ec;  // out of descriptors: said as such
+        continue;
+      }
+      auto [connect_error] = co_await upstream_->socket().async_connect(entry.endpoint(), as_tuple_awaitable);
+      last_error = connect_error;
+      if (!connect_error) break;
+    }
+    if (last_error) failure = last_error.message();
+  }
+  if (failure.empty() && state_ == lifecycle::running) {
+    boost::system::error_code ignored;
+    upstream_->socket().set_option(tcp::no_delay(true), ignored);
+    const auto result = co_await upstream_->handshake();
+    if (result.error) failure = result.detail.empty() ? result.error.message() : result.detail;
+  }
+  disarm(deadline::upstream_dial);
+  resolver_.reset();
+  // The deadline cut the dial short: that, not the aborted operation, is the cause.
+  if (!failure.empty() && !dial_failure_.empty()) failure = dial_failure_;
+  co_return failure;
+}
+
+void client_connection::upstream_dial_expired() {
+  if (upstream_link_ != link::dialing) return;
+  dial_failure_ = "no connection within " + std::to_string(settings_.upstream.connect_timeout.count()) + " ms";
+  if (resolver_) resolver_->cancel();
+  if (upstream_) upstream_->close();
+}
+
+}  // namespace proxy

@@ -1,0 +1,86 @@
+// The bytes waiting to be written to one peer. One writer takes buffers from
+// the front; everything else appends at the back. Small packets (the proxy's
+// own PINGRESP, PUBACK, SUBACK, and small relayed packets) are appended into
+// the tail buffer while that buffer is not being written, so a flood of
+// 2-byte packets costs one allocation per few KiB, not one per packet.
+// `bytes()` counts what is queued; the connection stops reading its peers
+// while it is over the high-water mark, so the queue stays bounded.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <vector>
+
+#include <boost/asio/buffer.hpp>
+
+namespace proxy {
+
+class outbound_queue {
+ public:
+  using bytes = std::vector<std::uint8_t>;
+  // Packets up to this size are coalesced into a tail buffer of up to tail_capacity.
+  static constexpr std::size_t small_packet = 1024;
+  static constexpr std::size_t tail_capacity = 16 * 1024;
+  static constexpr std::size_t max_buffers_per_write = 64;
+
+  void push(std::span<const std::uint8_t> data) {
+    if (data.empty()) return;
+    bytes_ += data.size();
+    if (data.size() <= small_packet) {
+      if (queue_.size() > in_flight_ && queue_.back().size() + data.size() <= tail_capacity &&
+          queue_.back().capacity() >= tail_capacity) {
+        queue_.back().insert(queue_.back().end(), data.begin(), data.end());
+        return;
+      }
+      bytes tail;
+      tail.reserve(tail_capacity);
+      tail.assign(data.begin(), data.end());
+      queue_.push_back(std::move(tail));
+      return;
+    }
+    queue_.emplace_back(data.begin(), data.end());
+  }
+  void push(bytes&& data) {
+    if (data.size() <= small_packet) return push(std::span<const std::uint8_t>(data));
+    bytes_ += data.size();
+    queue_.push_back(std::move(data));
+  }
+
+  bool empty() const { return queue_.empty(); }
+  std::size_t bytes_queued() const { return bytes_; }
+  std::size_t buffer_count() const { return queue_.size(); }
+
+  // The buffers of the next write; they stay untouched until commit_write().
+  const std::vector<boost::asio::const_buffer>& begin_write() {
+    in_flight_ = std::min(queue_.size(), max_buffers_per_write);
+    write_buffers_.clear();
+    for (std::size_t i = 0; i < in_flight_; ++i) write_buffers_.push_back(boost::asio::buffer(queue_[i]));
+    return write_buffers_;
+  }
+  void commit_write() {
+    for (; in_flight_ > 0; --in_flight_) {
+      bytes_ -= queue_.front().size();
+      queue_.pop_front();
+    }
+  }
+  // Drops everything (the peer is gone) and gives the memory back.
+  void clear() {
+    std::deque<bytes>().swap(queue_);
+    std::vector<boost::asio::const_buffer>().swap(write_buffers_);
+    bytes_ = 0;
+    in_flight_ = 0;
+  }
+
+  bool writing = false;  // a writer coroutine owns the front
+
+ private:
+  std::deque<bytes> queue_;
+  std::vector<boost::asio::const_buffer> write_buffers_;
+  std::size_t bytes_ = 0;
+  std::size_t in_flight_ = 0;
+};
+
+}  // namespace proxy

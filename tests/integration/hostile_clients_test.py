@@ -1,0 +1,309 @@
+#!/usr/bin/python3
+"""Clients that send without ever reading, against the real mqtt-proxy, a real
+Mosquitto and a stub API server: the proxy's memory (VmRSS of its process)
+stays bounded and the flooding client is paused (its sends stall) or closed.
+Each hostile case sits beside the polite one it abuses.
+
+Usage: hostile_clients_test.py PATH/TO/mqtt-proxy   (MQTT_PROXY_BINARY overrides)"""
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from netutil import free_port, wait_for_port  # noqa: E402
+from stub_auth import StubAuthServer  # noqa: E402
+from wire import connect_packet, mqtt_packet, parse_mqtt, publish_packet  # noqa: E402
+
+PROXY = None
+SESSIONS = {"alice-token": {"user": "alice", "acl": {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}}}
+MIB = 1024 * 1024
+# ~2 MiB: one write_high_water (1 MiB) of queue plus the read buffers and
+# the allocator's slack; the unbounded proxy grew by hundreds of MiB.
+RSS_BUDGET_KIB = 2 * 1024 + 512
+PINGREQ = b"\xc0\x00"
+SANITIZED = os.environ.get("MQTT_PROXY_SANITIZED") == "1"  # set by run.sh for the ASan+UBSan binary
+
+
+class System:
+    """Mosquitto + stub API server + mqtt-proxy on free loopback ports."""
+
+    def __init__(self, file_limit=None):
+        self.dir = tempfile.mkdtemp(prefix="hostile-")
+        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
+        self.broker_port, self.port = free_port(), free_port()
+        passwd = os.path.join(self.dir, "passwd")
+        with open(passwd, "w") as f:
+            f.write("proxy:proxy-secret\n")
+        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+                    "persistence false\n")
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.broker = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.auth = StubAuthServer(SESSIONS)
+        self.log_path = os.path.join(self.dir, "proxy.log")
+        self.log = open(self.log_path, "w")
+        self.proxy = subprocess.Popen(
+            [PROXY, "--listen", f"127.0.0.1:{self.port}", "--upstream", f"127.0.0.1:{self.broker_port}",
+             "--upstream-username", "proxy", "--upstream-password", "proxy-secret", "--threads", "2",
+             "--auth-url", self.auth.url, "--admin", f"127.0.0.1:{free_port()}"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, file_limit)))
+            if file_limit else None)
+        wait_for_port(self.broker_port)
+        wait_for_port(self.port)
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proxy.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def logs(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def close(self):
+        for p in (self.proxy, self.broker):
+            p.terminate()
+            p.wait(timeout=15)
+        self.auth.close()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RssPeak:
+    """Samples the proxy's VmRSS every 10 ms while in use."""
+
+    def __init__(self, system):
+        self.system, self.peak, self.stop = system, system.rss_kib(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.system.rss_kib())
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def read_packet(sock, buffer):
+    while True:
+        parsed = parse_mqtt(buffer)
+        if parsed:
+            return parsed
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError("closed")
+        buffer += chunk
+
+
+def authenticated_socket(port, client_id):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(connect_packet(client_id) + publish_packet("service/auth/alice-token", b"", qos=0))
+    buffer = b""
+    packet, buffer = read_packet(sock, buffer)
+    assert packet[0] == 0x20 and packet[3] == 0, packet.hex()  # CONNACK accepted
+    packet, buffer = read_packet(sock, buffer)
+    assert packet[0] & 0xF0 == 0x30 and b'"ok"' in packet, packet
+    return sock
+
+
+def flood(sock, chunk, limit_seconds=30, stall_seconds=1.5):
+    """Sends `chunk` again and again without reading. 'paused' once sends
+    have stalled for stall_seconds, 'closed' when the proxy closed."""
+    sock.setblocking(False)
+    sent, view, last_progress = 0, memoryview(chunk), time.time()
+    deadline = time.time() + limit_seconds
+    while time.time() < deadline:
+        try:
+            n = sock.send(view)
+            sent += n
+            view = view[n:] if n < len(view) else memoryview(chunk)
+            last_progress = time.time()
+        except BlockingIOError:
+            if time.time() - last_progress > stall_seconds:
+                return "paused", sent
+            time.sleep(0.01)
+        except (ConnectionResetError, BrokenPipeError):
+            return "closed", sent
+    return "still sending", sent
+
+
+def denied_publishes(count):
+    """QoS 1 PUBLISHes to a topic alice may not publish to: each answered by the proxy itself."""
+    return b"".join(publish_packet("private/bob/x", b"denied", qos=1, packet_id=1 + i % 65535) for i in range(count))
+
+
+class HostileClients(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.system = System()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.system.close()
+
+    def assert_bounded(self, label, before, peak):
+        print(f"\n{label}: VmRSS before {before} KiB, peak {peak} KiB (+{peak - before} KiB)", file=sys.stderr)
+        if SANITIZED:
+            return  # ASan's shadow memory and quarantine make RSS meaningless; the pause is still checked
+        self.assertLessEqual(peak - before, RSS_BUDGET_KIB, f"{label}: the proxy grew by {peak - before} KiB")
+
+    def test_1_polite_pings_are_answered(self):
+        sock = socket.create_connection(("127.0.0.1", self.system.port), timeout=5)
+        sock.sendall(connect_packet("polite-pinger") + PINGREQ * 3)
+        packet, buffer = read_packet(sock, b"")
+        self.assertEqual(packet[0], 0x20)
+        for _ in range(3):
+            packet, buffer = read_packet(sock, buffer)
+            self.assertEqual(packet, b"\xd0\x00")  # PINGRESP, before authentication too
+        sock.close()
+
+    def test_2_pingreq_flood_without_reading_before_auth(self):
+        time.sleep(0.5)
+        before = self.system.rss_kib()
+        sock = socket.create_connection(("127.0.0.1", self.system.port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(connect_packet("pinger"))
+        with RssPeak(self.system) as rss:
+            outcome, sent = flood(sock, PINGREQ * 32768)
+        print(f"PINGREQ flood: {outcome} after {sent // 1024} KiB sent", file=sys.stderr)
+        self.assertIn(outcome, ("paused", "closed"))
+        self.assert_bounded("PINGREQ flood before auth", before, rss.peak)
+        sock.close()
+
+    def test_3_polite_denied_publish_is_acknowledged(self):
+        sock = authenticated_socket(self.system.port, "polite-denied")
+        sock.sendall(denied_publishes(3))
+        buffer = b""
+        for i in range(3):
+            packet, buffer = read_packet(sock, buffer)
+            self.assertEqual(packet[0], 0x40)  # PUBACK: 3.1.1 has no way to say no
+            self.assertEqual(int.from_bytes(packet[2:4], "big"), i + 1)
+        sock.close()
+
+    def test_4_denied_qos1_flood_without_reading_after_auth(self):
+        time.sleep(0.5)
+        sock = authenticated_socket(self.system.port, "denied-flooder")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        time.sleep(0.3)
+        before = self.system.rss_kib()
+        with RssPeak(self.system) as rss:
+            outcome, sent = flood(sock, denied_publishes(20000))
+        print(f"denied QoS 1 flood: {outcome} after {sent // 1024} KiB sent", file=sys.stderr)
+        self.assertIn(outcome, ("paused", "closed"))
+        self.assert_bounded("denied QoS 1 flood after auth", before, rss.peak)
+        sock.close()
+
+    def test_5_a_paused_client_that_reads_again_gets_every_answer(self):
+        sock = authenticated_socket(self.system.port, "slow-reader")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        count = 300000  # ~1.2 MB of PUBACKs: more than the proxy queues, so it must pause and resume
+        data = denied_publishes(count)
+        sender = threading.Thread(target=lambda: sock.sendall(data))
+        sender.start()
+        time.sleep(1)
+        received, buffer = 0, b""
+        sock.settimeout(10)
+        while received < count:
+            packet, buffer = read_packet(sock, buffer)
+            self.assertEqual(packet[0], 0x40)
+            self.assertEqual(int.from_bytes(packet[2:4], "big"), 1 + received % 65535)
+            received += 1
+        sender.join()
+        sock.close()
+
+    def test_6_memory_goes_back_after_floods(self):
+        time.sleep(1.5)
+        before = self.system.rss_kib()
+        socks = [authenticated_socket(self.system.port, f"flooder-{i}") for i in range(8)]
+        threads = [threading.Thread(target=flood, args=(s, denied_publishes(20000), 30, 1.0)) for s in socks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        during = self.system.rss_kib()
+        for s in socks:
+            s.close()
+        time.sleep(3)  # closes, the flush deadline, the periodic release
+        after = self.system.rss_kib()
+        print(f"\n8 floods: VmRSS before {before} KiB, during {during} KiB, 3 s after closing {after} KiB",
+              file=sys.stderr)
+        if SANITIZED:
+            return
+        self.assertGreater(during - before, 4 * 1024, "the floods did not fill the queues: the test tests nothing")
+        self.assertLessEqual(after - before, 2 * 1024, "the memory of closed connections stayed with the process")
+
+
+class OutOfDescriptors(unittest.TestCase):
+    """The proxy under a tiny open-file limit: clients beyond it are refused
+    cleanly, the log names EMFILE (not a timeout), and the proxy recovers."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.system = System(file_limit=64)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.system.close()
+
+    def test_polite_client_within_the_limit(self):
+        sock = authenticated_socket(self.system.port, "within-limit")
+        sock.close()
+
+    def test_more_clients_than_descriptors(self):
+        clients = []
+        for i in range(80):  # each holds a client and a broker descriptor
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.system.port), timeout=5)
+                sock.sendall(connect_packet(f"many-{i}") + publish_packet("service/auth/alice-token", b"", qos=0))
+                clients.append(sock)
+            except OSError:
+                pass
+            time.sleep(0.01)
+        time.sleep(2)
+        logs = self.system.logs()
+        self.assertIsNone(self.system.proxy.poll(), "the proxy died")
+        self.assertIn("Too many open files", logs)
+        self.assertIn("open file limit 64", logs)
+        self.assertNotIn("timed out", logs)
+        self.assertNotIn("Operation canceled", logs)  # what a failed open became inside asio's range connect
+        # The refused ones were closed at once, not left in the backlog.
+        refused = 0
+        for sock in clients:
+            sock.settimeout(0.2)
+            try:
+                if sock.recv(65536) == b"":
+                    refused += 1
+            except socket.timeout:
+                pass
+            except ConnectionError:
+                refused += 1
+        self.assertGreater(refused, 0)
+        for sock in clients:
+            sock.close()
+        time.sleep(2.5)  # closes and the linger period
+        sock = authenticated_socket(self.system.port, "after-the-storm")  # descriptors are back
+        sock.close()
+
+
+if __name__ == "__main__":
+    given = sys.argv.pop(1) if len(sys.argv) > 1 else None
+    PROXY = os.environ.get("MQTT_PROXY_BINARY") or given
+    unittest.main(verbosity=2)
