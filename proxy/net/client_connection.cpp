@@ -149,22 +149,22 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
 void client_connection::validate(const std::string& token) {
   const auto started = std::chrono::steady_clock::now();
   spdlog::debug("validating session {} for {}", redact(token), remote_address_);
-  // The callback holds the connection weakly: the pending call is owned by
-  // the connection and dropped when it closes, which withdraws the request.
+  // The callback keeps the connection alive: once a client has sent all it
+  // will (CONNECT, auth PUBLISH, held packets, DISCONNECT, FIN) nothing else
+  // may hold it while the answer is awaited. The cycle (connection -> pending
+  // call -> callback -> connection) ends when the call completes, which its
+  // deadline guarantees, or when closing drops the pending call.
   pending_validation_ = auth_.validate(
-      token, remote_address_, [weak = weak_from_this(), started, &counters = metrics_](const auth_result& result) {
+      token, remote_address_, [self = shared_from_this(), started, &counters = metrics_](const auth_result& result) {
         const auto elapsed = std::chrono::steady_clock::now() - started;
         counters.auth_latency_ms_sum += static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
         counters.auth_latency_count++;
-        auto self = weak.lock();
-        if (!self) return;
         if (result.outcome != auth_result::verdict::valid)
           spdlog::debug("session validation for {}: {}", self->remote_address_, result.detail);
         // Never inline: the session may be in the middle of emitting actions.
-        asio::post(self->executor_, [weak, result] {
-          auto connection = weak.lock();
-          if (!connection || connection->state_ != lifecycle::running) return;
+        asio::post(self->executor_, [connection = self, result] {
+          if (connection->state_ != lifecycle::running) return;
           connection->pending_validation_.reset();
           connection->apply(connection->session_.on_auth_result(result));
         });
