@@ -21,6 +21,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from mosquitto import start_mosquitto  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from wire import mqtt_packet, mqtt_string  # noqa: E402
 import certs  # noqa: E402
@@ -182,16 +183,7 @@ class StubApi:
 
 class Mosquitto:
     def __init__(self, root):
-        self.port = free_port()
-        passwd = os.path.join(root, "passwd")
-        with open(passwd, "w") as f:
-            f.write("proxy:proxy-secret\n")
-        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
-        conf = os.path.join(root, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\npersistence false\n")
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.process = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process, self.port = start_mosquitto(root)
         wait_for_port(self.port)
 
 

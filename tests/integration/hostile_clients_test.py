@@ -17,6 +17,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from mosquitto import start_mosquitto  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
 from wire import connect_packet, mqtt_packet, parse_mqtt, publish_packet  # noqa: E402
@@ -37,17 +38,8 @@ class System:
     def __init__(self, file_limit=None):
         self.dir = tempfile.mkdtemp(prefix="hostile-")
         os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        self.broker_port, self.port = free_port(), free_port()
-        passwd = os.path.join(self.dir, "passwd")
-        with open(passwd, "w") as f:
-            f.write("proxy:proxy-secret\n")
-        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
-        conf = os.path.join(self.dir, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
-                    "persistence false\n")
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.broker = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.broker, self.broker_port = start_mosquitto(self.dir)
+        self.port = free_port()
         self.auth = StubAuthServer(SESSIONS)
         self.log_path = os.path.join(self.dir, "proxy.log")
         self.log = open(self.log_path, "w")

@@ -16,6 +16,7 @@ import unittest
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from mosquitto import start_mosquitto  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
 
@@ -33,16 +34,8 @@ class System:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="real-clients-")
         os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        self.broker_port, self.port = free_port(), free_port()
-        passwd = os.path.join(self.dir, "passwd")
-        with open(passwd, "w") as f:
-            f.write("proxy:proxy-secret\n")
-        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
-        conf = os.path.join(self.dir, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\npersistence false\n")
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.broker = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.broker, self.broker_port = start_mosquitto(self.dir)
+        self.port = free_port()
         self.auth = StubAuthServer(SESSIONS)
         self.log = open(os.path.join(self.dir, "proxy.log"), "w")
         self.proxy = subprocess.Popen(

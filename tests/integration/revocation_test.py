@@ -21,6 +21,7 @@ import urllib.request
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from mosquitto import start_mosquitto  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 
 PROXY = AUTH_SERVER = None
@@ -52,17 +53,9 @@ class System:
         with open(self.token_file, "w") as f:
             f.write("events-secret-0123456789\n")
         self.processes = []
-        self.broker_port = free_port()
-        passwd = os.path.join(self.dir, "passwd")
-        with open(passwd, "w") as f:
-            f.write("proxy:proxy-secret\n")
-        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
-        conf = os.path.join(self.dir, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
-                    "persistence false\nsys_interval 1\n")
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.spawn("mosquitto", [mosquitto, "-c", conf])
+        log = self.open_log("mosquitto")
+        broker, self.broker_port = start_mosquitto(self.dir, ["sys_interval 1"], log=log)
+        self.processes.append((broker, log))
         self.auth_port = free_port()
         self.auth_url = f"http://127.0.0.1:{self.auth_port}"
         self.spawn("auth-server", [AUTH_SERVER, "serve", "--db", self.db, "--listen", f"127.0.0.1:{self.auth_port}",
@@ -81,8 +74,11 @@ class System:
             self.proxy_ports.append(port)
         time.sleep(0.5)  # both proxies' event feeds are connected
 
+    def open_log(self, name):
+        return open(os.path.join(self.dir, name + ".log"), "w")
+
     def spawn(self, name, argv):
-        log = open(os.path.join(self.dir, name + ".log"), "w")
+        log = self.open_log(name)
         self.processes.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
 
     def log_of(self, name):

@@ -32,6 +32,7 @@ import urllib.request
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from mosquitto import start_mosquitto  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
 from wire import mqtt_packet, mqtt_string, parse_mqtt, publish_packet  # noqa: E402
@@ -51,24 +52,14 @@ class System:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="session-acl-")
         os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        self.broker_port, self.port, self.admin_port = free_port(), free_port(), free_port()
-        passwd = os.path.join(self.dir, "passwd")
-        with open(passwd, "w") as f:
-            f.write("proxy:proxy-secret\n")
-        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
-        os.chmod(passwd, 0o644)
-        conf = os.path.join(self.dir, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
-                    f"persistence false\nmax_keepalive {BROKER_KEEPALIVE}\nmax_inflight_messages 10\n"
-                    "log_dest stdout\nlog_type all\n")
-        os.chmod(conf, 0o644)
+        self.port, self.admin_port = free_port(), free_port()
         self.broker_log_path = os.path.join(self.dir, "mosquitto.log")
         self.broker_log = open(self.broker_log_path, "w")
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         # Line-buffered, so the tests can read what the broker received as it happens.
-        self.broker = subprocess.Popen(["stdbuf", "-oL", mosquitto, "-c", conf], stdout=self.broker_log,
-                                       stderr=subprocess.STDOUT)
+        self.broker, self.broker_port = start_mosquitto(
+            self.dir, [f"max_keepalive {BROKER_KEEPALIVE}", "max_inflight_messages 10", "log_dest stdout",
+                       "log_type all"],
+            log=self.broker_log, file_mode=0o644, line_buffered=True)
         self.auth = StubAuthServer(SESSIONS)
         proxy_conf = os.path.join(self.dir, "proxy.toml")
         with open(proxy_conf, "w") as f:

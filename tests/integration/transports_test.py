@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 from certs import make_ca, make_leaf  # noqa: E402
+from mosquitto import mosquitto_binary, write_passwd  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
 from wire import (RawWebSocket, connect_packet, publish_fields, publish_packet,  # noqa: E402
@@ -61,19 +62,15 @@ class System:
             os.chmod(os.path.join(d, name), 0o644)
 
         self.broker_port, self.broker_tls_port = free_port(), free_port()
-        passwd = os.path.join(d, "passwd")
-        with open(passwd, "w") as f:
-            f.write("proxy:proxy-secret\n")
-        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
+        passwd = write_passwd(d)
         conf = os.path.join(d, "mosquitto.conf")
         with open(conf, "w") as f:
             f.write(f"per_listener_settings false\nallow_anonymous false\npassword_file {passwd}\npersistence false\n"
                     f"listener {self.broker_port} 127.0.0.1\n"
                     f"listener {self.broker_tls_port} 127.0.0.1\ncafile {self.ca[1]}\ncertfile {self.server[1]}\n"
                     f"keyfile {self.server[0]}\nrequire_certificate true\ntls_version tlsv1.2\n")
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.broker_log = open(os.path.join(d, "mosquitto.log"), "w")
-        self.broker = subprocess.Popen([mosquitto, "-c", conf], stdout=self.broker_log, stderr=subprocess.STDOUT)
+        self.broker = subprocess.Popen([mosquitto_binary(), "-c", conf], stdout=self.broker_log, stderr=subprocess.STDOUT)
         self.auth = StubAuthServer(SESSIONS)
         wait_for_port(self.broker_port)
         wait_for_port(self.broker_tls_port)
