@@ -90,6 +90,10 @@ struct harness {
   harness() : harness(own_counters) {}
   explicit harness(metrics& m) : counters(m) {
     settings.upstream.host = "127.0.0.1";
+    // Long enough that no test meets the auth deadline by accident, even
+    // under a sanitizer; the tests about deadlines set their own.
+    settings.connect_timeout = std::chrono::minutes(2);
+    settings.session.auth_timeout = std::chrono::minutes(2);
     settings.upstream.port = std::to_string(broker.local_endpoint().port());
     settings.session.upstream_username = "proxy";
   }
