@@ -44,6 +44,8 @@ printf "listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\npersiste
   "$broker_port" "$work/mosquitto/passwd" >"$work/mosquitto/mosquitto.conf"
 "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$work/mosquitto/mosquitto.conf" &
 broker=$!
+# The proxy learns the broker's limits with a probe connection at start: let the broker listen first.
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null && break; sleep 0.1; done
 "$bin"/mqtt-proxy --listen "127.0.0.1:$proxy_port" --upstream "127.0.0.1:$broker_port" --upstream-username proxy \
   --upstream-password bench-secret --auth-url "http://127.0.0.1:$port" --admin 127.0.0.1:0 --log-level warn \
   --max-connections 9000 &
