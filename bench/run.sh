@@ -4,9 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-deploy/install-deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
+# BENCH_BIN_DIR=DIR: use the binaries already built there (mqtt-proxy, auth-server, proxy_bench,
+# auth_validate_bench) instead of building; BENCH_OUT=FILE: write there instead of docs/benchmarks.md;
+# BENCH_AUTH=0: leave out bench/auth_benches.sh (revocation, cache, outage; about 8 minutes).
+if [ -z "${BENCH_BIN_DIR:-}" ]; then
+  deploy/install-deps.sh
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build -j"$(nproc)" >/dev/null
+fi
+bin=$(realpath "${BENCH_BIN_DIR:-build/bin}")
+out=${BENCH_OUT:-$root/docs/benchmarks.md}
 
 work=$(mktemp -d)
 cleanup() {
@@ -16,8 +23,8 @@ cleanup() {
 }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-build/bin/auth-server adduser --db "$work/auth.db" --user bench --password bench --group load >/dev/null
-build/bin/auth-server serve --db "$work/auth.db" --listen "127.0.0.1:$port" --log-level warn &
+"$bin"/auth-server adduser --db "$work/auth.db" --user bench --password bench --group load >/dev/null
+"$bin"/auth-server serve --db "$work/auth.db" --listen "127.0.0.1:$port" --log-level warn &
 server=$!
 for _ in $(seq 50); do curl -s "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 session=$(curl -s -X POST "127.0.0.1:$port/v1/login" -d '{"username":"bench","password":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["session"])')
@@ -25,7 +32,7 @@ login_s=$(curl -s -o /dev/null -w '%{time_total}' -X POST "127.0.0.1:$port/v1/lo
 
 results=()
 for threads in 1 4 16 32; do
-  results+=("$(build/bin/auth_validate_bench 127.0.0.1 "$port" "$session" "$threads" 5 || true)")
+  results+=("$("$bin"/auth_validate_bench 127.0.0.1 "$port" "$session" "$threads" 5 || true)")
 done
 
 # ---- mqtt-proxy: many idle authenticated connections, then relay throughput
@@ -37,7 +44,9 @@ printf "listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\npersiste
   "$broker_port" "$work/mosquitto/passwd" >"$work/mosquitto/mosquitto.conf"
 "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$work/mosquitto/mosquitto.conf" &
 broker=$!
-build/bin/mqtt-proxy --listen "127.0.0.1:$proxy_port" --upstream "127.0.0.1:$broker_port" --upstream-username proxy \
+# The proxy learns the broker's limits with a probe connection at start: let the broker listen first.
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null && break; sleep 0.1; done
+"$bin"/mqtt-proxy --listen "127.0.0.1:$proxy_port" --upstream "127.0.0.1:$broker_port" --upstream-username proxy \
   --upstream-password bench-secret --auth-url "http://127.0.0.1:$port" --admin 127.0.0.1:0 --log-level warn \
   --max-connections 9000 &
 proxy=$!
@@ -46,7 +55,7 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 connections=${BENCH_CONNECTIONS:-5000}
 messages=${BENCH_MESSAGES:-200000}
 rss_before=$(rss "$proxy")
-proxy_result=$(build/bin/proxy_bench "$proxy_port" "$session" bench "$connections" "$messages" || true)
+proxy_result=$("$bin"/proxy_bench "$proxy_port" "$session" bench "$connections" "$messages" || true)
 rss_after=$(rss "$proxy")
 kill "$proxy" "$broker" 2>/dev/null || true
 per_connection=$(( (rss_after - rss_before) * 1024 / (connections > 0 ? connections : 1) ))
@@ -85,7 +94,13 @@ per_connection=$(( (rss_after - rss_before) * 1024 / (connections > 0 ? connecti
   echo "| proxy RSS with $connections authenticated connections | ${rss_after} KiB |"
   echo "| memory per connection (RSS growth / connections) | about ${per_connection} bytes |"
   echo
-  /usr/bin/python3 bench/transport_bench.py build/bin/mqtt-proxy "${BENCH_TRANSPORT_CONNECTIONS:-1000}"
-} > "$root/docs/benchmarks.md.new"
-mv "$root/docs/benchmarks.md.new" "$root/docs/benchmarks.md"
-cat "$root/docs/benchmarks.md"
+  /usr/bin/python3 bench/transport_bench.py "$bin"/mqtt-proxy "${BENCH_TRANSPORT_CONNECTIONS:-1000}"
+  if [ "${BENCH_AUTH:-1}" != 0 ]; then
+    echo
+    echo "## Authorisation: revocation, validation cache, API server outage, validation on new connections"
+    echo
+    bench/auth_benches.sh "$bin"
+  fi
+} > "$out.new"
+mv "$out.new" "$out"
+cat "$out"

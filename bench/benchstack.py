@@ -1,0 +1,179 @@
+"""Shared pieces of the Python benchmarks (not tests): a loopback stack of
+Mosquitto, the real auth-server and one mqtt-proxy, and an asyncio MQTT 3.1.1
+client that opens a session (CONNECT + auth PUBLISH), reads the answer and
+leaves. Stdlib only; the wire helpers come from tests/support/wire.py."""
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "support"))
+from netutil import free_port, wait_for_port  # noqa: E402
+from wire import connect_packet, mqtt_packet, parse_mqtt, publish_packet  # noqa: E402
+
+DISCONNECT = mqtt_packet(0xE0, b"")
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers=dict({"Content-Type": "application/json"}, **(headers or {})))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class Stack:
+    """Mosquitto + auth-server + one mqtt-proxy on free loopback ports."""
+
+    def __init__(self, proxy, auth_server, proxy_args=(), auth_args=()):
+        self.proxy_bin, self.auth_bin = proxy, auth_server
+        self.dir = tempfile.mkdtemp(prefix="bench-")
+        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
+        self.db = os.path.join(self.dir, "auth.db")
+        self.token_file = os.path.join(self.dir, "service-token")
+        with open(self.token_file, "w") as f:
+            f.write("events-secret-0123456789\n")
+        self.processes = {}
+        self.broker_port = free_port()
+        passwd = os.path.join(self.dir, "passwd")
+        with open(passwd, "w") as f:
+            f.write("proxy:proxy-secret\n")
+        subprocess.run(["mosquitto_passwd", "-U", passwd], check=True)
+        os.chmod(passwd, 0o644)
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+                    "persistence false\nlog_type error\nmax_connections -1\n")
+        self.spawn("mosquitto", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf])
+        self.auth_port = free_port()
+        self.auth_url = f"http://127.0.0.1:{self.auth_port}"
+        self.auth_args = list(auth_args)
+        self.start_auth_server()
+        wait_for_port(self.broker_port)
+        self.proxy_port, self.admin_port = free_port(), free_port()
+        self.spawn("mqtt-proxy", [
+            proxy, "--listen", f"127.0.0.1:{self.proxy_port}", "--upstream", f"127.0.0.1:{self.broker_port}",
+            "--upstream-username", "proxy", "--upstream-password", "proxy-secret", "--auth-url", self.auth_url,
+            "--auth-service-token-file", self.token_file, "--admin", f"127.0.0.1:{self.admin_port}",
+            "--log-level", "warn", "--max-connections", "20000", *proxy_args])
+        wait_for_port(self.proxy_port)
+        wait_for_port(self.admin_port)
+        time.sleep(0.3)
+
+    def spawn(self, name, argv):
+        log = open(os.path.join(self.dir, name + ".log"), "a")
+        self.processes[name] = (subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log)
+
+    def start_auth_server(self):
+        self.spawn("auth-server", [self.auth_bin, "serve", "--db", self.db, "--listen", f"127.0.0.1:{self.auth_port}",
+                                   "--service-token-file", self.token_file, "--log-level", "warn", *self.auth_args])
+        wait_for_port(self.auth_port)
+
+    def kill_auth_server(self):
+        process, log = self.processes.pop("auth-server")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        log.close()
+
+    def log_of(self, name):
+        with open(os.path.join(self.dir, name + ".log")) as f:
+            return f.read()
+
+    def cli(self, *args):
+        result = subprocess.run([self.auth_bin, *args, "--db", self.db], text=True, capture_output=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    def sessions(self, count, users=100):
+        """count distinct session tokens of `users` cheap-to-log-in users."""
+        for u in range(users):
+            self.cli("adduser", "--user", f"user{u}", "--password", "bench-password", "--kdf-iterations", "1000")
+        tokens = []
+        for i in range(count):
+            status, body = http("POST", self.auth_url + "/v1/login",
+                                {"username": f"user{i % users}", "password": "bench-password"})
+            assert status == 200, body
+            tokens.append(json.loads(body)["session"])
+        return tokens
+
+    def metrics(self):
+        """{metric{labels}: value} from the proxy's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        values = {}
+        for line in text.splitlines():
+            m = re.match(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", line)
+            if m:
+                values[m.group(1)] = float(m.group(2))
+        return values
+
+    def close(self):
+        for name in reversed(list(self.processes)):
+            process, log = self.processes[name]
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+        self.processes.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def session(port, client_id, token, timeout=10.0):
+    """One MQTT session through the proxy: CONNECT + auth PUBLISH, wait for the
+    answer, DISCONNECT. Returns (outcome, seconds) where outcome is "ok",
+    the denial reason ("auth_unavailable", "invalid_session", ...), or
+    "error:<what>" when the connection failed or ended without an answer."""
+    started = time.monotonic()
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+        writer.write(connect_packet(client_id) + publish_packet("service/auth/" + token, b""))
+        buffer = b""
+        deadline = started + timeout
+        while True:
+            parsed = parse_mqtt(buffer)
+            if parsed:
+                packet, buffer = parsed
+                kind = packet[0] >> 4
+                if kind == 2 and packet[3] != 0:  # CONNACK refused
+                    return f"connack:{packet[3]}", time.monotonic() - started
+                if kind == 3:  # the auth answer
+                    m = re.search(rb'"reason":"([a-z_]+)"', packet)
+                    outcome = "ok" if b'"ok"' in packet else (m.group(1).decode() if m else "denied")
+                    if outcome == "ok":
+                        writer.write(DISCONNECT)
+                    return outcome, time.monotonic() - started
+                continue
+            chunk = await asyncio.wait_for(reader.read(4096), max(0.01, deadline - time.monotonic()))
+            if not chunk:
+                return "error:closed", time.monotonic() - started
+            buffer += chunk
+    except asyncio.TimeoutError:
+        return "error:timeout", time.monotonic() - started
+    except OSError as e:
+        return f"error:{type(e).__name__}", time.monotonic() - started
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
