@@ -212,7 +212,10 @@ struct auth_event_feed::state : std::enable_shared_from_this<state> {
     if (on_event) on_event(event);
   }
   std::string target() const {
-    std::string t = settings.endpoint.base_path + "/v1/events?wait=" + std::to_string(settings.wait.count());
+    // Until the stream is known to be up, ask without waiting: the answer
+    // itself says so at once (a long-poll would hold that news for `wait`).
+    const auto wait = connected ? settings.wait.count() : 0;
+    std::string t = settings.endpoint.base_path + "/v1/events?wait=" + std::to_string(wait);
     if (position.after()) t += "&after=" + std::to_string(*position.after());
     return t;
   }

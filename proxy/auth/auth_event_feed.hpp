@@ -59,7 +59,7 @@ struct auth_event_feed_settings {
   std::string service_token;                        // Bearer; empty: none sent
   std::chrono::seconds wait{25};                    // long-poll length asked of the server
   std::chrono::milliseconds backoff_min{250};
-  std::chrono::milliseconds backoff_max{30'000};
+  std::chrono::milliseconds backoff_max{5'000};  // revocations wait for the stream: come back soon
   std::chrono::milliseconds not_found_retry{60'000};  // the API server has no event stream
 };
 
