@@ -4,34 +4,14 @@
 #include <fstream>
 
 #include "auth/http_auth_client.hpp"
+#include "command_line_helpers.hpp"
 #include "config/config.hpp"
 
 using namespace proxy;
 
-namespace {
-
-parsed_command_line parse(std::vector<std::string> args) {
-  std::vector<const char*> argv{"mqtt-proxy"};
-  for (auto& a : args) argv.push_back(a.c_str());
-  return parse_command_line(static_cast<int>(argv.size()), argv.data());
-}
-
-std::string error_of(std::vector<std::string> args) {
-  try {
-    parse(std::move(args));
-  } catch (const config_error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-std::string write_file(const std::string& name, const std::string& text) {
-  auto path = std::filesystem::temp_directory_path() / name;
-  std::ofstream(path) << text;
-  return path.string();
-}
-
-}  // namespace
+using test::error_of;
+using test::parse;
+using test::write_file;
 
 TEST_SUITE("config") {
   TEST_CASE("defaults of the design card") {
