@@ -14,16 +14,13 @@ connection it ended and exited 0.
 Usage: drain_test.py   (MQTT_PROXY_BINARY: the mqtt-proxy to run, default build/bin)"""
 import json
 import os
-import random
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import unittest
-import urllib.request
 
 import struct
 
@@ -33,29 +30,11 @@ from paho.mqtt.properties import Properties
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+import local_stack  # noqa: E402
+from local_stack import http  # noqa: E402
 from wire import mqtt_packet, mqtt_string  # noqa: E402
 CLIENTS = int(os.environ.get("DRAIN_CLIENTS", "200"))
 ROUND_SECONDS = 0.5
-
-
-def ports_free(base):
-    for offset in (0, 1, 2, 3, 4, 5, 11, 12, 20, 30):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", base + offset))
-            except OSError:
-                return False
-    return True
-
-
-def http(url, body=None):
-    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 class Device:
@@ -189,17 +168,11 @@ class Drain(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix="drain-")
-        base = random.randrange(20000, 30000, 100)
-        while not ports_free(base):
-            base = random.randrange(20000, 30000, 100)
-        subprocess.run([os.path.join(ROOT, "deploy", "local-stack.sh"), "start", "--dir", cls.dir, "--base-port",
-                        str(base), "--broker", "mosquitto"], check=True, timeout=240)
-        with open(os.path.join(cls.dir, "env")) as f:
-            cls.env = dict(line.strip().split("=", 1) for line in f if "=" in line)
+        cls.env = local_stack.start(cls.dir, "mosquitto")
 
     @classmethod
     def tearDownClass(cls):
-        subprocess.run([os.path.join(ROOT, "deploy", "local-stack.sh"), "stop", "--dir", cls.dir], timeout=120)
+        local_stack.stop(cls.dir)
 
     def open_connections(self, i):
         status, body = http(f"http://127.0.0.1:{self.env[f'ADMIN{i}_PORT']}/metrics")

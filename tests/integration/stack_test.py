@@ -5,40 +5,19 @@ broker. Usage: stack_test.py BROKER   (mosquitto | test-broker | rabbitmq)"""
 import json
 import os
 import queue
-import random
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import unittest
-import urllib.request
 
 import paho.mqtt.client as mqtt
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+import local_stack  # noqa: E402
+from local_stack import http  # noqa: E402
 BROKER = "mosquitto"
-
-
-def ports_free(base):
-    for offset in (0, 1, 2, 11, 12, 20, 30, 31, 32, 33):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", base + offset))
-            except OSError:
-                return False
-    return True
-
-
-def http(url, body=None):
-    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 class App:
@@ -82,17 +61,11 @@ class Stack(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix="stack-")
-        base = random.randrange(20000, 30000, 100)
-        while not ports_free(base):
-            base = random.randrange(20000, 30000, 100)
-        subprocess.run([os.path.join(ROOT, "deploy", "local-stack.sh"), "start", "--dir", cls.dir, "--base-port",
-                        str(base), "--broker", BROKER], check=True, timeout=240)
-        with open(os.path.join(cls.dir, "env")) as f:
-            cls.env = dict(line.strip().split("=", 1) for line in f if "=" in line)
+        cls.env = local_stack.start(cls.dir, BROKER)
 
     @classmethod
     def tearDownClass(cls):
-        subprocess.run([os.path.join(ROOT, "deploy", "local-stack.sh"), "stop", "--dir", cls.dir], timeout=120)
+        local_stack.stop(cls.dir)
 
     def metrics(self, admin_port):
         status, body = http(f"http://127.0.0.1:{admin_port}/metrics")
