@@ -282,37 +282,33 @@ std::int64_t auth_store::newest_event() {
 }
 
 std::int64_t auth_store::purge_expired(std::int64_t now, std::size_t batch) {
+  return delete_in_batches(
+      "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions "
+      "WHERE expires_at <= ? OR revoked_at IS NOT NULL LIMIT ?)",
+      now, batch);
+}
+
+std::int64_t auth_store::purge_events(std::int64_t created_before, std::size_t batch) {
+  return delete_in_batches(
+      "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE created_at < ? ORDER BY seq LIMIT ?)",
+      created_before, batch);
+}
+
+// One small DELETE at a time (`sql` takes the bound, then the batch size), so
+// housekeeping never holds the writer lock for long.
+std::int64_t auth_store::delete_in_batches(const char* sql, std::int64_t bound, std::size_t batch) {
   std::int64_t total = 0;
   for (;;) {
     int changed = 0;
     {
       auto c = pool_.acquire();
-      auto stmt = c->prepare(
-          "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions "
-          "WHERE expires_at <= ? OR revoked_at IS NOT NULL LIMIT ?)");
-      stmt.bind(1, now).bind(2, static_cast<std::int64_t>(batch)).step();
+      auto stmt = c->prepare(sql);
+      stmt.bind(1, bound).bind(2, static_cast<std::int64_t>(batch)).step();
       changed = stmt.changes();
     }
     total += changed;
     if (static_cast<std::size_t>(changed) < batch) return total;
     // Let waiting writers (logins, logouts) in between batches.
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
-
-std::int64_t auth_store::purge_events(std::int64_t created_before, std::size_t batch) {
-  std::int64_t total = 0;
-  for (;;) {
-    int changed = 0;
-    {
-      auto c = pool_.acquire();
-      auto stmt = c->prepare(
-          "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE created_at < ? ORDER BY seq LIMIT ?)");
-      stmt.bind(1, created_before).bind(2, static_cast<std::int64_t>(batch)).step();
-      changed = stmt.changes();
-    }
-    total += changed;
-    if (static_cast<std::size_t>(changed) < batch) return total;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }

@@ -96,6 +96,7 @@ class auth_store {
   bool healthy();
 
  private:
+  std::int64_t delete_in_batches(const char* sql, std::int64_t bound, std::size_t batch);
   void migrate();
   void load_details(connection& c, user_record& user);
   static void append_event(connection& c, const std::string& type, const user_record& user, std::int64_t now,
