@@ -6,6 +6,7 @@
 #include <atomic>
 #include <csignal>
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -27,6 +28,7 @@ Usage:
                       [--keep-alive-timeout SECONDS] [--keep-alive-max N] [--long-polls N]
                       [--login-max-failures N] [--login-max-failures-per-address N] [--login-window SECONDS]
                       [--login-slow-after N] [--login-max-delay SECONDS] [--purge-interval SECONDS]
+                      [--cors-origin ORIGIN]... [--console-dir DIR|off]
   auth-server adduser --db FILE --user NAME (--password PW | --password-stdin)
                       [--group G]... [--allow-publish FILTER]... [--allow-subscribe FILTER]...
                       [--kdf-iterations N]
@@ -41,6 +43,9 @@ connection holds a thread while idle, and each mqtt-proxy worker keeps up to 4. 
 --login-max-failures 5 (per user and address), --login-max-failures-per-address 20, --login-window 300,
 --login-slow-after 10 (per user from anywhere: then delayed, never locked), --login-max-delay 3,
 --purge-interval 600.
+--cors-origin: a web page origin (scheme://host[:port]) allowed to call the API from a browser (repeatable;
+default none). --console-dir: the web console's files, served at /console/ (default: auth/console in the
+source tree this binary was built from, when it exists; off: no console).
 moduser: --group replaces all groups with those given, --allow-publish / --allow-subscribe replace that
 list of extra filters; --clear-groups / --clear-filters empty them. A new password (--password-stdin)
 revokes every session of the user. Each change is an event for the proxies (GET /v1/events).
@@ -209,11 +214,37 @@ std::string read_service_token(const std::string& path) {
   return token;
 }
 
+std::vector<std::string> cors_origins_of(const std::multimap<std::string, std::string>& flags) {
+  auto origins = all(flags, "--cors-origin");
+  for (const auto& origin : origins)
+    if (!auth::cors_policy::is_valid_origin(origin))
+      throw usage_error("--cors-origin '" + auth::log_safe(origin) +
+                        "' must be an origin: http:// or https://, a host and an optional port, no path (never *)");
+  return origins;
+}
+
+// The console folder: the flag's, else the source tree's when this binary was
+// built next to one. An explicit folder that does not exist is a usage error.
+std::string console_dir_of(const std::multimap<std::string, std::string>& flags) {
+  std::error_code ec;
+  if (!flags.count("--console-dir")) {
+#ifdef MQTT_CONSOLE_DIR
+    if (std::filesystem::is_regular_file(std::filesystem::path(MQTT_CONSOLE_DIR) / "index.html", ec)) return MQTT_CONSOLE_DIR;
+#endif
+    return "";
+  }
+  const auto dir = one(flags, "--console-dir");
+  if (dir == "off") return "";
+  if (!std::filesystem::is_directory(dir, ec)) throw usage_error("--console-dir '" + dir + "' is not a folder");
+  return dir;
+}
+
 int serve(const std::multimap<std::string, std::string>& flags) {
   check_only(flags, {"--db", "--listen", "--session-ttl", "--threads", "--log-level", "--service-token-file",
                      "--event-retention", "--validate-max-age", "--keep-alive-timeout", "--keep-alive-max",
                      "--long-polls", "--login-max-failures", "--login-max-failures-per-address", "--login-window",
-                     "--login-slow-after", "--login-max-delay", "--purge-interval"});
+                     "--login-slow-after", "--login-max-delay", "--purge-interval",
+                     "--cors-origin", "--console-dir"});
   const auto listen = one(flags, "--listen", "127.0.0.1:8080");
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos) throw usage_error("--listen expects HOST:PORT");
@@ -238,6 +269,8 @@ int serve(const std::multimap<std::string, std::string>& flags) {
   limits.max_delay = std::chrono::seconds(number("--login-max-delay", one(flags, "--login-max-delay", "3"), 0, 30));
   const auto retention = number("--event-retention", one(flags, "--event-retention", "604800"), 1, 10L * 365 * 24 * 3600);
   const auto purge_interval = std::chrono::seconds(number("--purge-interval", one(flags, "--purge-interval", "600"), 1, 24 * 3600));
+  settings.cors_origins = cors_origins_of(flags);
+  settings.console_dir = console_dir_of(flags);
   if (flags.count("--service-token-file")) settings.service_token = read_service_token(one(flags, "--service-token-file"));
   spdlog::set_level(spdlog::level::from_str(one(flags, "--log-level", "info")));
   if (settings.service_token.empty())
@@ -297,6 +330,8 @@ int serve(const std::multimap<std::string, std::string>& flags) {
   spdlog::info("auth-server listening on {} ({} threads, backlog {}, keep-alive {} s / {} requests, session ttl {} s)",
                listen, settings.threads, api.backlog(), settings.connection.keep_alive_timeout.count(),
                settings.connection.keep_alive_max, settings.session_ttl);
+  if (!settings.console_dir.empty()) spdlog::info("web console at /console/ from {}", settings.console_dir);
+  for (const auto& origin : settings.cors_origins) spdlog::info("CORS: pages from {} may call the API", origin);
   api.listen_after_bind();
   served = true;
   // `stopped` is the signal thread's: read it under the mutex (ThreadSanitizer).

@@ -35,6 +35,8 @@ def main():
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--mqtt", choices=["3", "5"], default="5")
     parser.add_argument("--websocket", action="store_true", help="MQTT over WebSocket (path /mqtt), as a browser app")
+    parser.add_argument("--origin", help="with --websocket: send the Origin header of a page from ORIGIN "
+                                         "(the proxy's allowed_origins must list it; paho's default is https://HOST:PORT)")
     args = parser.parse_args()
 
     answer = login(args.api, args.user, args.password)
@@ -45,6 +47,8 @@ def main():
     client = mqtt.Client(client_id=f"demo-{user}", protocol=mqtt.MQTTv5 if args.mqtt == "5" else mqtt.MQTTv311,
                          transport="websockets" if args.websocket else "tcp")
     client.on_message = lambda c, u, m: inbox.put((m.topic, m.payload.decode(), m.qos))
+    if args.websocket and args.origin:
+        client.ws_set_options(path="/mqtt", headers={"Origin": args.origin})
     client.connect(args.host, args.port, keepalive=30)
     client.loop_start()
     over = f"ws://{args.host}:{args.port}/mqtt" if args.websocket else f"{args.host}:{args.port}"

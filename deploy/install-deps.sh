@@ -21,6 +21,7 @@ TEST_PACKAGES=(
   rabbitmq-server python3-pika  # the alternative backend (MQTT plugin) and an AMQP client to check its routing
   docker-compose                # only to validate docker-compose.yml (`docker-compose config`); Docker itself is not needed
   clang libclang-rt-14-dev      # libFuzzer for the codec fuzz target
+  chromium                      # the web console's browser test (tests/browser, driven by playwright-core from npm)
 )
 
 missing=()

@@ -31,6 +31,19 @@ if [ "$build" = 1 ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target mqtt-proxy auth-server $( [ -f tests/broker/CMakeLists.txt ] && echo test-broker )
 fi
+# The web console's one dependency, MQTT.js, pinned by auth/console/package-lock.json.
+if [ ! -f auth/console/node_modules/mqtt/dist/mqtt.min.js ] && command -v npm >/dev/null 2>&1; then
+  (cd auth/console && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+    echo "quickstart: npm ci in auth/console failed: the web console cannot load MQTT.js" >&2
+fi
+# Pages from the console's origin may call the API (CORS) and open the proxy's WebSocket.
+console_origins=(http://127.0.0.1:8080 http://localhost:8080)
+cors_flags=()
+ws_origin_flags=()
+for origin in "${console_origins[@]}"; do
+  cors_flags+=(--cors-origin "$origin")
+  ws_origin_flags+=(--ws-allowed-origin "$origin")
+done
 if [ -z "$broker" ]; then
   if [ -x build/bin/test-broker ]; then broker=test-broker; else broker=mosquitto; fi
 fi
@@ -75,7 +88,8 @@ proxy_password=$(random)
 
 # The API server and its demo user.
 build/bin/auth-server adduser --db "$state/auth.db" --user demo --password "$demo_password" --group demo >/dev/null
-build/bin/auth-server serve --db "$state/auth.db" --listen 127.0.0.1:8080 >"$state/auth-server.log" 2>&1 &
+build/bin/auth-server serve --db "$state/auth.db" --listen 127.0.0.1:8080 \
+  --console-dir "$root/auth/console" "${cors_flags[@]}" >"$state/auth-server.log" 2>&1 &
 pids+=($!)
 
 # The broker, reachable only from this machine, and only with the proxy's account.
@@ -103,6 +117,7 @@ wait_for 1883 broker
 
 build/bin/mqtt-proxy --listen 0.0.0.0:5000 --ws-listen 0.0.0.0:8081 --upstream 127.0.0.1:1883 --upstream-username proxy \
   --upstream-password "$proxy_password" --auth-url http://127.0.0.1:8080 --admin 127.0.0.1:9100 \
+  "${ws_origin_flags[@]}" \
   >"$state/mqtt-proxy.log" 2>&1 &
 pids+=($!)
 wait_for 5000 mqtt-proxy
@@ -112,7 +127,16 @@ if [ "$check" = 1 ]; then
   [ "$broker" = rabbitmq ] && mqtt_version=3  # RabbitMQ 3.10 speaks MQTT 3.1.1 only
   /usr/bin/python3 deploy/demo-client.py --user demo --password "$demo_password" --mqtt "$mqtt_version"
   /usr/bin/python3 deploy/demo-client.py --user demo --password "$demo_password" --mqtt "$mqtt_version" \
-    --websocket --port 8081
+    --websocket --port 8081 --origin http://127.0.0.1:8080
+  # The web console is served, with MQTT.js when npm could install it.
+  /usr/bin/python3 - "$([ -f auth/console/node_modules/mqtt/dist/mqtt.min.js ] && echo vendor)" <<'PY'
+import sys, urllib.request
+page = urllib.request.urlopen("http://127.0.0.1:8080/console/", timeout=5).read().decode()
+assert "<title>mqtt-proxy console</title>" in page, "the web console is not served"
+if sys.argv[1] == "vendor":
+    urllib.request.urlopen("http://127.0.0.1:8080/console/vendor/mqtt.min.js", timeout=5).read()
+print("web console served at http://127.0.0.1:8080/console/")
+PY
   exit $?
 fi
 
@@ -123,6 +147,7 @@ The stack is up (logs in .quickstart/):
   broker       127.0.0.1:1883 ($broker; only the proxy's account may connect)
   mqtt-proxy   0.0.0.0:5000               admin: http://127.0.0.1:9100/metrics
                ws://0.0.0.0:8081/mqtt     MQTT over WebSocket (browsers, MQTT.js)
+  web console  http://127.0.0.1:8080/console/?user=demo   (log in as demo; allowed origins: ${console_origins[*]})
 
 1. Log in and get a session:
    curl -s -X POST http://127.0.0.1:8080/v1/login -d '{"username":"demo","password":"$demo_password"}'
@@ -135,7 +160,10 @@ The stack is up (logs in .quickstart/):
 
 3. Or the way an app does it (auth PUBLISH to service/auth/<session>), with paho:
    deploy/demo-client.py --user demo --password $demo_password
-   deploy/demo-client.py --user demo --password $demo_password --websocket --port 8081
+   deploy/demo-client.py --user demo --password $demo_password --websocket --port 8081 --origin http://127.0.0.1:8080
+
+4. Or in a browser: open the web console, log in as demo, watch messages arrive and publish:
+   http://127.0.0.1:8080/console/?user=demo
 
 Ctrl-C stops everything.
 TEXT

@@ -190,6 +190,7 @@ api_server::api_server(auth_store& store, api_settings settings)
       delay_slots_(static_cast<std::ptrdiff_t>(quarter_of(settings_.threads))),
       decoy_hash_(hash_password(new_session_token())),
       hub_(store, settings_.event_poll_interval),
+      cors_(settings_.cors_origins),
       server_(settings_.connection) {
   if (settings_.max_long_polls == 0) settings_.max_long_polls = quarter_of(settings_.threads);
   const auto threads = settings_.threads;
@@ -200,7 +201,9 @@ api_server::api_server(auth_store& store, api_settings settings)
   server_.set_tcp_nodelay(true);
   // Nothing here may be stored by a cache unless an answer says otherwise (validate).
   server_.set_default_headers({{"Cache-Control", "no-store"}});
+  if (!settings_.console_dir.empty()) console_.emplace(settings_.console_dir);
   routes();
+  browser_routes();
   hub_.start();
 }
 
@@ -467,6 +470,30 @@ void api_server::delete_user(const Request& request, Response& response) {
 void api_server::health(const Request&, Response& response) {
   if (store_.healthy()) return reply(response, 200, {{"status", "ok"}});
   error(response, 503, "database_unavailable");
+}
+
+void api_server::browser_routes() {
+  if (cors_.enabled()) {
+    server_.Options(".*", [this](const Request& req, Response& res) { cors_.preflight(req, res); });
+    // Every answer, errors included, so a page can read why it was refused.
+    server_.set_post_routing_handler([this](const Request& req, Response& res) { cors_.decorate(req, res); });
+  }
+  if (!console_) return;
+  server_.Get("/console", [](const Request&, Response& res) { res.set_redirect("/console/", 301); });
+  server_.Get(R"(/console/(.*))", [this](const Request& req, Response& res) { console(req, res); });
+}
+
+void api_server::console(const Request& request, Response& response) {
+  auto file = console_->find(request.matches[1].str());
+  if (!file) return error(response, 404, "not_found");
+  // The page talks to this API and to the proxy's WebSocket listener, on any
+  // host the operator configures; it loads nothing else and is never framed.
+  response.set_header("Content-Security-Policy",
+                      "default-src 'self'; connect-src 'self' http: https: ws: wss:; img-src 'self' data:; "
+                      "frame-ancestors 'none'; base-uri 'none'; form-action 'none'");
+  response.set_header("X-Content-Type-Options", "nosniff");
+  response.set_header("Referrer-Policy", "no-referrer");
+  response.set_content(std::move(file->body), file->content_type);
 }
 
 bool api_server::listen(const std::string& host, int port) { return bind(host, port) && listen_after_bind(); }

@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "http/bounded_server.hpp"
+#include "http/console_files.hpp"
+#include "http/cors.hpp"
 #include "http/event_hub.hpp"
 #include "http/login_throttle.hpp"
 #include "policy/policy.hpp"
@@ -33,6 +35,8 @@ struct api_settings {
   std::chrono::milliseconds event_poll_interval{100};
   std::string service_token;             // empty: /v1/events is open and the operator endpoints are off
   bounded_server::limits connection;
+  std::vector<std::string> cors_origins;  // pages allowed to call the API from a browser (cors.hpp)
+  std::string console_dir;                // empty: no web console at /console/
 };
 
 class api_server {
@@ -62,6 +66,9 @@ class api_server {
   bool authorized(const httplib::Request& request, httplib::Response& response);
   // Operator endpoints exist only with a service token (404 otherwise).
   bool operator_enabled(const httplib::Request& request, httplib::Response& response);
+  // CORS preflights and headers, and the web console's files (when configured).
+  void browser_routes();
+  void console(const httplib::Request& request, httplib::Response& response);
 
   auth_store& store_;
   api_settings settings_;
@@ -71,6 +78,8 @@ class api_server {
   std::atomic<std::size_t> long_polls_{0};
   std::string decoy_hash_;  // verified against when the user does not exist, so timing does not tell
   event_hub hub_;
+  cors_policy cors_;
+  std::optional<console_files> console_;
   bounded_server server_;
 };
 

@@ -910,3 +910,169 @@ TEST_CASE("a second server on the same port fails to start instead of sharing it
   CHECK(exited);
   CHECK(server.client().Get("/healthz")->status == 200);
 }
+
+// ---------------------------------------------------------------------------
+// CORS (--cors-origin) and the web console's files (--console-dir).
+
+namespace {
+
+httplib::Headers preflight_from(const std::string& origin) {
+  return {{"Origin", origin}, {"Access-Control-Request-Method", "POST"},
+          {"Access-Control-Request-Headers", "content-type"}};
+}
+
+// GET `target` exactly as written (no client-side normalisation of `..` or %-escapes).
+raw_answer raw_get(unsigned short port, const std::string& target) {
+  return exchange(port, "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+}
+
+}  // namespace
+
+TEST_CASE("CORS: preflights and Access-Control-Allow-Origin for the configured origins only") {
+  test::auth_server_process server({"--cors-origin", "https://app.example", "--cors-origin", "http://127.0.0.1:3000"});
+  REQUIRE(server.add_user("alice", "pw") == 0);
+  auto c = server.client();
+
+  // An allowed origin's preflight: 204 with its origin echoed, never `*`, no credentials.
+  auto allowed = c.Options("/v1/login", preflight_from("https://app.example"));
+  REQUIRE(allowed);
+  CHECK(allowed->status == 204);
+  CHECK(allowed->get_header_value("Access-Control-Allow-Origin") == "https://app.example");
+  CHECK(allowed->get_header_value("Access-Control-Allow-Methods") == "GET, POST");
+  CHECK(allowed->get_header_value("Access-Control-Allow-Headers") == "Authorization, Content-Type");
+  CHECK(allowed->get_header_value("Vary") == "Origin");
+  CHECK_FALSE(allowed->has_header("Access-Control-Allow-Credentials"));
+  auto second = c.Options("/v1/sessions/revoke", preflight_from("http://127.0.0.1:3000"));
+  CHECK(second->get_header_value("Access-Control-Allow-Origin") == "http://127.0.0.1:3000");
+  // Origins compare case-insensitively; the browser's own spelling is echoed.
+  CHECK(c.Options("/v1/login", preflight_from("HTTPS://App.Example"))->get_header_value("Access-Control-Allow-Origin") ==
+        "HTTPS://App.Example");
+
+  // Hostile: another origin, a look-alike, another port or scheme, `null`: 403, nothing echoed.
+  for (const char* origin : {"https://evil.example", "https://app.example.evil.example", "http://app.example",
+                             "https://app.example:8443", "http://127.0.0.1:3001", "null"}) {
+    auto refused = c.Options("/v1/login", preflight_from(origin));
+    REQUIRE(refused);
+    CHECK_MESSAGE(refused->status == 403, origin);
+    CHECK_MESSAGE(!refused->has_header("Access-Control-Allow-Origin"), origin);
+    CHECK(refused->get_header_value("Vary") == "Origin");
+    CHECK(json::parse(refused->body) == json{{"error", "origin_not_allowed"}});
+  }
+  // OPTIONS that is not a preflight: just what the API takes.
+  auto plain = c.Options("/v1/login");
+  CHECK(plain->status == 204);
+  CHECK(plain->get_header_value("Allow") == "GET, POST, PATCH, DELETE, OPTIONS");
+
+  // Actual requests: the allowed origin is echoed on success and on errors, so the
+  // page can read why; any other origin is answered (CORS is not access control)
+  // but without the header, so the browser hides the answer from the page.
+  httplib::Headers from_app{{"Origin", "https://app.example"}};
+  const std::string credentials = json{{"username", "alice"}, {"password", "pw"}}.dump();
+  auto ok = c.Post("/v1/login", from_app, credentials, "application/json");
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  CHECK(ok->get_header_value("Access-Control-Allow-Origin") == "https://app.example");
+  CHECK(ok->get_header_value("Access-Control-Expose-Headers") == "Retry-After");
+  CHECK(ok->get_header_value("Vary") == "Origin");
+  const std::string wrong = json{{"username", "alice"}, {"password", "nope"}}.dump();
+  auto refused_login = c.Post("/v1/login", from_app, wrong, "application/json");
+  CHECK(refused_login->status == 401);
+  CHECK(refused_login->get_header_value("Access-Control-Allow-Origin") == "https://app.example");
+  auto unknown = c.Get("/v1/nothing", from_app);
+  CHECK(unknown->status == 404);
+  CHECK(unknown->get_header_value("Access-Control-Allow-Origin") == "https://app.example");
+  auto evil = c.Post("/v1/login", {{"Origin", "https://evil.example"}}, credentials, "application/json");
+  CHECK(evil->status == 200);
+  CHECK_FALSE(evil->has_header("Access-Control-Allow-Origin"));
+  CHECK(evil->get_header_value("Vary") == "Origin");
+  auto none = c.Get("/healthz");
+  CHECK_FALSE(none->has_header("Access-Control-Allow-Origin"));
+  CHECK(none->get_header_value("Vary") == "Origin");
+}
+
+TEST_CASE("CORS: off unless configured, and only real origins are accepted") {
+  test::auth_server_process server;
+  auto c = server.client();
+  auto preflight = c.Options("/v1/login", preflight_from("https://app.example"));
+  REQUIRE(preflight);
+  CHECK(preflight->status == 404);
+  CHECK_FALSE(preflight->has_header("Access-Control-Allow-Origin"));
+  auto health = c.Get("/healthz", {{"Origin", "https://app.example"}});
+  CHECK_FALSE(health->has_header("Access-Control-Allow-Origin"));
+  CHECK_FALSE(health->has_header("Vary"));
+  for (const char* bad : {"*", "null", "https://app.example/", "https://app.example/path", "app.example",
+                          "ftp://app.example", "https://", "https://user@app.example"})
+    CHECK_MESSAGE(test::auth_server_command({"serve", "--db", server.db(), "--listen", "127.0.0.1:0", "--cors-origin", bad}) == 2,
+                  bad);
+}
+
+TEST_CASE("web console: its files with their content types, nothing else, no way out of the folder") {
+  const auto dir = test::temp_dir("console-files");
+  const auto console = dir / "console";
+  std::filesystem::create_directories(console / "node_modules" / "mqtt" / "dist");
+  std::ofstream(console / "index.html") << "<!doctype html><title>console</title>";
+  std::ofstream(console / "console.js") << "'use strict';";
+  std::ofstream(console / "console.css") << "body {}";
+  std::ofstream(console / ".hidden.html") << "TOP-SECRET hidden";
+  std::ofstream(console / "notes.md") << "TOP-SECRET markdown";
+  std::ofstream(console / "node_modules" / "mqtt" / "dist" / "mqtt.min.js") << "/* mqtt.js */";
+  std::ofstream(console / "node_modules" / "mqtt" / "package.json") << R"({"TOP-SECRET": 1})";
+  std::ofstream(dir / "secret.txt") << "TOP-SECRET outside";
+  std::filesystem::create_symlink(dir / "secret.txt", console / "leak.txt");
+  std::filesystem::create_directory_symlink(dir, console / "up");
+
+  test::auth_server_process server({"--console-dir", console.string()});
+  auto c = server.client();
+  auto index = c.Get("/console/");
+  REQUIRE(index);
+  CHECK(index->status == 200);
+  CHECK(index->body == "<!doctype html><title>console</title>");
+  CHECK(index->get_header_value("Content-Type") == "text/html; charset=utf-8");
+  CHECK(index->get_header_value("X-Content-Type-Options") == "nosniff");
+  CHECK(index->get_header_value("Content-Security-Policy").find("frame-ancestors 'none'") != std::string::npos);
+  auto bare = c.Get("/console");
+  CHECK(bare->status == 301);
+  CHECK(bare->get_header_value("Location") == "/console/");
+  CHECK(c.Get("/console/index.html")->status == 200);
+  CHECK(c.Get("/console/console.js")->get_header_value("Content-Type") == "text/javascript; charset=utf-8");
+  CHECK(c.Get("/console/console.css")->get_header_value("Content-Type") == "text/css; charset=utf-8");
+  auto vendor = c.Get("/console/vendor/mqtt.min.js");
+  CHECK(vendor->status == 200);
+  CHECK(vendor->body == "/* mqtt.js */");
+  CHECK(vendor->get_header_value("Content-Type") == "text/javascript; charset=utf-8");
+  CHECK(c.Get("/console/missing.js")->status == 404);
+
+  // Hostile paths, sent byte for byte: dot segments plain and %-encoded, absolute
+  // paths, backslashes, NUL, hidden files, other extensions, node_modules itself,
+  // and symbolic links out of the folder. None may answer with a file.
+  for (const char* target :
+       {"/console/../secret.txt", "/console/..%2fsecret.txt", "/console/%2e%2e/secret.txt", "/console/%2e%2e%2fsecret.txt",
+        "/console/%2E%2E%2Fsecret.txt", "/console/vendor/../../secret.txt", "/console/vendor/..%2f..%2fsecret.txt",
+        "/console//etc/passwd", "/console/%2fetc%2fpasswd", "/console/..\\secret.txt", "/console/..%5csecret.txt",
+        "/console/index.html%00.txt", "/console/.hidden.html", "/console/notes.md",
+        "/console/node_modules/mqtt/package.json", "/console/vendor/../node_modules/mqtt/package.json",
+        "/console/leak.txt", "/console/up/secret.txt", "/console/./leak.txt", "/console/%2e/leak.txt"}) {
+    const auto answer = raw_get(server.port(), target);
+    CHECK_MESSAGE((answer.status == 404 || answer.status == 400), target << " -> " << answer.status);
+    CHECK_MESSAGE(answer.body.find("TOP-SECRET") == std::string::npos, target);
+    CHECK_MESSAGE(answer.body.find("root:") == std::string::npos, target);
+  }
+  CHECK(c.Get("/healthz")->status == 200);
+  server.stop();
+
+  test::auth_server_process off({"--console-dir", "off"});
+  CHECK(off.client().Get("/console/")->status == 404);
+  CHECK(test::auth_server_command({"serve", "--db", off.db(), "--listen", "127.0.0.1:0", "--console-dir",
+                                   (dir / "missing").string()}) == 2);
+  std::error_code ignored;
+  std::filesystem::remove_all(dir, ignored);
+}
+
+TEST_CASE("web console: served by default from the source tree auth-server was built from") {
+  test::auth_server_process server;
+  auto index = server.client().Get("/console/");
+  REQUIRE(index);
+  CHECK(index->status == 200);
+  CHECK(index->body.find("mqtt-proxy console") != std::string::npos);
+  CHECK(server.client().Get("/console/console.js")->status == 200);
+}

@@ -1,0 +1,151 @@
+#!/usr/bin/python3
+"""The web console (auth/console/) in a real browser: Debian's chromium,
+headless, driven by playwright-core (tests/browser/console_driver.mjs; npm ci on
+first run, no browser download) against the real auth-server, a real
+Mosquitto and mqtt-proxy with a WebSocket listener, all on free loopback ports.
+
+The page is served by auth-server (--console-dir) and, for the CORS cases, by a
+static server on another origin. The proxy's allowed_origins lists both origins
+that may connect; auth-server's --cors-origin lists the static one.
+Usage: console_test.py PATH/TO/mqtt-proxy PATH/TO/auth-server OUTPUT_DIR"""
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+CONSOLE = os.path.join(ROOT, "auth", "console")
+CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+from mosquitto import PASSWORD, USERNAME, start_mosquitto  # noqa: E402
+from netutil import free_port, wait_for_port  # noqa: E402
+
+DEMO_USER, DEMO_PASSWORD = "demo", "demo-password-0123"
+
+
+def npm_ci(directory, package):
+    """npm ci from the lock file when the package is not installed yet."""
+    if os.path.isdir(os.path.join(directory, "node_modules", package)):
+        return
+    env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=directory, env=env, check=True)
+
+
+class StaticConsole(http.server.SimpleHTTPRequestHandler):
+    """The console's files from "any static server" (another origin than the
+    API server's), with MQTT.js at the same relative path auth-server uses."""
+
+    def translate_path(self, path):
+        if path.split("?", 1)[0] == "/vendor/mqtt.min.js":
+            return os.path.join(CONSOLE, "node_modules", "mqtt", "dist", "mqtt.min.js")
+        return super().translate_path(path)
+
+    def log_message(self, *args):
+        pass
+
+
+class System:
+    """Mosquitto, auth-server (console + CORS), mqtt-proxy (TCP + WebSocket), a static server."""
+
+    def __init__(self, proxy, auth_server):
+        self.dir = tempfile.mkdtemp(prefix="console-browser-")
+        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
+        self.processes = []
+        self.static_port = free_port()
+        self.static = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", self.static_port), functools.partial(StaticConsole, directory=CONSOLE))
+        threading.Thread(target=self.static.serve_forever, daemon=True).start()
+        self.static_origin = f"http://127.0.0.1:{self.static_port}"
+
+        log = self.log("mosquitto")
+        broker, self.broker_port = start_mosquitto(self.dir, log=log)
+        self.processes.append((broker, log))
+
+        db = os.path.join(self.dir, "auth.db")
+        subprocess.run([auth_server, "adduser", "--db", db, "--user", DEMO_USER, "--password", DEMO_PASSWORD,
+                        "--group", "demo", "--kdf-iterations", "1000"], check=True, capture_output=True)
+        self.auth_port = free_port()
+        self.auth_origin = f"http://127.0.0.1:{self.auth_port}"
+        self.spawn("auth-server", [auth_server, "serve", "--db", db, "--listen", f"127.0.0.1:{self.auth_port}",
+                                   "--console-dir", CONSOLE, "--cors-origin", self.static_origin])
+        wait_for_port(self.broker_port)
+        wait_for_port(self.auth_port)
+
+        self.tcp_port, self.ws_port = free_port(), free_port()
+        self.spawn("mqtt-proxy", [
+            proxy, "--listen", f"127.0.0.1:{self.tcp_port}", "--ws-listen", f"127.0.0.1:{self.ws_port}",
+            "--ws-allowed-origin", self.auth_origin, "--ws-allowed-origin", self.static_origin,
+            "--upstream", f"127.0.0.1:{self.broker_port}", "--upstream-username", USERNAME,
+            "--upstream-password", PASSWORD, "--auth-url", self.auth_origin, "--admin", f"127.0.0.1:{free_port()}"])
+        wait_for_port(self.tcp_port)
+        wait_for_port(self.ws_port)
+
+    def log(self, name):
+        return open(os.path.join(self.dir, name + ".log"), "w")
+
+    def spawn(self, name, argv):
+        log = self.log(name)
+        self.processes.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
+
+    def dump_logs(self):
+        for name in ("auth-server", "mqtt-proxy", "mosquitto"):
+            with open(os.path.join(self.dir, name + ".log")) as f:
+                print(f"---- {name}.log (last lines)\n" + "".join(f.readlines()[-30:]))
+
+    def close(self):
+        self.static.shutdown()
+        self.static.server_close()
+        for process, log in reversed(self.processes):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main():
+    proxy, auth_server, output = sys.argv[1:4]
+    if not os.access(CHROMIUM, os.X_OK):
+        print(f"{CHROMIUM} is missing: deploy/install-deps.sh installs Debian's chromium", file=sys.stderr)
+        return 1
+    npm_ci(HERE, "playwright-core")
+    npm_ci(CONSOLE, "mqtt")
+    os.makedirs(output, exist_ok=True)
+    system = System(proxy, auth_server)
+    try:
+        config = {
+            "chromium": CHROMIUM,
+            "output": output,
+            "user": DEMO_USER,
+            "password": DEMO_PASSWORD,
+            "auth_origin": system.auth_origin,
+            "auth_port": system.auth_port,
+            "static_port": system.static_port,
+            "tcp_port": system.tcp_port,
+            "ws_url": f"ws://127.0.0.1:{system.ws_port}/mqtt",
+        }
+        result = subprocess.run(["node", os.path.join(HERE, "console_driver.mjs"), json.dumps(config)], timeout=240)
+        if result.returncode != 0:
+            system.dump_logs()
+            return 1
+        screenshot = os.path.join(output, "console.png")
+        if not os.path.getsize(screenshot) > 10000:
+            print("the screenshot is missing or empty", file=sys.stderr)
+            return 1
+        print("console_test: all browser checks passed; screenshot", screenshot)
+        return 0
+    finally:
+        system.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
