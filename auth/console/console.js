@@ -168,10 +168,10 @@
     $('login').disabled = true;
     try {
       const user = $('username').value.trim();
-      const login = await api('/v1/login', { username: user, password: $('password').value });
-      const validated = await api('/v1/sessions/validate', { session: login.session });
+      const answer = await api('/v1/login', { username: user, password: $('password').value });
+      const validated = await api('/v1/sessions/validate', { session: answer.session });
       state.session = {
-        token: login.session,
+        token: answer.session,
         user: validated.user,
         groups: validated.groups || [],
         acl: { publish: validated.acl?.publish || [], subscribe: validated.acl?.subscribe || [] },

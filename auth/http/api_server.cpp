@@ -488,8 +488,9 @@ void api_server::console(const Request& request, Response& response) {
   if (!file) return error(response, 404, "not_found");
   // The page talks to this API and to the proxy's WebSocket listener, on any
   // host the operator configures; it loads nothing else and is never framed.
+  // MQTT.js runs its keep-alive timer in a worker made from a blob: URL.
   response.set_header("Content-Security-Policy",
-                      "default-src 'self'; connect-src 'self' http: https: ws: wss:; img-src 'self' data:; "
+                      "default-src 'self'; connect-src 'self' http: https: ws: wss:; img-src 'self' data:; worker-src 'self' blob:; "
                       "frame-ancestors 'none'; base-uri 'none'; form-action 'none'");
   response.set_header("X-Content-Type-Options", "nosniff");
   response.set_header("Referrer-Policy", "no-referrer");

@@ -27,9 +27,11 @@ async function session() {
   return (await response.json()).session;
 }
 
-// mosquitto_sub through the proxy (session as the password); resolves once its SUBACK arrived.
+// mosquitto_sub through the proxy (session as the password); resolves once its
+// SUBACK arrived, to {done}: a promise of its exit status and output.
 async function subscriber(topic) {
-  const child = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(config.tcp_port), '-u', config.user,
+  // Line-buffered, so its debug line for the SUBACK arrives before it exits.
+  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-h', '127.0.0.1', '-p', String(config.tcp_port), '-u', config.user,
     '-P', await session(), '-i', 'browser-test-sub', '-t', topic, '-q', '1', '-C', '1', '-W', '20', '-v', '-d']);
   let out = '';
   const done = new Promise((resolve) => child.on('exit', (code) => resolve({ code, out })));
@@ -37,7 +39,7 @@ async function subscriber(topic) {
   child.stderr.on('data', (d) => { out += d; });
   for (let i = 0; i < 100 && !out.includes('SUBACK'); i++) await new Promise((r) => setTimeout(r, 100));
   assert.match(out, /SUBACK/, 'mosquitto_sub did not get its SUBACK: ' + out);
-  return done;
+  return { done };  // not the promise itself: an async function would wait for it
 }
 
 async function publishWithMosquitto(topic, message) {
@@ -51,8 +53,11 @@ async function logIn(page, password = config.password) {
   await page.click('#login');
 }
 
+const pages = [];
+
 async function openConsole(browser, url) {
   const page = await browser.newPage({ viewport: { width: 1280, height: 820 } });
+  pages.push(page);
   page.on('pageerror', (e) => console.log('page error:', e.message));
   await page.goto(url);
   await page.waitForFunction(() => typeof window.mqtt !== 'undefined', null, WAIT);
@@ -88,7 +93,7 @@ async function mainFlow(browser) {
   await page.locator('#messages tbody tr', { hasText: 'the group channel works too' }).waitFor(WAIT);
 
   step('the page publishes; mosquitto_sub through the proxy receives it');
-  const received = await subscriber('private/demo/outbox');
+  const { done: received } = await subscriber('private/demo/outbox');
   await page.fill('#pub-topic', 'private/demo/outbox');
   await page.fill('#pub-payload', 'hello from chromium');
   await page.selectOption('#pub-qos', '1');
@@ -122,6 +127,7 @@ async function mainFlow(browser) {
 
   await page.fill('#pub-topic', 'group/demo/news');
   await page.fill('#pub-payload', '{"temperature": 21.5}');
+  await page.locator('#pub-payload').blur();
   const screenshot = join(config.output, 'console.png');
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log('screenshot', screenshot);
@@ -174,6 +180,11 @@ try {
 } catch (e) {
   console.error('FAILED:', e);
   process.exitCode = 1;
+  // What the page showed, for the log.
+  for (const page of pages.filter((p) => !p.isClosed())) {
+    console.error(`---- ${page.url()}\n` + await page.locator('main').innerText().catch(() => '(unreadable)'));
+    await page.screenshot({ path: join(config.output, 'failure.png'), fullPage: true }).catch(() => {});
+  }
 } finally {
   await browser.close();
 }

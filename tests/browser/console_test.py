@@ -93,6 +93,10 @@ class System:
         log = self.log(name)
         self.processes.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
 
+    def read_log(self, name):
+        with open(os.path.join(self.dir, name + ".log")) as f:
+            return f.read()
+
     def dump_logs(self):
         for name in ("auth-server", "mqtt-proxy", "mosquitto"):
             with open(os.path.join(self.dir, name + ".log")) as f:
@@ -135,6 +139,23 @@ def main():
         }
         result = subprocess.run(["node", os.path.join(HERE, "console_driver.mjs"), json.dumps(config)], timeout=240)
         if result.returncode != 0:
+            system.dump_logs()
+            return 1
+        # What the browser hid from the page, seen from the servers: the proxy refused
+        # the WebSocket from http://localhost:<auth port>, and the refused CORS
+        # preflight kept that page's login from ever being sent (6 logins: the
+        # console's, three for mosquitto_pub/sub, the allowed cross-origin page's,
+        # the refused-WebSocket page's; one failure, the wrong password).
+        proxy_log, auth_log = system.read_log("mqtt-proxy"), system.read_log("auth-server")
+        checks = [
+            (f"origin http://localhost:{system.auth_port} is not allowed" in proxy_log,
+             "the proxy did not log the refused WebSocket origin"),
+            (auth_log.count("login ok user=demo") == 6, f"{auth_log.count('login ok user=demo')} logins instead of 6"),
+            (auth_log.count("login failed user=demo") == 1, "not exactly one failed login"),
+        ]
+        failed = [why for good, why in checks if not good]
+        if failed:
+            print("console_test: " + "; ".join(failed), file=sys.stderr)
             system.dump_logs()
             return 1
         screenshot = os.path.join(output, "console.png")

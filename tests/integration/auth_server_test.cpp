@@ -923,7 +923,7 @@ httplib::Headers preflight_from(const std::string& origin) {
 
 // GET `target` exactly as written (no client-side normalisation of `..` or %-escapes).
 raw_answer raw_get(unsigned short port, const std::string& target) {
-  return exchange(port, "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  return ::exchange(port, "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 }
 
 }  // namespace
