@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 
@@ -15,6 +16,15 @@ const WAIT = { timeout: 20000 };
 
 function step(name) {
   console.log(`-- ${name}`);
+}
+
+// Asks console_test.py to act on the servers (restart-proxy, change-password); resolves when done.
+const replies = createInterface({ input: process.stdin });
+const answers = replies[Symbol.asyncIterator]();
+async function ask(request) {
+  console.log('@' + request);
+  const { value } = await answers.next();
+  assert.equal(value, 'ok', `console_test.py did not do ${request}`);
 }
 
 async function session() {
@@ -132,6 +142,25 @@ async function mainFlow(browser) {
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log('screenshot', screenshot);
 
+  step('reconnect: the proxy restarts; the page reconnects, authenticates again and resubscribes');
+  await ask('restart-proxy');
+  await page.waitForSelector('#events li:has-text("the connection to the proxy closed")', WAIT);
+  await page.waitForSelector('#status[data-state="online"]', WAIT);
+  await page.waitForSelector(`#subscriptions li[data-filter="private/demo/#"][data-state="granted"]`, WAIT);
+  await page.waitForSelector(`#subscriptions li[data-filter="group/demo/#"][data-state="granted"]`, WAIT);
+  await page.waitForSelector('#subscriptions li[data-filter="private/someone-else/#"][data-state="denied"]', WAIT);
+  assert.equal(await page.locator('#events li:has-text("the proxy accepted the session")').count(), 2);
+  await publishWithMosquitto('private/demo/inbox', 'after the reconnect');
+  await page.locator('#messages tbody tr', { hasText: 'after the reconnect' }).waitFor(WAIT);
+
+  step('the session is revoked (password changed): the page says why and asks for a new login');
+  await ask('change-password');
+  await page.waitForSelector('#status[data-state="logged-out"]', WAIT);
+  assert.match(await text(page, '#login-error'), /session_revoked.*please log in again/);
+  config.password = config.new_password;
+  await logIn(page);
+  await page.waitForSelector('#status[data-state="online"]', WAIT);
+
   step('log out: the session is revoked and the page is back at the login form');
   await page.click('#logout');
   await page.waitForSelector('#status[data-state="logged-out"]', WAIT);
@@ -187,4 +216,5 @@ try {
   }
 } finally {
   await browser.close();
+  replies.close();  // stdin would keep node running
 }

@@ -27,6 +27,7 @@ from mosquitto import PASSWORD, USERNAME, start_mosquitto  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password-0123"
+NEW_PASSWORD = "changed-password-4567"  # set mid-test: every session of the user is revoked
 
 
 def npm_ci(directory, package):
@@ -67,7 +68,8 @@ class System:
         broker, self.broker_port = start_mosquitto(self.dir, log=log)
         self.processes.append((broker, log))
 
-        db = os.path.join(self.dir, "auth.db")
+        self.auth_server = auth_server
+        self.db = db = os.path.join(self.dir, "auth.db")
         subprocess.run([auth_server, "adduser", "--db", db, "--user", DEMO_USER, "--password", DEMO_PASSWORD,
                         "--group", "demo", "--kdf-iterations", "1000"], check=True, capture_output=True)
         self.auth_port = free_port()
@@ -78,19 +80,37 @@ class System:
         wait_for_port(self.auth_port)
 
         self.tcp_port, self.ws_port = free_port(), free_port()
-        self.spawn("mqtt-proxy", [
+        self.proxy_argv = [
             proxy, "--listen", f"127.0.0.1:{self.tcp_port}", "--ws-listen", f"127.0.0.1:{self.ws_port}",
             "--ws-allowed-origin", self.auth_origin, "--ws-allowed-origin", self.static_origin,
             "--upstream", f"127.0.0.1:{self.broker_port}", "--upstream-username", USERNAME,
-            "--upstream-password", PASSWORD, "--auth-url", self.auth_origin, "--admin", f"127.0.0.1:{free_port()}"])
+            "--upstream-password", PASSWORD, "--auth-url", self.auth_origin, "--admin", f"127.0.0.1:{free_port()}"]
+        self.start_proxy()
+
+    def start_proxy(self):
+        self.spawn("mqtt-proxy", self.proxy_argv, mode="a")
         wait_for_port(self.tcp_port)
         wait_for_port(self.ws_port)
 
-    def log(self, name):
-        return open(os.path.join(self.dir, name + ".log"), "w")
+    def restart_proxy(self):
+        """Stops mqtt-proxy (its connections drop) and starts it again on the same ports."""
+        index = next(i for i, (p, _) in enumerate(self.processes) if p.args == self.proxy_argv)
+        process, log = self.processes.pop(index)
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+        self.start_proxy()
 
-    def spawn(self, name, argv):
-        log = self.log(name)
+    def change_password(self):
+        """moduser --password-stdin: every session of the user is revoked (user_sessions_revoked)."""
+        subprocess.run([self.auth_server, "moduser", "--db", self.db, "--user", DEMO_USER, "--password-stdin"],
+                       input=NEW_PASSWORD + "\n", text=True, check=True, capture_output=True)
+
+    def log(self, name, mode="w"):
+        return open(os.path.join(self.dir, name + ".log"), mode)
+
+    def spawn(self, name, argv, mode="w"):
+        log = self.log(name, mode)
         self.processes.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
 
     def read_log(self, name):
@@ -116,6 +136,32 @@ class System:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def drive(system, config):
+    """Runs console_driver.mjs; answers its requests (a line "@restart-proxy" or
+    "@change-password" on its stdout) with "ok" on its stdin once done."""
+    driver = subprocess.Popen(["node", os.path.join(HERE, "console_driver.mjs"), json.dumps(config)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    timer = threading.Timer(240, driver.kill)
+    timer.start()
+    try:
+        for line in driver.stdout:
+            print(line, end="", flush=True)
+            if line.strip() == "@restart-proxy":
+                system.restart_proxy()
+            elif line.strip() == "@change-password":
+                system.change_password()
+            else:
+                continue
+            driver.stdin.write("ok\n")
+            driver.stdin.flush()
+        return driver.wait()
+    finally:
+        timer.cancel()
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+
+
 def main():
     proxy, auth_server, output = sys.argv[1:4]
     if not os.access(CHROMIUM, os.X_OK):
@@ -131,14 +177,15 @@ def main():
             "output": output,
             "user": DEMO_USER,
             "password": DEMO_PASSWORD,
+            "new_password": NEW_PASSWORD,
             "auth_origin": system.auth_origin,
             "auth_port": system.auth_port,
             "static_port": system.static_port,
             "tcp_port": system.tcp_port,
             "ws_url": f"ws://127.0.0.1:{system.ws_port}/mqtt",
         }
-        result = subprocess.run(["node", os.path.join(HERE, "console_driver.mjs"), json.dumps(config)], timeout=240)
-        if result.returncode != 0:
+        returncode = drive(system, config)
+        if returncode != 0:
             system.dump_logs()
             return 1
         # What the browser hid from the page, seen from the servers: the proxy refused
@@ -150,7 +197,7 @@ def main():
         checks = [
             (f"origin http://localhost:{system.auth_port} is not allowed" in proxy_log,
              "the proxy did not log the refused WebSocket origin"),
-            (auth_log.count("login ok user=demo") == 6, f"{auth_log.count('login ok user=demo')} logins instead of 6"),
+            (auth_log.count("login ok user=demo") == 8, f"{auth_log.count('login ok user=demo')} logins instead of 8"),
             (auth_log.count("login failed user=demo") == 1, "not exactly one failed login"),
         ]
         failed = [why for good, why in checks if not good]
