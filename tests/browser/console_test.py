@@ -23,6 +23,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 CONSOLE = os.path.join(ROOT, "auth", "console")
 CHROMIUM = "/usr/bin/chromium"
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
+from certs import make_ca, make_leaf  # noqa: E402
 from mosquitto import PASSWORD, USERNAME, start_mosquitto  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 
@@ -79,9 +80,13 @@ class System:
         wait_for_port(self.broker_port)
         wait_for_port(self.auth_port)
 
-        self.tcp_port, self.ws_port = free_port(), free_port()
+        # wss:// with a certificate of a CA made here (the browser is told to accept it).
+        ca = make_ca(self.dir, "test-ca")
+        key, cert = make_leaf(self.dir, "server", "/CN=localhost", ca, "DNS:localhost,IP:127.0.0.1")
+        self.tcp_port, self.ws_port, self.wss_port = free_port(), free_port(), free_port()
         self.proxy_argv = [
             proxy, "--listen", f"127.0.0.1:{self.tcp_port}", "--ws-listen", f"127.0.0.1:{self.ws_port}",
+            "--wss-listen", f"127.0.0.1:{self.wss_port}", "--tls-cert", cert, "--tls-key", key,
             "--ws-allowed-origin", self.auth_origin, "--ws-allowed-origin", self.static_origin,
             "--upstream", f"127.0.0.1:{self.broker_port}", "--upstream-username", USERNAME,
             "--upstream-password", PASSWORD, "--auth-url", self.auth_origin, "--admin", f"127.0.0.1:{free_port()}"]
@@ -91,6 +96,7 @@ class System:
         self.spawn("mqtt-proxy", self.proxy_argv, mode="a")
         wait_for_port(self.tcp_port)
         wait_for_port(self.ws_port)
+        wait_for_port(self.wss_port)
 
     def restart_proxy(self):
         """Stops mqtt-proxy (its connections drop) and starts it again on the same ports."""
@@ -183,6 +189,7 @@ def main():
             "static_port": system.static_port,
             "tcp_port": system.tcp_port,
             "ws_url": f"ws://127.0.0.1:{system.ws_port}/mqtt",
+            "wss_url": f"wss://localhost:{system.wss_port}/mqtt",
         }
         returncode = drive(system, config)
         if returncode != 0:
@@ -197,7 +204,7 @@ def main():
         checks = [
             (f"origin http://localhost:{system.auth_port} is not allowed" in proxy_log,
              "the proxy did not log the refused WebSocket origin"),
-            (auth_log.count("login ok user=demo") == 8, f"{auth_log.count('login ok user=demo')} logins instead of 8"),
+            (auth_log.count("login ok user=demo") == 10, f"{auth_log.count('login ok user=demo')} logins instead of 10"),
             (auth_log.count("login failed user=demo") == 1, "not exactly one failed login"),
         ]
         failed = [why for good, why in checks if not good]
