@@ -293,8 +293,8 @@
     });
     client.on('disconnect', (packet) => {
       const code = packet.reasonCode || 0;
+      // Why is on the auth topic, just before (a reconnect asks again if not).
       logEvent(code ? 'error' : 'info', `the proxy sent DISCONNECT ${reasonText(code)}`);
-      if (code === 0x87 && state.session) sessionEnded('the proxy disconnected: 0x87 Not authorized');
     });
     client.on('error', (e) => logEvent('error', 'MQTT error: ' + e.message));
     client.on('close', () => {
@@ -335,6 +335,11 @@
     }
     const why = AUTH_REASONS[answer.reason] || 'no reason given';
     logEvent('error', `the proxy refused the session: ${JSON.stringify(answer)} (${why})`);
+    if (answer.reason === 'session_expired' && state.session.expiresAt - Date.now() > 5000) {
+      // Refreshed, but the proxy judged by a validation it cached before the
+      // refresh (at most its max-age, so never past the old expiry): reconnect.
+      return logEvent('warn', 'the session was refreshed since: reconnecting');
+    }
     if (SESSION_ENDED.has(answer.reason)) return sessionEnded(`the proxy refused the session: ${answer.reason} (${why})`);
     // The proxy closes the connection after a denial; the close handler retries.
   }
@@ -348,7 +353,7 @@
   }
 
   function scheduleReconnect() {
-    const delay = Math.min(RECONNECT_MAX_S, 2 ** Math.min(state.attempt - 1, 5));
+    const delay = Math.min(RECONNECT_MAX_S, 2 ** Math.min(Math.max(state.attempt, 1) - 1, 5));  // 1, 2, 4 ... 30 s
     let left = delay;
     setPhase('reconnecting', `reconnecting in ${left} s`);
     const tick = () => {
