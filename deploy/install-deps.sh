@@ -22,6 +22,7 @@ TEST_PACKAGES=(
   docker-compose                # only to validate docker-compose.yml (`docker-compose config`); Docker itself is not needed
   clang libclang-rt-14-dev      # libFuzzer for the codec fuzz target
   chromium                      # the web console's browser test (tests/browser, driven by playwright-core from npm)
+  fonts-dejavu-core             # so the console's screenshots have text (chromium pulls in no font)
 )
 
 missing=()
