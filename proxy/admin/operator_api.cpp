@@ -6,6 +6,7 @@
 #include <cctype>
 #include <ctime>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -21,6 +22,12 @@
 #include "net/log_field.hpp"
 
 namespace proxy {
+
+// GCC 12 reports a false -Wmismatched-new-delete for this file's coroutine
+// frames (asio's frame allocator has a matching sized delete); silenced in
+// this file only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
@@ -214,85 +221,112 @@ bool operator_api::authorized(const request& req) const {
 }
 
 asio::awaitable<operator_api::response> operator_api::serve(const request& req) {
-  const std::string_view target = req.target();
-  if (target.size() > max_target) co_return error(req, http::status::uri_too_long, "uri_too_long", "target over 4096 bytes");
-  if (settings_.token.empty())
-    co_return error(req, http::status::forbidden, "operator_endpoints_off",
-                    "no operator token configured: set [admin] token_file (or --admin-token-file)");
-  if (!authorized(req)) {
-    auto res = error(req, http::status::unauthorized, "unauthorized", "Authorization: Bearer <admin token> required");
-    res.set(http::field::www_authenticate, "Bearer");
-    co_return res;
+  // Each answer is a local, co_returned plainly (GCC 12: see docs/STYLE.md).
+  auto res = check(req);
+  if (res) {
+    auto refused = std::move(*res);
+    co_return refused;
   }
+  const std::string_view target = req.target();
   const auto mark = target.find('?');
   const auto path = target.substr(0, mark);
   auto query = parse_query(mark == std::string_view::npos ? std::string_view{} : target.substr(mark + 1));
-  if (!query) co_return error(req, http::status::bad_request, "malformed_query", "bad %-escape, repeated or too many parameters");
   const bool get = req.method() == http::verb::get, post = req.method() == http::verb::post;
-  if (path == "/v1/connections") {
-    if (!get) co_return error(req, http::status::method_not_allowed, "method_not_allowed", "GET only");
-    auto res = co_await list(req, std::move(*query));
-    co_return res;
+  response out;
+  if (!query) {
+    out = error(req, http::status::bad_request, "malformed_query", "bad %-escape, repeated or too many parameters");
+  } else if (path == "/v1/connections" && get) {
+    out = co_await list(req, std::move(*query));
+  } else if (path == "/v1/connections/kick" && post) {
+    out = co_await kick(req, std::move(*query));
+  } else if (path == "/v1/explain" && get) {
+    out = co_await explain(req, std::move(*query));
+  } else if (path == "/v1/connections" || path == "/v1/explain") {
+    out = error(req, http::status::method_not_allowed, "method_not_allowed", "GET only");
+  } else if (path == "/v1/connections/kick") {
+    out = error(req, http::status::method_not_allowed, "method_not_allowed", "POST only");
+  } else {
+    out = error(req, http::status::not_found, "not_found", "no such operator endpoint");
   }
-  if (path == "/v1/connections/kick") {
-    if (!post) co_return error(req, http::status::method_not_allowed, "method_not_allowed", "POST only");
-    auto res = co_await kick(req, std::move(*query));
-    co_return res;
-  }
-  if (path == "/v1/explain") {
-    if (!get) co_return error(req, http::status::method_not_allowed, "method_not_allowed", "GET only");
-    auto res = co_await explain(req, std::move(*query));
-    co_return res;
-  }
-  co_return error(req, http::status::not_found, "not_found", "no such operator endpoint");
+  co_return out;
+}
+
+// Size, then whether the endpoints are on, then the token: an answer when the
+// request goes no further.
+std::optional<operator_api::response> operator_api::check(const request& req) const {
+  if (req.target().size() > max_target)
+    return error(req, http::status::uri_too_long, "uri_too_long", "target over 4096 bytes");
+  if (settings_.token.empty())
+    return error(req, http::status::forbidden, "operator_endpoints_off",
+                 "no operator token configured: set [admin] token_file (or --admin-token-file)");
+  if (authorized(req)) return std::nullopt;
+  auto res = error(req, http::status::unauthorized, "unauthorized", "Authorization: Bearer <admin token> required");
+  res.set(http::field::www_authenticate, "Bearer");
+  return res;
 }
 
 asio::awaitable<operator_api::response> operator_api::list(const request& req, std::map<std::string, std::string> query) {
   std::string user;
-  if (auto u = name_param(query, "user")) {
-    if (!plausible_name(*u)) co_return error(req, http::status::bad_request, "invalid_value", "'user' must be 1-256 printable UTF-8 bytes");
-    user = *u;
+  if (auto u = name_param(query, "user")) user = *u;
+  response out;
+  if (query.contains("user") && !plausible_name(user)) {
+    out = error(req, http::status::bad_request, "invalid_value", "'user' must be 1-256 printable UTF-8 bytes");
+    co_return out;
   }
   json list = json::array();
   for (const auto& w : workers_) {
-    auto part = co_await asio::co_spawn(w.io->get_executor(), snapshots_on(w.registry, user), asio::use_awaitable);
+    // Gathered on the worker's own thread; the registry is touched nowhere else.
+    auto [failure, part] = co_await asio::co_spawn(w.io->get_executor(), snapshots_on(w.registry, user),
+                                                   asio::as_tuple(asio::use_awaitable));
+    if (failure) continue;
     for (const auto& s : part) list.push_back(to_json(s));
   }
   const auto count = list.size();
-  co_return answer(req, http::status::ok, json{{"connections", std::move(list)}, {"count", count}});
+  out = answer(req, http::status::ok, json{{"connections", std::move(list)}, {"count", count}});
+  co_return out;
 }
 
 asio::awaitable<operator_api::response> operator_api::kick(const request& req, std::map<std::string, std::string> query) {
   const auto user = name_param(query, "user");
   const auto client_id = name_param(query, "client_id");
-  if (!user && !client_id)
-    co_return error(req, http::status::bad_request, "missing_field", "kick needs ?user=NAME and/or ?client_id=ID");
-  if ((user && !plausible_name(*user)) || (client_id && (client_id->empty() || client_id->size() > 65535)))
-    co_return error(req, http::status::bad_request, "invalid_value", "'user' or 'client_id' is empty or too long");
+  response out;
+  if (!user && !client_id) {
+    out = error(req, http::status::bad_request, "missing_field", "kick needs ?user=NAME and/or ?client_id=ID");
+    co_return out;
+  }
+  if ((user && !plausible_name(*user)) || (client_id && (client_id->empty() || client_id->size() > 65535))) {
+    out = error(req, http::status::bad_request, "invalid_value", "'user' or 'client_id' is empty or too long");
+    co_return out;
+  }
   std::size_t kicked = 0;
   for (const auto& w : workers_) {
-    const auto n = co_await asio::co_spawn(w.io->get_executor(), kick_on(w.registry, user.value_or(""), client_id.value_or("")),
-                                           asio::use_awaitable);
-    kicked += n;
+    auto [failure, n] = co_await asio::co_spawn(w.io->get_executor(),
+                                                kick_on(w.registry, user.value_or(""), client_id.value_or("")),
+                                                asio::as_tuple(asio::use_awaitable));
+    if (!failure) kicked += n;
   }
   spdlog::info("operator kick user={} client_id={}: {} connections", user ? log_field(*user) : "-",
                client_id ? log_field(*client_id) : "-", kicked);
-  if (kicked == 0) co_return answer(req, http::status::not_found, json{{"error", "no_connection"}, {"kicked", 0}});
-  co_return answer(req, http::status::ok, json{{"kicked", kicked}});
+  if (kicked == 0) out = answer(req, http::status::not_found, json{{"error", "no_connection"}, {"kicked", 0}});
+  else out = answer(req, http::status::ok, json{{"kicked", kicked}});
+  co_return out;
 }
 
 asio::awaitable<std::pair<unsigned, std::string>> operator_api::fetch_user(std::string name) {
   auto call = std::make_shared<user_call>(io_);
+  std::pair<unsigned, std::string> out{0, {}};
   call->deadline.expires_after(settings_.auth_timeout);
-  call->deadline.async_wait([weak = std::weak_ptr<user_call>(call)](boost::system::error_code ec) {
+  auto on_deadline = [weak = std::weak_ptr<user_call>(call)](boost::system::error_code ec) {
     if (ec) return;
     if (auto held = weak.lock()) held->abort();
-  });
+  };
+  call->deadline.async_wait(on_deadline);
   call->connection = http_connection::create(io_, settings_.auth_tls.get());
   const auto connect_error = co_await call->connection->connect(settings_.auth, call->resolver);
   if (connect_error) {
     call->deadline.cancel();
-    co_return std::make_pair(0u, connect_error.message());
+    out.second = connect_error.message();
+    co_return out;
   }
   http_request request{http::verb::get, settings_.auth.base_path + "/v1/users/" + percent_encode(name), 11};
   request.set(http::field::host, settings_.auth.host);
@@ -304,43 +338,69 @@ asio::awaitable<std::pair<unsigned, std::string>> operator_api::fetch_user(std::
   const auto exchange_error = co_await call->connection->exchange(request, response, 1024 * 1024);
   call->deadline.cancel();
   call->connection->abort();
-  if (exchange_error) co_return std::make_pair(0u, exchange_error.message());
-  co_return std::make_pair(response.result_int(), std::move(response.body()));
+  if (exchange_error) {
+    out.second = exchange_error.message();
+  } else {
+    out = {response.result_int(), std::move(response.body())};
+  }
+  co_return out;
 }
 
-// GCC 12 reports a false -Wmismatched-new-delete for this coroutine's frame
-// (asio's frame allocator has a matching sized delete); silenced here only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-asio::awaitable<operator_api::response> operator_api::explain(const request& req, std::map<std::string, std::string> query) {
+// What explain's query asks, checked: an error answer when it cannot be asked.
+std::optional<operator_api::response> operator_api::check_explain(const request& req,
+                                                                  const std::map<std::string, std::string>& query) const {
   const auto user = name_param(query, "user");
   const auto action_text = name_param(query, "action");
   const auto topic = name_param(query, "topic");
-  const auto client_id = name_param(query, "client_id").value_or("");
   if (!user || !action_text || !topic)
-    co_return error(req, http::status::bad_request, "missing_field", "explain needs user, action and topic");
-  if (!plausible_name(*user)) co_return error(req, http::status::bad_request, "invalid_value", "'user' must be 1-256 printable UTF-8 bytes");
+    return error(req, http::status::bad_request, "missing_field", "explain needs user, action and topic");
+  if (!plausible_name(*user))
+    return error(req, http::status::bad_request, "invalid_value", "'user' must be 1-256 printable UTF-8 bytes");
   const auto action = parse_acl_action(*action_text);
-  if (!action) co_return error(req, http::status::bad_request, "invalid_value", "'action' must be publish, subscribe or receive");
+  if (!action)
+    return error(req, http::status::bad_request, "invalid_value", "'action' must be publish, subscribe or receive");
   if (topic->empty() || topic->size() > 65535 || mqtt::check_utf8(*topic))
-    co_return error(req, http::status::bad_request, "invalid_value", "'topic' must be 1-65535 bytes of UTF-8");
+    return error(req, http::status::bad_request, "invalid_value", "'topic' must be 1-65535 bytes of UTF-8");
   if (*action != acl_action::subscribe && !mqtt::topic::is_valid_name(*topic))
-    co_return error(req, http::status::bad_request, "invalid_value", "a topic name (publish, receive) has no wildcards");
-  auto fetched = co_await fetch_user(*user);
+    return error(req, http::status::bad_request, "invalid_value", "a topic name (publish, receive) has no wildcards");
+  return std::nullopt;
+}
+
+asio::awaitable<operator_api::response> operator_api::explain(const request& req, std::map<std::string, std::string> query) {
+  response out;
+  if (auto refused = check_explain(req, query)) {
+    out = std::move(*refused);
+    co_return out;
+  }
+  const auto user = query.at("user");
+  const auto action = *parse_acl_action(query.at("action"));
+  const auto topic = query.at("topic");
+  const auto client_id = name_param(query, "client_id").value_or("");
+  auto fetched = co_await fetch_user(user);
   const auto& [status, body] = fetched;
-  if (status == 404) co_return error(req, http::status::not_found, "unknown_user", "the API server knows no such user");
-  if (status != 200)
-    co_return error(req, http::status::bad_gateway, "api_unavailable",
-                    status == 0 ? "API server unreachable: " + body : "API server answered " + std::to_string(status));
+  if (status == 404) {
+    out = error(req, http::status::not_found, "unknown_user", "the API server knows no such user");
+    co_return out;
+  }
   // Parsed exactly as a validation answer is (same function, same filters dropped).
   const auto parsed = parse_validation_response(status, body);
-  if (parsed.outcome != auth_result::verdict::valid)
-    co_return error(req, http::status::bad_gateway, "api_unavailable", "API server answer unusable: " + parsed.detail);
-  const auto e = proxy::explain(parsed.permissions, settings_.templates, parsed.user, client_id, *action, *topic);
+  if (status != 200 || parsed.outcome != auth_result::verdict::valid) {
+    out = error(req, http::status::bad_gateway, "api_unavailable",
+                status == 0 ? "API server unreachable: " + body
+                            : "API server answered " + std::to_string(status) + ": " + parsed.detail);
+    co_return out;
+  }
+  out = answer(req, http::status::ok, explanation_json(parsed, action, topic, client_id));
+  co_return out;
+}
+
+json operator_api::explanation_json(const auth_result& parsed, acl_action action, const std::string& topic,
+                                    const std::string& client_id) const {
+  const auto e = proxy::explain(parsed.permissions, settings_.templates, parsed.user, client_id, action, topic);
   json out{{"user", parsed.user},
            {"user_id", parsed.user_id},
-           {"action", to_string(*action)},
-           {"topic", *topic},
+           {"action", to_string(action)},
+           {"topic", topic},
            {"client_id", client_id},
            {"decision", e.decision.allowed ? "allow" : "deny"},
            {"allowed", e.decision.allowed},
@@ -355,7 +415,7 @@ asio::awaitable<operator_api::response> operator_api::explain(const request& req
   } else {
     out["rule"] = nullptr;
   }
-  co_return answer(req, http::status::ok, out);
+  return out;
 }
 
 #pragma GCC diagnostic pop

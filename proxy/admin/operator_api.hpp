@@ -25,6 +25,9 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include <nlohmann/json.hpp>
+
+#include "auth/auth_result.hpp"
 #include "auth/http_connection.hpp"
 #include "net/connection_registry.hpp"
 #include "session/acl.hpp"
@@ -70,6 +73,10 @@ class operator_api {
   // GET /v1/users/{name} of the API server: (status, body); status 0 when unreachable.
   boost::asio::awaitable<std::pair<unsigned, std::string>> fetch_user(std::string name);
   bool authorized(const request& req) const;
+  std::optional<response> check(const request& req) const;
+  std::optional<response> check_explain(const request& req, const std::map<std::string, std::string>& query) const;
+  nlohmann::json explanation_json(const auth_result& parsed, acl_action action, const std::string& topic,
+                                  const std::string& client_id) const;
 
   boost::asio::io_context& io_;
   operator_settings settings_;

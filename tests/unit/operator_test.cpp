@@ -252,17 +252,23 @@ TEST_SUITE("session: report-only ACL") {
     CHECK(h.counters.acl_denied_subscribe == 1);
   }
 
-  TEST_CASE("report: a narrowed ACL does not unsubscribe, it reports") {
-    harness h(protocol_version::v5, acl_mode::report);
-    h.establish();
-    h.client(subscribe_to("private/alice/#", 7));
-    auth_event e;
-    e.type = auth_event::kind::acl_changed;
-    e.user_id = "alice";
-    e.permissions = acl{{}, {"public/#"}};
-    auto out = h.session.on_auth_event(e);
-    CHECK(sent(out, h.v, false).empty());
-    CHECK(h.counters.acl_unsubscribes == 0);
+  TEST_CASE("report: a narrowed ACL does not unsubscribe, it reports (enforce does)") {
+    for (const auto mode : {acl_mode::enforce, acl_mode::report}) {
+      CAPTURE(to_string(mode));
+      harness h(protocol_version::v5, mode);
+      h.establish();
+      h.client(subscribe_to("private/alice/#", 7));
+      REQUIRE(h.session.subscriptions().contains("private/alice/#"));
+      auth_event e;
+      e.type = auth_event::kind::acl_changed;
+      e.user_id = "alice";
+      e.permissions = acl{{}, {"public/#"}};
+      auto out = h.session.on_auth_event(e);
+      const bool enforce = mode == acl_mode::enforce;
+      CHECK(sent(out, h.v, false).size() == (enforce ? 1u : 0u));
+      CHECK(h.counters.acl_unsubscribes == (enforce ? 1u : 0u));
+      CHECK(all_of<action::acl_report>(out).size() == (enforce ? 0u : 1u));
+    }
   }
 }
 
