@@ -38,8 +38,6 @@ struct metrics {
   counter auth_invalid{0};
   counter auth_unavailable{0};
   counter auth_timeout{0};
-  counter auth_latency_ms_sum{0};
-  counter auth_latency_count{0};
   counter acl_denied_publish{0};
   counter acl_denied_subscribe{0};
   counter acl_denied_deliver{0};  // broker PUBLISHes outside the subscribe ACL, dropped

@@ -159,9 +159,6 @@ void client_connection::validate(const std::string& token) {
   pending_validation_ = auth_.validate(
       token, remote_address_, [self = shared_from_this(), started, &counters = metrics_](const auth_result& result) {
         const auto elapsed = std::chrono::steady_clock::now() - started;
-        counters.auth_latency_ms_sum += static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
-        counters.auth_latency_count++;
         counters.auth_latency.observe(elapsed);
         if (result.outcome != auth_result::verdict::valid)
           spdlog::debug("session validation for {}: {}", self->remote_address_, result.detail);

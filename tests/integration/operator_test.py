@@ -122,6 +122,7 @@ subscribe = ["inbox/%u"]
                            headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         body = response.read().decode()
+        connection.close()
         assert response.status == 200, body
         return json.loads(body)["session"]
 
@@ -294,6 +295,7 @@ class Operator(unittest.TestCase):
         carol = self.app(self.system.a_port, session, "carol-phone")
         self.assertEqual(carol.subscribe("private/carol/#"), 1)
         carol.client.publish("private/carol/note", b"x" * 100, qos=1).wait_for_publish(5)
+        self.assertEqual(carol.messages.get(timeout=5)[0], "private/carol/note")  # her own, back to her
         self.broker_publish("private/carol/in", "y" * 50)
         self.assertEqual(carol.messages.get(timeout=5)[0], "private/carol/in")
         other = self.app(self.system.a_port, self.user("carl"), "carl-phone")
@@ -328,9 +330,9 @@ class Operator(unittest.TestCase):
 
     def test_kick_by_user_ends_that_users_connections_only(self):
         session = self.user("dan")
-        watcher = BrokerWatcher(self.system.broker_port, "will/#")
+        watcher = BrokerWatcher(self.system.broker_port, "private/dan/will")
         dan5 = self.app(self.system.a_port, session, "dan-phone", version=mqtt.MQTTv5)
-        dan3 = self.app(self.system.a_port, session, "dan-tablet", version=mqtt.MQTTv311, will="will/dan")
+        dan3 = self.app(self.system.a_port, session, "dan-tablet", version=mqtt.MQTTv311, will="private/dan/will")
         erin = self.app(self.system.a_port, self.user("erin"), "erin-phone")
         self.assertEqual(erin.subscribe("private/erin/#"), 1)
         self.assertEqual(len(self.connections("dan")), 2)
@@ -344,7 +346,7 @@ class Operator(unittest.TestCase):
         # 3.1.1 has no reason codes: the auth topic says why.
         self.assertEqual(json.loads(dan3.auth_answers.get(timeout=2)), {"result": "denied", "reason": "kicked"})
         # The broker got a normal DISCONNECT: no will.
-        self.assertFalse(watcher.received("will/dan", "gone", wait=1.5))
+        self.assertFalse(watcher.received("private/dan/will", "gone", wait=1.5))
         watcher.stop()
         self.assertEqual(self.connections("dan"), [])
         # Erin is untouched and still relays.
@@ -426,6 +428,23 @@ class Operator(unittest.TestCase):
                       "user=x&action=publish&topic=a/%2B", "user=%00&action=publish&topic=a",
                       "user=x&action=publish&topic=%ff%fe"):
             self.assertEqual(self.admin("GET", "/v1/explain?" + query)[0], 400, query)
+
+    def test_the_api_servers_user_endpoint_returns_the_acl_validate_returns(self):
+        self.system.add_user("hana", groups=["ops"])
+        session = self.system.login("hana")
+        status, _, validated = request(self.system.auth_port, "POST", "/v1/sessions/validate",
+                                       body=json.dumps({"session": session}),
+                                       headers={"Content-Type": "application/json"})
+        self.assertEqual(status, 200)
+        status, _, user = request(self.system.auth_port, "GET", "/v1/users/hana", token=SERVICE_TOKEN)
+        self.assertEqual(status, 200, user)
+        validated, user = json.loads(validated), json.loads(user)
+        for key in ("user", "user_id", "groups", "acl"):
+            self.assertEqual(user[key], validated[key], key)
+        self.assertEqual(request(self.system.auth_port, "GET", "/v1/users/hana")[0], 401)
+        self.assertEqual(request(self.system.auth_port, "GET", "/v1/users/hana", token="wrong")[0], 401)
+        status, _, body = request(self.system.auth_port, "GET", "/v1/users/nobody-at-all", token=SERVICE_TOKEN)
+        self.assertEqual((status, json.loads(body)["error"]), (404, "unknown_user"))
 
     # ------------------------------------------------------------ hostile requests
 
