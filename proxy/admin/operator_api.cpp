@@ -35,6 +35,7 @@ using nlohmann::json;
 
 namespace {
 
+constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_target = 4096;      // longer targets: 414
 constexpr std::size_t max_parameters = 16;
 constexpr std::size_t max_name = 256;         // user names and client ids in a query
@@ -236,11 +237,14 @@ asio::awaitable<operator_api::response> operator_api::serve(const request& req) 
   if (!query) {
     out = error(req, http::status::bad_request, "malformed_query", "bad %-escape, repeated or too many parameters");
   } else if (path == "/v1/connections" && get) {
-    out = co_await list(req, std::move(*query));
+    auto answered = co_await list(req, std::move(*query));
+    out = std::move(answered);
   } else if (path == "/v1/connections/kick" && post) {
-    out = co_await kick(req, std::move(*query));
+    auto answered = co_await kick(req, std::move(*query));
+    out = std::move(answered);
   } else if (path == "/v1/explain" && get) {
-    out = co_await explain(req, std::move(*query));
+    auto answered = co_await explain(req, std::move(*query));
+    out = std::move(answered);
   } else if (path == "/v1/connections" || path == "/v1/explain") {
     out = error(req, http::status::method_not_allowed, "method_not_allowed", "GET only");
   } else if (path == "/v1/connections/kick") {
@@ -276,8 +280,8 @@ asio::awaitable<operator_api::response> operator_api::list(const request& req, s
   json list = json::array();
   for (const auto& w : workers_) {
     // Gathered on the worker's own thread; the registry is touched nowhere else.
-    auto [failure, part] = co_await asio::co_spawn(w.io->get_executor(), snapshots_on(w.registry, user),
-                                                   asio::as_tuple(asio::use_awaitable));
+    auto task = snapshots_on(w.registry, user);
+    auto [failure, part] = co_await asio::co_spawn(w.io->get_executor(), std::move(task), as_tuple_awaitable);
     if (failure) continue;
     for (const auto& s : part) list.push_back(to_json(s));
   }
@@ -300,9 +304,8 @@ asio::awaitable<operator_api::response> operator_api::kick(const request& req, s
   }
   std::size_t kicked = 0;
   for (const auto& w : workers_) {
-    auto [failure, n] = co_await asio::co_spawn(w.io->get_executor(),
-                                                kick_on(w.registry, user.value_or(""), client_id.value_or("")),
-                                                asio::as_tuple(asio::use_awaitable));
+    auto task = kick_on(w.registry, user.value_or(""), client_id.value_or(""));
+    auto [failure, n] = co_await asio::co_spawn(w.io->get_executor(), std::move(task), as_tuple_awaitable);
     if (!failure) kicked += n;
   }
   spdlog::info("operator kick user={} client_id={}: {} connections", user ? log_field(*user) : "-",
