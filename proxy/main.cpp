@@ -138,6 +138,42 @@ tcp::endpoint resolve(asio::io_context& io, const proxy::host_port& where, const
   return results.begin()->endpoint();
 }
 
+// The operator endpoints of the admin port, on worker 0's thread; they reach
+// each worker's connections on that worker's thread.
+std::unique_ptr<proxy::operator_api> make_operator_api(const proxy::proxy_config& config,
+                                                       const std::vector<std::unique_ptr<worker>>& workers,
+                                                       const proxy::http_endpoint& auth_endpoint,
+                                                       std::shared_ptr<asio::ssl::context> auth_tls,
+                                                       const std::string& service_token) {
+  proxy::operator_settings settings;
+  if (!config.admin_token_file.empty()) {
+    std::ifstream in(config.admin_token_file);
+    if (!in || !std::getline(in, settings.token))
+      throw proxy::config_error("admin.token_file", "cannot read " + config.admin_token_file);
+    while (!settings.token.empty() && (settings.token.back() == '\r' || settings.token.back() == ' ' ||
+                                       settings.token.back() == '\t'))
+      settings.token.pop_back();
+    if (settings.token.size() < 16)
+      throw proxy::config_error("admin.token_file", config.admin_token_file + " must hold a token of 16 characters or more");
+  }
+  settings.auth = auth_endpoint;
+  settings.auth_tls = std::move(auth_tls);
+  settings.service_token = service_token;
+  settings.auth_timeout = config.auth_http_timeout;
+  settings.templates = config.connection.session.templates;
+  settings.mode = config.connection.session.acl_enforcement;
+  std::vector<proxy::operator_worker> reach;
+  for (const auto& w : workers) reach.push_back({&w->io, &w->registry});
+  auto api = std::make_unique<proxy::operator_api>(workers[0]->io, std::move(settings), std::move(reach));
+  api->log_state();
+  if (config.connection.session.acl_enforcement == proxy::acl_mode::report)
+    spdlog::warn("[acl] mode = report: the ACL refuses nothing; what it would refuse is logged and counted");
+  for (const auto& l : config.listeners)
+    if (l.enabled && l.settings.acl_enforcement)
+      spdlog::info("listener {}: acl_mode = {}", proxy::to_string(l.settings.kind), proxy::to_string(*l.settings.acl_enforcement));
+  return api;
+}
+
 // Every client connection needs two descriptors (client and broker); the
 // usual soft limit of 1024 would cap the proxy near 500 clients.
 void raise_file_limit(std::size_t max_connections) {
@@ -182,6 +218,7 @@ int main(int argc, char** argv) {
   std::atomic<bool> draining{false};
   std::vector<std::unique_ptr<worker>> workers;
   std::unique_ptr<proxy::admin_server> admin;
+  std::unique_ptr<proxy::operator_api> operators;  // the admin port's /v1/ endpoints
   std::unique_ptr<tls_contexts> tls;
   std::unique_ptr<proxy::auth_event_feed> feed;  // after workers: stopped and destroyed before them
 
@@ -224,6 +261,8 @@ int main(int argc, char** argv) {
         proxy::readiness_targets{config.connection.upstream.host, config.connection.upstream.port, auth_endpoint.host,
                                  auth_endpoint.port},
         draining);
+    operators = make_operator_api(config, workers, auth_endpoint, auth_settings.tls, service_token);
+    admin->set_operator_api(operators.get());
     admin->start();
     if (config.auth.events) {
       proxy::auth_event_feed_settings feed_settings;

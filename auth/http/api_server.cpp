@@ -231,6 +231,7 @@ void api_server::routes() {
   server_.Patch(R"(/v1/users/([^/]{1,256}))", with_body(max, bind(&api_server::modify_user)));
   server_.Delete(R"(/v1/users/([^/]{1,256}))",
                  with_body(max, [this](const Request& req, Response& res, const std::string&) { delete_user(req, res); }));
+  server_.Get(R"(/v1/users/([^/]{1,256}))", [this](const Request& req, Response& res) { get_user(req, res); });
   server_.Get("/healthz", [this](const Request& req, Response& res) { health(req, res); });
   server_.set_expect_100_continue_handler([max](const Request& req, Response& res) {
     if (req.has_header("Content-Length") && req.get_header_value<std::uint64_t>("Content-Length") > max) {
@@ -465,6 +466,17 @@ void api_server::delete_user(const Request& request, Response& response) {
   hub_.refresh();
   spdlog::info("operator deleted user={} addr={}", log_safe(name), request.remote_addr);
   response.status = 204;
+}
+
+// The proxy's GET /v1/explain asks here, so that it decides with the ACL a
+// validation would hand a connection now: same fields, same acl_of.
+void api_server::get_user(const Request& request, Response& response) {
+  if (!operator_enabled(request, response)) return;
+  const auto name = request.matches[1].str();
+  auto user = store_.find_user(name);
+  if (!user) return error(response, 404, "unknown_user");
+  reply(response, 200,
+        {{"user", user->name}, {"user_id", std::to_string(user->id)}, {"groups", user->groups}, {"acl", acl_of(*user)}});
 }
 
 void api_server::health(const Request&, Response& response) {

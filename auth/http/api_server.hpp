@@ -58,6 +58,8 @@ class api_server {
   void events(const httplib::Request& request, httplib::Response& response);
   void modify_user(const httplib::Request& request, httplib::Response& response, const std::string& body);
   void delete_user(const httplib::Request& request, httplib::Response& response);
+  // GET /v1/users/{name}: the user's ACL exactly as validate returns it (operator endpoint).
+  void get_user(const httplib::Request& request, httplib::Response& response);
   void health(const httplib::Request& request, httplib::Response& response);
   // The session of logout and refresh: Authorization: Bearer, else the body's "session".
   std::optional<std::string> session_of(const httplib::Request& request, httplib::Response& response,

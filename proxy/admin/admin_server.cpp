@@ -59,6 +59,14 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket) {
     http::request<http::empty_body> request;
     auto [ec, n] = co_await http::async_read(stream, buffer, request, asio::as_tuple(asio::use_awaitable));
     if (ec) co_return;
+    if (operator_ && operator_api::handles(request.target())) {
+      auto answer = co_await operator_->serve(request);
+      answer.keep_alive(request.keep_alive());
+      answer.prepare_payload();
+      auto [answer_ec, answer_written] = co_await http::async_write(stream, answer, asio::as_tuple(asio::use_awaitable));
+      if (answer_ec || !answer.keep_alive()) co_return;
+      continue;
+    }
     http::response<http::string_body> response{http::status::ok, request.version()};
     response.set(http::field::content_type, "text/plain; charset=utf-8");
     const auto target = request.target();

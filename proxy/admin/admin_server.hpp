@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "admin/metrics.hpp"
+#include "admin/operator_api.hpp"
 
 namespace proxy {
 
@@ -27,6 +28,8 @@ class admin_server {
                readiness_targets targets, const std::atomic<bool>& draining);
   void start();
   void stop();
+  // The operator endpoints (/v1/...), served before the GET-only routes; null: none.
+  void set_operator_api(operator_api* api) { operator_ = api; }
 
  private:
   boost::asio::awaitable<void> accept_loop();
@@ -37,6 +40,7 @@ class admin_server {
   const metrics& metrics_;
   readiness_targets targets_;
   const std::atomic<bool>& draining_;
+  operator_api* operator_ = nullptr;
 };
 
 }  // namespace proxy

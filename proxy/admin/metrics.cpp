@@ -1,5 +1,7 @@
 #include "admin/metrics.hpp"
 
+#include <algorithm>
+#include <cstdio>
 #include <sstream>
 
 namespace proxy {
@@ -30,10 +32,12 @@ std::string metrics::render() const {
   sample(out, "mqtt_proxy_authentications_total", "{result=\"invalid\"}", auth_invalid);
   sample(out, "mqtt_proxy_authentications_total", "{result=\"unavailable\"}", auth_unavailable);
   sample(out, "mqtt_proxy_authentications_total", "{result=\"timeout\"}", auth_timeout);
-  out << "# HELP mqtt_proxy_auth_latency_seconds Time the API server took to validate a session.\n"
-         "# TYPE mqtt_proxy_auth_latency_seconds summary\n"
-      << "mqtt_proxy_auth_latency_seconds_sum " << static_cast<double>(auth_latency_ms_sum.load()) / 1000.0 << '\n'
-      << "mqtt_proxy_auth_latency_seconds_count " << auth_latency_count.load() << '\n';
+  {
+    std::string histogram;
+    auth_latency.render(histogram, "mqtt_proxy_auth_latency_seconds",
+                        "Time the API server took to validate a session (cache hits included).");
+    out << histogram;
+  }
   out << "# HELP mqtt_proxy_acl_denials_total Packets refused by the ACL.\n"
          "# TYPE mqtt_proxy_acl_denials_total counter\n";
   sample(out, "mqtt_proxy_acl_denials_total", "{packet=\"publish\"}", acl_denied_publish);
@@ -80,7 +84,37 @@ std::string metrics::render() const {
        static_cast<std::int64_t>(auth_events_received.load()));
   line(out, "mqtt_proxy_auth_events_connected", "gauge", "1 while the API server's event stream is connected.",
        auth_events_connected.load());
+  out << "# HELP mqtt_proxy_acl_report_total What a report-only ACL would have refused, let through.\n"
+         "# TYPE mqtt_proxy_acl_report_total counter\n";
+  sample(out, "mqtt_proxy_acl_report_total", "{direction=\"publish\"}", acl_report_publish);
+  sample(out, "mqtt_proxy_acl_report_total", "{direction=\"subscribe\"}", acl_report_subscribe);
+  sample(out, "mqtt_proxy_acl_report_total", "{direction=\"deliver\"}", acl_report_deliver);
   return out.str();
+}
+
+void latency_histogram::observe(std::chrono::nanoseconds elapsed) {
+  const auto ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, elapsed.count()));
+  const double seconds = static_cast<double>(ns) / 1e9;
+  std::size_t i = 0;
+  while (i < bounds.size() && seconds > bounds[i]) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_ns_.fetch_add(ns, std::memory_order_relaxed);
+}
+
+void latency_histogram::render(std::string& out, const char* name, const char* help) const {
+  const std::string base(name);
+  out += "# HELP " + base + ' ' + help + "\n# TYPE " + base + " histogram\n";
+  std::uint64_t cumulative = 0;
+  char le[32];
+  for (std::size_t i = 0; i < buckets_.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    if (i < bounds.size()) std::snprintf(le, sizeof le, "%g", bounds[i]);
+    out += base + "_bucket{le=\"" + (i < bounds.size() ? le : "+Inf") + "\"} " + std::to_string(cumulative) + '\n';
+  }
+  char sum[48];
+  std::snprintf(sum, sizeof sum, "%.9f", static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9);
+  out += base + "_sum " + sum + '\n';
+  out += base + "_count " + std::to_string(cumulative) + '\n';
 }
 
 }  // namespace proxy

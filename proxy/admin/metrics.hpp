@@ -4,10 +4,30 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 
 namespace proxy {
+
+// A Prometheus histogram of durations. Each observation adds to one bucket
+// (not cumulative: one increment), the sum and nothing else, with relaxed
+// atomics: no locks on the per-core threads. render() makes the buckets
+// cumulative and takes the count from them, so _count and the +Inf bucket
+// always agree even while observations race with a scrape.
+class latency_histogram {
+ public:
+  // Upper bounds in seconds; the last bucket is +Inf.
+  static constexpr std::array<double, 12> bounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                 0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+  void observe(std::chrono::nanoseconds elapsed);
+  // The HELP/TYPE lines and the samples of a histogram called `name`.
+  void render(std::string& out, const char* name, const char* help) const;
+
+ private:
+  std::array<std::atomic<std::uint64_t>, bounds.size() + 1> buckets_{};
+  std::atomic<std::uint64_t> sum_ns_{0};
+};
 
 struct metrics {
   using counter = std::atomic<std::uint64_t>;
@@ -18,8 +38,6 @@ struct metrics {
   counter auth_invalid{0};
   counter auth_unavailable{0};
   counter auth_timeout{0};
-  counter auth_latency_ms_sum{0};
-  counter auth_latency_count{0};
   counter acl_denied_publish{0};
   counter acl_denied_subscribe{0};
   counter acl_denied_deliver{0};  // broker PUBLISHes outside the subscribe ACL, dropped
@@ -44,6 +62,12 @@ struct metrics {
   counter auth_breaker_opens{0};
   counter auth_events_received{0};
   std::atomic<std::int64_t> auth_events_connected{0};  // 1 while the event feed is connected
+  // Report-only ACL: what the ACL would have refused, let through.
+  counter acl_report_publish{0};
+  counter acl_report_subscribe{0};
+  counter acl_report_deliver{0};
+  // How long session validations took (mqtt_proxy_auth_latency_seconds).
+  latency_histogram auth_latency;
 
   // Prometheus text exposition format.
   std::string render() const;

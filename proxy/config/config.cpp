@@ -173,6 +173,31 @@ bool drain_wills(const std::string& key, const std::string& value) {
   throw config_error(key, "must be \"suppress\" or \"fire\", got '" + value + "'");
 }
 
+// "enforce" or "report" (the report-only ACL).
+acl_mode acl_mode_value(const std::string& key, const std::string& value) {
+  if (auto mode = parse_acl_mode(value)) return *mode;
+  throw config_error(key, "must be \"enforce\" or \"report\", got '" + value + "'");
+}
+
+// `admin` is "HOST:PORT", or a table [admin] with address and token_file
+// (the operator endpoints' Bearer token); `[acl] mode` is enforce or report.
+void load_operator_keys(const toml::table& root, proxy_config& config) {
+  if (const auto* node = root.get("admin"); node && node->is_table()) {
+    const auto& admin = *node->as_table();
+    only_keys(admin, "admin.", {"address", "token_file"});
+    if (admin.contains("address")) config.admin = parse_host_port("admin.address", text(admin, "admin.", "address", ""));
+    config.admin_token_file = text(admin, "admin.", "token_file", config.admin_token_file);
+  } else {
+    config.admin = parse_host_port("admin", text(root, "", "admin", config.admin.host + ":" + config.admin.port));
+  }
+  const auto& acl_table = table_at(root, "acl");
+  only_keys(acl_table, "acl.", {"mode", "max_reports"});
+  auto& session = config.connection.session;
+  if (acl_table.contains("mode")) session.acl_enforcement = acl_mode_value("acl.mode", text(acl_table, "acl.", "mode", ""));
+  if (acl_table.contains("max_reports"))
+    session.max_acl_reports = static_cast<std::size_t>(ranged("acl.max_reports", integer(acl_table, "acl.", "max_reports", 0), 0, 100'000));
+}
+
 // [listeners.<kind>]: a table that is present switches its listener on
 // unless it says enabled = false.
 void load_listeners(const toml::table& root, proxy_config& config) {
@@ -185,6 +210,7 @@ void load_listeners(const toml::table& root, proxy_config& config) {
     const auto& t = table_at(tables, name);
     const std::string prefix = listener_key(kind) + ".";
     std::set<std::string> keys{"enabled", "address", "proxy_protocol"};
+    keys.insert("acl_mode");
     if (uses_tls(kind)) keys.insert({"cert_file", "key_file", "client_ca_file"});
     if (uses_websocket(kind)) keys.insert({"path", "allowed_origins"});
     only_keys(t, prefix, keys);
@@ -197,6 +223,7 @@ void load_listeners(const toml::table& root, proxy_config& config) {
     listener.settings.websocket.path = text(t, prefix, "path", listener.settings.websocket.path);
     listener.settings.websocket.allowed_origins =
         strings(t, prefix, "allowed_origins", listener.settings.websocket.allowed_origins);
+    if (t.contains("acl_mode")) listener.settings.acl_enforcement = acl_mode_value(prefix + "acl_mode", text(t, prefix, "acl_mode", ""));
   }
 }
 
@@ -239,14 +266,14 @@ void load_config_file(const std::string& path, proxy_config& config) {
     throw config_error("--config", std::string("cannot parse ") + path + ": " + std::string(e.description()));
   }
   only_keys(root, "", {"listen", "admin", "log_level", "threads", "proxy_protocol", "listeners", "upstream", "auth",
-                       "limits", "timeouts", "acl_templates", "drain"});
+                       "limits", "timeouts", "acl_templates", "drain", "acl"});
   // Top-level proxy_protocol is every listener's default; a listener's table can override it.
   const bool proxy_protocol = boolean(root, "", "proxy_protocol", false);
   for (auto& listener : config.listeners) listener.settings.proxy_protocol = proxy_protocol;
   auto& plain = config.listener(transport_kind::tcp);
   if (root.contains("listen")) plain.address = parse_host_port("listen", text(root, "", "listen", ""));
   load_listeners(root, config);
-  config.admin = parse_host_port("admin", text(root, "", "admin", config.admin.host + ":" + config.admin.port));
+  load_operator_keys(root, config);
   config.log_level = text(root, "", "log_level", config.log_level);
   config.threads = static_cast<unsigned>(checked("threads", integer(root, "", "threads", config.threads), threads_range));
 
@@ -394,6 +421,8 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
     else if (flag == "--handshake-timeout-ms") conn.handshake_timeout = millis(flag, number_flag(flag, value, millis_range));
     else if (flag == "--drain-wills") config.drain_fire_wills = drain_wills(flag, value);
     else if (flag == "--admin") config.admin = parse_host_port(flag, value);
+    else if (flag == "--admin-token-file") config.admin_token_file = value;
+    else if (flag == "--acl-mode") conn.session.acl_enforcement = acl_mode_value(flag, value);
     else if (flag == "--upstream") {
       auto hp = parse_host_port(flag, value);
       conn.upstream.host = hp.host;
@@ -469,6 +498,11 @@ Flags (override the config file):
   --upstream-server-name NAME name expected in the broker's certificate (default: its host)
   --auth-url URL              API server base URL (default http://127.0.0.1:8080)
   --admin HOST:PORT           /healthz, /readyz, /metrics (default 127.0.0.1:9100)
+  --admin-token-file FILE     Bearer token of the operator endpoints on the admin port
+                              (/v1/connections, /v1/connections/kick, /v1/explain); without
+                              one they answer 403
+  --acl-mode enforce|report   report: the ACL refuses nothing, and logs and counts what it
+                              would have refused (default enforce; per listener: acl_mode)
   --log-level LEVEL           trace|debug|info|warn|error|critical|off (default info)
   --threads N                 worker threads, one io_context each (default: one per core)
   --max-connections N         refuse connections beyond N (default 100000)

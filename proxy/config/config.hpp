@@ -50,6 +50,7 @@ struct proxy_config {
   listener_config& listener(transport_kind kind) { return listeners[static_cast<std::size_t>(kind)]; }
   const listener_config& listener(transport_kind kind) const { return listeners[static_cast<std::size_t>(kind)]; }
   host_port admin{"127.0.0.1", "9100"};
+  std::string admin_token_file;  // [admin] token_file: the operator endpoints' Bearer token; empty: they are off
   std::string auth_url = "http://127.0.0.1:8080";
   std::chrono::milliseconds auth_http_timeout{3'000};
   auth_client_config auth;

@@ -71,6 +71,7 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
       timer_(executor_),
       room_(executor_, time_point::max()) {
   deadlines_.fill(time_point::max());
+  if (listener_.acl_enforcement) session_.set_acl_mode(*listener_.acl_enforcement);
 }
 
 client_connection::~client_connection() = default;
@@ -141,6 +142,7 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
                    },
                    [&](action::disarm_timer& t) { disarm(static_cast<deadline>(t.kind)); },
                    [&](action::close& c) { begin_close(std::move(c.reason)); },
+                   [&](action::acl_report& r) { log_acl_report(r); },
                },
                a);
   }
@@ -157,9 +159,7 @@ void client_connection::validate(const std::string& token) {
   pending_validation_ = auth_.validate(
       token, remote_address_, [self = shared_from_this(), started, &counters = metrics_](const auth_result& result) {
         const auto elapsed = std::chrono::steady_clock::now() - started;
-        counters.auth_latency_ms_sum += static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
-        counters.auth_latency_count++;
+        counters.auth_latency.observe(elapsed);
         if (result.outcome != auth_result::verdict::valid)
           spdlog::debug("session validation for {}: {}", self->remote_address_, result.detail);
         // Never inline: the session may be in the middle of emitting actions.

@@ -29,6 +29,7 @@
 #include "auth/auth_event.hpp"
 #include "mqtt/framer.hpp"
 #include "net/connection_registry.hpp"
+#include "net/connection_snapshot.hpp"
 #include "net/outbound_queue.hpp"
 #include "net/proxy_context.hpp"
 #include "net/transport.hpp"
@@ -73,6 +74,11 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void shut_down(bool fire_will);
   // The drain deadline passed: close at once, unflushed, and log the line.
   void cut(const std::string& reason);
+
+  // For the operator (admin/operator_api.hpp): what GET /v1/connections
+  // lists, and POST /v1/connections/kick. On the connection's thread only.
+  connection_snapshot snapshot() const;
+  void kick();
 
   lifecycle state() const { return state_; }
   std::size_t queued_to_client() const { return to_client_.bytes_queued(); }
@@ -198,6 +204,12 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool timer_waiting_ = false;
   boost::asio::steady_timer room_;   // cancelled to wake readers waiting for queue room
   time_point last_client_packet_;
+
+  // For the operator's listing (connection_operator.cpp).
+  std::chrono::system_clock::time_point since_ = std::chrono::system_clock::now();
+  std::uint64_t bytes_from_client_ = 0;  // read from the client's transport (MQTT bytes)
+  std::uint64_t bytes_to_client_ = 0;    // written to it
+  void log_acl_report(const action::acl_report& report) const;
 
   open_gauge gauge_;
   connection_registry::membership membership_;

@@ -71,6 +71,7 @@ asio::awaitable<bool> client_connection::relay_from_client() {
       if (state_ == lifecycle::running) apply(session_.on_client_closed());
       co_return false;
     }
+    bytes_from_client_ += in.bytes.size();
     if (state_ != lifecycle::running) break;
     if (!first_byte_seen_ && !in.bytes.empty()) {
       first_byte_seen_ = true;
@@ -216,6 +217,7 @@ asio::awaitable<void> client_connection::write(self_ptr self, side to) {
       co_return;
     }
     out.commit_write();
+    if (to == side::client) bytes_to_client_ += n;
     wake_readers();
   }
   out.writing = false;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,8 @@ struct listener_settings {
   // else (also before TLS); its address is the one logged and sent to the API server.
   bool proxy_protocol = false;
   websocket_options websocket;
+  // `[listeners.X] acl_mode`: over `[acl] mode` for this listener's connections.
+  std::optional<acl_mode> acl_enforcement;
 };
 
 struct upstream_settings {

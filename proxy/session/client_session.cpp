@@ -70,7 +70,8 @@ upstream_limits merge_limits(upstream_limits configured, const upstream_limits& 
 }
 
 client_session::client_session(const session_config& config, metrics& counters, std::string generated_client_id)
-    : config_(config), metrics_(counters), generated_client_id_(std::move(generated_client_id)) {}
+    : config_(config), metrics_(counters), generated_client_id_(std::move(generated_client_id)),
+      acl_mode_(config.acl_enforcement) {}
 
 std::chrono::milliseconds client_session::keep_alive_limit() const {
   if (state_ == state::awaiting_connect) return std::chrono::milliseconds{0};
@@ -322,7 +323,7 @@ client_session::actions client_session::on_auth_result(const auth_result& result
   user_id_ = result.user_id.empty() ? result.user : result.user_id;
   acl_ = with_templates(result.permissions, config_.templates, user_, client_id_);
   if (client_connect_.will &&
-      (!acl_.may_publish(client_connect_.will->topic) || !broker_safe(client_connect_.will->topic))) {
+      (!acl_allows(acl_action::publish, client_connect_.will->topic) || !broker_safe(client_connect_.will->topic))) {
     deny("will_not_allowed", reason_code::not_authorized);
     return take();
   }
@@ -413,7 +414,7 @@ void client_session::apply_acl(acl permissions) {
   if (state_ != state::relaying) return;  // held SUBSCRIBEs are checked when replayed
   mqtt::unsubscribe revoked;
   for (const auto& filter : subscriptions_)
-    if (!acl_.may_subscribe(filter) || !broker_safe(filter)) revoked.filters.push_back(filter);
+    if (!acl_allows(acl_action::subscribe, filter) || !broker_safe(filter)) revoked.filters.push_back(filter);
   if (revoked.filters.empty()) return;
   for (const auto& filter : revoked.filters) subscriptions_.erase(filter);
   const auto id = free_packet_id();
@@ -586,7 +587,7 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
 void client_session::handle_delivery(const mqtt::publish& p) {
   if (p.props.number(mqtt::property_id::topic_alias))
     return broker_error("broker used a topic alias, the proxy allowed none [MQTT-3.3.2-10]");
-  if (acl_.may_receive(p.topic)) return emit(action::forward_to_client{});
+  if (acl_allows(acl_action::receive, p.topic)) return emit(action::forward_to_client{});
   metrics_.acl_denied_deliver++;
   // Completed with the broker as if delivered, so its in-flight window
   // (Receive Maximum) does not fill with messages nobody will acknowledge.
@@ -732,7 +733,7 @@ void client_session::handle_publish(const mqtt::publish& p, const mqtt::frame& f
                           reason_code::protocol_error);
   }
   if (!within_limits(p, frame)) return;
-  if (!acl_.may_publish(p.topic) || !broker_safe(p.topic)) {
+  if (!acl_allows(acl_action::publish, p.topic) || !broker_safe(p.topic)) {
     metrics_.acl_denied_publish++;
     ack_locally(p, reason_code::not_authorized);
     return;
@@ -789,7 +790,7 @@ void client_session::handle_subscribe(const mqtt::subscribe& s, const mqtt::fram
   mqtt::subscribe allowed{s.packet_id, s.props, {}};
   for (std::size_t i = 0; i < s.subscriptions.size(); ++i) {
     const auto& sub = s.subscriptions[i];
-    if (!acl_.may_subscribe(sub.filter) || !broker_safe(sub.filter)) {
+    if (!acl_allows(acl_action::subscribe, sub.filter) || !broker_safe(sub.filter)) {
       metrics_.acl_denied_subscribe++;
       refusals[i] = reason_code::not_authorized;
     } else if (!subscriptions_.contains(sub.filter) && subscriptions_.size() >= config_.max_subscriptions) {

@@ -75,6 +75,12 @@ struct session_config {
   std::optional<std::uint16_t> upstream_max_keep_alive;
   // Degraded mode and failed re-validations: when to ask the API server again.
   std::chrono::milliseconds revalidate_interval{5'000};
+  // `[acl] mode`: report-only lets everything the ACL would refuse through,
+  // reporting it (a listener's acl_mode overrides it: set_acl_mode).
+  acl_mode acl_enforcement = acl_mode::enforce;
+  // Report mode logs each (action, topic or filter) once per connection, up
+  // to this many; later ones are only counted.
+  std::size_t max_acl_reports = 64;
 };
 
 // The broker-side client id: "<length of user id>:<user id>:<client id>".
@@ -113,6 +119,12 @@ class client_session {
   // with `fire_will` false the broker gets a normal DISCONNECT, so a planned
   // restart publishes no will.
   actions on_shutdown(bool fire_will);
+  // An operator ended the connection (POST /v1/connections/kick): 5.0
+  // clients get DISCONNECT 0x98, the broker a normal DISCONNECT (no will).
+  actions on_kick();
+  // The listener's acl_mode, when it has one (over session_config's).
+  void set_acl_mode(acl_mode mode) { acl_mode_ = mode; }
+  acl_mode current_acl_mode() const { return acl_mode_; }
 
   state current_state() const { return state_; }
   mqtt::protocol_version version() const { return version_; }
@@ -123,6 +135,8 @@ class client_session {
   const std::string& client_id() const { return client_id_; }
   // The ACL in force now (what deliveries are checked against).
   const acl& permissions() const { return acl_; }
+  // The filters the client subscribed to through the proxy (forwarded ones).
+  const std::set<std::string>& subscriptions() const { return subscriptions_; }
 
  private:
   void begin();
@@ -158,6 +172,9 @@ class client_session {
   bool within_limits(const mqtt::publish& p, const mqtt::frame& frame);
   bool broker_safe(std::string_view topic) const;
   std::optional<mqtt::reason_code> unsupported_by_broker(std::string_view filter) const;
+  // session_operator.cpp: the ACL's answer, carried out or (report mode) only reported.
+  bool acl_allows(acl_action action, std::string_view name);
+  void report_acl(acl_action action, std::string_view name, const acl_decision& decision);
   // Helpers.
   void hold(const mqtt::frame& frame);
   void forward_upstream(const mqtt::frame& frame);
@@ -216,6 +233,9 @@ class client_session {
   std::uint16_t upstream_keep_alive_ = 0;  // what the upstream CONNECT asked for
   std::chrono::milliseconds upstream_ping_interval_{0};
   unsigned upstream_pings_outstanding_ = 0;
+  acl_mode acl_mode_ = acl_mode::enforce;
+  // Report mode: what was reported on this connection (bounded by max_acl_reports).
+  std::set<std::pair<acl_action, std::string>> acl_reported_;
 };
 
 

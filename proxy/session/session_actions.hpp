@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mqtt/byte_writer.hpp"
+#include "session/acl.hpp"
 
 namespace proxy {
 
@@ -58,12 +59,21 @@ struct disarm_timer {
 struct close {
   std::string reason;
 };
+// Report-only ACL: the ACL would have refused this; the driver logs it. The
+// session sends each (action, name) once per connection, up to a bound.
+struct acl_report {
+  acl_action what;
+  std::string name;  // topic or filter, as the client or broker sent it
+  std::string user;
+  std::string why;
+  bool last = false;  // the bound is reached: later ones are only counted
+};
 
 }  // namespace proxy::action
 
 namespace proxy {
 using session_action = std::variant<action::send_to_client, action::send_to_upstream, action::forward_to_upstream,
                                     action::forward_to_client, action::validate_session, action::connect_upstream,
-                                    action::arm_timer, action::disarm_timer, action::close>;
+                                    action::arm_timer, action::disarm_timer, action::close, action::acl_report>;
 using session_actions = std::vector<session_action>;
 }  // namespace proxy
