@@ -23,6 +23,7 @@
 #include "config/config.hpp"
 #include "net/connection_registry.hpp"
 #include "net/broker_probe.hpp"
+#include "net/upstream_protocol_probe.hpp"
 #include "net/listener.hpp"
 #include "net/tls_context.hpp"
 
@@ -57,6 +58,7 @@ std::string read_service_token(const std::string& path) {
 // be known beforehand: asked once of the broker here; `[upstream]` keys win.
 void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
   auto& connection = config.connection;
+  if (connection.session.protocol == proxy::upstream_protocol::v3_1_1) return;  // a 3.1.1 CONNACK states no limits
   if (!connection.upstream.probe) return;
   const auto probe = proxy::probe_broker(connection.upstream, connection.session.upstream_username,
                                          connection.session.upstream_password,
@@ -68,6 +70,22 @@ void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tl
   }
   connection.session.limits = proxy::merge_limits(connection.session.limits, probe.limits);
   spdlog::info("broker limits learned from {}:{}", connection.upstream.host, connection.upstream.port);
+}
+
+// `[upstream] protocol = "auto"`: a broker that refuses a 5.0 CONNECT and
+// accepts 3.1.1 (RabbitMQ 3.10) gets 3.1.1, and 5.0 clients are bridged.
+void resolve_upstream_protocol(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
+  auto& connection = config.connection;
+  if (connection.session.protocol != proxy::upstream_protocol::automatic) return;
+  const auto found = proxy::detect_upstream_protocol(connection.upstream, connection.session.upstream_username,
+                                                     connection.session.upstream_password,
+                                                     upstream_tls ? upstream_tls->current() : nullptr,
+                                                     connection.upstream.connect_timeout);
+  connection.session.protocol = found.protocol;
+  const char* spoken = found.protocol == proxy::upstream_protocol::v3_1_1 ? "3.1.1 (5.0 clients bridged)"
+                       : found.protocol == proxy::upstream_protocol::v5   ? "each client's version"
+                                                                          : "each client's version (not detected)";
+  spdlog::info("upstream protocol: {}; {}", spoken, found.detail);
 }
 
 // SIGTERM on one worker's thread: stop accepting, ask every live connection
@@ -187,6 +205,7 @@ int main(int argc, char** argv) {
 
   try {
     tls = std::make_unique<tls_contexts>(config);
+    resolve_upstream_protocol(parsed.config, tls->upstream.get());
     learn_broker_limits(parsed.config, tls->upstream.get());
     proxy::http_auth_settings auth_settings;
     auth_settings.endpoint = auth_endpoint;

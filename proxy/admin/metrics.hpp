@@ -5,6 +5,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 
 namespace proxy {
@@ -44,9 +45,15 @@ struct metrics {
   counter auth_breaker_opens{0};
   counter auth_events_received{0};
   std::atomic<std::int64_t> auth_events_connected{0};  // 1 while the event feed is connected
+  // Version bridging (5.0 clients on a 3.1.1 broker): session/version_bridge.hpp.
+  counter bridged_connections{0};
+  counter bridge_refused_subscriptions{0};  // 5.0-only subscription features refused in SUBACK
+  counter bridge_oversized_dropped{0};      // deliveries over the client's Maximum Packet Size
+  std::array<counter, 10> bridge_dropped{};  // by bridge::dropped: properties a 3.1.1 broker cannot carry
 
   // Prometheus text exposition format.
   std::string render() const;
+  void render_bridge(std::ostringstream& out) const;
 };
 
 }  // namespace proxy

@@ -28,6 +28,7 @@
 #include "mqtt/codec.hpp"
 #include "mqtt/framer.hpp"
 #include "session/session_actions.hpp"
+#include "session/version_bridge.hpp"
 
 namespace proxy {
 
@@ -57,6 +58,12 @@ upstream_limits merge_limits(upstream_limits configured, const upstream_limits& 
 // cross topic trees there.
 enum class upstream_kind { generic, mosquitto, rabbitmq };
 
+// Which MQTT version the proxy speaks to the broker (`[upstream] protocol`).
+// `automatic` and `v5`: the client's own. `v3_1_1`: 5.0 clients are bridged
+// to 3.1.1 (session/version_bridge.hpp); "auto" becomes that at start-up
+// when the broker refuses the probe's 5.0 CONNECT (net/upstream_protocol_probe.hpp).
+enum class upstream_protocol { automatic, v5, v3_1_1 };
+
 struct session_config {
   std::string auth_topic = "service/auth";  // PUBLISH here (or below it) authenticates
   std::optional<std::string> upstream_username;
@@ -75,6 +82,7 @@ struct session_config {
   std::optional<std::uint16_t> upstream_max_keep_alive;
   // Degraded mode and failed re-validations: when to ask the API server again.
   std::chrono::milliseconds revalidate_interval{5'000};
+  upstream_protocol protocol = upstream_protocol::automatic;
 };
 
 // The broker-side client id: "<length of user id>:<user id>:<client id>".
@@ -168,6 +176,14 @@ class client_session {
   void close(std::string reason);
   void send_upstream(const mqtt::packet& p);
   void emit(session_action a) { actions_.push_back(std::move(a)); }
+  // Version bridging (5.0 client, 3.1.1 broker): session/version_bridge.hpp.
+  mqtt::protocol_version upstream_version() const;
+  bridge::broker_traits bridge_traits() const;
+  void count_drops(const bridge::drop_counts& drops);
+  mqtt::result<mqtt::bytes> encode_for_upstream(const mqtt::packet& p);
+  void bridge_to_upstream(const mqtt::frame& frame);
+  void bridge_from_upstream(mqtt::packet& p);
+  void bridge_forwards_to_client(const mqtt::packet& p, std::size_t first_action);
 
   const session_config& config_;
   metrics& metrics_;
@@ -216,6 +232,8 @@ class client_session {
   std::uint16_t upstream_keep_alive_ = 0;  // what the upstream CONNECT asked for
   std::chrono::milliseconds upstream_ping_interval_{0};
   unsigned upstream_pings_outstanding_ = 0;
+  bool bridged_ = false;  // a 5.0 client on a 3.1.1 broker
+  std::map<std::uint16_t, std::size_t> bridged_unsubscribes_;  // UNSUBSCRIBE id -> filters, for the 5.0 UNSUBACK
 };
 
 
