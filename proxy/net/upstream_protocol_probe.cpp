@@ -94,7 +94,7 @@ version_answer ask_version(const upstream_settings& where, const std::optional<s
 version_answer classify_version_answer(mqtt::protocol_version asked, const mqtt::bytes& received, bool closed) {
   if (!whole_frame(received)) return closed ? version_answer::unsupported : version_answer::unreachable;
   const auto header = *mqtt::parse_frame_header(received, 1024 * 1024);
-  const std::span<const std::uint8_t> frame(received.data(), (*header)->total_size());
+  const std::span<const std::uint8_t> frame(received.data(), header->total_size());
   auto answer = mqtt::decode(frame, asked);
   const auto* ack = answer ? std::get_if<mqtt::connack>(&*answer) : nullptr;
   if (!ack) {

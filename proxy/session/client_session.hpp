@@ -234,6 +234,9 @@ class client_session {
   unsigned upstream_pings_outstanding_ = 0;
   bool bridged_ = false;  // a 5.0 client on a 3.1.1 broker
   std::map<std::uint16_t, std::size_t> bridged_unsubscribes_;  // UNSUBSCRIBE id -> filters, for the 5.0 UNSUBACK
+  // Client QoS 1/2 PUBLISHes the 3.1.1 broker has not completed: held to the
+  // Receive Maximum the proxy advertised, which a 3.1.1 broker does not enforce.
+  std::set<std::uint16_t> bridged_in_flight_;
 };
 
 

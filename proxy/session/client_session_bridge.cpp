@@ -41,6 +41,13 @@ void client_session::bridge_to_upstream(const mqtt::frame& frame) {
   // broker reads any PUBREC as success and sends PUBREL: the proxy answers it.
   if (const auto* rec = std::get_if<mqtt::pubrec>(&*decoded); rec && mqtt::is_failure(rec->reason))
     dropped_qos2_ids_.insert(rec->packet_id);
+  const auto* publish = std::get_if<mqtt::publish>(&*decoded);
+  if (publish && publish->qos != mqtt::qos::at_most_once && config_.limits.receive_maximum) {
+    bridged_in_flight_.insert(publish->packet_id);
+    if (bridged_in_flight_.size() > *config_.limits.receive_maximum)
+      return protocol_error("more QoS 1/2 PUBLISHes in flight than Receive Maximum [MQTT-3.3.4-7]",
+                            reason_code::receive_maximum_exceeded);
+  }
   bridge::drop_counts drops{};
   auto translated = bridge::to_broker(*decoded, drops);
   count_drops(drops);
@@ -52,6 +59,8 @@ void client_session::bridge_to_upstream(const mqtt::frame& frame) {
 
 // A broker packet, before the session acts on it: acks in their 5.0 form.
 void client_session::bridge_from_upstream(mqtt::packet& p) {
+  if (const auto* ack = std::get_if<mqtt::puback>(&p)) bridged_in_flight_.erase(ack->packet_id);
+  if (const auto* ack = std::get_if<mqtt::pubcomp>(&p)) bridged_in_flight_.erase(ack->packet_id);
   if (auto* ack = std::get_if<mqtt::suback>(&p)) {
     p = bridge::to_client_suback(*ack, bridge_traits());
   } else if (auto* unack = std::get_if<mqtt::unsuback>(&p)) {

@@ -110,7 +110,8 @@ class App:
             self.messages.put((m.topic, m.payload.decode(), m.properties))
 
     def _on_disconnect(self, client, userdata, rc, props=None):
-        self.disconnect_reason = getattr(rc, "value", rc)
+        if not self.disconnected.is_set():  # the server's DISCONNECT, not the socket closing after it
+            self.disconnect_reason = getattr(rc, "value", rc)
         self.disconnected.set()
 
     def subscribe(self, topic, options=None, properties=None):

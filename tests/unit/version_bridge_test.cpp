@@ -33,7 +33,7 @@ mqtt::bytes to_broker_bytes(const mqtt::bytes& client_frame, bridge::drop_counts
 TEST_SUITE("version bridge: client 5.0 -> broker 3.1.1") {
   TEST_CASE("CONNECT: session expiry 0 is clean session 1; will properties are dropped, the will kept") {
     byte_builder b;
-    b({0x10, 0x2C}).str("MQTT")({5, 0x2E, 0x00, 0x3C})  // level 5, clean start, will QoS 1 retain; keep-alive 60
+    b({0x10, 0x29}).str("MQTT")({5, 0x2E, 0x00, 0x3C})  // level 5, clean start, will QoS 1 retain; keep-alive 60
         ({0x05, 0x21, 0x00, 0x0A, 0x19, 0x01})          // properties: receive maximum 10, request response info
         .str("phone")                                    // client id
         ({0x07, 0x18, 0x00, 0x00, 0x00, 0x05, 0x01, 0x01})  // will properties: will delay 5, payload format 1
@@ -43,7 +43,7 @@ TEST_SUITE("version bridge: client 5.0 -> broker 3.1.1") {
     bridge::drop_counts drops{};
     const auto up = bridge::to_broker_connect(client, drops);
     byte_builder expected;
-    expected({0x10, 0x1E}).str("MQTT")({4, 0x2E, 0x00, 0x3C})  // level 4, clean session, will QoS 1 retain
+    expected({0x10, 0x1B}).str("MQTT")({4, 0x2E, 0x00, 0x3C})  // level 4, clean session, will QoS 1 retain
         .str("phone").str("w/t").str("bye");
     CHECK(test::encode_ok(up, v3) == expected.out);
     CHECK(count(drops, bridge::dropped::will_delay_interval) == 1);
@@ -69,8 +69,8 @@ TEST_SUITE("version bridge: client 5.0 -> broker 3.1.1") {
 
   TEST_CASE("PUBLISH: every property is dropped and counted, the message kept") {
     byte_builder b;
-    b({0x32, 0x33}).str("a/b")({0x00, 0x07})  // QoS 1, topic, packet id 7
-        ({0x2A,                                // properties, 42 bytes:
+    b({0x32, 0x30}).str("a/b")({0x00, 0x07})  // QoS 1, topic, packet id 7
+        ({0x26,                                // properties, 38 bytes:
           0x01, 0x01,                          //   payload format: UTF-8
           0x02, 0x00, 0x00, 0x00, 0x3C,        //   message expiry 60
           0x03})
@@ -102,7 +102,7 @@ TEST_SUITE("version bridge: client 5.0 -> broker 3.1.1") {
   TEST_CASE("SUBSCRIBE and UNSUBSCRIBE lose their properties; options are QoS only") {
     bridge::drop_counts drops{};
     byte_builder sub;
-    sub({0x82, 0x10, 0x00, 0x03, 0x05, 0x26}).str("k").str("")  // id 3, user property k=""
+    sub({0x82, 0x0F, 0x00, 0x03, 0x06, 0x26}).str("k").str("")  // id 3, user property k=""
         .str("a/#")({0x01});                                     // a/# QoS 1
     byte_builder expected;
     expected({0x82, 0x08, 0x00, 0x03}).str("a/#")({0x01});
@@ -411,6 +411,23 @@ TEST_SUITE("version bridge: the session") {
     out = h.upstream(mqtt::pubrel{11, reason_code::success, {}});
     CHECK(sent_to(out, true).empty());
     CHECK(std::get<mqtt::pubcomp>(sent_to(out, false).at(0)).packet_id == 11);
+  }
+
+  TEST_CASE("the Receive Maximum the proxy advertised is held, as a 3.1.1 broker would not") {
+    bridged h;
+    h.config.limits.receive_maximum = 2;
+    h.establish();
+    auto publish = [&](std::uint16_t id) {
+      return h.client(mqtt::publish{"private/alice/x", "", mqtt::qos::at_least_once, false, false, id, {}});
+    };
+    publish(1);
+    publish(2);
+    h.upstream(mqtt::puback{1, reason_code::success, {}});
+    auto out = publish(3);  // two in flight again: allowed
+    CHECK(all_of<action::send_to_upstream>(out).size() == 1);
+    out = publish(4);  // a third: 0x93
+    CHECK(all_of<action::send_to_upstream>(out).empty());
+    CHECK(std::get<mqtt::disconnect>(sent_to(out, true).at(0)).reason == reason_code::receive_maximum_exceeded);
   }
 
   TEST_CASE("direct mode: the broker's 3.1.1 refusal reaches the client as a 5.0 reason code") {
