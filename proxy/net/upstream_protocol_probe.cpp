@@ -118,7 +118,7 @@ upstream_protocol_result detect_upstream_protocol(const upstream_settings& where
     return {upstream_protocol::automatic, "the broker refused the 5.0 probe for another reason than the version"};
   const auto v3 = ask_version(where, username, password, tls, timeout, mqtt::protocol_version::v3_1_1);
   if (v3 == version_answer::accepted)
-    return {upstream_protocol::v3_1_1, "the broker refuses MQTT 5.0 and accepts 3.1.1: 5.0 clients are bridged"};
+    return {upstream_protocol::v3_1_1, "the broker refuses MQTT 5.0 and accepts 3.1.1"};
   return {upstream_protocol::automatic, "the broker refuses MQTT 5.0 and did not accept the 3.1.1 probe either"};
 }
 
