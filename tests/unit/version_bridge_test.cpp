@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "auth/auth_client.hpp"
+#include "command_line_helpers.hpp"
 #include "net/upstream_protocol_probe.hpp"
 #include "session/client_session.hpp"
 #include "session/version_bridge.hpp"
@@ -168,6 +169,20 @@ TEST_SUITE("version bridge: broker 3.1.1 -> client 5.0") {
   TEST_CASE("UNSUBACK: one success per filter [MQTT-3.11.3-1]") {
     auto ack = std::get<mqtt::unsuback>(test::decode_ok({0xB0, 0x02, 0x00, 0x05}, v3));
     CHECK(test::encode_ok(bridge::to_client_unsuback(ack, 2), v5) == mqtt::bytes{0xB0, 0x05, 0x00, 0x05, 0x00, 0x00, 0x00});
+  }
+}
+
+TEST_SUITE("version bridge: configuration") {
+  TEST_CASE("[upstream] protocol and --upstream-protocol: auto by default, the flag wins, bad values name the key") {
+    CHECK(test::parse({}).config.connection.session.protocol == upstream_protocol::automatic);
+    auto file = test::write_file("mqtt-proxy-bridge.toml", "[upstream]\nprotocol = \"3.1.1\"\n");
+    CHECK(test::parse({"--config", file}).config.connection.session.protocol == upstream_protocol::v3_1_1);
+    CHECK(test::parse({"--config", file, "--upstream-protocol", "5.0"}).config.connection.session.protocol ==
+          upstream_protocol::v5);
+    CHECK(test::parse({"--upstream-protocol", "auto"}).config.connection.session.protocol == upstream_protocol::automatic);
+    CHECK(test::error_of({"--upstream-protocol", "3.1"}).find("--upstream-protocol") != std::string::npos);
+    auto bad = test::write_file("mqtt-proxy-bridge-bad.toml", "[upstream]\nprotocol = \"4\"\n");
+    CHECK(test::error_of({"--config", bad}).find("upstream.protocol") != std::string::npos);
   }
 }
 
