@@ -37,7 +37,7 @@ mqtt::result<mqtt::bytes> client_session::encode_for_upstream(const mqtt::packet
 void client_session::bridge_to_upstream(const mqtt::frame& frame) {
   auto decoded = mqtt::decode(frame.first_byte, frame.body, version_);
   if (!decoded) return protocol_error(decoded.error().message(), reason_code::malformed_packet);
-  // A failing 5.0 PUBREC ends the QoS 2 flow [MQTT-4.3.3], but a 3.1.1
+  // A failing 5.0 PUBREC ends the QoS 2 flow (section 4.3.3), but a 3.1.1
   // broker reads any PUBREC as success and sends PUBREL: the proxy answers it.
   if (const auto* rec = std::get_if<mqtt::pubrec>(&*decoded); rec && mqtt::is_failure(rec->reason))
     dropped_qos2_ids_.insert(rec->packet_id);

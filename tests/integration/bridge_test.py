@@ -381,6 +381,33 @@ class OnRabbitMQ(BridgeFlow, unittest.TestCase):
         if not os.environ.get("BRIDGE_TEST_KEEP"):  # keep the logs to look at
             shutil.rmtree(cls.dir, ignore_errors=True)
 
+    def test_an_amqp_consumer_gets_the_payload_without_5_0_properties(self):
+        """webos.topic: the bridged 5.0 publisher's message reaches AMQP as the payload it sent, and the
+        properties the bridge dropped appear nowhere (not as AMQP headers either)."""
+        import pika
+        u = self.user("amqp")
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", self.rabbit.port + 1, "/", pika.PlainCredentials(USERNAME, PASSWORD)))
+        self.addCleanup(connection.close)
+        channel = connection.channel()
+        queue_name = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue_name, "webos.topic", routing_key=f"private.{u}.device")
+        app = self.app(u, "phone")
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("trace", "7")
+        props.ContentType = "application/json"
+        app.client.publish(f"private/{u}/device", b'{"t":21}', qos=1, properties=props).wait_for_publish(10)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            method, header, body = channel.basic_get(queue_name, auto_ack=True)
+            if method:
+                break
+            time.sleep(0.1)
+        self.assertIsNotNone(method, "nothing reached the AMQP queue")
+        self.assertEqual(body, b'{"t":21}')
+        self.assertNotIn("trace", json.dumps(header.headers or {}, default=str))
+        self.assertNotEqual(header.content_type, "application/json")
+
     def test_auto_found_that_rabbitmq_refuses_5_0(self):
         self.assertIn("upstream protocol: 3.1.1 (5.0 clients bridged)", self.proxy.log_text())
         before = self.proxy.metrics()["mqtt_proxy_bridged_connections_total"]
