@@ -58,7 +58,6 @@ std::string read_service_token(const std::string& path) {
 // be known beforehand: asked once of the broker here; `[upstream]` keys win.
 void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
   auto& connection = config.connection;
-  if (connection.session.protocol == proxy::upstream_protocol::v3_1_1) return;  // a 3.1.1 CONNACK states no limits
   if (!connection.upstream.probe) return;
   const auto probe = proxy::probe_broker(connection.upstream, connection.session.upstream_username,
                                          connection.session.upstream_password,
@@ -74,9 +73,12 @@ void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tl
 
 // `[upstream] protocol = "auto"`: a broker that refuses a 5.0 CONNECT and
 // accepts 3.1.1 (RabbitMQ 3.10) gets 3.1.1, and 5.0 clients are bridged.
-void resolve_upstream_protocol(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
+// True when the broker was found to refuse 5.0: then no 5.0 probe can learn
+// its limits. ("3.1.1" set by hand still asks: Mosquitto states its limits,
+// Server Keep Alive included, to a 5.0 CONNECT whatever version the proxy speaks.)
+bool resolve_upstream_protocol(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
   auto& connection = config.connection;
-  if (connection.session.protocol != proxy::upstream_protocol::automatic) return;
+  if (connection.session.protocol != proxy::upstream_protocol::automatic) return false;
   const auto found = proxy::detect_upstream_protocol(connection.upstream, connection.session.upstream_username,
                                                      connection.session.upstream_password,
                                                      upstream_tls ? upstream_tls->current() : nullptr,
@@ -86,6 +88,7 @@ void resolve_upstream_protocol(proxy::proxy_config& config, const proxy::reloada
                        : found.protocol == proxy::upstream_protocol::v5   ? "each client's version"
                                                                           : "each client's version (not detected)";
   spdlog::info("upstream protocol: {}; {}", spoken, found.detail);
+  return found.protocol == proxy::upstream_protocol::v3_1_1;
 }
 
 // SIGTERM on one worker's thread: stop accepting, ask every live connection
@@ -205,8 +208,8 @@ int main(int argc, char** argv) {
 
   try {
     tls = std::make_unique<tls_contexts>(config);
-    resolve_upstream_protocol(parsed.config, tls->upstream.get());
-    learn_broker_limits(parsed.config, tls->upstream.get());
+    const bool refuses_v5 = resolve_upstream_protocol(parsed.config, tls->upstream.get());
+    if (!refuses_v5) learn_broker_limits(parsed.config, tls->upstream.get());
     proxy::http_auth_settings auth_settings;
     auth_settings.endpoint = auth_endpoint;
     auth_settings.timeout = config.auth_http_timeout;
