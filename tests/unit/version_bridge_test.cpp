@@ -474,10 +474,20 @@ TEST_SUITE("version bridge: the session") {
     bridged h(upstream_kind::rabbitmq, upstream_protocol::v5);
     auto out = h.client(bridged::connect_packet());
     CHECK_FALSE(std::get<mqtt::connack>(sent_to(out, true).at(0)).props.number(property_id::subscription_identifier_available));
+    // A 3.1.1 client on the 3.1.1 upstream: relayed byte for byte, as before.
     bridged old;
     mqtt::connect c;
     c.client_id = "old";
-    out = old.client(c, v3);
+    old.client(c, v3);
+    old.client(mqtt::publish{"service/auth/tok", "", mqtt::qos::at_most_once, false, false, 0, {}}, v3);
+    out = old.auth();
+    CHECK(std::get<mqtt::connect>(test::decode_ok(std::get<action::connect_upstream>(out.back()).connect_packet, v3))
+              .client_id == "5:alice:old");
+    old.upstream(mqtt::connack{});
+    out = old.client(mqtt::publish{"private/alice/x", "hi", mqtt::qos::at_least_once, false, false, 2, {}}, v3);
+    CHECK(all_of<action::forward_to_upstream>(out).size() == 1);
+    out = old.upstream(mqtt::puback{2, reason_code::success, {}});
+    CHECK(all_of<action::forward_to_client>(out).size() == 1);
     CHECK(old.counters.bridged_connections == 0);
   }
 }
