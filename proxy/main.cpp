@@ -23,6 +23,7 @@
 #include "config/config.hpp"
 #include "net/connection_registry.hpp"
 #include "net/broker_probe.hpp"
+#include "net/upstream_protocol_probe.hpp"
 #include "net/listener.hpp"
 #include "net/tls_context.hpp"
 
@@ -68,6 +69,26 @@ void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tl
   }
   connection.session.limits = proxy::merge_limits(connection.session.limits, probe.limits);
   spdlog::info("broker limits learned from {}:{}", connection.upstream.host, connection.upstream.port);
+}
+
+// `[upstream] protocol = "auto"`: a broker that refuses a 5.0 CONNECT and
+// accepts 3.1.1 (RabbitMQ 3.10) gets 3.1.1, and 5.0 clients are bridged.
+// True when the broker was found to refuse 5.0: then no 5.0 probe can learn
+// its limits. ("3.1.1" set by hand still asks: Mosquitto states its limits,
+// Server Keep Alive included, to a 5.0 CONNECT whatever version the proxy speaks.)
+bool resolve_upstream_protocol(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
+  auto& connection = config.connection;
+  if (connection.session.protocol != proxy::upstream_protocol::automatic) return false;
+  const auto found = proxy::detect_upstream_protocol(connection.upstream, connection.session.upstream_username,
+                                                     connection.session.upstream_password,
+                                                     upstream_tls ? upstream_tls->current() : nullptr,
+                                                     connection.upstream.connect_timeout);
+  connection.session.protocol = found.protocol;
+  const char* spoken = found.protocol == proxy::upstream_protocol::v3_1_1 ? "3.1.1 (5.0 clients bridged)"
+                       : found.protocol == proxy::upstream_protocol::v5   ? "each client's version"
+                                                                          : "each client's version (not detected)";
+  spdlog::info("upstream protocol: {}; {}", spoken, found.detail);
+  return found.protocol == proxy::upstream_protocol::v3_1_1;
 }
 
 // SIGTERM on one worker's thread: stop accepting, ask every live connection
@@ -224,7 +245,8 @@ int main(int argc, char** argv) {
 
   try {
     tls = std::make_unique<tls_contexts>(config);
-    learn_broker_limits(parsed.config, tls->upstream.get());
+    const bool refuses_v5 = resolve_upstream_protocol(parsed.config, tls->upstream.get());
+    if (!refuses_v5) learn_broker_limits(parsed.config, tls->upstream.get());
     proxy::http_auth_settings auth_settings;
     auth_settings.endpoint = auth_endpoint;
     auth_settings.timeout = config.auth_http_timeout;

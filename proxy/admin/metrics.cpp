@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "session/version_bridge.hpp"
+
 namespace proxy {
 namespace {
 
@@ -18,6 +20,23 @@ void sample(std::ostringstream& out, const char* name, const char* labels, std::
 }
 
 }  // namespace
+
+void metrics::render_bridge(std::ostringstream& out) const {
+  line(out, "mqtt_proxy_bridged_connections_total", "counter",
+       "MQTT 5.0 clients bridged to a broker that speaks only 3.1.1.", static_cast<std::int64_t>(bridged_connections.load()));
+  line(out, "mqtt_proxy_bridge_refused_subscriptions_total", "counter",
+       "Subscriptions refused because a 3.1.1 broker cannot honour their 5.0 options.",
+       static_cast<std::int64_t>(bridge_refused_subscriptions.load()));
+  line(out, "mqtt_proxy_bridge_oversized_dropped_total", "counter",
+       "Deliveries to bridged clients dropped for exceeding the client's Maximum Packet Size.",
+       static_cast<std::int64_t>(bridge_oversized_dropped.load()));
+  out << "# HELP mqtt_proxy_bridge_dropped_total MQTT 5.0 properties a 3.1.1 broker cannot carry, dropped.\n"
+         "# TYPE mqtt_proxy_bridge_dropped_total counter\n";
+  for (std::size_t i = 0; i < bridge::dropped_count; ++i) {
+    const std::string labels = "{property=\"" + std::string(bridge::to_string(static_cast<bridge::dropped>(i))) + "\"}";
+    sample(out, "mqtt_proxy_bridge_dropped_total", labels.c_str(), bridge_dropped[i]);
+  }
+}
 
 std::string metrics::render() const {
   std::ostringstream out;
@@ -89,6 +108,7 @@ std::string metrics::render() const {
   sample(out, "mqtt_proxy_acl_report_total", "{direction=\"publish\"}", acl_report_publish);
   sample(out, "mqtt_proxy_acl_report_total", "{direction=\"subscribe\"}", acl_report_subscribe);
   sample(out, "mqtt_proxy_acl_report_total", "{direction=\"deliver\"}", acl_report_deliver);
+  render_bridge(out);
   return out.str();
 }
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 
 namespace proxy {
@@ -68,9 +69,15 @@ struct metrics {
   counter acl_report_deliver{0};
   // How long session validations took (mqtt_proxy_auth_latency_seconds).
   latency_histogram auth_latency;
+  // Version bridging (5.0 clients on a 3.1.1 broker): session/version_bridge.hpp.
+  counter bridged_connections{0};
+  counter bridge_refused_subscriptions{0};  // 5.0-only subscription features refused in SUBACK
+  counter bridge_oversized_dropped{0};      // deliveries over the client's Maximum Packet Size
+  std::array<counter, 10> bridge_dropped{};  // by bridge::dropped: properties a 3.1.1 broker cannot carry
 
   // Prometheus text exposition format.
   std::string render() const;
+  void render_bridge(std::ostringstream& out) const;
 };
 
 }  // namespace proxy

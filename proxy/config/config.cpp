@@ -127,6 +127,15 @@ std::optional<std::int64_t> bounded(const toml::table& t, const std::string& pre
   return value;
 }
 
+// `[upstream] protocol` / --upstream-protocol: which MQTT version the broker
+// is spoken to in (session/version_bridge.hpp).
+upstream_protocol upstream_protocol_of(const std::string& key, const std::string& value) {
+  if (value == "auto") return upstream_protocol::automatic;
+  if (value == "5.0" || value == "5") return upstream_protocol::v5;
+  if (value == "3.1.1") return upstream_protocol::v3_1_1;
+  throw config_error(key, "one of auto, 5.0, 3.1.1");
+}
+
 // [upstream] keys about the broker itself: its kind, and the limits it
 // enforces (the start-up probe fills those not set here; config wins).
 void load_upstream_limits(const toml::table& upstream, connection_settings& conn) {
@@ -137,6 +146,8 @@ void load_upstream_limits(const toml::table& upstream, connection_settings& conn
   else if (kind == "rabbitmq") conn.session.upstream = upstream_kind::rabbitmq;
   else throw config_error(prefix + "kind", "one of generic, mosquitto, rabbitmq");
   conn.upstream.probe = boolean(upstream, prefix, "probe", conn.upstream.probe);
+  if (upstream.contains("protocol"))
+    conn.session.protocol = upstream_protocol_of(prefix + "protocol", text(upstream, prefix, "protocol", "auto"));
   auto& limits = conn.session.limits;
   if (auto v = bounded(upstream, prefix, "max_keep_alive", 1, 65535)) conn.session.upstream_max_keep_alive = static_cast<std::uint16_t>(*v);
   if (auto v = bounded(upstream, prefix, "maximum_qos", 0, 2)) limits.maximum_qos = static_cast<mqtt::qos>(*v);
@@ -281,6 +292,7 @@ void load_config_file(const std::string& path, proxy_config& config) {
   const auto& upstream = table_at(root, "upstream");
   only_keys(upstream, "upstream.", {"address", "username", "password", "connect_timeout_ms", "tls", "ca_file", "cert_file",
                                     "key_file", "server_name",
+                                    "protocol",
                                     "kind", "probe", "max_keep_alive", "maximum_qos", "retain_available", "receive_maximum",
                                     "maximum_packet_size", "wildcard_subscription_available",
                                     "subscription_identifiers_available", "shared_subscription_available"});
@@ -418,6 +430,7 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
     else if (flag == "--upstream-cert") conn.upstream.cert_file = value;
     else if (flag == "--upstream-key") conn.upstream.key_file = value;
     else if (flag == "--upstream-server-name") conn.upstream.server_name = value;
+    else if (flag == "--upstream-protocol") conn.session.protocol = upstream_protocol_of(flag, value);
     else if (flag == "--handshake-timeout-ms") conn.handshake_timeout = millis(flag, number_flag(flag, value, millis_range));
     else if (flag == "--drain-wills") config.drain_fire_wills = drain_wills(flag, value);
     else if (flag == "--admin") config.admin = parse_host_port(flag, value);
@@ -496,6 +509,8 @@ Flags (override the config file):
   --upstream-cert FILE        client certificate for the broker (with --upstream-key)
   --upstream-key FILE
   --upstream-server-name NAME name expected in the broker's certificate (default: its host)
+  --upstream-protocol P       auto|5.0|3.1.1: MQTT version towards the broker; 3.1.1 bridges 5.0 clients
+                              (default auto: 3.1.1 when the broker refuses the start-up 5.0 CONNECT)
   --auth-url URL              API server base URL (default http://127.0.0.1:8080)
   --admin HOST:PORT           /healthz, /readyz, /metrics (default 127.0.0.1:9100)
   --admin-token-file FILE     Bearer token of the operator endpoints on the admin port

@@ -6,6 +6,7 @@
 #include "mqtt/topic.hpp"
 #include "support/escape.hpp"
 #include "support/overloaded.hpp"
+#include "session/version_bridge.hpp"
 
 namespace proxy {
 namespace {
@@ -143,6 +144,8 @@ void client_session::handle_connect(const mqtt::connect& c) {
   client_connect_ = c;
   client_id_ = c.client_id;
   client_keep_alive_ = c.keep_alive;
+  bridged_ = version_ == mqtt::protocol_version::v5 && config_.protocol == upstream_protocol::v3_1_1;
+  if (bridged_) metrics_.bridged_connections++;
   if (c.props.text(mqtt::property_id::authentication_method)) {
     send_to_client(mqtt::connack{false, reason_code::bad_authentication_method, {}});
     close("enhanced authentication (AUTH) is not supported");
@@ -179,6 +182,7 @@ void client_session::handle_connect(const mqtt::connect& c) {
   if (version_ == mqtt::protocol_version::v5) {
     if (client_id_assigned_) ack.props.add(mqtt::property_id::assigned_client_identifier, client_id_);
     advertise_limits(ack);
+    if (bridged_) bridge::advertise(ack, bridge_traits());
   }
   send_to_client(ack);
   connack_sent_ = true;
@@ -249,7 +253,7 @@ void client_session::handle_before_relay(const mqtt::packet& p, const mqtt::fram
                      return;
                    }
                    // CONNECT is already queued upstream: let the broker see a clean end, so no will.
-                   if (state_ == state::connecting_upstream) emit(action::forward_to_upstream{});
+                   if (state_ == state::connecting_upstream) forward_upstream(frame);
                    close("client disconnected before the relay began");
                  },
                  [&](const mqtt::connect&) { protocol_error("second CONNECT [MQTT-3.1.0-2]", reason_code::protocol_error); },
@@ -500,6 +504,11 @@ void client_session::connect_upstream() {
   up.will = client_connect_.will;
   up.username = config_.upstream_username;
   up.password = config_.upstream_password;
+  if (bridged_) {
+    bridge::drop_counts drops{};
+    up = bridge::to_broker_connect(up, drops);
+    count_drops(drops);
+  }
   auto wire = mqtt::encode(up, version_);
   if (!wire) return protocol_error("cannot build the upstream CONNECT: " + wire.error().message(),
                                    reason_code::implementation_specific_error);
@@ -519,7 +528,7 @@ client_session::actions client_session::on_upstream_connect_failed(std::string_v
 client_session::actions client_session::on_upstream_frame(const mqtt::frame& frame) {
   begin();
   if (state_ != state::connecting_upstream && state_ != state::relaying) return take();
-  auto decoded = mqtt::decode(frame.first_byte, frame.body, version_);
+  auto decoded = mqtt::decode(frame.first_byte, frame.body, upstream_version());
   if (!decoded) {
     if (version_ == mqtt::protocol_version::v5 && connack_sent_)
       send_to_client(mqtt::disconnect{reason_code::unspecified_error, {}});
@@ -534,6 +543,8 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
     }
     return take();
   }
+  const std::size_t first_action = actions_.size();
+  if (bridged_) bridge_from_upstream(*decoded);
   std::visit(support::overloaded{
                  [&](const mqtt::publish& p) { handle_delivery(p); },
                  [&](const mqtt::pubrel& rel) {
@@ -577,6 +588,7 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
                  [&](const auto&) { emit(action::forward_to_client{}); },
              },
              *decoded);
+  if (bridged_) bridge_forwards_to_client(*decoded, first_action);
   return take();
 }
 
@@ -630,6 +642,7 @@ void client_session::handle_upstream_connack(const mqtt::connack& ack) {
     // Direct mode: the broker's own CONNACK, so session-present is exact. The
     // proxy grants no topic aliases (it must read every topic to apply the ACL).
     mqtt::connack out = ack;
+    if (bridged_) out = bridge::to_client_connack(ack, client_connect_.clean_start, bridge_traits());
     out.props.remove(mqtt::property_id::topic_alias_maximum);
     if (client_id_assigned_ && version_ == mqtt::protocol_version::v5)
       out.props.set(mqtt::property_id::assigned_client_identifier, client_id_);
@@ -702,6 +715,7 @@ void client_session::handle_relay(const mqtt::packet& p, const mqtt::frame& fram
 }
 
 void client_session::forward_upstream(const mqtt::frame& frame) {
+  if (bridged_) return bridge_to_upstream(frame);
   if (&frame == current_client_frame_) {
     emit(action::forward_to_upstream{});
   } else {
@@ -797,6 +811,9 @@ void client_session::handle_subscribe(const mqtt::subscribe& s, const mqtt::fram
       refusals[i] = reason_code::quota_exceeded;
     } else if (auto unsupported = unsupported_by_broker(sub.filter)) {
       refusals[i] = *unsupported;  // what the broker would refuse, refused here for 3.1.1 clients too
+    } else if (auto unbridgeable = bridged_ ? bridge::refusal(s, sub, bridge_traits()) : std::nullopt) {
+      metrics_.bridge_refused_subscriptions++;
+      refusals[i] = *unbridgeable;  // a 5.0-only option a 3.1.1 broker would ignore
     } else {
       subscriptions_.insert(sub.filter);
       allowed.subscriptions.push_back(sub);
@@ -809,7 +826,7 @@ void client_session::handle_subscribe(const mqtt::subscribe& s, const mqtt::fram
     for (const auto& code : refusals) refusal.reasons.push_back(*code);
     return send_to_client(refusal);
   }
-  auto wire = mqtt::encode(allowed, version_);
+  auto wire = encode_for_upstream(allowed);
   if (!wire) return protocol_error(wire.error().message(), reason_code::implementation_specific_error);
   pending_subacks_[s.packet_id] = std::move(refusals);
   emit(action::send_to_upstream{std::move(*wire)});
@@ -834,6 +851,7 @@ void client_session::handle_upstream_suback(const mqtt::suback& ack) {
 void client_session::handle_unsubscribe(const mqtt::unsubscribe& u, const mqtt::frame& frame) {
   for (const auto& filter : u.filters) subscriptions_.erase(filter);
   client_ids_in_use_.insert(u.packet_id);
+  if (bridged_) bridged_unsubscribes_[u.packet_id] = u.filters.size();
   forward_upstream(frame);
 }
 
@@ -863,6 +881,16 @@ void client_session::protocol_error(std::string reason, reason_code code) {
 }
 
 void client_session::send_upstream(const mqtt::packet& p) {
+  if (bridged_) {
+    // The proxy's own packets take the bridge too: a DISCONNECT asking for the
+    // will (0x04 at shutdown) is not sent, so the 3.1.1 broker publishes it.
+    bridge::drop_counts drops{};
+    auto translated = bridge::to_broker(p, drops);
+    if (!translated) return;
+    auto wire = mqtt::encode(*translated, mqtt::protocol_version::v3_1_1);
+    if (wire) emit(action::send_to_upstream{std::move(*wire)});
+    return;
+  }
   auto wire = mqtt::encode(p, version_);
   if (wire) emit(action::send_to_upstream{std::move(*wire)});
 }

@@ -28,6 +28,7 @@
 #include "mqtt/codec.hpp"
 #include "mqtt/framer.hpp"
 #include "session/session_actions.hpp"
+#include "session/version_bridge.hpp"
 
 namespace proxy {
 
@@ -57,6 +58,12 @@ upstream_limits merge_limits(upstream_limits configured, const upstream_limits& 
 // cross topic trees there.
 enum class upstream_kind { generic, mosquitto, rabbitmq };
 
+// Which MQTT version the proxy speaks to the broker (`[upstream] protocol`).
+// `automatic` and `v5`: the client's own. `v3_1_1`: 5.0 clients are bridged
+// to 3.1.1 (session/version_bridge.hpp); "auto" becomes that at start-up
+// when the broker refuses the probe's 5.0 CONNECT (net/upstream_protocol_probe.hpp).
+enum class upstream_protocol { automatic, v5, v3_1_1 };
+
 struct session_config {
   std::string auth_topic = "service/auth";  // PUBLISH here (or below it) authenticates
   std::optional<std::string> upstream_username;
@@ -81,6 +88,7 @@ struct session_config {
   // Report mode logs each (action, topic or filter) once per connection, up
   // to this many; later ones are only counted.
   std::size_t max_acl_reports = 64;
+  upstream_protocol protocol = upstream_protocol::automatic;
 };
 
 // The broker-side client id: "<length of user id>:<user id>:<client id>".
@@ -185,6 +193,14 @@ class client_session {
   void close(std::string reason);
   void send_upstream(const mqtt::packet& p);
   void emit(session_action a) { actions_.push_back(std::move(a)); }
+  // Version bridging (5.0 client, 3.1.1 broker): session/version_bridge.hpp.
+  mqtt::protocol_version upstream_version() const;
+  bridge::broker_traits bridge_traits() const;
+  void count_drops(const bridge::drop_counts& drops);
+  mqtt::result<mqtt::bytes> encode_for_upstream(const mqtt::packet& p);
+  void bridge_to_upstream(const mqtt::frame& frame);
+  void bridge_from_upstream(mqtt::packet& p);
+  void bridge_forwards_to_client(const mqtt::packet& p, std::size_t first_action);
 
   const session_config& config_;
   metrics& metrics_;
@@ -236,6 +252,11 @@ class client_session {
   acl_mode acl_mode_ = acl_mode::enforce;
   // Report mode: what was reported on this connection (bounded by max_acl_reports).
   std::set<std::pair<acl_action, std::string>> acl_reported_;
+  bool bridged_ = false;  // a 5.0 client on a 3.1.1 broker
+  std::map<std::uint16_t, std::size_t> bridged_unsubscribes_;  // UNSUBSCRIBE id -> filters, for the 5.0 UNSUBACK
+  // Client QoS 1/2 PUBLISHes the 3.1.1 broker has not completed: held to the
+  // Receive Maximum the proxy advertised, which a 3.1.1 broker does not enforce.
+  std::set<std::uint16_t> bridged_in_flight_;
 };
 
 

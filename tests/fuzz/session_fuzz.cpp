@@ -5,8 +5,10 @@
 // nor forward a PUBLISH, a SUBSCRIBE filter or a will outside the ACL (nor,
 // with a RabbitMQ upstream, a topic or filter with '.' or '*'); and nothing
 // outside the subscribe ACL in force at that moment may reach the client. An
-// acl_changed event for the session's user must be in force at once. A
-// violation aborts.
+// acl_changed event for the session's user must be in force at once. With a
+// 3.1.1-only broker (`[upstream] protocol = "3.1.1"`) and a 5.0 client, every
+// packet to the broker is 3.1.1 and carries no 5.0-only subscription option,
+// and nothing reaches either peer unre-encoded. A violation aborts.
 #include <cstdlib>
 
 #include "auth/auth_client.hpp"
@@ -38,6 +40,8 @@ void check_upstream(const mqtt::bytes& wire, mqtt::protocol_version v, bool auth
   }
   if (auto* s = std::get_if<mqtt::subscribe>(&*decoded)) {
     for (const auto& sub : s->subscriptions) {
+      if (v == mqtt::protocol_version::v3_1_1)
+        require(!sub.options.no_local && !sub.options.retain_as_published && sub.options.retain_handling == 0);
       require(permissions.may_subscribe(sub.filter));
       if (rabbitmq) require(rabbit_safe(sub.filter));
     }
@@ -73,8 +77,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     config.limits.maximum_qos = mqtt::qos::at_least_once;
     config.limits.retain_available = false;
   }
+  if (size % 8 >= 4) config.protocol = proxy::upstream_protocol::v3_1_1;
   proxy::metrics counters;
   proxy::client_session session(config, counters, "generated");
+  // A 5.0 client on a 3.1.1 broker: what goes upstream must be 3.1.1.
+  auto bridged = [&] {
+    return config.protocol == proxy::upstream_protocol::v3_1_1 && session.version() == mqtt::protocol_version::v5;
+  };
+  auto upstream_version = [&] { return bridged() ? mqtt::protocol_version::v3_1_1 : session.version(); };
   mqtt::framer from_client(4096), from_broker(4096);
   bool authenticated = false;  // a valid answer has been given
 
@@ -83,14 +93,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const auto& a : actions) {
       if (std::holds_alternative<proxy::action::forward_to_upstream>(a)) {
         require(client_frame != nullptr);
+        require(!bridged());  // the client's 5.0 bytes unchanged
         check_upstream({client_frame->bytes.begin(), client_frame->bytes.end()}, session.version(), authenticated,
                        rabbitmq);
       } else if (auto* s = std::get_if<proxy::action::send_to_upstream>(&a)) {
-        check_upstream(s->data, session.version(), authenticated, rabbitmq);
+        if (bridged()) require(mqtt::decode(s->data, mqtt::protocol_version::v3_1_1).has_value());
+        check_upstream(s->data, upstream_version(), authenticated, rabbitmq);
       } else if (auto* c = std::get_if<proxy::action::connect_upstream>(&a)) {
-        check_upstream(c->connect_packet, session.version(), authenticated, rabbitmq);
+        check_upstream(c->connect_packet, upstream_version(), authenticated, rabbitmq);
       } else if (std::holds_alternative<proxy::action::forward_to_client>(a)) {
         require(broker_frame != nullptr);
+        require(!bridged());  // the broker's 3.1.1 bytes unchanged
         check_client(broker_frame->bytes, session);
       } else if (auto* t = std::get_if<proxy::action::send_to_client>(&a)) {
         check_client(t->data, session);

@@ -1,0 +1,421 @@
+#!/usr/bin/python3
+"""MQTT 5.0 clients on a 3.1.1 broker (version bridging), with real peers: the
+real auth-server, mqtt-proxy speaking 3.1.1 upstream to (a) Mosquitto, forced
+with `protocol = "3.1.1"`, and (b) a RabbitMQ 3.10 node started here, found
+by `protocol = "auto"` (it closes the connection on a 5.0 CONNECT). A paho
+5.0 client completes the app flow: login, CONNECT, auth PUBLISH, subscribe
+at QoS 1, publish, receive, will on an abrupt close and none after a clean
+DISCONNECT. What the bridge drops is counted in /metrics; 5.0-only
+subscription options get their SUBACK reason codes; a topic alias or a
+subscription identifier in a PUBLISH ends the connection.
+Usage: bridge_test.py PATH/TO/mqtt-proxy PATH/TO/auth-server"""
+import json
+import os
+import queue
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from mosquitto import PASSWORD, USERNAME, start_mosquitto  # noqa: E402
+from netutil import free_port, wait_for_port  # noqa: E402
+from rabbitmq_node import RabbitNode  # noqa: E402
+
+PROXY = AUTH_SERVER = None
+USER_PASSWORD = "pw-" + "x" * 12
+
+
+def http(url, body=None):
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
+
+
+class Proxy:
+    """One mqtt-proxy in front of a broker, configured by a file like deploy/mqtt-proxy.toml."""
+
+    def __init__(self, directory, name, broker_port, kind, protocol, auth_url):
+        self.port, self.admin = free_port(), free_port()
+        self.log_path = os.path.join(directory, name + ".log")
+        config = os.path.join(directory, name + ".toml")
+        with open(config, "w") as f:
+            f.write(f'[upstream]\naddress = "127.0.0.1:{broker_port}"\nusername = "{USERNAME}"\n'
+                    f'password = "{PASSWORD}"\nkind = "{kind}"\nprotocol = "{protocol}"\n')
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen([PROXY, "--config", config, "--listen", f"127.0.0.1:{self.port}",
+                                         "--admin", f"127.0.0.1:{self.admin}", "--auth-url", auth_url,
+                                         "--auth-events", "false"], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, timeout=30)
+
+    def metrics(self):
+        text = http(f"http://127.0.0.1:{self.admin}/metrics")
+        return {name: float(value) for name, value in re.findall(r"^(\S+) (\S+)$", text, re.M)}
+
+    def log_text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+class App:
+    """A paho 5.0 app: CONNECT (optionally with a will), auth PUBLISH, answer."""
+
+    def __init__(self, proxy, session, client_id, will=None):
+        self.messages, self.auth_answers, self.subacks = queue.Queue(), queue.Queue(), queue.Queue()
+        self.connected, self.disconnected = threading.Event(), threading.Event()
+        self.client = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, u, flags, rc, props=None: self._connected(rc, props)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda c, u, mid, codes, props: self.subacks.put([code.value for code in codes])
+        self.client.on_disconnect = self._on_disconnect
+        self.client.reconnect_delay_set(60, 60)
+        if will:
+            self.client.will_set(will, b"gone", qos=1)
+        self.client.connect("127.0.0.1", proxy.port, 30, clean_start=True)
+        self.client.loop_start()
+        assert self.connected.wait(10), "no CONNACK"
+        self.client.publish("service/auth/" + session, b"", qos=1)
+        answer = json.loads(self.auth_answers.get(timeout=10))
+        assert answer["result"] == "ok", answer
+
+    def _connected(self, rc, props):
+        self.connack_properties = props
+        self.connected.set()
+
+    def _on_message(self, client, userdata, m):
+        if m.topic.startswith("service/auth"):
+            self.auth_answers.put(m.payload.decode())
+        else:
+            self.messages.put((m.topic, m.payload.decode(), m.properties))
+
+    def _on_disconnect(self, client, userdata, rc, props=None):
+        self.disconnected.set()
+
+    def subscribe(self, topic, options=None, properties=None):
+        self.client.subscribe(topic, options=options or SubscribeOptions(qos=1), properties=properties)
+        return self.subacks.get(timeout=10)
+
+    def abort(self):
+        """Ends the connection without DISCONNECT, as a phone losing its network."""
+        self.client.loop_stop()
+        self.client.socket().shutdown(socket.SHUT_RDWR)
+        self.client.socket().close()
+
+    def stop(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def varint(n):
+    out = b""
+    while True:
+        byte, n = n % 128, n // 128
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def mqtt_string(text):
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def packet(first_byte, body):
+    return bytes([first_byte]) + varint(len(body)) + body
+
+
+class Raw5:
+    """A hand-rolled 5.0 client, for what paho 1.6 cannot show: it does not read
+    the reason code of a DISCONNECT that carries no properties."""
+
+    def __init__(self, port, session):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+        self.sock.sendall(packet(0x10, mqtt_string("MQTT") + bytes([5, 0x02, 0, 30, 0]) + mqtt_string("raw")))
+        assert self.read()[0] == 0x20
+        self.publish("service/auth/" + session, b"")
+        first, body = self.read()
+        assert first >> 4 == 3 and b'"ok"' in body, body
+
+    def publish(self, topic, payload, props=b""):
+        self.sock.sendall(packet(0x30, mqtt_string(topic) + varint(len(props)) + props + payload))
+
+    def read(self):
+        """(first byte, body) of the next packet; (None, b"") when the connection ends."""
+        while True:
+            if len(self.buffer) >= 2:
+                length, shift, at = 0, 0, 1
+                while at < len(self.buffer):
+                    length += (self.buffer[at] & 0x7F) << shift
+                    shift += 7
+                    at += 1
+                    if not self.buffer[at - 1] & 0x80:
+                        break
+                if len(self.buffer) >= at + length and not self.buffer[at - 1] & 0x80:
+                    first, body = self.buffer[0], self.buffer[at:at + length]
+                    self.buffer = self.buffer[at + length:]
+                    return first, body
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                return None, b""
+            self.buffer += chunk
+
+    def disconnect_reason(self):
+        """The reason code of the server's DISCONNECT (0x00 when it has none)."""
+        while True:
+            first, body = self.read()
+            if first is None:
+                return None
+            if first == 0xE0:
+                return body[0] if body else 0
+
+
+class BridgeFlow:
+    """The checks, run against each broker (subclasses set up `cls.proxy`)."""
+    system = None
+
+    @classmethod
+    def start_auth(cls, directory):
+        cls.db = os.path.join(directory, "auth.db")
+        port = free_port()
+        cls.auth_url = f"http://127.0.0.1:{port}"
+        cls.auth_log = open(os.path.join(directory, "auth-server.log"), "w")
+        cls.auth = subprocess.Popen([AUTH_SERVER, "serve", "--db", cls.db, "--listen", f"127.0.0.1:{port}"],
+                                    stdout=cls.auth_log, stderr=subprocess.STDOUT)
+        wait_for_port(port)
+
+    def login(self, user):
+        result = subprocess.run([AUTH_SERVER, "adduser", "--db", self.db, "--user", user, "--password", USER_PASSWORD],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        answer = json.loads(http(self.auth_url + "/v1/login", {"username": user, "password": USER_PASSWORD}))
+        return answer["session"]
+
+    def app(self, user, client_id, **kwargs):
+        if user not in self.sessions:
+            self.sessions[user] = self.login(user)
+        app = App(self.proxy, self.sessions[user], client_id, **kwargs)
+        self.apps.append(app)
+        return app
+
+    def setUp(self):
+        self.apps = []
+        if not hasattr(type(self), "sessions"):
+            type(self).sessions = {}
+
+    def tearDown(self):
+        for app in self.apps:
+            app.client.loop_stop()
+            try:
+                app.client.disconnect()
+            except Exception:  # noqa: BLE001 (already closed)
+                pass
+
+    def user(self, name):
+        return self.prefix + name
+
+    def test_app_flow_subscribe_publish_receive_with_properties_dropped_and_counted(self):
+        u = self.user("flow")
+        app = self.app(u, "phone")
+        props = app.connack_properties
+        self.assertEqual(props.SubscriptionIdentifierAvailable, 0)
+        self.assertFalse(hasattr(props, "TopicAliasMaximum") and props.TopicAliasMaximum)
+        before = self.proxy.metrics()
+        self.assertEqual(app.subscribe(f"private/{u}/#"), [1])
+        out = Properties(PacketTypes.PUBLISH)
+        out.UserProperty = ("trace", "42")
+        out.MessageExpiryInterval = 60
+        out.ContentType = "text/plain"
+        out.ResponseTopic = f"private/{u}/reply"
+        out.CorrelationData = b"req-1"
+        out.PayloadFormatIndicator = 1
+        app.client.publish(f"private/{u}/note", b"hello", qos=1, properties=out).wait_for_publish(10)
+        topic, payload, received = app.messages.get(timeout=10)
+        self.assertEqual((topic, payload), (f"private/{u}/note", "hello"))
+        # The broker speaks 3.1.1: none of the properties came through, and each is counted.
+        self.assertFalse(hasattr(received, "UserProperty"))
+        self.assertFalse(hasattr(received, "CorrelationData"))
+        after = self.proxy.metrics()
+        for name in ("user_property", "message_expiry_interval", "content_type", "response_topic", "correlation_data",
+                     "payload_format_indicator"):
+            key = f'mqtt_proxy_bridge_dropped_total{{property="{name}"}}'
+            self.assertGreaterEqual(after[key] - before[key], 1, name)
+        self.assertGreaterEqual(after["mqtt_proxy_bridged_connections_total"], 1)
+        # UNSUBSCRIBE: the 5.0 UNSUBACK the proxy builds; nothing arrives afterwards.
+        done = threading.Event()
+        app.client.on_unsubscribe = lambda c, u_, mid, props, codes: done.set()
+        app.client.unsubscribe(f"private/{u}/#")
+        self.assertTrue(done.wait(10))
+        app.client.publish(f"private/{u}/note", b"unheard", qos=1).wait_for_publish(10)
+        with self.assertRaises(queue.Empty):
+            app.messages.get(timeout=1.5)
+
+    def test_will_on_abrupt_close_and_none_after_a_clean_disconnect(self):
+        u = self.user("will")
+        watcher = self.app(u, "watcher")
+        self.assertEqual(watcher.subscribe(f"private/{u}/status"), [1])
+        dropper = self.app(u, "dropper", will=f"private/{u}/status")
+        dropper.abort()
+        self.assertEqual(watcher.messages.get(timeout=15)[:2], (f"private/{u}/status", "gone"))
+        polite = self.app(u, "polite", will=f"private/{u}/status")
+        polite.stop()
+        with self.assertRaises(queue.Empty):
+            watcher.messages.get(timeout=3)
+
+    def test_unbridgeable_subscription_options_get_their_reason_codes(self):
+        u = self.user("opts")
+        app = self.app(u, "phone")
+        before = self.proxy.metrics()["mqtt_proxy_bridge_refused_subscriptions_total"]
+        self.assertEqual(app.subscribe(f"private/{u}/a", SubscribeOptions(qos=1, noLocal=True)), [0x83])
+        self.assertEqual(app.subscribe(f"private/{u}/b", SubscribeOptions(qos=1, retainAsPublished=True)), [0x83])
+        self.assertEqual(app.subscribe(f"private/{u}/c", SubscribeOptions(qos=1, retainHandling=1)), [0x83])
+        with_id = Properties(PacketTypes.SUBSCRIBE)
+        with_id.SubscriptionIdentifier = 7
+        self.assertEqual(app.subscribe(f"private/{u}/d", properties=with_id), [0xA1])
+        self.assertEqual(self.proxy.metrics()["mqtt_proxy_bridge_refused_subscriptions_total"] - before, 4)
+        # Still connected and working: a plain subscription is granted and delivers.
+        self.assertEqual(app.subscribe(f"private/{u}/e"), [1])
+        app.client.publish(f"private/{u}/e", b"fine", qos=1).wait_for_publish(10)
+        self.assertEqual(app.messages.get(timeout=10)[:2], (f"private/{u}/e", "fine"))
+        self.assertEqual(app.subscribe(f"$share/g/private/{u}/e"), [self.shared_code])
+
+    def raw(self, user):
+        if user not in self.sessions:
+            self.sessions[user] = self.login(user)
+        client = Raw5(self.proxy.port, self.sessions[user])
+        self.addCleanup(client.sock.close)
+        return client
+
+    def test_hostile_topic_alias_is_0x94(self):
+        u = self.user("alias")
+        client = self.raw(u)
+        client.publish(f"private/{u}/x", b"aliased", props=b"\x23\x00\x01")  # Topic Alias 1
+        self.assertEqual(client.disconnect_reason(), 0x94)
+
+    def test_hostile_subscription_identifier_in_publish_is_0x82(self):
+        u = self.user("subid")
+        client = self.raw(u)
+        client.publish(f"private/{u}/x", b"bad", props=b"\x0b\x03")  # Subscription Identifier 3
+        self.assertEqual(client.disconnect_reason(), 0x82)
+
+    def test_polite_raw_client_stays_connected(self):
+        """The same raw client without the hostile property: its PUBLISH goes through."""
+        u = self.user("polite")
+        watcher = self.app(u, "watcher")
+        self.assertEqual(watcher.subscribe(f"private/{u}/x"), [1])
+        client = self.raw(u)
+        client.publish(f"private/{u}/x", b"plain")
+        self.assertEqual(watcher.messages.get(timeout=10)[:2], (f"private/{u}/x", "plain"))
+        client.sock.sendall(b"\xe0\x00")
+
+
+class OnMosquitto(BridgeFlow, unittest.TestCase):
+    prefix = "mq"
+    shared_code = 1  # Mosquitto shares subscriptions for 3.1.1 clients too
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="bridge-mosquitto-")
+        os.chmod(cls.dir, 0o755)
+        cls.broker, port = start_mosquitto(cls.dir)
+        wait_for_port(port)
+        cls.start_auth(cls.dir)
+        cls.proxy = Proxy(cls.dir, "mqtt-proxy", port, "mosquitto", "3.1.1", cls.auth_url)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.auth.terminate()
+        cls.auth.wait(timeout=10)
+        cls.auth_log.close()
+        cls.broker.terminate()
+        cls.broker.wait(timeout=10)
+        if not os.environ.get("BRIDGE_TEST_KEEP"):  # keep the logs to look at
+            shutil.rmtree(cls.dir, ignore_errors=True)
+
+
+class OnRabbitMQ(BridgeFlow, unittest.TestCase):
+    prefix = "rb"
+    shared_code = 0x9E  # RabbitMQ 3.10 has no $share: refused, not passed on as a plain filter
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="bridge-rabbitmq-")
+        os.chmod(cls.dir, 0o755)
+        cls.rabbit = RabbitNode(os.path.join(cls.dir, "rabbitmq"), USERNAME, PASSWORD)
+        try:
+            cls.rabbit.start()
+            cls.start_auth(cls.dir)
+            cls.proxy = Proxy(cls.dir, "mqtt-proxy", cls.rabbit.port, "rabbitmq", "auto", cls.auth_url)
+        except Exception:
+            cls.rabbit.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.auth.terminate()
+        cls.auth.wait(timeout=10)
+        cls.auth_log.close()
+        cls.rabbit.stop()
+        if not os.environ.get("BRIDGE_TEST_KEEP"):  # keep the logs to look at
+            shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def test_an_amqp_consumer_gets_the_payload_without_5_0_properties(self):
+        """webos.topic: the bridged 5.0 publisher's message reaches AMQP as the payload it sent, and the
+        properties the bridge dropped appear nowhere (not as AMQP headers either)."""
+        import pika
+        u = self.user("amqp")
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", self.rabbit.port + 1, "/", pika.PlainCredentials(USERNAME, PASSWORD)))
+        self.addCleanup(connection.close)
+        channel = connection.channel()
+        queue_name = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue_name, "webos.topic", routing_key=f"private.{u}.device")
+        app = self.app(u, "phone")
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("trace", "7")
+        props.ContentType = "application/json"
+        app.client.publish(f"private/{u}/device", b'{"t":21}', qos=1, properties=props).wait_for_publish(10)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            method, header, body = channel.basic_get(queue_name, auto_ack=True)
+            if method:
+                break
+            time.sleep(0.1)
+        self.assertIsNotNone(method, "nothing reached the AMQP queue")
+        self.assertEqual(body, b'{"t":21}')
+        self.assertNotIn("trace", json.dumps(header.headers or {}, default=str))
+        self.assertNotEqual(header.content_type, "application/json")
+
+    def test_auto_found_that_rabbitmq_refuses_5_0(self):
+        self.assertIn("upstream protocol: 3.1.1 (5.0 clients bridged)", self.proxy.log_text())
+        before = self.proxy.metrics()["mqtt_proxy_bridged_connections_total"]
+        self.app(self.user("auto"), "phone")
+        self.assertEqual(self.proxy.metrics()["mqtt_proxy_bridged_connections_total"] - before, 1)
+
+
+if __name__ == "__main__":
+    PROXY, AUTH_SERVER = sys.argv[1], sys.argv[2]
+    del sys.argv[1:3]
+    unittest.main(verbosity=2)
