@@ -51,6 +51,20 @@ asio::awaitable<bool> admin_server::reachable(const std::string& host, const std
   }
 }
 
+// One node taking connections is enough: the proxy dials the others only
+// when it must (net/upstream_pool.hpp). Tried in order, the first yes ends it.
+asio::awaitable<bool> admin_server::any_upstream_reachable() {
+  if (targets_.upstream_nodes.empty()) {
+    const bool up = co_await reachable(targets_.upstream_host, targets_.upstream_port);
+    co_return up;
+  }
+  for (const auto& node : targets_.upstream_nodes) {
+    const bool up = co_await reachable(node.host, node.port);
+    if (up) co_return true;
+  }
+  co_return false;
+}
+
 asio::awaitable<void> admin_server::serve(tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
@@ -71,7 +85,7 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket) {
       std::string problems;
       if (draining_.load()) problems += "draining\n";
       // Each co_await stands alone: GCC 12 miscompiles co_await inside conditions.
-      const bool broker_up = co_await reachable(targets_.upstream_host, targets_.upstream_port);
+      const bool broker_up = co_await any_upstream_reachable();
       const bool api_up = co_await reachable(targets_.auth_host, targets_.auth_port);
       if (!broker_up) problems += "broker unreachable\n";
       if (!api_up) problems += "API server unreachable\n";

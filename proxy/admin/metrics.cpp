@@ -2,6 +2,8 @@
 
 #include <sstream>
 
+#include "net/upstream_pool.hpp"
+
 namespace proxy {
 namespace {
 
@@ -80,6 +82,7 @@ std::string metrics::render() const {
        static_cast<std::int64_t>(auth_events_received.load()));
   line(out, "mqtt_proxy_auth_events_connected", "gauge", "1 while the API server's event stream is connected.",
        auth_events_connected.load());
+  if (upstream_nodes) out << upstream_nodes->render_metrics();
   return out.str();
 }
 

@@ -9,6 +9,8 @@
 
 namespace proxy {
 
+class upstream_pool;
+
 struct metrics {
   using counter = std::atomic<std::uint64_t>;
   std::atomic<std::int64_t> connections_open{0};
@@ -44,6 +46,8 @@ struct metrics {
   counter auth_breaker_opens{0};
   counter auth_events_received{0};
   std::atomic<std::int64_t> auth_events_connected{0};  // 1 while the event feed is connected
+  // The broker nodes' lines (net/upstream_pool.hpp); set once before the workers start.
+  const upstream_pool* upstream_nodes = nullptr;
 
   // Prometheus text exposition format.
   std::string render() const;

@@ -71,6 +71,8 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
       timer_(executor_),
       room_(executor_, time_point::max()) {
   deadlines_.fill(time_point::max());
+  upstream_nodes_ = environment.upstream_nodes;
+  dial_target_ = &settings_.upstream;
 }
 
 client_connection::~client_connection() = default;
