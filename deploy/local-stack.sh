@@ -106,7 +106,7 @@ case "$broker" in
     ;;
   rabbitmq-cluster)
     echo rabbit >"$dir/rabbitmq-node"
-    "$root/deploy/rabbitmq.sh" start "$dir/rabbitmq" "$broker_port" proxy "$proxy_password" --nodes 3 \
+    "$root/deploy/rabbitmq.sh" start "$dir/rabbitmq" "$broker_port" proxy "$proxy_password" --nodes 3 --durable-queues quorum \
       >"$dir/broker.log" 2>&1
     ;;
   *) echo "local-stack: --broker must be mosquitto, rabbitmq, rabbitmq-cluster or test-broker" >&2; exit 2 ;;

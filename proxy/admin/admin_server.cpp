@@ -43,9 +43,15 @@ asio::awaitable<bool> admin_server::reachable(const std::string& host, const std
     tcp::resolver resolver(acceptor_.get_executor());
     auto endpoints = co_await resolver.async_resolve(host, port, asio::use_awaitable);
     tcp::socket probe(acceptor_.get_executor());
-    auto result = co_await (asio::async_connect(probe, endpoints, asio::use_awaitable) ||
+    // as_tuple: a refused connect ends the race at once. `||` waits for the
+    // first *success*, so a thrown refusal would wait out the deadline, and a
+    // node that is down would make every /readyz of a cluster take 1 s
+    // (longer than HAProxy's check timeout).
+    auto result = co_await (asio::async_connect(probe, endpoints, asio::as_tuple(asio::use_awaitable)) ||
                             deadline.async_wait(asio::use_awaitable));
-    co_return result.index() == 0;
+    if (result.index() != 0) co_return false;
+    const auto [connect_error, endpoint] = std::get<0>(result);
+    co_return !connect_error;
   } catch (const boost::system::system_error&) {
     co_return false;
   }
@@ -58,11 +64,12 @@ asio::awaitable<bool> admin_server::any_upstream_reachable() {
     const bool up = co_await reachable(targets_.upstream_host, targets_.upstream_port);
     co_return up;
   }
-  for (const auto& node : targets_.upstream_nodes) {
-    const bool up = co_await reachable(node.host, node.port);
-    if (up) co_return true;
+  bool any = false;
+  for (std::size_t i = 0; i < targets_.upstream_nodes.size() && !any; ++i) {
+    const bool up = co_await reachable(targets_.upstream_nodes[i].host, targets_.upstream_nodes[i].port);
+    any = up;
   }
-  co_return false;
+  co_return any;
 }
 
 asio::awaitable<void> admin_server::serve(tcp::socket socket) {
