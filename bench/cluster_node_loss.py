@@ -64,6 +64,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--durable-queues", default="classic", choices=("classic", "quorum"))
     parser.add_argument("--base-port", type=int, default=27300)
+    parser.add_argument("--crash", action="store_true", help="SIGKILL node A instead of rabbitmqctl stop")
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="rabbit-loss-")
     port = [args.base_port + 3 * i for i in range(3)]
@@ -101,13 +102,14 @@ def main():
         pub.stop()
 
         stopped = time.time()
-        subprocess.run([SCRIPT, "stop-node", directory, "0"], check=True, timeout=120)
+        subprocess.run([SCRIPT, "kill-node" if args.crash else "stop-node", directory, "0"], check=True, timeout=120)
         results["stop A (s)"] = round(time.time() - stopped, 1)
         results["client on A disconnected"] = not doomed.disconnects.empty()
         results["will of the client on A, seen on B"] = [m[1] for m in watcher.drain(3)]
         doomed.client.loop_stop()
 
         # The persistent session comes back on B.
+        back = None
         try:
             back = Client(port[1], "keeper", clean=False)
             results["keeper on B: CONNACK rc, session present"] = back.connack
@@ -123,6 +125,9 @@ def main():
             back.stop()
         except Exception as e:  # a refused or dropped connection is a result too
             results["keeper on B"] = f"failed: {e!r}"
+            if back:
+                results["keeper on B: connection closed by the broker"] = not back.disconnects.empty()
+                back.client.loop_stop()
         fresh = Client(port[2], "fresh-after")
         subscribed(fresh, "loss/retained")
         results["retained from A seen on C, A down"] = [m[1] for m in fresh.drain(2)]
@@ -140,7 +145,8 @@ def main():
         again.client.loop_stop()
     finally:
         subprocess.run([SCRIPT, "stop", directory], timeout=120)
-    print(f"RabbitMQ 3.10 cluster of 3, mqtt.durable_queue_type = {args.durable_queues}, node A stopped:")
+    how = "killed (SIGKILL)" if args.crash else "stopped (rabbitmqctl stop)"
+    print(f"RabbitMQ 3.10 cluster of 3, mqtt.durable_queue_type = {args.durable_queues}, node A {how}:")
     for key, value in results.items():
         print(f"  {key}: {value}")
 

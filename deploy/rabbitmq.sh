@@ -12,6 +12,7 @@
 #       subscriptions of persistent sessions (mqtt.durable_queue_type; default classic).
 #   deploy/rabbitmq.sh stop DIR                  every node
 #   deploy/rabbitmq.sh stop-node DIR I           one node of a cluster (a node loss)
+#   deploy/rabbitmq.sh kill-node DIR I           the same as a crash: SIGKILL to the node's VM
 #   deploy/rabbitmq.sh start-node DIR I          that node again; it rejoins the cluster
 #
 # MQTT messages go through the topic exchange webos.topic: MQTT topic
@@ -104,6 +105,11 @@ connection.close()
 PY
 }
 
+# Node names are host-wide (epmd): the directory's name and a checksum of its
+# path, so two stacks started at once from directories of the same name
+# (.../rabbitmq) never share, or talk to, each other's nodes.
+prefix="mqtt-proxy-test-$(basename "$dir" | tr -c 'A-Za-z0-9\n' '-')$(printf %s "$dir" | cksum | cut -d' ' -f1)"
+
 # The cluster's nodes, one line each: index name mqtt_port dir.
 nodes_file=$dir/cluster-nodes
 cookie_of() { cat "$dir/erlang.cookie" 2>/dev/null || true; }
@@ -114,18 +120,23 @@ case "$command" in
       cookie=$(cookie_of)
       while read -r _ name _ node_dir; do stop_node "$name" "$cookie" "$node_dir"; done <"$nodes_file"
     else
-      stop_node "mqtt-proxy-test-$(basename "$dir" | tr -c 'A-Za-z0-9\n' '-')@localhost" "" "$dir"
+      stop_node "$prefix@localhost" "" "$dir"
     fi
     # The Erlang port mapper outlives the nodes; end it when no node is left.
     if command -v epmd >/dev/null && ! epmd -names 2>/dev/null | grep -q "^name "; then epmd -kill >/dev/null 2>&1 || true; fi
     exit 0
     ;;
-  stop-node | start-node)
+  stop-node | kill-node | start-node)
     index=$1
     read -r _ name mqtt_port node_dir < <(awk -v i="$index" '$1 == i' "$nodes_file")
     [ -n "${name:-}" ] || { echo "rabbitmq.sh: no node $index in $dir" >&2; exit 2; }
     cookie=$(cookie_of)
-    if [ "$command" = stop-node ]; then
+    if [ "$command" = kill-node ]; then
+      kill -9 "$(cat "$node_dir/rabbitmq.pid")"
+      for _ in $(seq 100); do ctl "$name" "$cookie" ping >/dev/null 2>&1 || break; sleep 0.1; done
+      rm -f "$node_dir/rabbitmq.pid" "$node_dir/server.pid"
+      echo "rabbitmq node $name killed"
+    elif [ "$command" = stop-node ]; then
       stop_node "$name" "$cookie" "$node_dir"
       echo "rabbitmq node $name stopped"
     else
@@ -137,7 +148,7 @@ case "$command" in
     exit 0
     ;;
   start) ;;
-  *) sed -n '2,19p' "$0"; exit 2 ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
 
 mqtt_port=$1 user=$2 password=$3
@@ -154,7 +165,7 @@ case "$durable" in "" | classic | quorum) ;; *) echo "rabbitmq.sh: --durable-que
 
 if [ "$count" = 1 ]; then
   # One node, as it always was: its data directly in DIR, the default cookie.
-  name="mqtt-proxy-test-$(basename "$dir" | tr -c 'A-Za-z0-9\n' '-')@localhost"
+  name="$prefix@localhost"
   start_node "$dir" "$name" "$mqtt_port" "" "$durable"
   await_node "$name" "" "$dir"
   provision "$name" "" "$((mqtt_port + 1))" "$user" "$password"
@@ -164,7 +175,6 @@ fi
 
 # A cluster: every node boots at once (the slow part), then nodes 1..N-1
 # join node 0 one after the other.
-prefix="mqtt-proxy-test-$(basename "$dir" | tr -c 'A-Za-z0-9\n' '-')"
 chmod 755 "$dir"  # the nodes run as the rabbitmq user: they must reach their own directories
 od -An -N16 -tx1 /dev/urandom | tr -dc '0-9a-f' | tr 'a-f' 'A-F' >"$dir/erlang.cookie"
 cookie=$(cookie_of)

@@ -276,8 +276,10 @@ void load_upstream_nodes(const toml::table& upstream, upstream_settings& setting
     throw config_error("upstream.policy", "must be \"failover\"");
   if (auto v = bounded(upstream, prefix, "backoff_ms", 1, 3'600'000)) settings.backoff.initial = std::chrono::milliseconds(*v);
   if (auto v = bounded(upstream, prefix, "backoff_max_ms", 1, 3'600'000)) settings.backoff.max = std::chrono::milliseconds(*v);
-  if (settings.backoff.max < settings.backoff.initial)
-    throw config_error("upstream.backoff_max_ms", "must not be below upstream.backoff_ms");
+  if (settings.backoff.max < settings.backoff.initial) {
+    if (upstream.contains("backoff_max_ms")) throw config_error("upstream.backoff_max_ms", "must not be below upstream.backoff_ms");
+    settings.backoff.max = settings.backoff.initial;  // only backoff_ms given: no doubling past it
+  }
 }
 
 void load_config_file(const std::string& path, proxy_config& config) {

@@ -160,5 +160,7 @@ backoff_max_ms = 4000
     CHECK(test::error_of({"--config", policy}).find("upstream.policy") != std::string::npos);
     auto backoff = test::write_file("mqtt-proxy-backoff.toml", "[upstream]\nbackoff_ms = 5000\nbackoff_max_ms = 10\n");
     CHECK(test::error_of({"--config", backoff}).find("upstream.backoff_max_ms") != std::string::npos);
+    auto long_backoff = test::write_file("mqtt-proxy-long-backoff.toml", "[upstream]\nbackoff_ms = 60000\n");
+    CHECK(test::parse({"--config", long_backoff}).config.connection.upstream.backoff.max == 60'000ms);
   }
 }
