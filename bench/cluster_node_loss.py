@@ -91,10 +91,11 @@ def main():
         # A retained message published on A.
         pub.client.publish("loss/retained", b"retained on A", qos=1, retain=True).wait_for_publish(5)
         time.sleep(0.5)
-        fresh = Client(port[1], "fresh-before")
-        subscribed(fresh, "loss/retained")
-        results["retained from A seen on B, A up"] = [m[1] for m in fresh.drain(2)]
-        fresh.stop()
+        for where, index in (("A", 0), ("B", 1)):
+            fresh = Client(port[index], f"fresh-before-{where}")
+            subscribed(fresh, "loss/retained")
+            results[f"retained from A seen on {where}, A up"] = [m[1] for m in fresh.drain(2)]
+            fresh.stop()
         # A client on A with a will, and a watcher on B.
         watcher = Client(port[1], "watcher")
         subscribed(watcher, "loss/will")

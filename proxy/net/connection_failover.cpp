@@ -58,7 +58,7 @@ asio::awaitable<std::string> client_connection::dial_with_failover() {
     failures += (failures.empty() ? "" : "; ") + node.name() + ": " + failure;
   }
   if (failures.empty()) failures = "no node within " + std::to_string(budget.count()) + " ms";
-  co_return failures;
+  co_return "every node failed: " + failures;
 }
 
 }  // namespace proxy
