@@ -135,8 +135,9 @@ class Failover(unittest.TestCase):
     def test_new_connections_go_round_robin_over_healthy_nodes(self):
         ports = [free_port() for _ in range(3)]
         brokers = [start_broker(p) for p in ports]
-        system = System(ports)
+        system = None
         try:
+            system = System(ports)
             clients = [Client(system, f"rr{i}") for i in range(9)]
             for c in clients:
                 self.assertEqual(c.answer["result"], "ok")
@@ -145,7 +146,8 @@ class Failover(unittest.TestCase):
             for c in clients:
                 c.close()
         finally:
-            system.close()
+            if system:
+                system.close()
             for b in brokers:
                 b.terminate()
                 b.wait(timeout=10)
@@ -153,9 +155,10 @@ class Failover(unittest.TestCase):
     def test_refusing_and_black_holed_nodes_are_skipped_within_the_connect_timeout(self):
         refused, hole, good = refusing_port(), BlackHole(), free_port()
         broker = start_broker(good)
-        # A long backoff: the second client must not try the dead nodes again.
-        system = System([refused, hole.port, good], "backoff_ms = 60000")
+        system = None
         try:
+            # A long backoff: the second client must not try the dead nodes again.
+            system = System([refused, hole.port, good], "backoff_ms = 60000")
             first = Client(system, "first")
             self.assertEqual(first.answer["result"], "ok")
             self.assertEqual(first.subscribe("a/x"), (1,))
@@ -178,7 +181,8 @@ class Failover(unittest.TestCase):
             first.close()
             second.close()
         finally:
-            system.close()
+            if system:
+                system.close()
             hole.close()
             broker.terminate()
             broker.wait(timeout=10)
