@@ -9,6 +9,7 @@ that went up while the client connected."""
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,10 @@ class Cluster(unittest.TestCase):
         for app in cls.apps:
             app.client.loop_stop()
         local_stack.stop(cls.dir)
+        if os.environ.get("KEEP_TEST_DIR"):
+            print("test files in", cls.dir)
+        else:
+            shutil.rmtree(cls.dir, ignore_errors=True)
 
     def admin(self, i):
         return self.env[f"ADMIN{i}_PORT"]
