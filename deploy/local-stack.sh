@@ -2,14 +2,16 @@
 # The docker-compose topology as plain processes on loopback, for machines
 # without Docker and for the integration tests:
 #
-#   HAProxy (TCP, PROXY v2) -> mqtt-proxy x 2 -> broker (Mosquitto, RabbitMQ or test-broker)
+#   HAProxy (TCP, PROXY v2) -> mqtt-proxy x 2 -> broker (Mosquitto, RabbitMQ, a RabbitMQ cluster of 3 or test-broker)
 #                                   \-> auth-server
 #
-#   deploy/local-stack.sh start [--dir DIR] [--base-port N] [--broker mosquitto|rabbitmq|test-broker]
+#   deploy/local-stack.sh start [--dir DIR] [--base-port N] [--broker mosquitto|rabbitmq|rabbitmq-cluster|test-broker]
 #   deploy/local-stack.sh stop  [--dir DIR]
 #
 # Ports, from the base port N (default 25000): N load balancer, N+1/N+2 proxies,
-# N+11/N+12 their admin endpoints, N+20 auth-server, N+30 broker (N+31..N+33 RabbitMQ).
+# N+11/N+12 their admin endpoints, N+20 auth-server, N+30 broker (N+31..N+33 RabbitMQ;
+# rabbitmq-cluster: nodes' MQTT on N+30, N+33, N+36, each with AMQP +1 and distribution +2,
+# every proxy given all three nodes, failing over between them).
 # `start` writes DIR/env (ports, pids, the demo user's password) and returns once
 # everything answers; `stop` ends every process it started.
 set -euo pipefail
@@ -55,7 +57,7 @@ wait_for() {  # port name
 case "$command" in
   stop) stop_stack; exit 0 ;;
   start) ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
 esac
 
 bin="$root/build/bin"
@@ -102,16 +104,27 @@ case "$broker" in
     "$root/deploy/rabbitmq.sh" start "$dir/rabbitmq" "$broker_port" proxy "$proxy_password" >"$dir/broker.log" 2>&1
     echo rabbit >"$dir/rabbitmq-node"
     ;;
-  *) echo "local-stack: --broker must be mosquitto, rabbitmq or test-broker" >&2; exit 2 ;;
+  rabbitmq-cluster)
+    echo rabbit >"$dir/rabbitmq-node"
+    "$root/deploy/rabbitmq.sh" start "$dir/rabbitmq" "$broker_port" proxy "$proxy_password" --nodes 3 --durable-queues quorum \
+      >"$dir/broker.log" 2>&1
+    ;;
+  *) echo "local-stack: --broker must be mosquitto, rabbitmq, rabbitmq-cluster or test-broker" >&2; exit 2 ;;
 esac
 wait_for "$auth" auth-server
 wait_for "$broker_port" broker
+upstream="127.0.0.1:$broker_port"
+if [ "$broker" = rabbitmq-cluster ]; then
+  upstream="127.0.0.1:$broker_port,127.0.0.1:$((broker_port + 3)),127.0.0.1:$((broker_port + 6))"
+  wait_for "$((broker_port + 3))" "broker node 1"
+  wait_for "$((broker_port + 6))" "broker node 2"
+fi
 
 for i in 1 2; do
   port_var="proxy$i" admin_var="admin$i" ws_var="proxy${i}_ws"
   "$proxy_bin" --listen "127.0.0.1:${!port_var}" --ws-listen "127.0.0.1:${!ws_var}" \
     --admin "127.0.0.1:${!admin_var}" --proxy-protocol \
-    --upstream "127.0.0.1:$broker_port" --upstream-username proxy --upstream-password "$proxy_password" \
+    --upstream "$upstream" --upstream-username proxy --upstream-password "$proxy_password" \
     --auth-url "http://127.0.0.1:$auth" --log-level info >"$dir/mqtt-proxy$i.log" 2>&1 &
   echo $! >"$dir/mqtt-proxy$i.pid"
   cat "$dir/mqtt-proxy$i.pid" >>"$dir/pids"
@@ -136,6 +149,8 @@ ADMIN2_PORT=$admin2
 AUTH_PORT=$auth
 BROKER_PORT=$broker_port
 BROKER=$broker
+BROKER_NODES=$upstream
+RABBITMQ_DIR=$dir/rabbitmq
 PROXY_PASSWORD=$proxy_password
 DEMO_USER=demo
 DEMO_PASSWORD=$demo_password

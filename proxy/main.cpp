@@ -59,16 +59,25 @@ std::string read_service_token(const std::string& path) {
 void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
   auto& connection = config.connection;
   if (!connection.upstream.probe) return;
-  const auto probe = proxy::probe_broker(connection.upstream, connection.session.upstream_username,
-                                         connection.session.upstream_password,
-                                         upstream_tls ? upstream_tls->current() : nullptr,
-                                         connection.upstream.connect_timeout);
+  // Several nodes: the first one that answers speaks for the cluster.
+  proxy::broker_probe_result probe;
+  std::string where;
+  for (const auto& node : proxy::upstream_nodes(connection.upstream)) {
+    auto target = connection.upstream;
+    target.host = node.host;
+    target.port = node.port;
+    probe = proxy::probe_broker(target, connection.session.upstream_username, connection.session.upstream_password,
+                                upstream_tls ? upstream_tls->current() : nullptr, connection.upstream.connect_timeout);
+    where = node.name();
+    if (probe.ok) break;
+    if (!connection.upstream.nodes.empty()) spdlog::warn("broker {} not probed: {}", where, probe.error);
+  }
   if (!probe.ok) {
     spdlog::warn("broker limits not learned ({}); advertising the configured ones", probe.error);
     return;
   }
   connection.session.limits = proxy::merge_limits(connection.session.limits, probe.limits);
-  spdlog::info("broker limits learned from {}:{}", connection.upstream.host, connection.upstream.port);
+  spdlog::info("broker limits learned from {}", where);
 }
 
 // `[upstream] protocol = "auto"`: a broker that refuses a 5.0 CONNECT and
@@ -79,10 +88,18 @@ void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tl
 bool resolve_upstream_protocol(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
   auto& connection = config.connection;
   if (connection.session.protocol != proxy::upstream_protocol::automatic) return false;
-  const auto found = proxy::detect_upstream_protocol(connection.upstream, connection.session.upstream_username,
-                                                     connection.session.upstream_password,
-                                                     upstream_tls ? upstream_tls->current() : nullptr,
-                                                     connection.upstream.connect_timeout);
+  // Several nodes: the first one that can be reached speaks for the cluster.
+  proxy::upstream_protocol_result found;
+  for (const auto& node : proxy::upstream_nodes(connection.upstream)) {
+    auto target = connection.upstream;
+    target.host = node.host;
+    target.port = node.port;
+    found = proxy::detect_upstream_protocol(target, connection.session.upstream_username,
+                                            connection.session.upstream_password,
+                                            upstream_tls ? upstream_tls->current() : nullptr,
+                                            connection.upstream.connect_timeout);
+    if (found.protocol != proxy::upstream_protocol::automatic) break;
+  }
   connection.session.protocol = found.protocol;
   const char* spoken = found.protocol == proxy::upstream_protocol::v3_1_1 ? "3.1.1 (5.0 clients bridged)"
                        : found.protocol == proxy::upstream_protocol::v5   ? "each client's version"
@@ -237,6 +254,7 @@ int main(int argc, char** argv) {
   const auto auth_endpoint = *proxy::parse_http_url(config.auth_url);
   proxy::metrics counters;
   std::atomic<bool> draining{false};
+  std::unique_ptr<proxy::upstream_pool> upstream_nodes;  // several brokers: shared by every worker, outlives them
   std::vector<std::unique_ptr<worker>> workers;
   std::unique_ptr<proxy::admin_server> admin;
   std::unique_ptr<proxy::operator_api> operators;  // the admin port's /v1/ endpoints
@@ -262,11 +280,18 @@ int main(int argc, char** argv) {
     auth_settings.cache = {config.auth.cache_max_entries, config.auth.negative_cache, config.auth.stale_if_error};
     auth_settings.breaker = {config.auth.breaker_failures, config.auth.breaker_cooldown};
     const auto service_token = read_service_token(config.auth.service_token_file);
+    if (!config.connection.upstream.nodes.empty()) {
+      auto backoff = config.connection.upstream.backoff;
+      backoff.probe_window = config.connection.upstream.connect_timeout;
+      upstream_nodes = std::make_unique<proxy::upstream_pool>(config.connection.upstream.nodes, backoff);
+      counters.upstream_nodes = upstream_nodes.get();
+    }
     for (unsigned i = 0; i < thread_count; ++i) {
       auto w = std::make_unique<worker>();
       w->auth = std::make_unique<proxy::http_auth_client>(w->io, auth_settings, &counters);
       w->environment = std::make_unique<proxy::connection_environment>(
-          proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get(), &w->registry});
+          proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get(), &w->registry,
+                                        upstream_nodes.get()});
       for (const auto& l : config.listeners) {
         if (!l.enabled) continue;
         const auto kind = static_cast<std::size_t>(l.settings.kind);
@@ -281,7 +306,7 @@ int main(int argc, char** argv) {
     admin = std::make_unique<proxy::admin_server>(
         workers[0]->io, resolve(workers[0]->io, config.admin, "admin"), counters,
         proxy::readiness_targets{config.connection.upstream.host, config.connection.upstream.port, auth_endpoint.host,
-                                 auth_endpoint.port},
+                                 auth_endpoint.port, config.connection.upstream.nodes},
         draining);
     operators = make_operator_api(config, workers, auth_endpoint, auth_settings.tls, service_token);
     admin->set_operator_api(operators.get());
@@ -350,6 +375,9 @@ int main(int argc, char** argv) {
   spdlog::info("mqtt-proxy {} threads, listening on {}; upstream {}{}:{}, auth {}, admin {}:{}", thread_count,
                listening, config.connection.upstream.tls ? "tls://" : "", config.connection.upstream.host,
                config.connection.upstream.port, config.auth_url, config.admin.host, config.admin.port);
+  if (upstream_nodes)
+    spdlog::info("upstream: {} broker nodes, failover (backoff {} ms doubling to {} ms)", upstream_nodes->size(),
+                 config.connection.upstream.backoff.initial.count(), config.connection.upstream.backoff.max.count());
 
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < workers.size(); ++i) threads.emplace_back([&w = *workers[i]] { w.io.run(); });

@@ -43,12 +43,33 @@ asio::awaitable<bool> admin_server::reachable(const std::string& host, const std
     tcp::resolver resolver(acceptor_.get_executor());
     auto endpoints = co_await resolver.async_resolve(host, port, asio::use_awaitable);
     tcp::socket probe(acceptor_.get_executor());
-    auto result = co_await (asio::async_connect(probe, endpoints, asio::use_awaitable) ||
+    // as_tuple: a refused connect ends the race at once. `||` waits for the
+    // first *success*, so a thrown refusal would wait out the deadline, and a
+    // node that is down would make every /readyz of a cluster take 1 s
+    // (longer than HAProxy's check timeout).
+    auto result = co_await (asio::async_connect(probe, endpoints, asio::as_tuple(asio::use_awaitable)) ||
                             deadline.async_wait(asio::use_awaitable));
-    co_return result.index() == 0;
+    if (result.index() != 0) co_return false;
+    const auto [connect_error, endpoint] = std::get<0>(result);
+    co_return !connect_error;
   } catch (const boost::system::system_error&) {
     co_return false;
   }
+}
+
+// One node taking connections is enough: the proxy dials the others only
+// when it must (net/upstream_pool.hpp). Tried in order, the first yes ends it.
+asio::awaitable<bool> admin_server::any_upstream_reachable() {
+  if (targets_.upstream_nodes.empty()) {
+    const bool up = co_await reachable(targets_.upstream_host, targets_.upstream_port);
+    co_return up;
+  }
+  bool any = false;
+  for (std::size_t i = 0; i < targets_.upstream_nodes.size() && !any; ++i) {
+    const bool up = co_await reachable(targets_.upstream_nodes[i].host, targets_.upstream_nodes[i].port);
+    any = up;
+  }
+  co_return any;
 }
 
 asio::awaitable<void> admin_server::serve(tcp::socket socket) {
@@ -79,7 +100,7 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket) {
       std::string problems;
       if (draining_.load()) problems += "draining\n";
       // Each co_await stands alone: GCC 12 miscompiles co_await inside conditions.
-      const bool broker_up = co_await reachable(targets_.upstream_host, targets_.upstream_port);
+      const bool broker_up = co_await any_upstream_reachable();
       const bool api_up = co_await reachable(targets_.auth_host, targets_.auth_port);
       if (!broker_up) problems += "broker unreachable\n";
       if (!api_up) problems += "API server unreachable\n";

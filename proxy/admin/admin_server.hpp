@@ -1,7 +1,8 @@
 // The admin listener for load balancers and monitoring:
 //   GET /healthz  200 while the process runs
-//   GET /readyz   200 when listening and both the broker and the API server
-//                 accept TCP connections; 503 while draining or otherwise
+//   GET /readyz   200 when listening and both the broker (with several broker
+//                 nodes: at least one of them) and the API server accept TCP
+//                 connections; 503 while draining or otherwise
 //   GET /metrics  Prometheus text format
 #pragma once
 
@@ -14,12 +15,15 @@
 
 #include "admin/metrics.hpp"
 #include "admin/operator_api.hpp"
+#include "net/upstream_pool.hpp"
 
 namespace proxy {
 
 struct readiness_targets {
   std::string upstream_host, upstream_port;
   std::string auth_host, auth_port;
+  // Several brokers (a cluster): ready while at least one of them accepts.
+  std::vector<upstream_node> upstream_nodes;
 };
 
 class admin_server {
@@ -35,6 +39,7 @@ class admin_server {
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket);
   boost::asio::awaitable<bool> reachable(const std::string& host, const std::string& port);
+  boost::asio::awaitable<bool> any_upstream_reachable();
 
   boost::asio::ip::tcp::acceptor acceptor_;
   const metrics& metrics_;

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "session/version_bridge.hpp"
+#include "net/upstream_pool.hpp"
 
 namespace proxy {
 namespace {
@@ -109,6 +110,7 @@ std::string metrics::render() const {
   sample(out, "mqtt_proxy_acl_report_total", "{direction=\"subscribe\"}", acl_report_subscribe);
   sample(out, "mqtt_proxy_acl_report_total", "{direction=\"deliver\"}", acl_report_deliver);
   render_bridge(out);
+  if (upstream_nodes) out << upstream_nodes->render_metrics();
   return out.str();
 }
 

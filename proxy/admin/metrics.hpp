@@ -29,6 +29,7 @@ class latency_histogram {
   std::array<std::atomic<std::uint64_t>, bounds.size() + 1> buckets_{};
   std::atomic<std::uint64_t> sum_ns_{0};
 };
+class upstream_pool;
 
 struct metrics {
   using counter = std::atomic<std::uint64_t>;
@@ -74,6 +75,8 @@ struct metrics {
   counter bridge_refused_subscriptions{0};  // 5.0-only subscription features refused in SUBACK
   counter bridge_oversized_dropped{0};      // deliveries over the client's Maximum Packet Size
   std::array<counter, 10> bridge_dropped{};  // by bridge::dropped: properties a 3.1.1 broker cannot carry
+  // The broker nodes' lines (net/upstream_pool.hpp); set once before the workers start.
+  const upstream_pool* upstream_nodes = nullptr;
 
   // Prometheus text exposition format.
   std::string render() const;

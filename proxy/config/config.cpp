@@ -269,6 +269,57 @@ host_port parse_host_port(const std::string& key, const std::string& text) {
   return {host, port};
 }
 
+// Several broker nodes: "h:p" each; host/port become the first, so
+// everything that reads one upstream (logs, TLS name) keeps working.
+void set_upstream_nodes(const std::string& key, const std::vector<std::string>& addresses, upstream_settings& upstream) {
+  if (addresses.empty()) throw config_error(key, "needs at least one HOST:PORT");
+  upstream.nodes.clear();
+  for (const auto& address : addresses) {
+    const auto hp = parse_host_port(key, address);
+    upstream.nodes.push_back({hp.host, hp.port});
+  }
+  upstream.host = upstream.nodes.front().host;
+  upstream.port = upstream.nodes.front().port;
+  if (upstream.nodes.size() == 1) upstream.nodes.clear();  // one node: as before
+}
+
+// --upstream a:1883,b:1883 (IPv6 in brackets has no comma).
+std::vector<std::string> split_addresses(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (;;) {
+    const auto comma = text.find(',', start);
+    out.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
+}
+
+// [upstream] addresses, policy, backoff_ms, backoff_max_ms.
+void load_upstream_nodes(const toml::table& upstream, upstream_settings& settings) {
+  const std::string prefix = "upstream.";
+  if (upstream.contains("addresses")) {
+    if (upstream.contains("address")) throw config_error("upstream.addresses", "give address or addresses, not both");
+    const auto* list = upstream.get("addresses")->as_array();
+    if (!list) throw config_error("upstream.addresses", "must be an array of \"HOST:PORT\" strings");
+    std::vector<std::string> addresses;
+    for (const auto& item : *list) {
+      auto value = item.value<std::string>();
+      if (!value) throw config_error("upstream.addresses", "must be an array of \"HOST:PORT\" strings");
+      addresses.push_back(*value);
+    }
+    set_upstream_nodes("upstream.addresses", addresses, settings);
+  }
+  if (text(upstream, prefix, "policy", "failover") != "failover")
+    throw config_error("upstream.policy", "must be \"failover\"");
+  if (auto v = bounded(upstream, prefix, "backoff_ms", 1, 3'600'000)) settings.backoff.initial = std::chrono::milliseconds(*v);
+  if (auto v = bounded(upstream, prefix, "backoff_max_ms", 1, 3'600'000)) settings.backoff.max = std::chrono::milliseconds(*v);
+  if (settings.backoff.max < settings.backoff.initial) {
+    if (upstream.contains("backoff_max_ms")) throw config_error("upstream.backoff_max_ms", "must not be below upstream.backoff_ms");
+    settings.backoff.max = settings.backoff.initial;  // only backoff_ms given: no doubling past it
+  }
+}
+
 void load_config_file(const std::string& path, proxy_config& config) {
   toml::table root;
   try {
@@ -295,7 +346,8 @@ void load_config_file(const std::string& path, proxy_config& config) {
                                     "protocol",
                                     "kind", "probe", "max_keep_alive", "maximum_qos", "retain_available", "receive_maximum",
                                     "maximum_packet_size", "wildcard_subscription_available",
-                                    "subscription_identifiers_available", "shared_subscription_available"});
+                                    "subscription_identifiers_available", "shared_subscription_available",
+                                    "addresses", "policy", "backoff_ms", "backoff_max_ms"});
   load_upstream_limits(upstream, conn);
   conn.upstream.tls = boolean(upstream, "upstream.", "tls", conn.upstream.tls);
   conn.upstream.ca_file = text(upstream, "upstream.", "ca_file", conn.upstream.ca_file);
@@ -307,6 +359,7 @@ void load_config_file(const std::string& path, proxy_config& config) {
     conn.upstream.host = hp.host;
     conn.upstream.port = hp.port;
   }
+  load_upstream_nodes(upstream, conn.upstream);
   if (upstream.contains("username")) conn.session.upstream_username = text(upstream, "upstream.", "username", "");
   if (upstream.contains("password")) conn.session.upstream_password = text(upstream, "upstream.", "password", "");
   if (upstream.contains("connect_timeout_ms"))
@@ -437,9 +490,7 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
     else if (flag == "--admin-token-file") config.admin_token_file = value;
     else if (flag == "--acl-mode") conn.session.acl_enforcement = acl_mode_value(flag, value);
     else if (flag == "--upstream") {
-      auto hp = parse_host_port(flag, value);
-      conn.upstream.host = hp.host;
-      conn.upstream.port = hp.port;
+      set_upstream_nodes(flag, split_addresses(value), conn.upstream);
     } else if (flag == "--upstream-username") conn.session.upstream_username = value;
     else if (flag == "--upstream-password") conn.session.upstream_password = value;
     else if (flag == "--auth-url") config.auth_url = value;
@@ -501,7 +552,8 @@ Flags (override the config file):
   --ws-path PATH              WebSocket endpoint (default /mqtt)
   --ws-allowed-origin ORIGIN  allow browser pages from ORIGIN only (repeatable; default any)
   --handshake-timeout-ms MS   TLS / WebSocket handshake deadline (default 10000)
-  --upstream HOST:PORT        the broker (default 127.0.0.1:1883)
+  --upstream HOST:PORT        the broker (default 127.0.0.1:1883); several, comma-separated
+                              (a cluster): each new client goes to the next healthy node
   --upstream-username USER    the proxy's own account on the broker
   --upstream-password PASS
   --upstream-tls              connect to the broker over TLS, verifying its certificate

@@ -72,6 +72,8 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
       room_(executor_, time_point::max()) {
   deadlines_.fill(time_point::max());
   if (listener_.acl_enforcement) session_.set_acl_mode(*listener_.acl_enforcement);
+  upstream_nodes_ = environment.upstream_nodes;
+  dial_target_ = &settings_.upstream;
 }
 
 client_connection::~client_connection() = default;

@@ -46,6 +46,7 @@ struct connection_environment {
   auth_client& auth;
   const reloadable_tls_context* upstream_tls = nullptr;  // null: plain TCP to the broker
   connection_registry* registry = nullptr;              // the worker's live connections
+  upstream_pool* upstream_nodes = nullptr;              // several brokers: which to dial (shared by all workers)
 };
 
 class client_connection : public std::enable_shared_from_this<client_connection> {
@@ -144,6 +145,9 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<std::string> dial_upstream();  // empty: connected
   void upstream_dial_expired();
 
+  // connection_failover.cpp: dial_upstream() on each planned node in turn.
+  boost::asio::awaitable<std::string> dial_with_failover();  // empty: connected
+
   // connection_closing.cpp
   void begin_close(std::string reason);
   void on_closing();
@@ -193,6 +197,9 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool forced_ = false;          // the flush deadline passed: cut, do not be polite
   std::string handshake_failure_;  // set by the transport handshake deadline
   std::string dial_failure_;       // set by the upstream dial deadline
+  upstream_pool* upstream_nodes_ = nullptr;  // null: the one broker of settings_.upstream
+  const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials
+  bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
 
   auth_client::pending_call pending_validation_;
   std::optional<boost::asio::ip::tcp::resolver> resolver_;

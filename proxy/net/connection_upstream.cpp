@@ -20,11 +20,11 @@ constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::bytes connect_packet) {
   enqueue(side::upstream, std::move(connect_packet));
-  const std::string failure = co_await self->dial_upstream();
+  const std::string failure = co_await self->dial_with_failover();
   if (state_ != lifecycle::running) co_return;  // closing while dialling: nothing left to report
   if (!failure.empty()) {
     upstream_link_ = link::none;
-    const auto& where = settings_.upstream;
+    const auto& where = *dial_target_;
     spdlog::warn("upstream {}:{} unreachable: {}", where.host, where.port, failure);
     apply(session_.on_upstream_connect_failed(failure));
     co_return;
@@ -35,7 +35,7 @@ asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::b
 }
 
 asio::awaitable<std::string> client_connection::dial_upstream() {
-  const auto& where = settings_.upstream;
+  const auto& where = *dial_target_;
   upstream_ = make_upstream_transport(executor_, where, upstream_tls_ ? upstream_tls_->current() : nullptr);
   arm_after(deadline::upstream_dial, where.connect_timeout);
   resolver_.emplace(executor_);
@@ -52,6 +52,7 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
       upstream_->socket().close(ec);
       upstream_->socket().open(entry.endpoint().protocol(), ec);
       if (ec) {
+        dial_local_error_ = true;
         last_error = ec;  // out of descriptors: said as such
         continue;
       }
@@ -76,7 +77,7 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
 
 void client_connection::upstream_dial_expired() {
   if (upstream_link_ != link::dialing) return;
-  dial_failure_ = "no connection within " + std::to_string(settings_.upstream.connect_timeout.count()) + " ms";
+  dial_failure_ = "no connection within " + std::to_string(dial_target_->connect_timeout.count()) + " ms";
   if (resolver_) resolver_->cancel();
   if (upstream_) upstream_->close();
 }

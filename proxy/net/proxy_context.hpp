@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "admin/metrics.hpp"
+#include "net/upstream_pool.hpp"
 #include "session/client_session.hpp"
 
 namespace proxy {
@@ -66,7 +67,17 @@ struct upstream_settings {
   // Learn the broker's limits at start-up with one probe CONNECT
   // (net/broker_probe.hpp); `[upstream]` limit keys win over what it learns.
   bool probe = true;
+  // Several brokers (a cluster): `[upstream] addresses`, `--upstream a,b,c`.
+  // Empty: the one node host:port. When set, host/port are its first node.
+  std::vector<upstream_node> nodes;
+  upstream_backoff backoff;  // how long a node whose dial failed is skipped
 };
+
+// The nodes to dial: `nodes`, or host:port as a one-element list.
+inline std::vector<upstream_node> upstream_nodes(const upstream_settings& upstream) {
+  if (!upstream.nodes.empty()) return upstream.nodes;
+  return {upstream_node{upstream.host, upstream.port}};
+}
 
 struct connection_settings {
   session_config session;

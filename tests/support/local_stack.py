@@ -13,6 +13,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCRIPT = os.path.join(ROOT, "deploy", "local-stack.sh")
 # The offsets from --base-port that local-stack.sh listens on (or may).
 PORT_OFFSETS = (0, 1, 2, 3, 4, 5, 11, 12, 20, 30, 31, 32, 33)
+# rabbitmq-cluster: three nodes, each MQTT, AMQP and distribution.
+PORT_OFFSETS += (34, 35, 36, 37, 38)
 
 
 def ports_free(base):

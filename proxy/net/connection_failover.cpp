@@ -1,0 +1,64 @@
+// Dialling one of several brokers (net/upstream_pool.hpp): the pool plans the
+// order, dial_upstream() dials one node, and a node that refuses or does not
+// answer hands the client to the next one, all within the one upstream
+// connect timeout. A client already connected to a node that dies is not
+// moved: its connection ends as with one broker (5.0: DISCONNECT 0x89) and it
+// reconnects, through the load balancer, to a node that is up.
+#include <boost/asio/use_awaitable.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include "net/client_connection.hpp"
+
+namespace proxy {
+
+namespace asio = boost::asio;
+namespace {
+
+// Each node gets an even share of what is left of the budget, so one node
+// that black-holes SYNs cannot use it all; but at least a second (or all
+// that is left), so a loaded broker is not given up on too eagerly.
+std::chrono::milliseconds attempt_timeout(std::chrono::milliseconds left, std::size_t nodes_left) {
+  const auto share = left / static_cast<long>(std::max<std::size_t>(nodes_left, 1));
+  return std::max(share, std::min(left, std::chrono::milliseconds(1'000)));
+}
+
+}  // namespace
+
+asio::awaitable<std::string> client_connection::dial_with_failover() {
+  if (!upstream_nodes_) {
+    std::string failure = co_await dial_upstream();
+    co_return failure;
+  }
+  using clock = std::chrono::steady_clock;
+  const auto started = clock::now();
+  const auto budget = settings_.upstream.connect_timeout;
+  const auto order = upstream_nodes_->plan(started);
+  std::string failures;
+  for (std::size_t k = 0; k < order.size() && state_ == lifecycle::running; ++k) {
+    const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started);
+    if (spent >= budget) break;
+    const auto& node = upstream_nodes_->node(order[k]);
+    upstream_settings target = settings_.upstream;  // TLS settings; the node's own host for its certificate
+    target.host = node.host;
+    target.port = node.port;
+    target.connect_timeout = attempt_timeout(budget - spent, order.size() - k);
+    dial_target_ = &target;
+    dial_failure_.clear();
+    dial_local_error_ = false;
+    std::string failure = co_await dial_upstream();
+    dial_target_ = &settings_.upstream;
+    if (failure.empty()) {
+      upstream_nodes_->report_success(order[k]);
+      co_return failure;
+    }
+    if (state_ != lifecycle::running) co_return failure;  // closing while dialling
+    if (!dial_local_error_) upstream_nodes_->report_failure(order[k], clock::now());
+    if (k + 1 < order.size()) spdlog::info("upstream {} unreachable: {}; trying the next node", node.name(), failure);
+    failures += (failures.empty() ? "" : "; ") + node.name() + ": " + failure;
+  }
+  if (failures.empty()) failures = "no node within " + std::to_string(budget.count()) + " ms";
+  co_return "every node failed: " + failures;
+}
+
+}  // namespace proxy

@@ -1,0 +1,209 @@
+#!/usr/bin/python3
+"""Several upstreams (net/upstream_pool): the real proxy in front of in-tree
+test-broker nodes, a port that refuses and a listener that never accepts
+(its SYNs are dropped: a black-holed node), paho clients, a stub API server.
+Usage: failover_test.py MQTT_PROXY TEST_BROKER"""
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+import urllib.error
+import urllib.request
+
+import paho.mqtt.client as mqtt
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+from netutil import free_port, wait_for_port  # noqa: E402
+from stub_auth import StubAuthServer  # noqa: E402
+
+PROXY, BROKER = None, None
+ACL = {"publish": ["a/#"], "subscribe": ["a/#"]}
+
+
+def refusing_port():
+    return free_port()  # nobody listens there
+
+
+class BlackHole:
+    """A listener whose accept queue is full: the kernel drops further SYNs,
+    so a connect to it neither succeeds nor fails until its deadline."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.fillers = []
+        for _ in range(3):  # fill the accept queue (backlog 0 still takes one or two)
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(s)
+
+    def close(self):
+        for s in self.fillers + [self.listener]:
+            s.close()
+
+
+class System:
+    def __init__(self, nodes, extra_config=""):
+        """nodes: ports; those in `broker_ports` get a test-broker."""
+        self.dir = tempfile.mkdtemp(prefix="failover-")
+        self.brokers = []
+        self.auth = StubAuthServer({"token": {"user": "carol", "acl": ACL}})
+        self.port, self.admin_port = free_port(), free_port()
+        self.nodes = nodes
+        conf = os.path.join(self.dir, "proxy.toml")
+        with open(conf, "w") as f:
+            addresses = ", ".join(f'"127.0.0.1:{p}"' for p in nodes)
+            f.write(f"[upstream]\naddresses = [{addresses}]\nconnect_timeout_ms = 4000\n{extra_config}\n")
+        self.log = open(os.path.join(self.dir, "proxy.log"), "w")
+        self.proxy = subprocess.Popen(
+            [PROXY, "--config", conf, "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin_port}",
+             "--auth-url", self.auth.url, "--auth-events", "false", "--threads", "2"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port)
+        wait_for_port(self.admin_port)
+
+    def metrics(self):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5).read().decode()
+        return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+                if line and not line.startswith("#")}
+
+    def node_metric(self, name, port):
+        return self.metrics()[f'mqtt_proxy_upstream_node_{name}{{node="127.0.0.1:{port}"}}']
+
+    def readyz(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def close(self):
+        self.proxy.terminate()
+        self.proxy.wait(timeout=10)
+        self.log.close()
+        self.auth.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_broker(port):
+    broker = subprocess.Popen([BROKER, "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
+    wait_for_port(port)
+    return broker
+
+
+class Client:
+    """A paho 3.1.1 client of the proxy: CONNECT, auth PUBLISH, the answer."""
+
+    def __init__(self, system, client_id):
+        self.messages, self.granted = queue.Queue(), queue.Queue()
+        self.client = mqtt.Client(client_id=client_id)
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload.decode()))
+        self.client.on_subscribe = lambda c, u, mid, granted: self.granted.put(granted)
+        self.client.reconnect_delay_set(60, 60)
+        self.client.connect("127.0.0.1", system.port, 30)
+        self.client.loop_start()
+        self.client.publish("service/auth/token", b"", qos=1)
+        self.answer = None
+        try:
+            while self.answer is None:
+                topic, payload = self.messages.get(timeout=10)
+                if topic.startswith("service/auth/"):
+                    self.answer = json.loads(payload)
+        except queue.Empty:
+            pass  # closed without an answer
+
+    def subscribe(self, topic):
+        self.client.subscribe(topic, qos=1)
+        return self.granted.get(timeout=5)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Failover(unittest.TestCase):
+    def test_new_connections_go_round_robin_over_healthy_nodes(self):
+        ports = [free_port() for _ in range(3)]
+        brokers = [start_broker(p) for p in ports]
+        system = None
+        try:
+            system = System(ports)
+            clients = [Client(system, f"rr{i}") for i in range(9)]
+            for c in clients:
+                self.assertEqual(c.answer["result"], "ok")
+                self.assertEqual(c.subscribe("a/rr"), (1,))
+            self.assertEqual([system.node_metric("connects_total", p) for p in ports], [3, 3, 3])
+            for c in clients:
+                c.close()
+        finally:
+            if system:
+                system.close()
+            for b in brokers:
+                b.terminate()
+                b.wait(timeout=10)
+
+    def test_refusing_and_black_holed_nodes_are_skipped_within_the_connect_timeout(self):
+        refused, hole, good = refusing_port(), BlackHole(), free_port()
+        broker = start_broker(good)
+        system = None
+        try:
+            # A long backoff: the second client must not try the dead nodes again.
+            system = System([refused, hole.port, good], "backoff_ms = 60000")
+            first = Client(system, "first")
+            self.assertEqual(first.answer["result"], "ok")
+            self.assertEqual(first.subscribe("a/x"), (1,))
+            self.assertEqual(system.node_metric("failures_total", refused), 1)
+            self.assertEqual(system.node_metric("failures_total", hole.port), 1)
+            self.assertEqual(system.node_metric("up", refused), 0)
+            self.assertEqual(system.node_metric("up", hole.port), 0)
+            self.assertEqual(system.node_metric("connects_total", good), 1)
+            second = Client(system, "second")
+            self.assertEqual(second.answer["result"], "ok")
+            self.assertEqual(system.node_metric("failures_total", refused), 1)
+            self.assertEqual(system.node_metric("failures_total", hole.port), 1)
+            self.assertEqual(system.node_metric("connects_total", good), 2)
+            # The two clients share the one live node.
+            second.subscribe("a/x")
+            first.client.publish("a/x", b"through the live node", qos=1)
+            self.assertEqual(second.messages.get(timeout=5), ("a/x", "through the live node"))
+            # One node that accepts is enough to be ready.
+            self.assertEqual(system.readyz()[0], 200)
+            first.close()
+            second.close()
+        finally:
+            if system:
+                system.close()
+            hole.close()
+            broker.terminate()
+            broker.wait(timeout=10)
+
+    def test_no_node_accepts_the_client_is_refused_and_readyz_says_broker_unreachable(self):
+        dead = [refusing_port(), refusing_port()]
+        system = System(dead)
+        try:
+            client = Client(system, "stranded")
+            self.assertIsNotNone(client.answer, "the proxy answers the auth PUBLISH before closing")
+            self.assertNotEqual(client.answer["result"], "ok")
+            self.assertEqual([system.node_metric("up", p) for p in dead], [0, 0])
+            status, body = system.readyz()
+            self.assertEqual(status, 503)
+            self.assertIn("broker unreachable", body)
+            client.client.loop_stop()
+        finally:
+            system.close()
+
+
+if __name__ == "__main__":
+    PROXY, BROKER = sys.argv[1], sys.argv[2]
+    del sys.argv[1:3]
+    unittest.main(verbosity=2)
