@@ -356,6 +356,8 @@ void client_session::admit(const auth_result& result) {
 void client_session::handle_reauth(const auth_result& result) {
   reauth_pending_ = false;
   const bool silent = std::exchange(silent_revalidation_, false);
+  if (std::exchange(expiry_check_, false) && result.outcome != auth_result::verdict::valid)
+    return deny("session_expired", reason_code::not_authorized);  // not extended, or nobody to say it was
   const auto id = result.user_id.empty() ? result.user : result.user_id;
   if (result.outcome == auth_result::verdict::valid && result.user == user_ && id == user_id_) {
     metrics_.auth_ok++;
@@ -379,6 +381,25 @@ void client_session::handle_reauth(const auth_result& result) {
     return;
   }
   deny("auth_unavailable", reason_code::server_unavailable);
+}
+
+// The session's lifetime as last validated has run out. It may have been
+// refreshed since (POST /v1/sessions/refresh extends the same token), and a
+// re-authentication may have been answered from the validation cache with the
+// old expiry: ask the API server before ending a session that is still live.
+// At the expiry no cached answer is fresh any more (max-age <= expires_in),
+// so this reaches the API server. Only a valid answer keeps the session (and
+// re-arms the timer with the new expires_in); invalid or unavailable end it.
+void client_session::on_session_expiry() {
+  if (state_ == state::closed || user_.empty()) return;
+  if (reauth_pending_) {
+    // A validation is on its way: its answer re-arms the timer or ends the session.
+    expiry_check_ = true;
+    return;
+  }
+  if (state_ != state::relaying || token_.empty()) return deny("session_expired", reason_code::not_authorized);
+  revalidate();
+  expiry_check_ = true;
 }
 
 // Re-validates the session with the token it authenticated with, as a
@@ -909,7 +930,7 @@ void client_session::close(std::string reason) {
 client_session::actions client_session::on_timer(timer_kind kind) {
   begin();
   if (kind == timer_kind::session_expiry) {
-    if (state_ != state::closed && !user_.empty()) deny("session_expired", reason_code::not_authorized);
+    on_session_expiry();
     return take();
   }
   if (kind == timer_kind::revalidate) {

@@ -163,6 +163,7 @@ class client_session {
   void handle_reauth(const auth_result& result);
   void admit(const auth_result& result);
   void revalidate();
+  void on_session_expiry();
   void revoke();
   void apply_acl(acl permissions);
   std::optional<std::uint16_t> free_packet_id() const;
@@ -235,6 +236,7 @@ class client_session {
   std::string pending_token_;
   std::string session_digest_;
   bool silent_revalidation_ = false;  // the proxy asked, not the client: no "ok" message
+  bool expiry_check_ = false;  // the pending validation decides whether the expired session lives on
   // Packet ids the client has in flight towards the broker (SUBSCRIBE and
   // UNSUBSCRIBE until their ack, QoS 1/2 PUBLISH until PUBACK/PUBCOMP): the
   // proxy's own UNSUBSCRIBE takes an id outside them.

@@ -45,7 +45,7 @@ def http(method, url, body=None, headers=None):
 class System:
     """Mosquitto, auth-server and two proxies on free loopback ports."""
 
-    def __init__(self):
+    def __init__(self, session_ttl=3600):
         self.dir = tempfile.mkdtemp(prefix="revocation-")
         os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
         self.db = os.path.join(self.dir, "auth.db")
@@ -59,7 +59,7 @@ class System:
         self.auth_port = free_port()
         self.auth_url = f"http://127.0.0.1:{self.auth_port}"
         self.spawn("auth-server", [AUTH_SERVER, "serve", "--db", self.db, "--listen", f"127.0.0.1:{self.auth_port}",
-                                   "--service-token-file", self.token_file])
+                                   "--service-token-file", self.token_file, "--session-ttl", str(session_ttl)])
         wait_for_port(self.broker_port)
         wait_for_port(self.auth_port)
         self.proxy_ports = []
@@ -308,6 +308,46 @@ class Revocation(unittest.TestCase):
                                 0, name)
         self.assertNotEqual(self.system.cli("adduser", "--user", "okname", "--password", "pw-123456789",
                                             "--group", "ops.secret").returncode, 0)
+
+
+class Expiry(unittest.TestCase):
+    """Sessions of 4 s: a refreshed session outlives the expiry its connection
+    was admitted with (also when a re-authentication was answered from the
+    proxy's validation cache with the old expiry); one not refreshed ends."""
+    TTL = 4
+
+    @classmethod
+    def setUpClass(cls):
+        cls.system = System(session_ttl=cls.TTL)
+        cls.system.add_user("erin", groups=())
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.system.close()
+
+    def refresh(self, session):
+        status, body = http("POST", self.system.auth_url + "/v1/sessions/refresh",
+                            headers={"Authorization": "Bearer " + session})
+        self.assertEqual(status, 200, body)
+
+    def test_a_refreshed_session_lives_past_its_first_expiry_and_then_ends(self):
+        session = self.system.login("erin")
+        app = App(self.system, 0, session, "erin-phone", subscribe="private/erin/#")
+        try:
+            time.sleep(self.TTL / 2)
+            self.refresh(session)  # now valid until about TTL * 1.5 from the start
+            # Re-authenticating at once is answered from the proxy's cache, with the old expiry.
+            app.client.publish("service/auth/" + session, b"", qos=1)
+            self.assertEqual(json.loads(app.auth_answers.get(timeout=5))["result"], "ok")
+            time.sleep(self.TTL / 2 + 1)  # past the first expiry
+            self.assertFalse(app.disconnected.is_set(), "a refreshed session was ended at its old expiry")
+            app.client.publish("private/erin/note", b"still here", qos=1)
+            self.assertEqual(app.messages.get(timeout=5), ("private/erin/note", "still here"))
+            # Not refreshed again: it ends, and says why.
+            self.assertTrue(app.disconnected.wait(self.TTL + 5), "an expired session was not ended")
+            self.assertEqual(json.loads(app.auth_answers.get(timeout=1))["reason"], "session_expired")
+        finally:
+            app.stop()
 
 
 if __name__ == "__main__":

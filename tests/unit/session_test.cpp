@@ -491,11 +491,46 @@ TEST_SUITE("session: expiry") {
     h.upstream(mqtt::connack{});
     h.client(mqtt::publish{"service/auth/t2", "", mqtt::qos::at_most_once, false, false, 0, {}});
     CHECK(has<action::arm_timer>(h.auth(harness::valid("alice", harness::default_acl()))));
+    // At the expiry the proxy asks once more (the session may have been refreshed).
     auto expired = h.session.on_timer(timer_kind::session_expiry);
-    std::vector<session_action> actions(expired.begin(), expired.end());
+    CHECK(has<action::validate_session>(expired));
+    CHECK_FALSE(has<action::close>(expired));
+    auth_result gone;
+    gone.outcome = auth_result::verdict::invalid;
+    auto answer = h.auth(gone);
+    std::vector<session_action> actions(answer.begin(), answer.end());
     CHECK(nlohmann::json::parse(std::get<mqtt::publish>(to_client(actions, h.v).at(0)).payload)["reason"] ==
           "session_expired");
     CHECK(has<action::close>(actions));
+  }
+
+  TEST_CASE("a session refreshed at the API server outlives the expiry it was admitted with") {
+    harness h(protocol_version::v5);
+    h.client(h.connect_packet());
+    h.client(mqtt::publish{"service/auth/t", "", mqtt::qos::at_most_once, false, false, 0, {}});
+    h.auth(harness::valid("alice", harness::default_acl()));
+    h.upstream(mqtt::connack{});
+    CHECK(has<action::validate_session>(h.session.on_timer(timer_kind::session_expiry)));
+    auto refreshed = harness::valid("alice", harness::default_acl());
+    refreshed.expires_in = std::chrono::seconds(3600);
+    auto out = h.auth(refreshed);
+    CHECK_FALSE(has<action::close>(out));
+    CHECK(to_client(out, h.v).empty());  // silent: the client asked nothing
+    REQUIRE(all_of<action::arm_timer>(out).size() == 1);
+    CHECK(all_of<action::arm_timer>(out)[0].after == std::chrono::seconds(3600));
+    CHECK(h.session.current_state() == client_session::state::relaying);
+  }
+
+  TEST_CASE("an API server that cannot answer at the expiry does not extend the session") {
+    harness h(protocol_version::v3_1_1);
+    h.client(h.connect_packet());
+    h.client(mqtt::publish{"service/auth/t", "", mqtt::qos::at_most_once, false, false, 0, {}});
+    h.auth(harness::valid("alice", harness::default_acl()));
+    h.upstream(mqtt::connack{});
+    CHECK(has<action::validate_session>(h.session.on_timer(timer_kind::session_expiry)));
+    auth_result down;
+    down.outcome = auth_result::verdict::unavailable;
+    CHECK(has<action::close>(h.auth(down)));
   }
 }
 
