@@ -36,15 +36,28 @@ done
 # tests. Machine images often carry a newer Node.js than Debian's; keep it.
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-echo "install-deps: installing ${missing[*]}"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts these services on install; the tests start their own on loopback ports.
-if command -v systemctl >/dev/null 2>&1; then
-  for service in mosquitto haproxy rabbitmq-server; do $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true; done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts these services on install; the tests start their own on loopback ports.
+  if command -v systemctl >/dev/null 2>&1; then
+    for service in mosquitto haproxy rabbitmq-server; do $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true; done
+  fi
 fi
+
+# npm packages, exactly as their lock files pin them (no browser download:
+# playwright-core drives Debian's chromium): MQTT.js for the web console and
+# the WebSocket tests, playwright-core for the browser test. Skipped when
+# already installed; a failure here leaves the tests to try `npm ci` again.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+for dir in auth/console tests/integration/mqttjs tests/browser; do
+  [ -f "$root/$dir/package-lock.json" ] || continue
+  [ -d "$root/$dir/node_modules" ] && continue
+  echo "install-deps: npm ci in $dir"
+  (cd "$root/$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+    || echo "install-deps: npm ci in $dir failed; the tests will try again" >&2
+done

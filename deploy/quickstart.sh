@@ -6,7 +6,7 @@
 #
 #   deploy/quickstart.sh [--broker test-broker|mosquitto|rabbitmq] [--check] [--no-build]
 #     --broker   which broker to put behind the proxy (default: test-broker when
-#                built, otherwise Mosquitto); rabbitmq takes MQTT 3.1.1 only
+#                built, otherwise Mosquitto); with rabbitmq (3.1.1 only) 5.0 clients are bridged
 #     --check    run deploy/demo-client.py against the stack, then stop (exit 0 on success)
 #     --no-build skip installing and building (the binaries must exist)
 set -euo pipefail
@@ -86,9 +86,14 @@ random() { head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 16; }
 demo_password=$(random)
 proxy_password=$(random)
 
+# Shared secrets: the proxies' service token for the API server's event stream
+# (revocations reach open connections) and the operator token of the admin port.
+secret() { head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
+(umask 077; secret >"$state/service-token"; secret >"$state/admin-token")
+
 # The API server and its demo user.
 build/bin/auth-server adduser --db "$state/auth.db" --user demo --password "$demo_password" --group demo >/dev/null
-build/bin/auth-server serve --db "$state/auth.db" --listen 127.0.0.1:8080 \
+build/bin/auth-server serve --db "$state/auth.db" --listen 127.0.0.1:8080 --service-token-file "$state/service-token" \
   --console-dir "$root/auth/console" "${cors_flags[@]}" >"$state/auth-server.log" 2>&1 &
 pids+=($!)
 
@@ -117,14 +122,15 @@ wait_for 1883 broker
 
 build/bin/mqtt-proxy --listen 0.0.0.0:5000 --ws-listen 0.0.0.0:8081 --upstream 127.0.0.1:1883 --upstream-username proxy \
   --upstream-password "$proxy_password" --auth-url http://127.0.0.1:8080 --admin 127.0.0.1:9100 \
+  --auth-service-token-file "$state/service-token" --admin-token-file "$state/admin-token" \
   "${ws_origin_flags[@]}" \
   >"$state/mqtt-proxy.log" 2>&1 &
 pids+=($!)
 wait_for 5000 mqtt-proxy
 
 if [ "$check" = 1 ]; then
+  # MQTT 5.0 on every broker: RabbitMQ 3.10 speaks 3.1.1 only, and the proxy bridges.
   mqtt_version=5
-  [ "$broker" = rabbitmq ] && mqtt_version=3  # RabbitMQ 3.10 speaks MQTT 3.1.1 only
   /usr/bin/python3 deploy/demo-client.py --user demo --password "$demo_password" --mqtt "$mqtt_version"
   /usr/bin/python3 deploy/demo-client.py --user demo --password "$demo_password" --mqtt "$mqtt_version" \
     --websocket --port 8081 --origin http://127.0.0.1:8080
@@ -137,6 +143,12 @@ if sys.argv[1] == "vendor":
     urllib.request.urlopen("http://127.0.0.1:8080/console/vendor/mqtt.min.js", timeout=5).read()
 print("web console served at http://127.0.0.1:8080/console/")
 PY
+  # The operator endpoints answer with the admin token and list the stack's own check client as gone.
+  curl -sf -H "Authorization: Bearer $(cat "$state/admin-token")" http://127.0.0.1:9100/v1/connections >/dev/null \
+    || { echo "quickstart: the admin port's /v1/connections did not answer" >&2; exit 1; }
+  # The event stream is protected and connected (revocations reach open connections).
+  grep -q "auth event stream connected" "$state/mqtt-proxy.log" || { echo "quickstart: the proxy did not follow the event stream" >&2; exit 1; }
+  echo "operator endpoints and event stream ok"
   exit $?
 fi
 
@@ -164,6 +176,11 @@ The stack is up (logs in .quickstart/):
 
 4. Or in a browser: open the web console, log in as demo, watch messages arrive and publish:
    http://127.0.0.1:8080/console/?user=demo
+
+5. Operate: who is connected, kick, explain a decision (token in .quickstart/admin-token):
+   T=\$(cat .quickstart/admin-token)
+   curl -s -H "Authorization: Bearer \$T" http://127.0.0.1:9100/v1/connections
+   curl -s -H "Authorization: Bearer \$T" 'http://127.0.0.1:9100/v1/explain?user=demo&action=subscribe&topic=%23'
 
 Ctrl-C stops everything.
 TEXT
