@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/ip/address.hpp>
+
 #include "admin/metrics.hpp"
 #include "session/client_session.hpp"
 
@@ -63,6 +65,8 @@ struct upstream_settings {
   // Learn the broker's limits at start-up with one probe CONNECT
   // (net/broker_probe.hpp); `[upstream]` limit keys win over what it learns.
   bool probe = true;
+  // Source addresses for the broker connections, round robin (net/upstream_source.hpp); empty: the kernel's choice.
+  std::vector<boost::asio::ip::address> bind_addresses;
 };
 
 struct connection_settings {
