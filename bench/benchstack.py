@@ -37,7 +37,7 @@ def http(method, url, body=None, headers=None, timeout=10):
 class Stack:
     """Mosquitto + auth-server + one mqtt-proxy on free loopback ports."""
 
-    def __init__(self, proxy, auth_server, proxy_args=(), auth_args=()):
+    def __init__(self, proxy, auth_server, proxy_args=(), auth_args=(), broker_conf=""):
         self.proxy_bin, self.auth_bin = proxy, auth_server
         self.dir = tempfile.mkdtemp(prefix="bench-")
         os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
@@ -55,7 +55,7 @@ class Stack:
         conf = os.path.join(self.dir, "mosquitto.conf")
         with open(conf, "w") as f:
             f.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
-                    "persistence false\nlog_type error\nmax_connections -1\n")
+                    "persistence false\nlog_type error\nmax_connections -1\n" + broker_conf)
         self.spawn("mosquitto", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf])
         self.auth_port = free_port()
         self.auth_url = f"http://127.0.0.1:{self.auth_port}"

@@ -5,6 +5,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <iosfwd>
 #include <string>
@@ -30,6 +31,37 @@ class latency_histogram {
   std::atomic<std::uint64_t> sum_ns_{0};
 };
 class upstream_pool;
+// A counter every worker bumps for every relayed packet: one cache line per
+// shard, a worker keeps to its own shard, so the workers do not pass one
+// line back and forth twice per packet. Relaxed: the sum is read only to
+// render /metrics, where a count a packet behind is fine.
+class sharded_counter {
+ public:
+  static constexpr std::size_t shards = 16;
+  void operator++(int) { add(1); }
+  sharded_counter& operator+=(std::uint64_t n) {
+    add(n);
+    return *this;
+  }
+  std::uint64_t load() const {
+    std::uint64_t sum = 0;
+    for (const auto& s : shard_) sum += s.value.load(std::memory_order_relaxed);
+    return sum;
+  }
+  operator std::uint64_t() const { return load(); }
+
+ private:
+  struct alignas(64) shard {
+    std::atomic<std::uint64_t> value{0};
+  };
+  static std::size_t my_shard() {
+    static std::atomic<std::size_t> next{0};
+    thread_local const std::size_t index = next.fetch_add(1, std::memory_order_relaxed) % shards;
+    return index;
+  }
+  void add(std::uint64_t n) { shard_[my_shard()].value.fetch_add(n, std::memory_order_relaxed); }
+  std::array<shard, shards> shard_{};
+};
 
 struct metrics {
   using counter = std::atomic<std::uint64_t>;
@@ -47,10 +79,10 @@ struct metrics {
   counter sessions_revoked{0};    // live connections ended by a revocation
   counter held_dropped{0};        // packets held before authentication and dropped (it failed)
   counter upstream_connect_failures{0};
-  counter packets_client_to_upstream{0};
-  counter packets_upstream_to_client{0};
-  counter bytes_client_to_upstream{0};
-  counter bytes_upstream_to_client{0};
+  sharded_counter packets_client_to_upstream;  // per relayed packet: sharded (see above)
+  sharded_counter packets_upstream_to_client;
+  sharded_counter bytes_client_to_upstream;
+  sharded_counter bytes_upstream_to_client;
   counter protocol_errors{0};
   // Indexed by transport_kind: tcp, tls, ws, wss.
   std::array<counter, 4> connections_by_transport{};

@@ -3,7 +3,9 @@
 #include <optional>
 #include <charconv>
 #include <set>
+#include <utility>
 #include <toml++/toml.h>
+#include <boost/asio/ip/address.hpp>
 
 #include "auth/http_auth_client.hpp"
 #include "mqtt/topic.hpp"
@@ -176,6 +178,14 @@ std::vector<std::string> strings(const toml::table& t, const std::string& prefix
   return out;
 }
 
+// One of upstream.bind_addresses: a literal IP address (no name, no port).
+boost::asio::ip::address parse_source_address(const std::string& key, const std::string& value) {
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(value, ec);
+  if (ec) throw config_error(key, "'" + value + "' is not an IP address");
+  return address;
+}
+
 // "suppress" (default): a planned restart ends broker sessions with a normal
 // DISCONNECT, so no will is published; "fire": as if every client crashed.
 bool drain_wills(const std::string& key, const std::string& value) {
@@ -344,6 +354,7 @@ void load_config_file(const std::string& path, proxy_config& config) {
   only_keys(upstream, "upstream.", {"address", "username", "password", "connect_timeout_ms", "tls", "ca_file", "cert_file",
                                     "key_file", "server_name",
                                     "protocol",
+                                    "bind_addresses",
                                     "kind", "probe", "max_keep_alive", "maximum_qos", "retain_available", "receive_maximum",
                                     "maximum_packet_size", "wildcard_subscription_available",
                                     "subscription_identifiers_available", "shared_subscription_available",
@@ -354,6 +365,8 @@ void load_config_file(const std::string& path, proxy_config& config) {
   conn.upstream.cert_file = text(upstream, "upstream.", "cert_file", conn.upstream.cert_file);
   conn.upstream.key_file = text(upstream, "upstream.", "key_file", conn.upstream.key_file);
   conn.upstream.server_name = text(upstream, "upstream.", "server_name", conn.upstream.server_name);
+  for (const auto& source : strings(upstream, "upstream.", "bind_addresses", {}))
+    conn.upstream.bind_addresses.push_back(parse_source_address("upstream.bind_addresses", source));
   if (upstream.contains("address")) {
     auto hp = parse_host_port("upstream.address", text(upstream, "upstream.", "address", ""));
     conn.upstream.host = hp.host;
@@ -453,6 +466,7 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
   for (const auto& [flag, value] : flags)
     if (flag == "--config") load_config_file(value, config);
   auto& conn = config.connection;
+  bool bind_flag_seen = false;  // the first --upstream-bind-address replaces the file's list
   for (const auto& [flag, value] : flags) {
     if (flag == "--config") continue;
     if (flag == "--proxy-protocol") {
@@ -491,6 +505,9 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
     else if (flag == "--acl-mode") conn.session.acl_enforcement = acl_mode_value(flag, value);
     else if (flag == "--upstream") {
       set_upstream_nodes(flag, split_addresses(value), conn.upstream);
+    } else if (flag == "--upstream-bind-address") {
+      if (!std::exchange(bind_flag_seen, true)) conn.upstream.bind_addresses.clear();
+      conn.upstream.bind_addresses.push_back(parse_source_address(flag, value));
     } else if (flag == "--upstream-username") conn.session.upstream_username = value;
     else if (flag == "--upstream-password") conn.session.upstream_password = value;
     else if (flag == "--auth-url") config.auth_url = value;
@@ -556,6 +573,8 @@ Flags (override the config file):
                               (a cluster): each new client goes to the next healthy node
   --upstream-username USER    the proxy's own account on the broker
   --upstream-password PASS
+  --upstream-bind-address IP  source address for broker connections; repeat for several, used
+                              round robin (upstream.bind_addresses: ~64k connections per source and broker address)
   --upstream-tls              connect to the broker over TLS, verifying its certificate
   --upstream-ca FILE          CA for the broker's certificate (default: the system's)
   --upstream-cert FILE        client certificate for the broker (with --upstream-key)

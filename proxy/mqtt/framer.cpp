@@ -57,7 +57,9 @@ result<std::optional<frame>> framer::next() {
 
 void framer::release_if_empty() {
   if (begin_ != end_) return;
-  buffer_ = {};
+  // Not `buffer_ = {}`: that is assign(initializer_list), which keeps the
+  // capacity (heaptrack: every idle connection still held two 512 B buffers).
+  std::vector<std::uint8_t>().swap(buffer_);
   begin_ = end_ = 0;
 }
 
@@ -66,7 +68,7 @@ void framer::compact() {
   // caller asks for room, which ends the life of those frames.
   if (begin_ == end_ && buffer_.size() > retained_capacity) {
     // An idle connection should not keep the memory of its largest packet.
-    buffer_ = {};
+    std::vector<std::uint8_t>().swap(buffer_);
     begin_ = end_ = 0;
     return;
   }

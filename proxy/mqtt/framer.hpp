@@ -52,6 +52,8 @@ class framer {
   // Frees the buffer when no bytes are pending, so an idle connection holds
   // no read memory. Frames handed out before become invalid.
   void release_if_empty();
+  // Heap bytes the framer holds (what an idle connection keeps for reading).
+  std::size_t capacity() const { return buffer_.capacity(); }
   std::size_t max_packet_size() const { return max_packet_size_; }
 
  private:

@@ -37,6 +37,7 @@ asio::awaitable<void> client_connection::read_client(self_ptr self) {
   if (still_readable && state_ == lifecycle::running) {
     const bool relayed = co_await self->relay_from_client();
     still_readable = relayed;
+    if (parked_[static_cast<std::size_t>(side::client)]) co_return;  // resume_client goes on
   }
   if (still_readable && client_established_) co_await discard_until_eof(*client_);
   // A refused handshake (an HTTP error, a TLS alert) was the last thing sent:
@@ -62,10 +63,18 @@ void client_connection::process_client_frames() {
   }
 }
 
+// The client's reader after a parked wait: relaying, then read_client's ending.
+asio::awaitable<void> client_connection::resume_client(self_ptr self) {
+  const bool relayed = co_await self->relay_from_client();
+  if (parked_[static_cast<std::size_t>(side::client)]) co_return;
+  if (relayed && client_established_) co_await discard_until_eof(*client_);
+}
+
 asio::awaitable<bool> client_connection::relay_from_client() {
   while (state_ == lifecycle::running) {
     process_client_frames();  // whole packets the last read completed
     if (state_ != lifecycle::running) break;
+    if (park(side::client)) co_return true;
     const auto in = co_await read_into(*client_, client_framer_, side::client);
     if (in.error) {
       if (state_ == lifecycle::running) apply(session_.on_client_closed());
@@ -83,11 +92,13 @@ asio::awaitable<bool> client_connection::relay_from_client() {
 
 asio::awaitable<void> client_connection::read_upstream(self_ptr self) {
   const bool still_readable = co_await self->relay_from_upstream();
+  if (parked_[static_cast<std::size_t>(side::upstream)]) co_return;  // unpark() calls read_upstream again
   if (still_readable) co_await discard_until_eof(*upstream_);
 }
 
 asio::awaitable<bool> client_connection::relay_from_upstream() {
   while (state_ == lifecycle::running) {
+    if (park(side::upstream)) co_return true;
     const auto in = co_await read_into(*upstream_, upstream_framer_, side::upstream);
     if (in.error) {
       if (state_ == lifecycle::running) apply(session_.on_upstream_closed());
@@ -138,7 +149,11 @@ asio::awaitable<client_connection::received> client_connection::read_into(transp
                                                                           side from) {
   co_await wait_for_room(from);
   if (state_ != lifecycle::running) co_return received{};
-  const std::size_t chunk = co_await readable(stream, framer);
+  std::size_t chunk = std::clamp(stream.read_size_hint(), min_read, max_read);
+  if (!std::exchange(woken_[static_cast<std::size_t>(from)], false)) {
+    const std::size_t when_readable = co_await readable(stream, framer);
+    chunk = when_readable;
+  }
   auto space = framer.prepare(chunk);
   const auto [ec, n] = co_await stream.read_some(asio::buffer(space.data(), space.size()));
   if (ec) co_return received{ec, {}};
@@ -155,6 +170,37 @@ asio::awaitable<std::size_t> client_connection::readable(transport& stream, mqtt
     co_await stream.wait_readable();
   }
   co_return std::clamp(stream.read_size_hint(), min_read, max_read);
+}
+
+// Parks the reader of `from` when it would only wait: nothing buffered, room
+// in the queues, a stream whose readiness is its socket's. The framer gives
+// its buffer back; the wait holds the connection as the coroutine did.
+bool client_connection::park(side from) {
+  const auto i = static_cast<std::size_t>(from);
+  auto& stream = from == side::client ? *client_ : *upstream_;
+  auto& framer = from == side::client ? client_framer_ : upstream_framer_;
+  if (woken_[i] || framer.buffered() != 0 || !stream.readable_when_socket_is()) return false;
+  const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings_.write_high_water;
+  if (full) return false;
+  framer.release_if_empty();
+  parked_[i] = true;
+  stream.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), from](boost::system::error_code) {
+    self->unpark(from);  // an error is the next read's to report
+  });
+  return true;
+}
+
+// The socket is readable (or closed): the reader goes on where it parked.
+void client_connection::unpark(side from) {
+  const auto i = static_cast<std::size_t>(from);
+  parked_[i] = false;
+  woken_[i] = true;
+  auto self = shared_from_this();
+  if (from == side::client) {
+    spawn(resume_client(self));
+  } else {
+    spawn(read_upstream(self));
+  }
 }
 
 // Closing a socket with unread bytes makes the kernel send RST, and an RST

@@ -9,6 +9,7 @@
 
 #include "net/client_connection.hpp"
 #include "net/tls_context.hpp"
+#include "net/upstream_source.hpp"
 
 namespace proxy {
 
@@ -51,6 +52,7 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
       boost::system::error_code ec;
       upstream_->socket().close(ec);
       upstream_->socket().open(entry.endpoint().protocol(), ec);
+      if (!ec) ec = bind_upstream_source(upstream_->socket(), entry.endpoint(), where.bind_addresses);
       if (ec) {
         dial_local_error_ = true;
         last_error = ec;  // out of descriptors: said as such

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/ip/address.hpp>
+
 #include "admin/metrics.hpp"
 #include "net/upstream_pool.hpp"
 #include "session/client_session.hpp"
@@ -71,6 +73,8 @@ struct upstream_settings {
   // Empty: the one node host:port. When set, host/port are its first node.
   std::vector<upstream_node> nodes;
   upstream_backoff backoff;  // how long a node whose dial failed is skipped
+  // Source addresses for the broker connections, round robin (net/upstream_source.hpp); empty: the kernel's choice.
+  std::vector<boost::asio::ip::address> bind_addresses;
 };
 
 // The nodes to dial: `nodes`, or host:port as a one-element list.

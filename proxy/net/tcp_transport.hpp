@@ -13,6 +13,7 @@ class tcp_transport final : public transport {
   boost::asio::ip::tcp::socket& socket() override { return socket_; }
   boost::asio::awaitable<handshake_result> handshake() override { co_return handshake_result{}; }
   boost::asio::awaitable<void> wait_readable() override;
+  bool readable_when_socket_is() const override { return true; }
   std::size_t read_size_hint() override;
   boost::asio::awaitable<io_result> read_some(boost::asio::mutable_buffer buffer) override;
   boost::asio::awaitable<io_result> write(const std::vector<boost::asio::const_buffer>& buffers) override;

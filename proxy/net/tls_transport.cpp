@@ -50,6 +50,8 @@ asio::awaitable<void> tls_transport::wait_readable() {
   (void)ec;  // the read that follows reports any error
 }
 
+bool tls_transport::readable_when_socket_is() const { return !stream_.has_pending(); }
+
 std::size_t tls_transport::read_size_hint() {
   boost::system::error_code ec;
   return socket().available(ec);  // ciphertext: a little more than the plaintext it holds

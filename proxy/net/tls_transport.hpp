@@ -19,6 +19,7 @@ class tls_transport final : public transport {
   boost::asio::ip::tcp::socket& socket() override { return stream_.next_layer(); }
   boost::asio::awaitable<handshake_result> handshake() override;
   boost::asio::awaitable<void> wait_readable() override;
+  bool readable_when_socket_is() const override;
   std::size_t read_size_hint() override;
   boost::asio::awaitable<io_result> read_some(boost::asio::mutable_buffer buffer) override;
   boost::asio::awaitable<io_result> write(const std::vector<boost::asio::const_buffer>& buffers) override;

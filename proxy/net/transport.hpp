@@ -46,6 +46,10 @@ class transport {
   // stream allows it (TCP, and TLS when OpenSSL holds nothing); WebSocket
   // returns at once, as Beast may hold bytes it has not handed out.
   virtual boost::asio::awaitable<void> wait_readable() = 0;
+  // True when readiness of socket() is all wait_readable() waits for (TCP;
+  // TLS while OpenSSL holds no bytes): an idle reader may then wait with a
+  // bare socket wait instead of a parked coroutine (client_connection::park).
+  virtual bool readable_when_socket_is() const { return false; }
   // How many bytes the next read should offer room for.
   virtual std::size_t read_size_hint() = 0;
   virtual boost::asio::awaitable<io_result> read_some(boost::asio::mutable_buffer buffer) = 0;

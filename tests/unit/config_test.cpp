@@ -112,6 +112,25 @@ server_name = "broker.internal"
     CHECK(error_of({"--config", wrong_kind}).find("listeners.quic") != std::string::npos);
   }
 
+  TEST_CASE("upstream source addresses: the file's list, replaced by flags, literal addresses only") {
+    CHECK(parse({}).config.connection.upstream.bind_addresses.empty());
+    auto file = write_file("mqtt-proxy-bind.toml", "[upstream]\nbind_addresses = [\"127.0.0.2\", \"::1\"]\n");
+    auto from_file = parse({"--config", file}).config.connection.upstream.bind_addresses;
+    REQUIRE(from_file.size() == 2);
+    CHECK(from_file[0].to_string() == "127.0.0.2");
+    CHECK(from_file[1].to_string() == "::1");
+    auto flags = parse({"--config", file, "--upstream-bind-address", "127.0.0.3", "--upstream-bind-address", "127.0.0.4"})
+                     .config.connection.upstream.bind_addresses;
+    REQUIRE(flags.size() == 2);
+    CHECK(flags[0].to_string() == "127.0.0.3");
+    CHECK(flags[1].to_string() == "127.0.0.4");
+    CHECK(error_of({"--upstream-bind-address", "localhost"}).find("--upstream-bind-address") != std::string::npos);
+    auto by_name = write_file("mqtt-proxy-bind-name.toml", "[upstream]\nbind_addresses = [\"10.0.0.1:5\"]\n");
+    CHECK(error_of({"--config", by_name}).find("upstream.bind_addresses") != std::string::npos);
+    auto not_list = write_file("mqtt-proxy-bind-type.toml", "[upstream]\nbind_addresses = \"10.0.0.1\"\n");
+    CHECK(error_of({"--config", not_list}).find("upstream.bind_addresses") != std::string::npos);
+  }
+
   TEST_CASE("errors name the key") {
     CHECK(error_of({"--listen", "nowhere"}).find("'--listen'") != std::string::npos);
     CHECK(error_of({"--upstream", "h:99999"}).find("port") != std::string::npos);

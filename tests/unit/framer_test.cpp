@@ -131,5 +131,26 @@ TEST_SUITE("framer") {
     CHECK(drain(f).size() == 1);
     f.prepare(16);
     CHECK(f.buffered() == 0);
+    CHECK(f.capacity() < 1024);
+  }
+
+  // An idle connection parks with no read buffer: release_if_empty frees the
+  // capacity, not just the contents, and keeps a partial packet.
+  TEST_CASE("release_if_empty frees the buffer of a drained framer, and only of a drained one") {
+    mqtt::framer f(1 << 20);
+    const auto two = publish_frame(10);
+    auto partial = two;
+    partial.resize(5);
+    f.feed(two);
+    f.feed(partial);
+    CHECK(drain(f).size() == 1);
+    f.release_if_empty();
+    CHECK(f.capacity() >= 5);  // five bytes of the next packet are still pending
+    CHECK(f.buffered() == 5);
+    f.feed(std::span(two).subspan(5));
+    CHECK(drain(f).size() == 1);
+    f.release_if_empty();
+    CHECK(f.buffered() == 0);
+    CHECK(f.capacity() == 0);
   }
 }

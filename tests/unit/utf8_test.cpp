@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <string>
+
 #include "mqtt/utf8.hpp"
 
 using mqtt::check_utf8;
@@ -31,5 +33,27 @@ TEST_SUITE("UTF-8 [MQTT-1.5.4]") {
     CHECK(check_utf8("\xF4\x90\x80\x80") == error::invalid_utf8);  // above U+10FFFF
     CHECK(check_utf8("\xF8\x88\x80\x80\x80") == error::invalid_utf8);
     CHECK(check_utf8("\xFF") == error::invalid_utf8);
+  }
+
+  // The ASCII fast path reads eight bytes at a time: what it must not skip,
+  // at every position of a word and after whole words.
+  TEST_CASE("long text: NUL and ill-formed bytes at every position") {
+    const std::string ascii(40, 'a');
+    CHECK_FALSE(check_utf8(ascii));
+    for (std::size_t at = 0; at < ascii.size(); ++at) {
+      CAPTURE(at);
+      auto with_nul = ascii;
+      with_nul[at] = '\0';
+      CHECK(check_utf8(with_nul) == error::utf8_contains_null);
+      auto with_continuation = ascii;
+      with_continuation[at] = '\x80';
+      CHECK(check_utf8(with_continuation) == error::invalid_utf8);
+      auto with_two_bytes = ascii;  // a well-formed é straddling any word boundary
+      with_two_bytes.replace(at, 1, "\xC3\xA9");
+      CHECK_FALSE(check_utf8(with_two_bytes));
+      auto surrogate = ascii;
+      surrogate.replace(at, 1, "\xED\xA0\x80");
+      CHECK(check_utf8(surrogate) == error::invalid_utf8);
+    }
   }
 }

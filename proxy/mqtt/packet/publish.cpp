@@ -16,7 +16,9 @@ publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v) {
   if (p.topic.empty()) {
     // 5.0 lets a topic alias stand in for the name [MQTT-3.3.2-1]; 3.1.1 never [MQTT-4.7.3-1].
     if (!p.props.number(property_id::topic_alias)) r.fail(error::missing_topic_name);
-  } else if (!topic::is_valid_name(p.topic)) {
+  } else if (topic::has_wildcard(p.topic)) {
+    // The rest of is_valid_name (UTF-8, length) utf8_string() has checked:
+    // not twice per relayed PUBLISH.
     r.fail(error::invalid_topic_name);
   }
   p.payload = r.rest();

@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""mqtt-proxy beside HAProxy (mode tcp, defaults) and Mosquitto direct, in one
+run, with one client for all three paths (bench/mqtt_load: raw sockets +
+epoll). Not a test. One Mosquitto, one auth-server (real, 1000 sessions of
+100 users), one HAProxy and one mqtt-proxy, all on loopback.
+
+For each path:
+  idle      N authenticated clients held open: Pss growth of the path's own
+            process (mqtt-proxy, HAProxy; for direct, Mosquitto) per client,
+            and the broker's growth beside it. Fresh processes: measured first.
+  sessions  open + authenticate + DISCONNECT, INFLIGHT at a time, 1000
+            distinct tokens through mqtt-proxy: sessions/s, and CPU seconds
+            (utime + stime from /proc/PID/stat) of every process per session.
+  relay     QoS 0, 64 B, 4 publishers -> 1 subscriber; QoS 1, 256 B, 2 -> 1:
+            messages/s at the subscriber, as a ratio to HAProxy in the same round.
+  latency   QoS 1, 256 B, paced: p50 / p99 publish-to-delivery.
+Rounds repeat sessions, relay and latency; medians are printed.
+
+Usage: side_by_side.py [--bin build/bin] [--rounds 5] [--idle 2000] [--seconds 5]
+                       [--inflight 100] [--rate 2000] [--proxy-args "..."]"""
+import argparse
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from benchstack import Stack, free_port, wait_for_port  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15)
+
+
+def pss_kib(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Paths:
+    def __init__(self, args):
+        binary = os.path.abspath(args.bin)
+        proxy_args = shlex.split(args.proxy_args)
+        # The broker must not drop QoS 0 messages queued for a busy subscriber.
+        self.stack = Stack(os.path.join(binary, "mqtt-proxy"), os.path.join(binary, "auth-server"),
+                           proxy_args=proxy_args, broker_conf="max_queued_messages 0\nmax_inflight_messages 0\n")
+        self.load = os.path.join(binary, "mqtt_load")
+        self.tokens = self.stack.sessions(1000)
+        self.token_file = os.path.join(self.stack.dir, "tokens")
+        with open(self.token_file, "w") as f:
+            f.write("\n".join(self.tokens) + "\n")
+        self.user0_file = os.path.join(self.stack.dir, "tokens-user0")  # relay: one user, one topic tree
+        with open(self.user0_file, "w") as f:
+            f.write("\n".join(self.tokens[::100]) + "\n")
+        self.haproxy_port = free_port()
+        cfg = os.path.join(self.stack.dir, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write("global\n  maxconn 9900\n"
+                    "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
+                    f"frontend mqtt\n  bind 127.0.0.1:{self.haproxy_port}\n  default_backend broker\n"
+                    f"backend broker\n  server mosquitto 127.0.0.1:{self.stack.broker_port}\n")
+        self.stack.spawn("haproxy", [shutil.which("haproxy") or "/usr/sbin/haproxy", "-f", cfg, "-db"])
+        wait_for_port(self.haproxy_port)
+        self.pid = {name: p.pid for name, (p, _) in self.stack.processes.items()}
+        creds = ["--user", "proxy", "--pass", "proxy-secret"]
+        self.paths = {
+            "direct": (["--port", str(self.stack.broker_port)] + creds, "mosquitto"),
+            "haproxy": (["--port", str(self.haproxy_port)] + creds, "haproxy"),
+            "mqtt-proxy": (["--port", str(self.stack.proxy_port)], "mqtt-proxy"),
+        }
+
+    def run(self, path, mode, *, tokens=None, timeout=120):
+        argv = [self.load, *self.paths[path][0]]
+        if path == "mqtt-proxy":
+            argv += ["--tokens", tokens or self.token_file]
+        argv += ["--topic", "private/user0/bench", *map(str, mode)]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout).stdout.strip()
+        return dict(kv.split("=", 1) for kv in out.split() if "=" in kv), out
+
+    def cpu(self):
+        return {name: cpu_seconds(pid) for name, pid in self.pid.items()}
+
+    def idle(self, path, count):
+        argv = [self.load, *self.paths[path][0]]
+        if path == "mqtt-proxy":
+            argv += ["--tokens", self.token_file]
+        owner = self.paths[path][1]
+        before = {name: pss_kib(pid) for name, pid in self.pid.items()}
+        p = subprocess.Popen(argv + ["idle", str(count), "200"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+        ready = p.stdout.readline().strip()
+        time.sleep(1.0)
+        after = {name: pss_kib(pid) for name, pid in self.pid.items()}
+        p.stdin.close()
+        p.wait(timeout=60)
+        time.sleep(1.0)
+        return ready, (after[owner] - before[owner]) * 1024 / count, \
+            (after["mosquitto"] - before["mosquitto"]) * 1024 / count
+
+    def close(self):
+        self.stack.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", default=os.path.join(HERE, "..", "build", "bin"))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--inflight", type=int, default=100)
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--proxy-args", default="")
+    parser.add_argument("--skip", default="", help="comma list of parts to leave out: idle,sessions,relay,latency")
+    args = parser.parse_args()
+    skip = set(args.skip.split(","))
+    paths = Paths(args)
+    names = ["direct", "haproxy", "mqtt-proxy"]
+    try:
+        print(f"# side_by_side: {args.rounds} rounds, {args.seconds} s per measure, "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}")
+        if "idle" not in skip:
+            print(f"\n## idle authenticated TCP clients ({args.idle}, 200 handshakes in flight)\n")
+            print("| path | generator | path process Pss per client | Mosquitto Pss per client |\n|---|---|---|---|")
+            for name in names:
+                ready, own, broker = paths.idle(name, args.idle)
+                print(f"| {name} | `{ready}` | {own:.0f} B | {broker:.0f} B |", flush=True)
+        results = {n: {"sessions": [], "cpu": [], "q0": [], "q1": [], "p50": [], "p99": []} for n in names}
+        for r in range(args.rounds):
+            for name in names:
+                res = results[name]
+                if "sessions" not in skip:
+                    c0 = paths.cpu()
+                    kv, out = paths.run(name, ["sessions", args.seconds, args.inflight])
+                    c1 = paths.cpu()
+                    n = int(kv.get("sessions", 0)) or 1
+                    res["sessions"].append(float(kv.get("per_second", 0)))
+                    res["cpu"].append({k: (c1[k] - c0[k]) / n * 1e6 for k in c0})
+                    print(f"round {r} {name} sessions: {out}", file=sys.stderr, flush=True)
+                if "relay" not in skip:
+                    kv, out = paths.run(name, ["relay", args.seconds, 0, 64, 4], tokens=paths.user0_file)
+                    res["q0"].append(float(kv.get("per_second", 0)))
+                    print(f"round {r} {name} qos0: {out}", file=sys.stderr, flush=True)
+                    kv, out = paths.run(name, ["relay", args.seconds, 1, 256, 2], tokens=paths.user0_file)
+                    res["q1"].append(float(kv.get("per_second", 0)))
+                    print(f"round {r} {name} qos1: {out}", file=sys.stderr, flush=True)
+                if "latency" not in skip:
+                    kv, out = paths.run(name, ["latency", args.seconds, args.rate], tokens=paths.user0_file)
+                    res["p50"].append(float(kv.get("p50_us", 0)))
+                    res["p99"].append(float(kv.get("p99_us", 0)))
+                    print(f"round {r} {name} latency: {out}", file=sys.stderr, flush=True)
+        med = statistics.median
+        if "sessions" not in skip:
+            print(f"\n## new sessions, {args.inflight} in flight, 1000 distinct tokens through mqtt-proxy "
+                  f"(median of {args.rounds})\n")
+            print("| path | sessions/s | ratio to HAProxy | CPU µs per session: path process | Mosquitto | "
+                  "auth-server |\n|---|---|---|---|---|---|")
+            h = med(results["haproxy"]["sessions"])
+            for name in names:
+                res = results[name]
+                own = paths.paths[name][1]
+                cpu = lambda k: med([c[k] for c in res["cpu"]])  # noqa: E731
+                auth = f"{cpu('auth-server'):.0f}" if name == "mqtt-proxy" else "-"
+                print(f"| {name} | {med(res['sessions']):.0f} | {med(res['sessions']) / h:.2f} | "
+                      f"{cpu(own):.0f} | {cpu('mosquitto'):.0f} | {auth} |")
+        if "relay" not in skip:
+            print(f"\n## relay, messages/s at the subscriber (median of {args.rounds}; ratio: median of the "
+                  "per-round ratios to HAProxy)\n")
+            print("| path | QoS 0, 64 B, 4 -> 1 | ratio | QoS 1, 256 B, 2 -> 1 | ratio |\n|---|---|---|---|---|")
+            for name in names:
+                res, hap = results[name], results["haproxy"]
+                r0 = med([a / b for a, b in zip(res["q0"], hap["q0"]) if b])
+                r1 = med([a / b for a, b in zip(res["q1"], hap["q1"]) if b])
+                print(f"| {name} | {med(res['q0']):.0f} | {r0:.2f} | {med(res['q1']):.0f} | {r1:.2f} |")
+        if "latency" not in skip:
+            print(f"\n## paced QoS 1, 256 B, {args.rate}/s, publish to delivery (median of {args.rounds})\n")
+            print("| path | p50 µs | p99 µs |\n|---|---|---|")
+            for name in names:
+                res = results[name]
+                print(f"| {name} | {med(res['p50']):.0f} | {med(res['p99']):.0f} |")
+        print(f"\nload average at the end: {os.getloadavg()}")
+    finally:
+        paths.close()
+
+
+if __name__ == "__main__":
+    main()
