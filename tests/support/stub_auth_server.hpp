@@ -32,14 +32,20 @@ class stub_auth_server {
       std::lock_guard lock(mutex_);
       last_remote_addr_ = body.value("remote_addr", "");
       const auto found = body.is_object() ? sessions_.find(body.value("session", "")) : sessions_.end();
-      if (found == sessions_.end()) {
+      // Like the real API server: a session lives expires_in seconds from
+      // when it was added, and each answer says how much of that is left.
+      const auto left = found == sessions_.end()
+                            ? std::chrono::milliseconds(0)
+                            : std::chrono::duration_cast<std::chrono::milliseconds>(expiry_.at(found->first) -
+                                                                                    std::chrono::steady_clock::now());
+      if (found == sessions_.end() || left.count() <= 0) {
         response.status = 401;
         response.set_content(R"({"error":"invalid_session"})", "application/json");
         return;
       }
       nlohmann::json answer{{"user", found->second.user},
                             {"acl", {{"publish", found->second.publish}, {"subscribe", found->second.subscribe}}},
-                            {"expires_in", found->second.expires_in}};
+                            {"expires_in", (left.count() + 999) / 1000}};
       response.set_content(answer.dump(), "application/json");
     });
     thread_ = std::thread([this] { server_.listen("127.0.0.1", port_); });
@@ -49,6 +55,7 @@ class stub_auth_server {
 
   void add(const std::string& token, account a) {
     std::lock_guard lock(mutex_);
+    expiry_[token] = std::chrono::steady_clock::now() + std::chrono::seconds(a.expires_in);
     sessions_[token] = std::move(a);
   }
   void set_delay(std::chrono::milliseconds d) { delay_ = d; }
@@ -66,6 +73,7 @@ class stub_auth_server {
   std::thread thread_;
   std::mutex mutex_;
   std::map<std::string, account> sessions_;
+  std::map<std::string, std::chrono::steady_clock::time_point> expiry_;
   std::atomic<std::chrono::milliseconds> delay_{std::chrono::milliseconds(0)};
   std::atomic<int> calls_{0};
   std::string last_remote_addr_;
