@@ -31,6 +31,10 @@ void metrics::render_bridge(std::ostringstream& out) const {
   line(out, "mqtt_proxy_bridge_oversized_dropped_total", "counter",
        "Deliveries to bridged clients dropped for exceeding the client's Maximum Packet Size.",
        static_cast<std::int64_t>(bridge_oversized_dropped.load()));
+  line(out, "mqtt_proxy_bridge_unasked_dropped_total", "counter",
+       "Deliveries to bridged clients (Clean Start with a Session Expiry) for subscriptions of a resumed broker "
+       "session they did not make on this connection, dropped.",
+       static_cast<std::int64_t>(bridge_unasked_dropped.load()));
   out << "# HELP mqtt_proxy_bridge_dropped_total MQTT 5.0 properties a 3.1.1 broker cannot carry, dropped.\n"
          "# TYPE mqtt_proxy_bridge_dropped_total counter\n";
   for (std::size_t i = 0; i < bridge::dropped_count; ++i) {

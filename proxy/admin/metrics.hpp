@@ -106,6 +106,7 @@ struct metrics {
   counter bridged_connections{0};
   counter bridge_refused_subscriptions{0};  // 5.0-only subscription features refused in SUBACK
   counter bridge_oversized_dropped{0};      // deliveries over the client's Maximum Packet Size
+  counter bridge_unasked_dropped{0};        // deliveries for a resumed broker session the client did not ask for
   std::array<counter, 10> bridge_dropped{};  // by bridge::dropped: properties a 3.1.1 broker cannot carry
   // The broker nodes' lines (net/upstream_pool.hpp); set once before the workers start.
   const upstream_pool* upstream_nodes = nullptr;

@@ -117,6 +117,7 @@ json to_json(const connection_snapshot& s) {
               {"since", iso_time(s.since)},
               {"since_unix", std::chrono::duration_cast<std::chrono::seconds>(s.since.time_since_epoch()).count()},
               {"subscriptions", s.subscriptions},
+              {"subscription_count", s.subscription_count},
               {"bytes_from_client", s.bytes_from_client},
               {"bytes_to_client", s.bytes_to_client}};
 }

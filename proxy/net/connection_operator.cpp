@@ -33,7 +33,12 @@ connection_snapshot client_connection::snapshot() const {
   s.state = to_string(session_.current_state());
   s.acl_mode = proxy::to_string(session_.current_acl_mode());
   s.since = since_;
-  s.subscriptions.assign(session_.subscriptions().begin(), session_.subscriptions().end());
+  constexpr std::size_t listed_filters = 32, filter_bytes = 256;
+  s.subscription_count = session_.subscriptions().size();
+  for (const auto& filter : session_.subscriptions()) {
+    if (s.subscriptions.size() == listed_filters) break;
+    s.subscriptions.push_back(filter.size() <= filter_bytes ? filter : filter.substr(0, filter_bytes) + "...");
+  }
   s.bytes_from_client = bytes_from_client_;
   s.bytes_to_client = bytes_to_client_;
   return s;

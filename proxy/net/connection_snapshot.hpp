@@ -19,7 +19,10 @@ struct connection_snapshot {
   std::string state;               // the session's: awaiting_auth, relaying, ...
   std::string acl_mode;            // enforce or report
   std::chrono::system_clock::time_point since;
+  // At most the first 32 filters, each cut to 256 bytes: a client may hold
+  // 256 filters of 64 KiB, and a listing of every connection must stay small.
   std::vector<std::string> subscriptions;
+  std::size_t subscription_count = 0;
   std::uint64_t bytes_from_client = 0;
   std::uint64_t bytes_to_client = 0;
 };

@@ -145,6 +145,11 @@ void client_session::handle_connect(const mqtt::connect& c) {
   client_id_ = c.client_id;
   client_keep_alive_ = c.keep_alive;
   bridged_ = version_ == mqtt::protocol_version::v5 && config_.protocol == upstream_protocol::v3_1_1;
+  // Clean Start with a Session Expiry goes to a 3.1.1 broker as clean session
+  // 0, which resumes whatever that client id left there. The client was told
+  // it starts afresh, so only what it subscribes to on this connection reaches it.
+  only_own_subscriptions_ = bridged_ && c.clean_start &&
+                            c.props.number(mqtt::property_id::session_expiry_interval).value_or(0) > 0;
   if (bridged_) metrics_.bridged_connections++;
   if (c.props.text(mqtt::property_id::authentication_method)) {
     send_to_client(mqtt::connack{false, reason_code::bad_authentication_method, {}});
@@ -620,8 +625,13 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
 void client_session::handle_delivery(const mqtt::publish& p) {
   if (p.props.number(mqtt::property_id::topic_alias))
     return broker_error("broker used a topic alias, the proxy allowed none [MQTT-3.3.2-10]");
-  if (acl_allows(acl_action::receive, p.topic)) return emit(action::forward_to_client{});
-  metrics_.acl_denied_deliver++;
+  if (only_own_subscriptions_ && !subscribed_here(p.topic)) {
+    metrics_.bridge_unasked_dropped++;
+  } else if (acl_allows(acl_action::receive, p.topic)) {
+    return emit(action::forward_to_client{});
+  } else {
+    metrics_.acl_denied_deliver++;
+  }
   // Completed with the broker as if delivered, so its in-flight window
   // (Receive Maximum) does not fill with messages nobody will acknowledge.
   if (p.qos == mqtt::qos::at_least_once) send_upstream(mqtt::puback{p.packet_id, reason_code::success, {}});
@@ -629,6 +639,12 @@ void client_session::handle_delivery(const mqtt::publish& p) {
     dropped_qos2_ids_.insert(p.packet_id);
     send_upstream(mqtt::pubrec{p.packet_id, reason_code::success, {}});
   }
+}
+
+bool client_session::subscribed_here(std::string_view topic) const {
+  for (const auto& filter : subscriptions_)
+    if (mqtt::topic::matches(topic, mqtt::topic::effective_filter(filter))) return true;
+  return false;
 }
 
 void client_session::broker_error(std::string reason) {

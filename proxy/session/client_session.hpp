@@ -174,6 +174,7 @@ class client_session {
   // Upstream packets.
   void handle_upstream_suback(const mqtt::suback& ack);
   void handle_delivery(const mqtt::publish& p);
+  bool subscribed_here(std::string_view topic) const;
   void broker_error(std::string reason);
   void start_upstream_pings(std::uint16_t broker_keep_alive);
   void advertise_limits(mqtt::connack& ack);
@@ -255,6 +256,7 @@ class client_session {
   // Report mode: what was reported on this connection (bounded by max_acl_reports).
   std::set<std::pair<acl_action, std::string>> acl_reported_;
   bool bridged_ = false;  // a 5.0 client on a 3.1.1 broker
+  bool only_own_subscriptions_ = false;  // bridged Clean Start with expiry: the broker may resume an old session
   std::map<std::uint16_t, std::size_t> bridged_unsubscribes_;  // UNSUBSCRIBE id -> filters, for the 5.0 UNSUBACK
   // Client QoS 1/2 PUBLISHes the 3.1.1 broker has not completed: held to the
   // Receive Maximum the proxy advertised, which a 3.1.1 broker does not enforce.

@@ -26,8 +26,14 @@ void client_session::report_acl(acl_action action, std::string_view name, const 
     case acl_action::receive: metrics_.acl_report_deliver++; break;
   }
   if (acl_reported_.size() >= config_.max_acl_reports) return;
-  if (!acl_reported_.emplace(action, std::string(name)).second) return;
-  emit(action::acl_report{action, std::string(name), user_, decision.why,
+  // A topic may be 64 KiB: the report keeps (and the log shows) at most 256
+  // bytes of it, so a report-mode connection costs at most max_acl_reports
+  // short lines and short keys, however long the names it sends.
+  constexpr std::size_t reported_name_limit = 256;
+  std::string shown(name.substr(0, reported_name_limit));
+  if (name.size() > reported_name_limit) shown += "...(" + std::to_string(name.size()) + " bytes)";
+  if (!acl_reported_.emplace(action, shown).second) return;
+  emit(action::acl_report{action, std::move(shown), user_, decision.why,
                           acl_reported_.size() == config_.max_acl_reports});
 }
 

@@ -417,6 +417,40 @@ TEST_SUITE("version bridge: the session") {
     CHECK(h.counters.bridge_oversized_dropped == 1);
   }
 
+  TEST_CASE("Clean Start with a Session Expiry: what a resumed broker session delivers for old subscriptions is dropped") {
+    // The 3.1.1 broker gets clean session 0 and may resume an old session of
+    // this client id; the client was told session-present 0, so it gets only
+    // what it subscribes to on this connection.
+    bridged h;
+    auto c = bridged::connect_packet();
+    c.clean_start = true;
+    c.props.add(property_id::session_expiry_interval, 3600u);
+    CHECK_FALSE(h.establish(c).clean_start);
+    auto out = h.upstream(mqtt::publish{"private/alice/old", "queued", mqtt::qos::at_least_once, false, false, 5, {}});
+    CHECK(all_of<action::forward_to_client>(out).empty());
+    CHECK(all_of<action::send_to_client>(out).empty());
+    CHECK(std::get<mqtt::puback>(sent_to(out, false).at(0)).packet_id == 5);  // completed with the broker
+    CHECK(h.counters.bridge_unasked_dropped == 1);
+    mqtt::subscription sub{"private/alice/new/#", {}};
+    sub.options.max_qos = mqtt::qos::at_least_once;
+    h.client(mqtt::subscribe{1, {}, {sub}});
+    h.upstream(mqtt::suback{1, {}, {reason_code::granted_qos_1}});
+    out = h.upstream(mqtt::publish{"private/alice/new/x", "live", mqtt::qos::at_least_once, false, false, 6, {}});
+    CHECK(std::get<mqtt::publish>(sent_to(out, true).at(0)).payload == "live");
+    CHECK(h.counters.bridge_unasked_dropped == 1);
+  }
+
+  TEST_CASE("a resumed session the client asked for (Clean Start 0) delivers its old subscriptions") {
+    bridged h;
+    auto c = bridged::connect_packet();
+    c.clean_start = false;
+    c.props.add(property_id::session_expiry_interval, 3600u);
+    h.establish(c);
+    auto out = h.upstream(mqtt::publish{"private/alice/old", "queued", mqtt::qos::at_least_once, false, false, 5, {}});
+    CHECK(std::get<mqtt::publish>(sent_to(out, true).at(0)).payload == "queued");
+    CHECK(h.counters.bridge_unasked_dropped == 0);
+  }
+
   TEST_CASE("a failing PUBREC ends the client's QoS 2 flow: the proxy answers the broker's PUBREL") {
     bridged h;
     h.establish();
