@@ -119,12 +119,15 @@ if [ "$broker" = rabbitmq-cluster ]; then
   wait_for "$((broker_port + 3))" "broker node 1"
   wait_for "$((broker_port + 6))" "broker node 2"
 fi
+# RabbitMQ maps '/' to '.' and takes '*' as a wildcard: the proxy refuses both in names.
+kind=generic
+case "$broker" in rabbitmq*) kind=rabbitmq ;; mosquitto) kind=mosquitto ;; esac
 
 for i in 1 2; do
   port_var="proxy$i" admin_var="admin$i" ws_var="proxy${i}_ws"
   "$proxy_bin" --listen "127.0.0.1:${!port_var}" --ws-listen "127.0.0.1:${!ws_var}" \
     --admin "127.0.0.1:${!admin_var}" --proxy-protocol \
-    --upstream "$upstream" --upstream-username proxy --upstream-password "$proxy_password" \
+    --upstream "$upstream" --upstream-kind "$kind" --upstream-username proxy --upstream-password "$proxy_password" \
     --auth-url "http://127.0.0.1:$auth" --log-level info >"$dir/mqtt-proxy$i.log" 2>&1 &
   echo $! >"$dir/mqtt-proxy$i.pid"
   cat "$dir/mqtt-proxy$i.pid" >>"$dir/pids"

@@ -120,7 +120,9 @@ fi
 wait_for 8080 auth-server
 wait_for 1883 broker
 
-build/bin/mqtt-proxy --listen 0.0.0.0:5000 --ws-listen 0.0.0.0:8081 --upstream 127.0.0.1:1883 --upstream-username proxy \
+upstream_kind=generic
+case "$broker" in rabbitmq) upstream_kind=rabbitmq ;; mosquitto) upstream_kind=mosquitto ;; esac
+build/bin/mqtt-proxy --listen 0.0.0.0:5000 --ws-listen 0.0.0.0:8081 --upstream 127.0.0.1:1883 --upstream-kind "$upstream_kind" --upstream-username proxy \
   --upstream-password "$proxy_password" --auth-url http://127.0.0.1:8080 --admin 127.0.0.1:9100 \
   --auth-service-token-file "$state/service-token" --admin-token-file "$state/admin-token" \
   "${ws_origin_flags[@]}" \

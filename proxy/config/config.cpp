@@ -138,15 +138,19 @@ upstream_protocol upstream_protocol_of(const std::string& key, const std::string
   throw config_error(key, "one of auto, 5.0, 3.1.1");
 }
 
+// `[upstream] kind` / --upstream-kind.
+upstream_kind upstream_kind_of(const std::string& key, const std::string& kind) {
+  if (kind == "generic") return upstream_kind::generic;
+  if (kind == "mosquitto") return upstream_kind::mosquitto;
+  if (kind == "rabbitmq") return upstream_kind::rabbitmq;
+  throw config_error(key, "one of generic, mosquitto, rabbitmq");
+}
+
 // [upstream] keys about the broker itself: its kind, and the limits it
 // enforces (the start-up probe fills those not set here; config wins).
 void load_upstream_limits(const toml::table& upstream, connection_settings& conn) {
   const std::string prefix = "upstream.";
-  const auto kind = text(upstream, prefix, "kind", "generic");
-  if (kind == "generic") conn.session.upstream = upstream_kind::generic;
-  else if (kind == "mosquitto") conn.session.upstream = upstream_kind::mosquitto;
-  else if (kind == "rabbitmq") conn.session.upstream = upstream_kind::rabbitmq;
-  else throw config_error(prefix + "kind", "one of generic, mosquitto, rabbitmq");
+  conn.session.upstream = upstream_kind_of(prefix + "kind", text(upstream, prefix, "kind", "generic"));
   conn.upstream.probe = boolean(upstream, prefix, "probe", conn.upstream.probe);
   if (upstream.contains("protocol"))
     conn.session.protocol = upstream_protocol_of(prefix + "protocol", text(upstream, prefix, "protocol", "auto"));
@@ -498,6 +502,7 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
     else if (flag == "--upstream-key") conn.upstream.key_file = value;
     else if (flag == "--upstream-server-name") conn.upstream.server_name = value;
     else if (flag == "--upstream-protocol") conn.session.protocol = upstream_protocol_of(flag, value);
+    else if (flag == "--upstream-kind") conn.session.upstream = upstream_kind_of(flag, value);
     else if (flag == "--handshake-timeout-ms") conn.handshake_timeout = millis(flag, number_flag(flag, value, millis_range));
     else if (flag == "--drain-wills") config.drain_fire_wills = drain_wills(flag, value);
     else if (flag == "--admin") config.admin = parse_host_port(flag, value);
@@ -581,6 +586,7 @@ Flags (override the config file):
   --upstream-key FILE
   --upstream-server-name NAME name expected in the broker's certificate (default: its host)
   --upstream-protocol P       auto|5.0|3.1.1: MQTT version towards the broker; 3.1.1 bridges 5.0 clients
+  --upstream-kind K           generic|mosquitto|rabbitmq: rabbitmq refuses '.' and '*' in topics and filters
                               (default auto: 3.1.1 when the broker refuses the start-up 5.0 CONNECT)
   --auth-url URL              API server base URL (default http://127.0.0.1:8080)
   --admin HOST:PORT           /healthz, /readyz, /metrics (default 127.0.0.1:9100)

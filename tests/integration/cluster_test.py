@@ -168,6 +168,17 @@ class Cluster(unittest.TestCase):
         for app in apps.values():
             app.stop()
 
+    def test_2b_dotted_topics_and_starred_filters_are_refused_in_front_of_rabbitmq(self):
+        # RabbitMQ maps '/' to '.' and takes '*' as a wildcard: "private/demo/a.b" would be the
+        # routing key of "private/demo/a/b", and "*" a wildcard the ACL never checked.
+        app, _ = self.app_on_node("dots")
+        self.assertEqual(app.subscribe("private/demo/#"), [1])
+        self.assertEqual(app.subscribe("private/demo/*"), [128])
+        app.client.publish("private/demo/a.b", b"dotted", qos=1).wait_for_publish(5)  # acknowledged, dropped
+        app.client.publish("private/demo/a/b", b"plain", qos=1)
+        self.assertEqual(app.messages.get(timeout=10), ("private/demo/a/b", "plain"))
+        app.stop()
+
     def test_3_node_loss_moves_its_clients_to_live_nodes_and_readyz_stays_200(self):
         apps = self.one_app_per_node("loss")
         victim = self.nodes[0]

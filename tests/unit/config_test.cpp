@@ -206,6 +206,16 @@ server_name = "broker.internal"
     CHECK(error_of({"--config", bad}).find("'drain.wills'") != std::string::npos);
   }
 
+  TEST_CASE("upstream kind: generic by default, the flag and the file, anything else names the key") {
+    CHECK(parse({}).config.connection.session.upstream == upstream_kind::generic);
+    CHECK(parse({"--upstream-kind", "rabbitmq"}).config.connection.session.upstream == upstream_kind::rabbitmq);
+    CHECK(error_of({"--upstream-kind", "kafka"}).find("'--upstream-kind'") != std::string::npos);
+    auto file = write_file("mqtt-proxy-kind.toml", "[upstream]\nkind = \"mosquitto\"\n");
+    CHECK(parse({"--config", file}).config.connection.session.upstream == upstream_kind::mosquitto);
+    auto bad = write_file("mqtt-proxy-kind-bad.toml", "[upstream]\nkind = \"kafka\"\n");
+    CHECK(error_of({"--config", bad}).find("'upstream.kind'") != std::string::npos);
+  }
+
   TEST_CASE("API server answers become auth results") {
     auto ok = parse_validation_response(200, R"({"user":"u","acl":{"publish":["a/#","bad/#/x"],"subscribe":["s/+"]},"expires_in":60})");
     CHECK(ok.outcome == auth_result::verdict::valid);
