@@ -94,7 +94,15 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
   dial_target_ = &settings_.upstream;
 }
 
-client_connection::~client_connection() = default;
+client_connection::~client_connection() {
+  // Large queues: their memory is freed now; the worker may give it back.
+  constexpr std::size_t large = 256 * 1024;
+  if (registry_ && peak_queued_ >= large) {
+    to_client_.clear();
+    to_upstream_.clear();
+    registry_->released(peak_queued_);
+  }
+}
 
 void client_connection::start() {
   remote_address_ = address_of(client_->socket());

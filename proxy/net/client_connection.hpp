@@ -193,6 +193,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   mqtt::framer client_framer_;
   mqtt::framer upstream_framer_;
   outbound_queue to_client_;
+  std::size_t peak_queued_ = 0;  // the most either queue held: a large one is trimmed back at the end
   outbound_queue to_upstream_;
 
   lifecycle state_ = lifecycle::handshaking;

@@ -8,6 +8,8 @@
 // invalidating the iteration.
 #pragma once
 
+#include <malloc.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -56,6 +58,19 @@ class connection_registry {
 
   std::size_t size() const { return members_.size(); }
 
+  // A connection that queued a lot (a flood, a slow reader) has freed it when
+  // it ends; glibc keeps memory freed on a worker thread in that thread's
+  // arena, fragmented, rather than giving it back. After each MiB so freed the
+  // worker trims its heaps, so what a hostile client made the proxy hold does
+  // not stay with the process. Polite connections never queue that much.
+  void released(std::size_t bytes) {
+    constexpr std::size_t trim_after = 1024 * 1024;
+    released_since_trim_ += bytes;
+    if (released_since_trim_ < trim_after) return;
+    released_since_trim_ = 0;
+    malloc_trim(0);
+  }
+
   void for_each(const std::function<void(client_connection&)>& fn) const {
     std::vector<std::weak_ptr<client_connection>> snapshot;
     snapshot.reserve(members_.size());
@@ -67,6 +82,7 @@ class connection_registry {
  private:
   std::unordered_map<std::uint64_t, std::weak_ptr<client_connection>> members_;
   std::uint64_t next_id_ = 1;
+  std::size_t released_since_trim_ = 0;
 };
 
 }  // namespace proxy

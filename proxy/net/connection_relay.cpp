@@ -229,6 +229,7 @@ void client_connection::enqueue(side to, std::span<const std::uint8_t> data) {
   if (state_ == lifecycle::closed) return;
   auto& out = queue_of(to);
   out.push(data);
+  peak_queued_ = std::max(peak_queued_, out.bytes_queued());
   start_writer(to);
 }
 
@@ -236,6 +237,7 @@ void client_connection::enqueue(side to, mqtt::bytes&& data) {
   if (state_ == lifecycle::closed) return;
   auto& out = queue_of(to);
   out.push(std::move(data));
+  peak_queued_ = std::max(peak_queued_, out.bytes_queued());
   start_writer(to);
 }
 
