@@ -54,7 +54,7 @@ if [ "${MQTT_SANITIZE_RUN:-1}" != 0 ] && [ "${MQTT_SANITIZE_PROXY_RUN:-1}" != 0 
   (cd build && MQTT_PROXY_BINARY="$root/build-asan/bin/mqtt-proxy" MQTT_PROXY_SANITIZED=1 \
      ASAN_OPTIONS="log_path=$asan_logs/asan:detect_leaks=1" UBSAN_OPTIONS="log_path=$asan_logs/ubsan:print_stacktrace=1" \
      ctest --no-tests=error --output-on-failure \
-       -R '^(proxy_mosquitto|proxy_real_clients|proxy_transports|proxy_hostile_clients|proxy_drain|proxy_revocation|stack_mosquitto)$')
+       -R '^(proxy_mosquitto|proxy_real_clients|proxy_transports|proxy_hostile_clients|proxy_drain|proxy_revocation|stack_mosquitto|proxy_bridge|proxy_operator|proxy_failover|proxy_upstream_bind)$')
   if compgen -G "$asan_logs/*" >/dev/null; then
     cat "$asan_logs"/*
     echo "sanitizer reports from mqtt-proxy (above)" >&2

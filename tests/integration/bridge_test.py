@@ -417,5 +417,6 @@ class OnRabbitMQ(BridgeFlow, unittest.TestCase):
 
 if __name__ == "__main__":
     PROXY, AUTH_SERVER = sys.argv[1], sys.argv[2]
+    PROXY = os.environ.get("MQTT_PROXY_BINARY") or PROXY  # run.sh: the ASan+UBSan build
     del sys.argv[1:3]
     unittest.main(verbosity=2)

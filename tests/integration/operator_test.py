@@ -555,4 +555,5 @@ class Operator(unittest.TestCase):
 
 if __name__ == "__main__":
     PROXY, AUTH_SERVER = sys.argv[1], sys.argv[2]
+    PROXY = os.environ.get("MQTT_PROXY_BINARY") or PROXY  # run.sh: the ASan+UBSan build
     unittest.main(argv=sys.argv[:1], verbosity=2)
