@@ -12,10 +12,9 @@ namespace proxy {
 // flood the log. The user is fixed for the life of a connection (a
 // re-authentication as someone else is refused), so it is not in the key.
 bool client_session::acl_allows(acl_action action, std::string_view name) {
-  const auto decision = acl_.decide(action, name);
-  if (decision.allowed) return true;
+  if (acl_.allows(action, name)) return true;
   if (acl_mode_ == acl_mode::enforce) return false;
-  report_acl(action, name, decision);
+  report_acl(action, name, acl_.decide(action, name));
   return true;
 }
 
@@ -25,10 +24,10 @@ void client_session::report_acl(acl_action action, std::string_view name, const 
     case acl_action::subscribe: metrics_.acl_report_subscribe++; break;
     case acl_action::receive: metrics_.acl_report_deliver++; break;
   }
-  if (acl_reported_.size() >= config_.max_acl_reports) return;
-  if (!acl_reported_.emplace(action, std::string(name)).second) return;
+  if (extra().acl_reported_.size() >= config_.max_acl_reports) return;
+  if (!extra().acl_reported_.emplace(action, std::string(name)).second) return;
   emit(action::acl_report{action, std::string(name), user_, decision.why,
-                          acl_reported_.size() == config_.max_acl_reports});
+                          extra().acl_reported_.size() == config_.max_acl_reports});
 }
 
 // 0x98 Administrative action [MQTT-3.14.2.1]: the operator, not the client's
