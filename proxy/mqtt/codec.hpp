@@ -17,6 +17,13 @@ namespace mqtt {
 // `version` is the connection's protocol version; CONNECT carries its own.
 result<packet> decode(std::uint8_t first_byte, std::span<const std::uint8_t> body, protocol_version version);
 
+// As decode, but a PUBLISH's payload is skipped (left empty), not copied:
+// a relay that forwards the frame's own bytes reads only the topic, flags and
+// properties of each message (issue 14). The payload is opaque, so the same
+// packets are rejected.
+result<packet> decode_without_payload(std::uint8_t first_byte, std::span<const std::uint8_t> body,
+                                      protocol_version version);
+
 // Decodes a buffer that holds exactly one packet, fixed header included.
 result<packet> decode(std::span<const std::uint8_t> frame, protocol_version version);
 

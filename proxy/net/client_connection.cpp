@@ -86,8 +86,7 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
                                                std::to_string(worker_random())),
       client_framer_(settings_.max_packet_size),
       upstream_framer_(std::max(settings_.max_packet_size, min_upstream_packet_limit)),
-      timer_(executor_),
-      room_(executor_, time_point::max()) {
+      timer_(executor_) {
   deadlines_.fill(time_point::max());
   if (listener_.acl_enforcement) session_.set_acl_mode(*listener_.acl_enforcement);
   upstream_nodes_ = environment.upstream_nodes;
@@ -174,6 +173,7 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
                },
                a);
   }
+  client_session::recycle(std::move(actions));
 }
 
 void client_connection::validate(const std::string& token) {

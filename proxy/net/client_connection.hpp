@@ -211,14 +211,18 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
 
   auth_client::pending_call pending_validation_;
-  std::optional<boost::asio::ip::tcp::resolver> resolver_;
+  // Only while a host name is resolved (a literal address needs none): 80 B
+  // per connection otherwise (issue 14).
+  std::unique_ptr<boost::asio::ip::tcp::resolver> resolver_;
   std::string remote_address_;
   std::string close_reason_;
 
   std::array<time_point, deadline_count> deadlines_;
   boost::asio::steady_timer timer_;  // armed for the earliest of deadlines_
   bool timer_waiting_ = false;
-  boost::asio::steady_timer room_;   // cancelled to wake readers waiting for queue room
+  // Cancelled to wake readers waiting for queue room; made by the first such
+  // wait (back-pressure is rare: 120 B per connection otherwise).
+  std::unique_ptr<boost::asio::steady_timer> room_;
   time_point last_client_packet_;
 
   // For the operator's listing (connection_operator.cpp).

@@ -135,12 +135,15 @@ asio::awaitable<void> client_connection::wait_for_room(side from) {
     const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings_.write_high_water;
     if (!full || state_ != lifecycle::running) break;
     if (from == side::client) client_paused_ = true;
-    co_await room_.async_wait(as_tuple_awaitable);
+    if (!room_) room_ = std::make_unique<asio::steady_timer>(executor_, time_point::max());
+    co_await room_->async_wait(as_tuple_awaitable);
   }
   if (from == side::client) client_paused_ = false;
 }
 
-void client_connection::wake_readers() { room_.cancel(); }
+void client_connection::wake_readers() {
+  if (room_) room_->cancel();
+}
 
 // One read for either direction: waits for queue room (back-pressure), then
 // until this socket has bytes, and reads them into the framer. An empty,

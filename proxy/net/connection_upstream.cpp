@@ -2,6 +2,9 @@
 // all within the upstream connect timeout (the upstream_dial deadline closes
 // the socket and cancels the resolver). Errors are error codes reported as
 // themselves: out of file descriptors is EMFILE, not a timeout.
+#include <charconv>
+#include <vector>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -17,6 +20,19 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 namespace {
 constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+// A literal address and numeric port need no resolver: asio's resolver hands
+// getaddrinfo to its own thread and back, a round trip per dial (issue 14).
+std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(where.host, ec);
+  if (ec) return std::nullopt;
+  unsigned port = 0;
+  const auto* end = where.port.data() + where.port.size();
+  const auto [rest, error] = std::from_chars(where.port.data(), end, port);
+  if (error != std::errc{} || rest != end || where.port.empty() || port > 65535) return std::nullopt;
+  return tcp::endpoint(address, static_cast<unsigned short>(port));
+}
 }  // namespace
 
 asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::bytes connect_packet) {
@@ -39,26 +55,32 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
   const auto& where = *dial_target_;
   upstream_ = make_upstream_transport(executor_, where, upstream_tls_ ? upstream_tls_->current() : nullptr);
   arm_after(deadline::upstream_dial, where.connect_timeout);
-  resolver_.emplace(executor_);
   std::string failure;
-  auto [resolve_error, endpoints] = co_await resolver_->async_resolve(where.host, where.port, as_tuple_awaitable);
-  if (resolve_error) failure = "cannot resolve " + where.host + ": " + resolve_error.message();
+  std::vector<tcp::endpoint> targets;
+  if (const auto literal = literal_endpoint(where)) {
+    targets.push_back(*literal);
+  } else {
+    resolver_ = std::make_unique<tcp::resolver>(executor_);
+    auto [resolve_error, endpoints] = co_await resolver_->async_resolve(where.host, where.port, as_tuple_awaitable);
+    if (resolve_error) failure = "cannot resolve " + where.host + ": " + resolve_error.message();
+    for (const auto& entry : endpoints) targets.push_back(entry.endpoint());
+  }
   if (failure.empty()) {
     // Each address in turn, opening the socket here: asio's range connect
     // turns a failed open (EMFILE) into "Operation canceled".
     boost::system::error_code last_error = asio::error::host_not_found;
-    for (const auto& entry : endpoints) {
+    for (const auto& target : targets) {
       if (state_ != lifecycle::running || !dial_failure_.empty()) break;
       boost::system::error_code ec;
       upstream_->socket().close(ec);
-      upstream_->socket().open(entry.endpoint().protocol(), ec);
-      if (!ec) ec = bind_upstream_source(upstream_->socket(), entry.endpoint(), where.bind_addresses);
+      upstream_->socket().open(target.protocol(), ec);
+      if (!ec) ec = bind_upstream_source(upstream_->socket(), target, where.bind_addresses);
       if (ec) {
         dial_local_error_ = true;
         last_error = ec;  // out of descriptors: said as such
         continue;
       }
-      auto [connect_error] = co_await upstream_->socket().async_connect(entry.endpoint(), as_tuple_awaitable);
+      auto [connect_error] = co_await upstream_->socket().async_connect(target, as_tuple_awaitable);
       last_error = connect_error;
       if (!connect_error) break;
     }

@@ -54,9 +54,23 @@ acl_decision allowed_by(std::size_t index, const std::string& filter, const char
   return {true, index, std::string(how) + " '" + filter + "'"};
 }
 
-acl_decision decide_publish(const std::vector<std::string>& filters, std::string_view topic) {
+// The first entry that allows it: decide() and allows() both ask these, so
+// they cannot disagree; allows() builds no explanation (per relayed message).
+std::optional<std::size_t> publish_match(const std::vector<std::string>& filters, std::string_view topic) {
   for (std::size_t i = 0; i < filters.size(); ++i)
-    if (mqtt::topic::matches(topic, filters[i])) return allowed_by(i, filters[i], "matched by publish entry");
+    if (mqtt::topic::matches(topic, filters[i])) return i;
+  return std::nullopt;
+}
+
+std::optional<std::size_t> receive_match(const std::vector<std::string>& filters, std::string_view topic) {
+  for (std::size_t i = 0; i < filters.size(); ++i)
+    if (mqtt::topic::is_valid_filter(filters[i]) && mqtt::topic::matches(topic, mqtt::topic::effective_filter(filters[i])))
+      return i;
+  return std::nullopt;
+}
+
+acl_decision decide_publish(const std::vector<std::string>& filters, std::string_view topic) {
+  if (const auto i = publish_match(filters, topic)) return allowed_by(*i, filters[*i], "matched by publish entry");
   return {false, std::nullopt, "no publish entry matches (" + std::to_string(filters.size()) + " entries)"};
 }
 
@@ -72,9 +86,7 @@ acl_decision decide_subscribe(const std::vector<std::string>& filters, std::stri
 }
 
 acl_decision decide_receive(const std::vector<std::string>& filters, std::string_view topic) {
-  for (std::size_t i = 0; i < filters.size(); ++i)
-    if (mqtt::topic::is_valid_filter(filters[i]) && mqtt::topic::matches(topic, mqtt::topic::effective_filter(filters[i])))
-      return allowed_by(i, filters[i], "matched by subscribe entry");
+  if (const auto i = receive_match(filters, topic)) return allowed_by(*i, filters[*i], "matched by subscribe entry");
   return {false, std::nullopt, "no subscribe entry matches (" + std::to_string(filters.size()) + " entries)"};
 }
 
@@ -111,6 +123,15 @@ acl_decision acl::decide(acl_action action, std::string_view name) const {
     case acl_action::receive: return decide_receive(subscribe, name);
   }
   return {};
+}
+
+bool acl::allows(acl_action action, std::string_view name) const {
+  switch (action) {
+    case acl_action::publish: return publish_match(publish, name).has_value();
+    case acl_action::subscribe: return decide_subscribe(subscribe, name).allowed;
+    case acl_action::receive: return receive_match(subscribe, name).has_value();
+  }
+  return false;
 }
 
 acl with_templates(acl base, const acl& templates, std::string_view user, std::string_view client_id) {

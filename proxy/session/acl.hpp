@@ -39,6 +39,9 @@ struct acl {
   // The one decision function: may_* below and the operator's explain
   // (acl_explain) both answer with it, so they cannot disagree.
   acl_decision decide(acl_action action, std::string_view name) const;
+  // decide(action, name).allowed without the explanation: what the relay
+  // path asks per message (no strings built).
+  bool allows(acl_action action, std::string_view name) const;
 
   // Whether a PUBLISH to `topic` is allowed: some publish filter matches it.
   bool may_publish(std::string_view topic) const { return decide(acl_action::publish, topic).allowed; }

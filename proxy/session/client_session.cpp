@@ -74,19 +74,41 @@ client_session::client_session(const session_config& config, metrics& counters, 
     : config_(config), metrics_(counters), generated_client_id_(std::move(generated_client_id)),
       acl_mode_(config.acl_enforcement) {}
 
+const std::set<std::string>& client_session::subscriptions() const {
+  static const std::set<std::string> none;
+  return extra_ ? extra_->subscriptions_ : none;
+}
+
 std::chrono::milliseconds client_session::keep_alive_limit() const {
   if (state_ == state::awaiting_connect) return std::chrono::milliseconds{0};
   return std::chrono::milliseconds{client_keep_alive_ * 1500};
 }
 
-void client_session::begin() { actions_.clear(); }
+namespace {
+thread_local session_actions spare_actions;  // client_session::recycle
+}  // namespace
+
+void client_session::recycle(actions&& done) {
+  // A list grown by a burst (a replay of held packets) is not kept.
+  if (done.capacity() > 16 || done.capacity() <= spare_actions.capacity()) return;
+  done.clear();
+  spare_actions = std::move(done);
+}
+
+void client_session::begin() {
+  if (actions_.capacity() == 0) actions_.swap(spare_actions);
+  actions_.clear();
+}
 
 // ---------------------------------------------------------------- client side
 
 client_session::actions client_session::on_client_frame(const mqtt::frame& frame) {
   begin();
   if (state_ == state::closed) return take();
-  auto decoded = mqtt::decode(frame.first_byte, frame.body, version_);
+  // Relaying, a PUBLISH goes on as its own bytes: its payload is not copied
+  // (handle_publish reads it again for a re-authentication).
+  auto decoded = state_ == state::relaying ? mqtt::decode_without_payload(frame.first_byte, frame.body, version_)
+                                           : mqtt::decode(frame.first_byte, frame.body, version_);
   if (!decoded) {
     if (state_ == state::awaiting_connect && decoded.error() == mqtt::error::unsupported_protocol_version) {
       // [MQTT-3.1.2-2]: answer in the 3.1.1 form, which every version can read.
@@ -141,7 +163,11 @@ client_session::actions client_session::on_client_closed() {
 
 void client_session::handle_connect(const mqtt::connect& c) {
   version_ = c.version == mqtt::protocol_version::v3_1 ? mqtt::protocol_version::v3_1_1 : c.version;
-  client_connect_ = c;
+  client_connect_ = std::make_unique<mqtt::connect>(c);
+  client_clean_start_ = c.clean_start;
+  client_max_packet_size_ = c.props.number(mqtt::property_id::maximum_packet_size);
+  // Needed only here: moved out, so its bytes go when this returns.
+  auto generated_client_id = std::move(generated_client_id_);
   client_id_ = c.client_id;
   client_keep_alive_ = c.keep_alive;
   bridged_ = version_ == mqtt::protocol_version::v5 && config_.protocol == upstream_protocol::v3_1_1;
@@ -163,7 +189,7 @@ void client_session::handle_connect(const mqtt::connect& c) {
       close("empty client id without clean session");
       return;
     }
-    client_id_ = generated_client_id_;
+    client_id_ = std::move(generated_client_id);
     client_id_assigned_ = true;
   }
   if (c.will && config_.limits.maximum_qos && c.will->qos > *config_.limits.maximum_qos) {
@@ -246,7 +272,7 @@ void client_session::handle_before_relay(const mqtt::packet& p, const mqtt::fram
                    hold(frame);
                  },
                  [&](const mqtt::pubrel& rel) {
-                   if (local_qos2_ids_.erase(rel.packet_id)) return send_to_client(mqtt::pubcomp{rel.packet_id});
+                   if (extra().local_qos2_ids_.erase(rel.packet_id)) return send_to_client(mqtt::pubcomp{rel.packet_id});
                    hold(frame);
                  },
                  [&](const mqtt::disconnect&) {
@@ -331,8 +357,8 @@ client_session::actions client_session::on_auth_result(const auth_result& result
   user_ = result.user;
   user_id_ = result.user_id.empty() ? result.user : result.user_id;
   acl_ = with_templates(result.permissions, config_.templates, user_, client_id_);
-  if (client_connect_.will &&
-      (!acl_allows(acl_action::publish, client_connect_.will->topic) || !broker_safe(client_connect_.will->topic))) {
+  if (client_connect_->will &&
+      (!acl_allows(acl_action::publish, client_connect_->will->topic) || !broker_safe(client_connect_->will->topic))) {
     deny("will_not_allowed", reason_code::not_authorized);
     return take();
   }
@@ -442,15 +468,16 @@ void client_session::revoke() {
 void client_session::apply_acl(acl permissions) {
   acl_ = std::move(permissions);
   if (state_ != state::relaying) return;  // held SUBSCRIBEs are checked when replayed
+  if (!extra_) return;  // no subscriptions, nothing to withdraw
   mqtt::unsubscribe revoked;
-  for (const auto& filter : subscriptions_)
+  for (const auto& filter : extra().subscriptions_)
     if (!acl_allows(acl_action::subscribe, filter) || !broker_safe(filter)) revoked.filters.push_back(filter);
   if (revoked.filters.empty()) return;
-  for (const auto& filter : revoked.filters) subscriptions_.erase(filter);
+  for (const auto& filter : revoked.filters) extra().subscriptions_.erase(filter);
   const auto id = free_packet_id();
   if (!id) return;  // 65535 ids in flight: deliveries are still filtered
   revoked.packet_id = *id;
-  proxy_unsubscribes_.insert(*id);
+  extra().proxy_unsubscribes_.insert(*id);
   metrics_.acl_unsubscribes++;
   send_upstream(revoked);
 }
@@ -464,7 +491,8 @@ void client_session::apply_acl(acl permissions) {
 std::optional<std::uint16_t> client_session::free_packet_id() const {
   for (std::uint32_t id = 65535; id > 0; --id) {
     const auto candidate = static_cast<std::uint16_t>(id);
-    if (!client_ids_in_use_.contains(candidate) && !proxy_unsubscribes_.contains(candidate)) return candidate;
+    if (!extra_ || (!extra_->client_ids_in_use_.contains(candidate) && !extra_->proxy_unsubscribes_.contains(candidate)))
+      return candidate;
   }
   return std::nullopt;
 }
@@ -513,8 +541,8 @@ void client_session::send_auth_message(std::string json) {
 
 void client_session::connect_upstream() {
   mqtt::connect up;
-  up.version = client_connect_.version;
-  up.clean_start = client_connect_.clean_start;
+  up.version = client_connect_->version;
+  up.clean_start = client_connect_->clean_start;
   up.keep_alive = client_keep_alive_;
   // A broker with a maximum keep-alive refuses (3.1.1) or shortens (5.0) a
   // longer one, and 0 ("never"): ask for at most its maximum, and ping it
@@ -522,12 +550,12 @@ void client_session::connect_upstream() {
   const auto cap = broker_keep_alive_cap();
   if (cap && (up.keep_alive == 0 || up.keep_alive > *cap)) up.keep_alive = *cap;
   upstream_keep_alive_ = up.keep_alive;
-  up.props = client_connect_.props;  // session expiry, receive maximum, packet size, user properties...
+  up.props = client_connect_->props;  // session expiry, receive maximum, packet size, user properties...
   // No topic aliases from the broker [MQTT-3.1.2-26]: absent means 0, so the
   // broker sends every topic in full and the delivery ACL can read it.
   up.props.remove(mqtt::property_id::topic_alias_maximum);
   up.client_id = upstream_client_id(user_id_, client_id_);
-  up.will = client_connect_.will;
+  up.will = client_connect_->will;
   up.username = config_.upstream_username;
   up.password = config_.upstream_password;
   if (bridged_) {
@@ -554,7 +582,10 @@ client_session::actions client_session::on_upstream_connect_failed(std::string_v
 client_session::actions client_session::on_upstream_frame(const mqtt::frame& frame) {
   begin();
   if (state_ != state::connecting_upstream && state_ != state::relaying) return take();
-  auto decoded = mqtt::decode(frame.first_byte, frame.body, upstream_version());
+  // A delivery is routed on its topic and flags; only the bridge re-encodes
+  // it, so only the bridge needs the payload copied.
+  auto decoded = bridged_ ? mqtt::decode(frame.first_byte, frame.body, upstream_version())
+                          : mqtt::decode_without_payload(frame.first_byte, frame.body, upstream_version());
   if (!decoded) {
     if (version_ == mqtt::protocol_version::v5 && connack_sent_)
       send_to_client(mqtt::disconnect{reason_code::unspecified_error, {}});
@@ -575,28 +606,28 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
                  [&](const mqtt::publish& p) { handle_delivery(p); },
                  [&](const mqtt::pubrel& rel) {
                    // The PUBREL of a delivery the proxy refused: it completes the flow itself.
-                   if (dropped_qos2_ids_.erase(rel.packet_id)) return send_upstream(mqtt::pubcomp{rel.packet_id});
+                   if (extra().dropped_qos2_ids_.erase(rel.packet_id)) return send_upstream(mqtt::pubcomp{rel.packet_id});
                    emit(action::forward_to_client{});
                  },
                  [&](const mqtt::suback& ack) {
-                   client_ids_in_use_.erase(ack.packet_id);
+                   extra().client_ids_in_use_.erase(ack.packet_id);
                    handle_upstream_suback(ack);
                  },
                  [&](const mqtt::unsuback& ack) {
-                   if (proxy_unsubscribes_.erase(ack.packet_id)) return;  // the proxy's own UNSUBSCRIBE
-                   client_ids_in_use_.erase(ack.packet_id);
+                   if (extra().proxy_unsubscribes_.erase(ack.packet_id)) return;  // the proxy's own UNSUBSCRIBE
+                   extra().client_ids_in_use_.erase(ack.packet_id);
                    emit(action::forward_to_client{});
                  },
                  [&](const mqtt::puback& ack) {
-                   client_ids_in_use_.erase(ack.packet_id);
+                   extra().client_ids_in_use_.erase(ack.packet_id);
                    emit(action::forward_to_client{});
                  },
                  [&](const mqtt::pubrec& rec) {
-                   if (is_failure(rec.reason)) client_ids_in_use_.erase(rec.packet_id);  // the flow ends here
+                   if (is_failure(rec.reason)) extra().client_ids_in_use_.erase(rec.packet_id);  // the flow ends here
                    emit(action::forward_to_client{});
                  },
                  [&](const mqtt::pubcomp& comp) {
-                   client_ids_in_use_.erase(comp.packet_id);
+                   extra().client_ids_in_use_.erase(comp.packet_id);
                    emit(action::forward_to_client{});
                  },
                  [&](const mqtt::pingresp&) {
@@ -636,13 +667,13 @@ void client_session::handle_delivery(const mqtt::publish& p) {
   // (Receive Maximum) does not fill with messages nobody will acknowledge.
   if (p.qos == mqtt::qos::at_least_once) send_upstream(mqtt::puback{p.packet_id, reason_code::success, {}});
   if (p.qos == mqtt::qos::exactly_once) {
-    dropped_qos2_ids_.insert(p.packet_id);
+    extra().dropped_qos2_ids_.insert(p.packet_id);
     send_upstream(mqtt::pubrec{p.packet_id, reason_code::success, {}});
   }
 }
 
 bool client_session::subscribed_here(std::string_view topic) const {
-  for (const auto& filter : subscriptions_)
+  for (const auto& filter : subscriptions())
     if (mqtt::topic::matches(topic, mqtt::topic::effective_filter(filter))) return true;
   return false;
 }
@@ -679,7 +710,7 @@ void client_session::handle_upstream_connack(const mqtt::connack& ack) {
     // Direct mode: the broker's own CONNACK, so session-present is exact. The
     // proxy grants no topic aliases (it must read every topic to apply the ACL).
     mqtt::connack out = ack;
-    if (bridged_) out = bridge::to_client_connack(ack, client_connect_.clean_start, bridge_traits());
+    if (bridged_) out = bridge::to_client_connack(ack, client_clean_start_, bridge_traits());
     out.props.remove(mqtt::property_id::topic_alias_maximum);
     if (client_id_assigned_ && version_ == mqtt::protocol_version::v5)
       out.props.set(mqtt::property_id::assigned_client_identifier, client_id_);
@@ -699,6 +730,7 @@ void client_session::handle_upstream_connack(const mqtt::connack& ack) {
 
 void client_session::enter_relaying() {
   state_ = state::relaying;
+  client_connect_.reset();  // the upstream CONNECT is answered: nothing reads it any more
   emit(action::disarm_timer{timer_kind::handshake});
   auto held = std::move(held_);
   held_.clear();
@@ -733,7 +765,7 @@ void client_session::handle_relay(const mqtt::packet& p, const mqtt::frame& fram
                  [&](const mqtt::subscribe& s) { handle_subscribe(s, frame); },
                  [&](const mqtt::unsubscribe& u) { handle_unsubscribe(u, frame); },
                  [&](const mqtt::pubrel& rel) {
-                   if (local_qos2_ids_.erase(rel.packet_id)) return send_to_client(mqtt::pubcomp{rel.packet_id});
+                   if (extra().local_qos2_ids_.erase(rel.packet_id)) return send_to_client(mqtt::pubcomp{rel.packet_id});
                    forward_upstream(frame);
                  },
                  [&](const mqtt::disconnect&) {
@@ -770,7 +802,10 @@ void client_session::handle_publish(const mqtt::publish& p, const mqtt::frame& f
     reauth_pending_ = true;
     silent_revalidation_ = false;
     auth_topic_used_ = p.topic;
-    pending_token_ = auth_token(p).value_or("");
+    // Relayed PUBLISHes come without their payload, and the token may be it.
+    const auto whole = mqtt::decode(frame.first_byte, frame.body, version_);
+    const auto* with_payload = whole ? std::get_if<mqtt::publish>(&*whole) : nullptr;
+    pending_token_ = with_payload ? auth_token(*with_payload).value_or("") : "";
     emit(action::validate_session{pending_token_});
     return;
   }
@@ -789,7 +824,7 @@ void client_session::handle_publish(const mqtt::publish& p, const mqtt::frame& f
     ack_locally(p, reason_code::not_authorized);
     return;
   }
-  if (p.qos != mqtt::qos::at_most_once) client_ids_in_use_.insert(p.packet_id);
+  if (p.qos != mqtt::qos::at_most_once) extra().client_ids_in_use_.insert(p.packet_id);
   forward_upstream(frame);
 }
 
@@ -844,7 +879,7 @@ void client_session::handle_subscribe(const mqtt::subscribe& s, const mqtt::fram
     if (!acl_allows(acl_action::subscribe, sub.filter) || !broker_safe(sub.filter)) {
       metrics_.acl_denied_subscribe++;
       refusals[i] = reason_code::not_authorized;
-    } else if (!subscriptions_.contains(sub.filter) && subscriptions_.size() >= config_.max_subscriptions) {
+    } else if (!extra().subscriptions_.contains(sub.filter) && extra().subscriptions_.size() >= config_.max_subscriptions) {
       refusals[i] = reason_code::quota_exceeded;
     } else if (auto unsupported = unsupported_by_broker(sub.filter)) {
       refusals[i] = *unsupported;  // what the broker would refuse, refused here for 3.1.1 clients too
@@ -852,11 +887,11 @@ void client_session::handle_subscribe(const mqtt::subscribe& s, const mqtt::fram
       metrics_.bridge_refused_subscriptions++;
       refusals[i] = *unbridgeable;  // a 5.0-only option a 3.1.1 broker would ignore
     } else {
-      subscriptions_.insert(sub.filter);
+      extra().subscriptions_.insert(sub.filter);
       allowed.subscriptions.push_back(sub);
     }
   }
-  if (!allowed.subscriptions.empty()) client_ids_in_use_.insert(s.packet_id);
+  if (!allowed.subscriptions.empty()) extra().client_ids_in_use_.insert(s.packet_id);
   if (allowed.subscriptions.size() == s.subscriptions.size()) return forward_upstream(frame);  // same bytes, same QoS
   if (allowed.subscriptions.empty()) {
     mqtt::suback refusal{s.packet_id, {}, {}};
@@ -865,13 +900,13 @@ void client_session::handle_subscribe(const mqtt::subscribe& s, const mqtt::fram
   }
   auto wire = encode_for_upstream(allowed);
   if (!wire) return protocol_error(wire.error().message(), reason_code::implementation_specific_error);
-  pending_subacks_[s.packet_id] = std::move(refusals);
+  extra().pending_subacks_[s.packet_id] = std::move(refusals);
   emit(action::send_to_upstream{std::move(*wire)});
 }
 
 void client_session::handle_upstream_suback(const mqtt::suback& ack) {
-  auto pending = pending_subacks_.find(ack.packet_id);
-  if (pending == pending_subacks_.end()) return emit(action::forward_to_client{});
+  auto pending = extra().pending_subacks_.find(ack.packet_id);
+  if (pending == extra().pending_subacks_.end()) return emit(action::forward_to_client{});
   mqtt::suback merged{ack.packet_id, ack.props, {}};
   std::size_t next = 0;
   for (const auto& refusal : pending->second) {
@@ -881,14 +916,14 @@ void client_session::handle_upstream_suback(const mqtt::suback& ack) {
       merged.reasons.push_back(next < ack.reasons.size() ? ack.reasons[next++] : reason_code::unspecified_error);
     }
   }
-  pending_subacks_.erase(pending);
+  extra().pending_subacks_.erase(pending);
   send_to_client(merged);
 }
 
 void client_session::handle_unsubscribe(const mqtt::unsubscribe& u, const mqtt::frame& frame) {
-  for (const auto& filter : u.filters) subscriptions_.erase(filter);
-  client_ids_in_use_.insert(u.packet_id);
-  if (bridged_) bridged_unsubscribes_[u.packet_id] = u.filters.size();
+  for (const auto& filter : u.filters) extra().subscriptions_.erase(filter);
+  extra().client_ids_in_use_.insert(u.packet_id);
+  if (bridged_) extra().bridged_unsubscribes_[u.packet_id] = u.filters.size();
   forward_upstream(frame);
 }
 
@@ -901,7 +936,7 @@ void client_session::ack_locally(const mqtt::publish& p, reason_code reason) {
   if (p.qos == mqtt::qos::exactly_once) {
     send_to_client(mqtt::pubrec{p.packet_id, code, {}});
     // A failing 5.0 PUBREC ends the exchange; otherwise a PUBREL will follow.
-    if (!is_failure(code)) local_qos2_ids_.insert(p.packet_id);
+    if (!is_failure(code)) extra().local_qos2_ids_.insert(p.packet_id);
   }
 }
 

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <span>
@@ -132,6 +133,10 @@ class client_session {
   actions on_kick();
   // The listener's acl_mode, when it has one (over session_config's).
   void set_acl_mode(acl_mode mode) { acl_mode_ = mode; }
+  // The driver hands back a list it has carried out: the next event on this
+  // thread fills it again instead of allocating one per packet. One spare per
+  // thread, so an idle connection holds no capacity.
+  static void recycle(actions&& done);
   acl_mode current_acl_mode() const { return acl_mode_; }
 
   state current_state() const { return state_; }
@@ -144,7 +149,7 @@ class client_session {
   // The ACL in force now (what deliveries are checked against).
   const acl& permissions() const { return acl_; }
   // The filters the client subscribed to through the proxy (forwarded ones).
-  const std::set<std::string>& subscriptions() const { return subscriptions_; }
+  const std::set<std::string>& subscriptions() const;
 
  private:
   void begin();
@@ -211,7 +216,11 @@ class client_session {
   mqtt::protocol_version version_ = mqtt::protocol_version::v3_1_1;
   std::vector<session_action> actions_;
 
-  mqtt::connect client_connect_;
+  // The client's CONNECT, kept only until the upstream CONNECT is answered
+  // (its will, clean start and properties go into it); then freed.
+  std::unique_ptr<mqtt::connect> client_connect_;
+  bool client_clean_start_ = false;
+  std::optional<std::uint32_t> client_max_packet_size_;  // 5.0 CONNECT's Maximum Packet Size (bridged deliveries)
   std::string client_id_;
   bool client_id_assigned_ = false;
   bool direct_mode_ = false;  // session came as the CONNECT password
@@ -225,11 +234,6 @@ class client_session {
 
   std::vector<mqtt::bytes> held_;
   std::size_t held_bytes_ = 0;
-  std::set<std::uint16_t> local_qos2_ids_;  // PUBRECs the proxy sent itself: it owes the PUBCOMP
-  // SUBSCRIBEs forwarded with some filters removed: the refusal codes by
-  // position, so the broker's SUBACK can be widened back to the client's count.
-  std::map<std::uint16_t, std::vector<std::optional<mqtt::reason_code>>> pending_subacks_;
-  std::set<std::string> subscriptions_;
 
   // Re-validation: the token the session authenticated with (re-validated on
   // a resync or in degraded mode) and its digest (what a revocation names).
@@ -238,14 +242,6 @@ class client_session {
   std::string session_digest_;
   bool silent_revalidation_ = false;  // the proxy asked, not the client: no "ok" message
   bool expiry_check_ = false;  // the pending validation decides whether the expired session lives on
-  // Packet ids the client has in flight towards the broker (SUBSCRIBE and
-  // UNSUBSCRIBE until their ack, QoS 1/2 PUBLISH until PUBACK/PUBCOMP): the
-  // proxy's own UNSUBSCRIBE takes an id outside them.
-  std::set<std::uint16_t> client_ids_in_use_;
-  std::set<std::uint16_t> proxy_unsubscribes_;  // the proxy's UNSUBSCRIBEs: their UNSUBACK is swallowed
-  // QoS 2 deliveries the proxy refused (ACL) and answered PUBREC itself: it
-  // owes the broker the PUBCOMP. At most 65536 entries (one per id).
-  std::set<std::uint16_t> dropped_qos2_ids_;
   // The client sent DISCONNECT while packets were held: it is replayed after them.
   bool disconnect_held_ = false;
   std::uint16_t client_keep_alive_ = 0;  // the client's own: what the proxy holds it to
@@ -253,14 +249,37 @@ class client_session {
   std::chrono::milliseconds upstream_ping_interval_{0};
   unsigned upstream_pings_outstanding_ = 0;
   acl_mode acl_mode_ = acl_mode::enforce;
-  // Report mode: what was reported on this connection (bounded by max_acl_reports).
-  std::set<std::pair<acl_action, std::string>> acl_reported_;
   bool bridged_ = false;  // a 5.0 client on a 3.1.1 broker
   bool only_own_subscriptions_ = false;  // bridged Clean Start with expiry: the broker may resume an old session
-  std::map<std::uint16_t, std::size_t> bridged_unsubscribes_;  // UNSUBSCRIBE id -> filters, for the 5.0 UNSUBACK
-  // Client QoS 1/2 PUBLISHes the 3.1.1 broker has not completed: held to the
-  // Receive Maximum the proxy advertised, which a 3.1.1 broker does not enforce.
-  std::set<std::uint16_t> bridged_in_flight_;
+  // The packet-id and subscription bookkeeping, allocated on first use: an
+  // idle QoS 0 session (most of them) carries none of it, and nine empty
+  // std::set/map would cost 432 B per connection (issue 14).
+  struct extra_state {
+    std::set<std::uint16_t> local_qos2_ids_;  // PUBRECs the proxy sent itself: it owes the PUBCOMP
+    // SUBSCRIBEs forwarded with some filters removed: the refusal codes by
+    // position, so the broker's SUBACK can be widened back to the client's count.
+    std::map<std::uint16_t, std::vector<std::optional<mqtt::reason_code>>> pending_subacks_;
+    std::set<std::string> subscriptions_;
+    // Packet ids the client has in flight towards the broker (SUBSCRIBE and
+    // UNSUBSCRIBE until their ack, QoS 1/2 PUBLISH until PUBACK/PUBCOMP): the
+    // proxy's own UNSUBSCRIBE takes an id outside them.
+    std::set<std::uint16_t> client_ids_in_use_;
+    std::set<std::uint16_t> proxy_unsubscribes_;  // the proxy's UNSUBSCRIBEs: their UNSUBACK is swallowed
+    // QoS 2 deliveries the proxy refused (ACL) and answered PUBREC itself: it
+    // owes the broker the PUBCOMP. At most 65536 entries (one per id).
+    std::set<std::uint16_t> dropped_qos2_ids_;
+    // Report mode: what was reported on this connection (bounded by max_acl_reports).
+    std::set<std::pair<acl_action, std::string>> acl_reported_;
+    std::map<std::uint16_t, std::size_t> bridged_unsubscribes_;  // UNSUBSCRIBE id -> filters, for the 5.0 UNSUBACK
+    // Client QoS 1/2 PUBLISHes the 3.1.1 broker has not completed: held to the
+    // Receive Maximum the proxy advertised, which a 3.1.1 broker does not enforce.
+    std::set<std::uint16_t> bridged_in_flight_;
+  };
+  extra_state& extra() {
+    if (!extra_) extra_ = std::make_unique<extra_state>();
+    return *extra_;
+  }
+  std::unique_ptr<extra_state> extra_;
 };
 
 

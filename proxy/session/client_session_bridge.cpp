@@ -40,11 +40,11 @@ void client_session::bridge_to_upstream(const mqtt::frame& frame) {
   // A failing 5.0 PUBREC ends the QoS 2 flow (section 4.3.3), but a 3.1.1
   // broker reads any PUBREC as success and sends PUBREL: the proxy answers it.
   if (const auto* rec = std::get_if<mqtt::pubrec>(&*decoded); rec && mqtt::is_failure(rec->reason))
-    dropped_qos2_ids_.insert(rec->packet_id);
+    extra().dropped_qos2_ids_.insert(rec->packet_id);
   const auto* publish = std::get_if<mqtt::publish>(&*decoded);
   if (publish && publish->qos != mqtt::qos::at_most_once && config_.limits.receive_maximum) {
-    bridged_in_flight_.insert(publish->packet_id);
-    if (bridged_in_flight_.size() > *config_.limits.receive_maximum)
+    extra().bridged_in_flight_.insert(publish->packet_id);
+    if (extra().bridged_in_flight_.size() > *config_.limits.receive_maximum)
       return protocol_error("more QoS 1/2 PUBLISHes in flight than Receive Maximum [MQTT-3.3.4-7]",
                             reason_code::receive_maximum_exceeded);
   }
@@ -59,14 +59,14 @@ void client_session::bridge_to_upstream(const mqtt::frame& frame) {
 
 // A broker packet, before the session acts on it: acks in their 5.0 form.
 void client_session::bridge_from_upstream(mqtt::packet& p) {
-  if (const auto* ack = std::get_if<mqtt::puback>(&p)) bridged_in_flight_.erase(ack->packet_id);
-  if (const auto* ack = std::get_if<mqtt::pubcomp>(&p)) bridged_in_flight_.erase(ack->packet_id);
+  if (const auto* ack = std::get_if<mqtt::puback>(&p)) extra().bridged_in_flight_.erase(ack->packet_id);
+  if (const auto* ack = std::get_if<mqtt::pubcomp>(&p)) extra().bridged_in_flight_.erase(ack->packet_id);
   if (auto* ack = std::get_if<mqtt::suback>(&p)) {
     p = bridge::to_client_suback(*ack, bridge_traits());
   } else if (auto* unack = std::get_if<mqtt::unsuback>(&p)) {
-    const auto pending = bridged_unsubscribes_.find(unack->packet_id);
-    const std::size_t filters = pending == bridged_unsubscribes_.end() ? 0 : pending->second;
-    if (pending != bridged_unsubscribes_.end()) bridged_unsubscribes_.erase(pending);
+    const auto pending = extra().bridged_unsubscribes_.find(unack->packet_id);
+    const std::size_t filters = pending == extra().bridged_unsubscribes_.end() ? 0 : pending->second;
+    if (pending != extra().bridged_unsubscribes_.end()) extra().bridged_unsubscribes_.erase(pending);
     p = bridge::to_client_unsuback(*unack, filters);
   }
 }
@@ -76,7 +76,7 @@ void client_session::bridge_from_upstream(mqtt::packet& p) {
 // Packet Size is dropped and completed with the broker, as a server must
 // [MQTT-3.1.2-25]: a 5.0 broker would know the client's limit, a 3.1.1 one does not.
 void client_session::bridge_forwards_to_client(const mqtt::packet& p, std::size_t first_action) {
-  const auto client_limit = client_connect_.props.number(mqtt::property_id::maximum_packet_size);
+  const auto& client_limit = client_max_packet_size_;
   const auto* delivery = std::get_if<mqtt::publish>(&p);
   bool too_large = false;
   std::vector<session_action> rewritten;
@@ -99,7 +99,7 @@ void client_session::bridge_forwards_to_client(const mqtt::packet& p, std::size_
   metrics_.bridge_oversized_dropped++;
   if (delivery->qos == mqtt::qos::at_least_once) send_upstream(mqtt::puback{delivery->packet_id, reason_code::success, {}});
   if (delivery->qos == mqtt::qos::exactly_once) {
-    dropped_qos2_ids_.insert(delivery->packet_id);
+    extra().dropped_qos2_ids_.insert(delivery->packet_id);
     send_upstream(mqtt::pubrec{delivery->packet_id, reason_code::success, {}});
   }
 }

@@ -12,10 +12,9 @@ namespace proxy {
 // flood the log. The user is fixed for the life of a connection (a
 // re-authentication as someone else is refused), so it is not in the key.
 bool client_session::acl_allows(acl_action action, std::string_view name) {
-  const auto decision = acl_.decide(action, name);
-  if (decision.allowed) return true;
+  if (acl_.allows(action, name)) return true;
   if (acl_mode_ == acl_mode::enforce) return false;
-  report_acl(action, name, decision);
+  report_acl(action, name, acl_.decide(action, name));
   return true;
 }
 
@@ -25,16 +24,16 @@ void client_session::report_acl(acl_action action, std::string_view name, const 
     case acl_action::subscribe: metrics_.acl_report_subscribe++; break;
     case acl_action::receive: metrics_.acl_report_deliver++; break;
   }
-  if (acl_reported_.size() >= config_.max_acl_reports) return;
+  if (extra().acl_reported_.size() >= config_.max_acl_reports) return;
   // A topic may be 64 KiB: the report keeps (and the log shows) at most 256
   // bytes of it, so a report-mode connection costs at most max_acl_reports
   // short lines and short keys, however long the names it sends.
   constexpr std::size_t reported_name_limit = 256;
   std::string shown(name.substr(0, reported_name_limit));
   if (name.size() > reported_name_limit) shown += "...(" + std::to_string(name.size()) + " bytes)";
-  if (!acl_reported_.emplace(action, shown).second) return;
+  if (!extra().acl_reported_.emplace(action, shown).second) return;
   emit(action::acl_report{action, std::move(shown), user_, decision.why,
-                          acl_reported_.size() == config_.max_acl_reports});
+                          extra().acl_reported_.size() == config_.max_acl_reports});
 }
 
 // 0x98 Administrative action [MQTT-3.14.2.1]: the operator, not the client's

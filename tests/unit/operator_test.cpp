@@ -152,6 +152,7 @@ TEST_SUITE("acl: one decision function") {
       CAPTURE(row.what);
       const auto merged = with_templates(alice_acl, templates, "alice", row.client_id);
       CHECK(enforcing_answer(merged, row.action, row.name) == row.allowed);
+      CHECK(merged.allows(row.action, row.name) == row.allowed);  // the relay's question, no explanation built
       const auto e = explain(alice_acl, templates, "alice", row.client_id, row.action, row.name);
       CHECK(e.decision.allowed == row.allowed);
       CHECK(e.rule == row.rule);

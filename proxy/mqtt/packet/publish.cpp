@@ -4,7 +4,7 @@
 
 namespace mqtt::detail {
 
-publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v) {
+publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v, bool copy_payload) {
   publish p;
   p.dup = flags & 0x08;
   p.qos = static_cast<qos>((flags >> 1) & 0x03);
@@ -21,7 +21,11 @@ publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v) {
     // not twice per relayed PUBLISH.
     r.fail(error::invalid_topic_name);
   }
-  p.payload = r.rest();
+  if (copy_payload) {
+    p.payload = r.rest();
+  } else {
+    (void)r.take(r.remaining());  // opaque bytes: nothing to check
+  }
   return p;
 }
 

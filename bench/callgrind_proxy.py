@@ -1,0 +1,73 @@
+#!/usr/bin/python3
+"""User-space instructions per relayed message and per new session in
+mqtt-proxy, counted by callgrind (this VM has no hardware counters, and wall
+clock on a shared 2-core machine is noisy). The same stack and client as
+side_by_side.py; the proxy runs under `valgrind --tool=callgrind` (through a
+wrapper script), its counters are zeroed before each measure and dumped
+after it; Ir of all threads divided by the messages the subscriber received
+and by the PUBLISHes through the proxy in both directions (published +
+received: the received/published ratio moves from run to run, so the second
+figure is the steadier one), or by the sessions opened (50 in flight).
+
+    bench/callgrind_proxy.py --proxy build/bin/mqtt-proxy --bin build/bin
+
+Compare two builds by running it once with each --proxy, back to back."""
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import types
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import side_by_side  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--proxy", required=True, help="the mqtt-proxy binary to count")
+    parser.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"),
+                        help="where auth-server and mqtt_load are")
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="callgrind_proxy.")
+    for name in ("auth-server", "mqtt_load"):
+        os.symlink(os.path.abspath(os.path.join(args.bin, name)), os.path.join(work, name))
+    wrapper = os.path.join(work, "mqtt-proxy")
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={work}/cg.out.%p "
+                f"{os.path.abspath(args.proxy)} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    paths = side_by_side.Paths(types.SimpleNamespace(bin=work, proxy_args=""))
+    pid = str(paths.pid["mqtt-proxy"])
+
+    def dumped_total():
+        subprocess.run(["callgrind_control", "-d", pid], capture_output=True)
+        time.sleep(1)
+        newest = sorted(glob.glob(f"{work}/cg.out.{pid}*"), key=os.path.getmtime)[-1]
+        with open(newest) as f:
+            for line in f:
+                if line.startswith(("totals:", "summary:")):
+                    return int(line.split()[1])
+        return 0
+
+    try:
+        paths.run("mqtt-proxy", ["relay", 1, 0, 64, 4], tokens=paths.user0_file)  # warm-up
+        s = args.seconds
+        for label, mode in (("QoS 0, 64 B, 4 -> 1", ["relay", s, 0, 64, 4]), ("QoS 1, 256 B, 2 -> 1", ["relay", s, 1, 256, 2]),
+                            ("new sessions, 50 in flight", ["sessions", s, 50])):
+            subprocess.run(["callgrind_control", "-z", pid], capture_output=True)
+            kv, out = paths.run("mqtt-proxy", mode, tokens=paths.user0_file if mode[0] == "relay" else None)
+            total = dumped_total()
+            count = int(kv.get("messages", kv.get("sessions", 0))) or 1
+            both = count + int(kv.get("published", 0))
+            per_both = f", {total / both:.0f} per PUBLISH in either direction" if mode[0] == "relay" else ""
+            print(f"{label}: {total / count:.0f} instructions each{per_both} ({total} Ir; {out})", flush=True)
+    finally:
+        paths.close()
+
+
+if __name__ == "__main__":
+    main()
