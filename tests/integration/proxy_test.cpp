@@ -522,5 +522,11 @@ TEST_CASE("the whole flow with the real auth-server: HTTP login, MQTT auth, grou
   again.send(connect_packet(protocol_version::v3_1_1, "laptop"));
   again.expect<mqtt::connack>();
   again.send(mqtt::publish{"service/auth/" + alice_session, "", qos::at_most_once, false, false, 0, {}});
-  CHECK(auth_answer(again)["reason"] == "invalid_session");
+  // Refused by the API server (invalid_session), or, when this worker's
+  // validation cache still held the session and answered before the logout's
+  // event reached it, admitted and ended by that event (session_revoked).
+  // Either way the connection ends.
+  const auto reason = auth_answer(again)["reason"];
+  CHECK((reason == "invalid_session" || reason == "session_revoked"));
+  CHECK(again.closed_by_peer());
 }
