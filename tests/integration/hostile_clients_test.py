@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mosquitto import start_mosquitto  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
-from wire import connect_packet, mqtt_packet, parse_mqtt, publish_packet  # noqa: E402
+from wire import connect_packet, mqtt_packet, publish_packet, read_packet  # noqa: E402
 
 PROXY = None
 SESSIONS = {"alice-token": {"user": "alice", "acl": {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}}}
@@ -92,17 +92,6 @@ class RssPeak:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
-
-
-def read_packet(sock, buffer):
-    while True:
-        parsed = parse_mqtt(buffer)
-        if parsed:
-            return parsed
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise EOFError("closed")
-        buffer += chunk
 
 
 def authenticated_socket(port, client_id):

@@ -137,6 +137,19 @@ def parse_mqtt(data):
     return data[:i + length], data[i + length:]
 
 
+def read_packet(sock, buffer):
+    """Reads from `sock` (a socket, or anything with recv) until `buffer` holds
+    a whole packet: (packet bytes, rest). EOFError when the peer closes first."""
+    while True:
+        parsed = parse_mqtt(buffer)
+        if parsed:
+            return parsed
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError("closed")
+        buffer += chunk
+
+
 def publish_fields(packet):
     """(topic, payload) of a QoS 0 PUBLISH."""
     rest = parse_mqtt(packet) and packet[1:]
