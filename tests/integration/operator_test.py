@@ -12,11 +12,9 @@ import json
 import os
 import queue
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -25,8 +23,9 @@ import urllib.parse
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from mosquitto import start_mosquitto  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
+from paho_app import AuthAnswers, granted_codes  # noqa: E402
+from processes import AuthServer, OneSystemPerClass, ProcessGroup, upstream_args  # noqa: E402
 
 PROXY = AUTH_SERVER = None
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -50,25 +49,15 @@ def request(port, method, target, token=None, headers=None, body=None):
         connection.close()
 
 
-class System:
+class System(ProcessGroup):
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="operator-")
-        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        self.db = os.path.join(self.dir, "auth.db")
+        super().__init__("operator-")
         self.service_token_file = self.write("service-token", SERVICE_TOKEN + "\n")
         self.admin_token_file = self.write("admin-token", ADMIN_TOKEN + "\n")
-        self.processes = []
-        log = self.open_log("mosquitto")
-        broker, self.broker_port = start_mosquitto(self.dir, [], log=log)
-        self.processes.append((broker, log))
-        self.auth_port = free_port()
-        self.auth_url = f"http://127.0.0.1:{self.auth_port}"
-        self.spawn("auth-server", [AUTH_SERVER, "serve", "--db", self.db, "--listen", f"127.0.0.1:{self.auth_port}",
-                                   "--service-token-file", self.service_token_file])
-        wait_for_port(self.broker_port)
-        wait_for_port(self.auth_port)
-        common = ["--upstream", f"127.0.0.1:{self.broker_port}", "--upstream-username", "proxy",
-                  "--upstream-password", "proxy-secret", "--auth-url", self.auth_url,
+        _, self.broker_port = self.mosquitto()
+        self.auth = AuthServer(self, AUTH_SERVER, "--service-token-file", self.service_token_file)
+        self.auth_port, self.auth_url = self.auth.port, self.auth.url
+        common = [*upstream_args(self.broker_port), "--auth-url", self.auth_url,
                   "--auth-service-token-file", self.service_token_file]
         # A: from a config file (the [admin] table, a listener's acl_mode, a template).
         self.a_port, self.a_ws_port, self.a_admin = free_port(), free_port(), free_port()
@@ -92,55 +81,17 @@ subscribe = ["inbox/%u"]
         for port in (self.a_port, self.a_ws_port, self.a_admin, self.b_port, self.b_admin):
             wait_for_port(port)
 
-    def write(self, name, text):
-        path = os.path.join(self.dir, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
-
-    def open_log(self, name):
-        return open(os.path.join(self.dir, name + ".log"), "w")
-
-    def spawn(self, name, argv):
-        log = self.open_log(name)
-        self.processes.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
-
     def log_of(self, name):
-        with open(os.path.join(self.dir, name + ".log"), errors="replace") as f:
-            return f.read()
+        return super().log_of(name, errors="replace")
 
     def add_user(self, name, groups=()):
-        argv = [AUTH_SERVER, "adduser", "--db", self.db, "--user", name, "--password", PASSWORD]
-        for g in groups:
-            argv += ["--group", g]
-        result = subprocess.run(argv, text=True, capture_output=True, timeout=30)
-        assert result.returncode == 0, result.stderr
+        self.auth.add_user(name, PASSWORD, groups)
 
     def login(self, name):
-        connection = http.client.HTTPConnection("127.0.0.1", self.auth_port, timeout=10)
-        connection.request("POST", "/v1/login", body=json.dumps({"username": name, "password": PASSWORD}),
-                           headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        body = response.read().decode()
-        connection.close()
-        assert response.status == 200, body
-        return json.loads(body)["session"]
-
-    def close(self):
-        for process, log in reversed(self.processes):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            log.close()
-        if os.environ.get("KEEP_TEST_DIR"):
-            print("logs in", self.dir)
-            return
-        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.auth.login(name, PASSWORD)
 
 
-class App:
+class App(AuthAnswers):
     """A paho client that logs in with the auth PUBLISH (the app flow)."""
 
     def __init__(self, port, session, client_id, version=mqtt.MQTTv5, transport="tcp", will=None):
@@ -153,8 +104,7 @@ class App:
         self.client.on_connect = lambda *a: self.connected.set()
         self.client.on_disconnect = lambda *a: self.disconnected.set()
         self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda c, u, mid, granted, *rest: self.subacks.put(
-            [getattr(g, "value", g) for g in granted])
+        self.client.on_subscribe = lambda c, u, mid, granted, *rest: self.subacks.put(granted_codes(granted))
         # paho 1.6 drops a DISCONNECT's reason code when the packet is that
         # short (remaining length <= 2): keep the bytes it received.
         handle = self.client._handle_disconnect
@@ -171,12 +121,6 @@ class App:
         self.client.publish("service/auth/" + session, b"", qos=1)
         answer = json.loads(self.auth_answers.get(timeout=10))
         assert answer["result"] == "ok", answer
-
-    def _on_message(self, client, userdata, m):
-        if m.topic.startswith("service/auth"):
-            self.auth_answers.put(m.payload.decode())
-        else:
-            self.messages.put((m.topic, m.payload.decode()))
 
     def subscribe(self, topic):
         self.client.subscribe(topic, qos=1)
@@ -225,22 +169,11 @@ def metric(text, name, labels=""):
     raise AssertionError(f"{name}{labels} not in /metrics")
 
 
-class Operator(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.system = System()
-        cls.apps = []
-
-    @classmethod
-    def tearDownClass(cls):
-        for app in cls.apps:
-            app.client.loop_stop()
-        cls.system.close()
+class Operator(OneSystemPerClass, unittest.TestCase):
+    make_system = System
 
     def app(self, *args, **kwargs):
-        app = App(*args, **kwargs)
-        self.apps.append(app)
-        return app
+        return self.keep(App(*args, **kwargs))
 
     def user(self, name, groups=()):
         self.system.add_user(name, groups)
