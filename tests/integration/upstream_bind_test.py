@@ -9,52 +9,38 @@ upstream_unavailable rather than connected from another address.
 Usage: upstream_bind_test.py PATH/TO/mqtt-proxy   (MQTT_PROXY_BINARY overrides)"""
 import os
 import re
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from mosquitto import start_mosquitto  # noqa: E402
-from netutil import free_port, wait_for_port  # noqa: E402
+from netutil import free_port  # noqa: E402
+from processes import ProcessGroup, proxy_argv  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
-from wire import connect_packet, publish_packet, read_packet  # noqa: E402
+from wire import auth_exchange  # noqa: E402
 
 PROXY = None
 SESSIONS = {"alice-token": {"user": "alice", "acl": {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}}}
 
 
-class System:
+class System(ProcessGroup):
     """Mosquitto (logging connections) + stub API server + mqtt-proxy with the given source addresses."""
 
     def __init__(self, sources):
-        self.dir = tempfile.mkdtemp(prefix="bind-")
-        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        self.broker_log_path = os.path.join(self.dir, "mosquitto.log")
-        self.broker_log = open(self.broker_log_path, "w")
-        self.broker, self.broker_port = start_mosquitto(
-            self.dir, extra=["log_dest stdout", "log_type notice", "connection_messages true"],
-            log=self.broker_log, line_buffered=True)
+        super().__init__("bind-", stop_timeout=15, must_stop=True)
+        _, self.broker_port = self.mosquitto(["log_dest stdout", "log_type notice", "connection_messages true"],
+                                             line_buffered=True)
         self.port = free_port()
         self.auth = StubAuthServer(SESSIONS)
-        self.log_path = os.path.join(self.dir, "proxy.log")
-        self.log = open(self.log_path, "w")
-        argv = [PROXY, "--listen", f"127.0.0.1:{self.port}", "--upstream", f"127.0.0.1:{self.broker_port}",
-                "--upstream-username", "proxy", "--upstream-password", "proxy-secret", "--threads", "2",
-                "--auth-url", self.auth.url, "--admin", f"127.0.0.1:{free_port()}"]
+        self.at_close(self.auth.close)
+        argv = proxy_argv(PROXY, self.port, self.broker_port, self.auth.url, "--threads", "2")
         for source in sources:
             argv += ["--upstream-bind-address", source]
-        self.proxy = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for_port(self.broker_port)
-        wait_for_port(self.port)
+        self.spawn("proxy", argv, ports=[self.port])
 
     def broker_sources(self):
         """{source address: connections} from Mosquitto's "New client connected from A:P as ID" lines."""
-        with open(self.broker_log_path) as f:
-            found = re.findall(r"New client connected from ([0-9.]+):\d+ as (\S+)", f.read())
+        found = re.findall(r"New client connected from ([0-9.]+):\d+ as (\S+)", self.log_of("mosquitto"))
         counts = {}
         for address, client_id in found:
             if "alice" in client_id:  # the proxy's start-up probe is not a client's connection
@@ -62,29 +48,12 @@ class System:
         return counts
 
     def logs(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def close(self):
-        for p in (self.proxy, self.broker):
-            p.terminate()
-            p.wait(timeout=15)
-        self.auth.close()
-        self.log.close()
-        self.broker_log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.log_of("proxy")
 
 
 def auth_answer(port, client_id):
     """CONNECT + auth PUBLISH; the proxy's answer on the auth topic, and the open socket."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(connect_packet(client_id) + publish_packet("service/auth/alice-token", b"", qos=0))
-    buffer = b""
-    packet, buffer = read_packet(sock, buffer)
-    assert packet[0] == 0x20 and packet[3] == 0, packet.hex()  # the proxy's CONNACK
-    packet, buffer = read_packet(sock, buffer)
-    assert packet[0] & 0xF0 == 0x30, packet.hex()
-    return packet, sock
+    return auth_exchange(port, client_id, "alice-token")
 
 
 class SourceAddresses(unittest.TestCase):

@@ -96,20 +96,28 @@ def mqtt_string(text):
     return struct.pack(">H", len(data)) + data
 
 
-def mqtt_packet(first_byte, body):
-    length, n = b"", len(body)
+def varint(n):
+    """A Variable Byte Integer [MQTT-1.5.5] (remaining lengths, 5.0 property lengths)."""
+    out = b""
     while True:
         digit, n = n % 128, n // 128
-        length += bytes([digit | (0x80 if n else 0)])
+        out += bytes([digit | (0x80 if n else 0)])
         if not n:
-            return bytes([first_byte]) + length + body
+            return out
 
 
-def connect_packet(client_id, username=None, password=None):
+def mqtt_packet(first_byte, body):
+    return bytes([first_byte]) + varint(len(body)) + body
+
+
+def connect_packet(client_id, username=None, password=None, version=4):
+    """A clean-session CONNECT, keep-alive 30; version 5 adds an empty property list."""
     flags = 0x02 | (0x80 if username else 0) | (0x40 if password else 0)
     payload = mqtt_string(client_id) + (mqtt_string(username) if username else b"") + (
         mqtt_string(password) if password else b"")
-    return mqtt_packet(0x10, mqtt_string("MQTT") + bytes([4, flags]) + struct.pack(">H", 30) + payload)
+    properties = b"\x00" if version == 5 else b""
+    return mqtt_packet(0x10, mqtt_string("MQTT") + bytes([version, flags]) + struct.pack(">H", 30) + properties +
+                       payload)
 
 
 def publish_packet(topic, payload, qos=0, packet_id=1):
@@ -148,6 +156,27 @@ def read_packet(sock, buffer):
         if not chunk:
             raise EOFError("closed")
         buffer += chunk
+
+
+def packet_body(packet):
+    """What follows the fixed header (first byte and remaining length) of a whole packet."""
+    at = 1
+    while packet[at] & 0x80:
+        at += 1
+    return packet[at + 1:]
+
+
+def auth_exchange(port, client_id, token, timeout=10):
+    """A 3.1.1 CONNECT and the auth PUBLISH (QoS 0) in one write to the proxy
+    on 127.0.0.1:port: (the proxy's answer PUBLISH, the open socket), after
+    asserting the CONNACK accepted the connection."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(connect_packet(client_id) + publish_packet("service/auth/" + token, b"", qos=0))
+    packet, buffer = read_packet(sock, b"")
+    assert packet[0] == 0x20 and packet[3] == 0, packet.hex()  # CONNACK accepted
+    packet, buffer = read_packet(sock, buffer)
+    assert packet[0] & 0xF0 == 0x30, packet.hex()
+    return packet, sock
 
 
 def publish_fields(packet):
