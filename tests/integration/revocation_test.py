@@ -8,21 +8,18 @@ Usage: revocation_test.py PATH/TO/mqtt-proxy PATH/TO/auth-server"""
 import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
-import urllib.error
-import urllib.request
 
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from mosquitto import start_mosquitto  # noqa: E402
-from netutil import free_port, wait_for_port  # noqa: E402
+from netutil import free_port  # noqa: E402
+from paho_app import AuthAnswers, granted_codes  # noqa: E402
+from processes import AuthServer, OneSystemPerClass, ProcessGroup, http, proxy_argv  # noqa: E402
 
 PROXY = AUTH_SERVER = None
 # Revocation must reach a live connection "at once". The benchmark measures
@@ -31,93 +28,40 @@ PROXY = AUTH_SERVER = None
 PROMPTLY = 5.0
 
 
-def http(method, url, body=None, headers=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers=dict({"Content-Type": "application/json"}, **(headers or {})))
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-class System:
+class System(ProcessGroup):
     """Mosquitto, auth-server and two proxies on free loopback ports."""
 
     def __init__(self, session_ttl=3600):
-        self.dir = tempfile.mkdtemp(prefix="revocation-")
-        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        self.db = os.path.join(self.dir, "auth.db")
-        self.token_file = os.path.join(self.dir, "service-token")
-        with open(self.token_file, "w") as f:
-            f.write("events-secret-0123456789\n")
-        self.processes = []
-        log = self.open_log("mosquitto")
-        broker, self.broker_port = start_mosquitto(self.dir, ["sys_interval 1"], log=log)
-        self.processes.append((broker, log))
-        self.auth_port = free_port()
-        self.auth_url = f"http://127.0.0.1:{self.auth_port}"
-        self.spawn("auth-server", [AUTH_SERVER, "serve", "--db", self.db, "--listen", f"127.0.0.1:{self.auth_port}",
-                                   "--service-token-file", self.token_file, "--session-ttl", str(session_ttl)])
-        wait_for_port(self.broker_port)
-        wait_for_port(self.auth_port)
+        super().__init__("revocation-")
+        self.token_file = self.write("service-token", "events-secret-0123456789\n")
+        _, self.broker_port = self.mosquitto(["sys_interval 1"])
+        self.auth = AuthServer(self, AUTH_SERVER, "--service-token-file", self.token_file,
+                               "--session-ttl", str(session_ttl))
+        self.auth_url = self.auth.url
         self.proxy_ports = []
         for i in (1, 2):
             port = free_port()
-            self.spawn(f"mqtt-proxy{i}", [
-                PROXY, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{self.broker_port}",
-                "--upstream-username", "proxy", "--upstream-password", "proxy-secret",
-                "--auth-url", self.auth_url, "--auth-service-token-file", self.token_file,
-                "--admin", f"127.0.0.1:{free_port()}"])
-            wait_for_port(port)
+            self.spawn(f"mqtt-proxy{i}", proxy_argv(PROXY, port, self.broker_port, self.auth_url,
+                                                    "--auth-service-token-file", self.token_file), ports=[port])
             self.proxy_ports.append(port)
         time.sleep(0.5)  # both proxies' event feeds are connected
 
-    def open_log(self, name):
-        return open(os.path.join(self.dir, name + ".log"), "w")
-
-    def spawn(self, name, argv):
-        log = self.open_log(name)
-        self.processes.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
-
-    def log_of(self, name):
-        with open(os.path.join(self.dir, name + ".log")) as f:
-            return f.read()
-
     def cli(self, *args, stdin=None):
-        return subprocess.run([AUTH_SERVER, *args, "--db", self.db], input=stdin, text=True, capture_output=True,
-                              timeout=30)
+        return self.auth.cli(*args, stdin=stdin)
 
     def add_user(self, name, password="pw-" + "x" * 12, groups=()):
-        argv = ["adduser", "--user", name, "--password", password]
-        for g in groups:
-            argv += ["--group", g]
-        result = self.cli(*argv)
-        assert result.returncode == 0, result.stderr
+        self.auth.add_user(name, password, groups)
         return password
 
     def login(self, name, password="pw-" + "x" * 12):
-        status, body = http("POST", self.auth_url + "/v1/login", {"username": name, "password": password})
-        assert status == 200, body
-        return json.loads(body)["session"]
+        return self.auth.login(name, password)
 
     def logout(self, session):
         status, body = http("POST", self.auth_url + "/v1/sessions/revoke", headers={"Authorization": "Bearer " + session})
         assert status in (200, 204), (status, body)
 
-    def close(self):
-        for process, log in reversed(self.processes):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
-
-class App:
+class App(AuthAnswers):
     """An app on one proxy: connects, authenticates with the auth PUBLISH."""
 
     def __init__(self, system, proxy, session, client_id, version=mqtt.MQTTv311, clean=True, subscribe=None):
@@ -126,8 +70,7 @@ class App:
         kwargs = {"clean_session": clean} if version != mqtt.MQTTv5 else {}
         self.client = mqtt.Client(client_id=client_id, protocol=version, **kwargs)
         self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda c, u, mid, granted, *rest: self.subscribed.put(
-            [getattr(g, "value", g) for g in granted])
+        self.client.on_subscribe = lambda c, u, mid, granted, *rest: self.subscribed.put(granted_codes(granted))
         self.client.on_disconnect = self._on_disconnect
         self.client.reconnect_delay_set(60, 60)  # a revoked app must not come back by itself in these tests
         self.client.on_connect = self._on_connect
@@ -152,33 +95,16 @@ class App:
         self.disconnected_at = time.time()
         self.disconnected.set()
 
-    def _on_message(self, client, userdata, m):
-        if m.topic.startswith("service/auth"):
-            self.auth_answers.put(m.payload.decode())
-        else:
-            self.messages.put((m.topic, m.payload.decode()))
-
     def stop(self):
         self.client.disconnect()
         self.client.loop_stop()
 
 
-class Revocation(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.system = System()
-        cls.apps = []
-
-    @classmethod
-    def tearDownClass(cls):
-        for app in cls.apps:
-            app.client.loop_stop()
-        cls.system.close()
+class Revocation(OneSystemPerClass, unittest.TestCase):
+    make_system = System
 
     def app(self, *args, **kwargs):
-        app = App(self.system, *args, **kwargs)
-        self.apps.append(app)
-        return app
+        return self.keep(App(self.system, *args, **kwargs))
 
     def publish_as_broker(self, topic, payload, qos=1, retain=False):
         """Straight into Mosquitto: what another (allowed) publisher sends."""
