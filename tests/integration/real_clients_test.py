@@ -5,10 +5,8 @@ clients, with a stub API server. Usage: real_clients_test.py PATH/TO/mqtt-proxy"
 import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -16,8 +14,9 @@ import unittest
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from mosquitto import start_mosquitto  # noqa: E402
-from netutil import free_port, wait_for_port  # noqa: E402
+from netutil import free_port  # noqa: E402
+from paho_app import granted_codes  # noqa: E402
+from processes import OneSystemPerClass, ProcessGroup, proxy_argv  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
 
 
@@ -28,31 +27,16 @@ SESSIONS = {
 }
 
 
-class System:
+class System(ProcessGroup):
     """Mosquitto + stub API server + mqtt-proxy on free loopback ports."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="real-clients-")
-        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        self.broker, self.broker_port = start_mosquitto(self.dir)
+        super().__init__("real-clients-", must_stop=True)
+        _, self.broker_port = self.mosquitto()
         self.port = free_port()
         self.auth = StubAuthServer(SESSIONS)
-        self.log = open(os.path.join(self.dir, "proxy.log"), "w")
-        self.proxy = subprocess.Popen(
-            [PROXY, "--listen", f"127.0.0.1:{self.port}", "--upstream", f"127.0.0.1:{self.broker_port}",
-             "--upstream-username", "proxy", "--upstream-password", "proxy-secret",
-             "--auth-url", self.auth.url, "--admin", f"127.0.0.1:{free_port()}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for_port(self.broker_port)
-        wait_for_port(self.port)
-
-    def close(self):
-        for p in (self.proxy, self.broker):
-            p.terminate()
-            p.wait(timeout=10)
-        self.auth.close()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.at_close(self.auth.close)
+        self.spawn("proxy", proxy_argv(PROXY, self.port, self.broker_port, self.auth.url), ports=[self.port])
 
 
 class PahoClient:
@@ -65,8 +49,7 @@ class PahoClient:
         self.system = system
 
     def _on_subscribe(self, client, userdata, mid, granted, *rest):
-        codes = [getattr(g, "value", g) for g in granted]
-        self.granted.put(codes)
+        self.granted.put(granted_codes(granted))
 
     def connect(self, subscribe_first=None, will=None):
         if will:
@@ -88,14 +71,8 @@ class PahoClient:
         self.client.loop_stop()
 
 
-class RealClients(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.system = System()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.system.close()
+class RealClients(OneSystemPerClass, unittest.TestCase):
+    make_system = System
 
     def paho_flow(self, version, name):
         c = PahoClient(self.system, name, version)
