@@ -12,10 +12,8 @@ import functools
 import http.server
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,8 +22,8 @@ CONSOLE = os.path.join(ROOT, "auth", "console")
 CHROMIUM = "/usr/bin/chromium"
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 from certs import make_ca, make_leaf  # noqa: E402
-from mosquitto import PASSWORD, USERNAME, start_mosquitto  # noqa: E402
-from netutil import free_port, wait_for_port  # noqa: E402
+from netutil import free_port  # noqa: E402
+from processes import AuthServer, ProcessGroup, proxy_argv  # noqa: E402
 
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password-0123"
 NEW_PASSWORD = "changed-password-4567"  # set mid-test: every session of the user is revoked
@@ -52,94 +50,55 @@ class StaticConsole(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-class System:
+class System(ProcessGroup):
     """Mosquitto, auth-server (console + CORS), mqtt-proxy (TCP + WebSocket), a static server."""
 
     def __init__(self, proxy, auth_server):
-        self.dir = tempfile.mkdtemp(prefix="console-browser-")
-        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        self.processes = []
+        super().__init__("console-browser-")
         self.static_port = free_port()
         self.static = http.server.ThreadingHTTPServer(
             ("127.0.0.1", self.static_port), functools.partial(StaticConsole, directory=CONSOLE))
         threading.Thread(target=self.static.serve_forever, daemon=True).start()
         self.static_origin = f"http://127.0.0.1:{self.static_port}"
 
-        log = self.log("mosquitto")
-        broker, self.broker_port = start_mosquitto(self.dir, log=log)
-        self.processes.append((broker, log))
+        _, self.broker_port = self.mosquitto()
 
-        self.auth_server = auth_server
-        self.db = db = os.path.join(self.dir, "auth.db")
-        subprocess.run([auth_server, "adduser", "--db", db, "--user", DEMO_USER, "--password", DEMO_PASSWORD,
-                        "--group", "demo", "--kdf-iterations", "1000"], check=True, capture_output=True)
-        self.auth_port = free_port()
-        self.auth_origin = f"http://127.0.0.1:{self.auth_port}"
-        self.spawn("auth-server", [auth_server, "serve", "--db", db, "--listen", f"127.0.0.1:{self.auth_port}",
-                                   "--console-dir", CONSOLE, "--cors-origin", self.static_origin])
-        wait_for_port(self.broker_port)
-        wait_for_port(self.auth_port)
+        self.auth = AuthServer(self, auth_server, "--console-dir", CONSOLE, "--cors-origin", self.static_origin)
+        self.auth.add_user(DEMO_USER, DEMO_PASSWORD, groups=["demo"], extra=["--kdf-iterations", "1000"])
+        self.auth_port, self.auth_origin = self.auth.port, self.auth.url
 
         # wss:// with a certificate of a CA made here (the browser is told to accept it).
         ca = make_ca(self.dir, "test-ca")
         key, cert = make_leaf(self.dir, "server", "/CN=localhost", ca, "DNS:localhost,IP:127.0.0.1")
         self.tcp_port, self.ws_port, self.wss_port = free_port(), free_port(), free_port()
-        self.proxy_argv = [
-            proxy, "--listen", f"127.0.0.1:{self.tcp_port}", "--ws-listen", f"127.0.0.1:{self.ws_port}",
+        self.proxy_argv = proxy_argv(
+            proxy, self.tcp_port, self.broker_port, self.auth_origin, "--ws-listen", f"127.0.0.1:{self.ws_port}",
             "--wss-listen", f"127.0.0.1:{self.wss_port}", "--tls-cert", cert, "--tls-key", key,
-            "--ws-allowed-origin", self.auth_origin, "--ws-allowed-origin", self.static_origin,
-            "--upstream", f"127.0.0.1:{self.broker_port}", "--upstream-username", USERNAME,
-            "--upstream-password", PASSWORD, "--auth-url", self.auth_origin, "--admin", f"127.0.0.1:{free_port()}"]
+            "--ws-allowed-origin", self.auth_origin, "--ws-allowed-origin", self.static_origin)
         self.start_proxy()
 
     def start_proxy(self):
-        self.spawn("mqtt-proxy", self.proxy_argv, mode="a")
-        wait_for_port(self.tcp_port)
-        wait_for_port(self.ws_port)
-        wait_for_port(self.wss_port)
+        self.proxy = self.spawn("mqtt-proxy", self.proxy_argv, ports=[self.tcp_port, self.ws_port, self.wss_port],
+                                mode="a")
 
     def restart_proxy(self):
         """Stops mqtt-proxy (its connections drop) and starts it again on the same ports."""
-        index = next(i for i, (p, _) in enumerate(self.processes) if p.args == self.proxy_argv)
-        process, log = self.processes.pop(index)
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+        self.stop(self.proxy, timeout=20, must_stop=True)
         self.start_proxy()
 
     def change_password(self):
         """moduser --password-stdin: every session of the user is revoked (user_sessions_revoked)."""
-        subprocess.run([self.auth_server, "moduser", "--db", self.db, "--user", DEMO_USER, "--password-stdin"],
-                       input=NEW_PASSWORD + "\n", text=True, check=True, capture_output=True)
-
-    def log(self, name, mode="w"):
-        return open(os.path.join(self.dir, name + ".log"), mode)
-
-    def spawn(self, name, argv, mode="w"):
-        log = self.log(name, mode)
-        self.processes.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
-
-    def read_log(self, name):
-        with open(os.path.join(self.dir, name + ".log")) as f:
-            return f.read()
+        result = self.auth.cli("moduser", "--user", DEMO_USER, "--password-stdin", stdin=NEW_PASSWORD + "\n")
+        assert result.returncode == 0, result.stderr
 
     def dump_logs(self):
         for name in ("auth-server", "mqtt-proxy", "mosquitto"):
-            with open(os.path.join(self.dir, name + ".log")) as f:
-                print(f"---- {name}.log (last lines)\n" + "".join(f.readlines()[-30:]))
+            print(f"---- {name}.log (last lines)\n" + "".join(self.log_of(name).splitlines(keepends=True)[-30:]))
 
     def close(self):
         self.static.shutdown()
         self.static.server_close()
-        for process, log in reversed(self.processes):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().close()
 
 
 def drive(system, config):
@@ -200,7 +159,7 @@ def main():
         # preflight kept that page's login from ever being sent (6 logins: the
         # console's, three for mosquitto_pub/sub, the allowed cross-origin page's,
         # the refused-WebSocket page's; one failure, the wrong password).
-        proxy_log, auth_log = system.read_log("mqtt-proxy"), system.read_log("auth-server")
+        proxy_log, auth_log = system.log_of("mqtt-proxy"), system.log_of("auth-server")
         checks = [
             (f"origin http://localhost:{system.auth_port} is not allowed" in proxy_log,
              "the proxy did not log the refused WebSocket origin"),
