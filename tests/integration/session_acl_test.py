@@ -17,13 +17,9 @@ Usage: session_acl_test.py PATH/TO/mqtt-proxy"""
 import json
 import os
 import queue
-import re
-import shutil
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -32,10 +28,11 @@ import urllib.request
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from mosquitto import start_mosquitto  # noqa: E402
-from netutil import free_port, wait_for_port  # noqa: E402
+from netutil import free_port  # noqa: E402
+from paho_app import granted_codes  # noqa: E402
+from processes import OneSystemPerClass, ProcessGroup, proxy_argv  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
-from wire import mqtt_packet, mqtt_string, parse_mqtt, publish_packet  # noqa: E402
+from wire import connect_packet, mqtt_packet, mqtt_string, publish_packet, read_packet, varint  # noqa: E402
 
 PROXY = None
 WIDE = {"publish": ["a/#", "b/#"], "subscribe": ["a/#", "b/#"]}
@@ -48,33 +45,19 @@ SESSIONS = {
 BROKER_KEEPALIVE = 10  # Mosquitto's max_keepalive; direct clients must stay within it
 
 
-class System:
+class System(ProcessGroup):
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="session-acl-")
-        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
+        super().__init__("session-acl-", must_stop=True)
         self.port, self.admin_port = free_port(), free_port()
-        self.broker_log_path = os.path.join(self.dir, "mosquitto.log")
-        self.broker_log = open(self.broker_log_path, "w")
         # Line-buffered, so the tests can read what the broker received as it happens.
-        self.broker, self.broker_port = start_mosquitto(
-            self.dir, [f"max_keepalive {BROKER_KEEPALIVE}", "max_inflight_messages 10", "log_dest stdout",
-                       "log_type all"],
-            log=self.broker_log, file_mode=0o644, line_buffered=True)
+        _, self.broker_port = self.mosquitto(
+            [f"max_keepalive {BROKER_KEEPALIVE}", "max_inflight_messages 10", "log_dest stdout", "log_type all"],
+            file_mode=0o644, line_buffered=True)
         self.auth = StubAuthServer(SESSIONS)
-        proxy_conf = os.path.join(self.dir, "proxy.toml")
-        with open(proxy_conf, "w") as f:
-            f.write(f'[upstream]\nkind = "mosquitto"\nmax_keep_alive = {BROKER_KEEPALIVE}\n')
-        self.log_path = os.path.join(self.dir, "proxy.log")
-        self.log = open(self.log_path, "w")
-        self.proxy = subprocess.Popen(
-            [PROXY, "--config", proxy_conf, "--listen", f"127.0.0.1:{self.port}",
-             "--upstream", f"127.0.0.1:{self.broker_port}", "--upstream-username", "proxy",
-             "--upstream-password", "proxy-secret", "--auth-url", self.auth.url,
-             "--admin", f"127.0.0.1:{self.admin_port}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for_port(self.broker_port)
-        wait_for_port(self.port)
-        wait_for_port(self.admin_port)
+        self.at_close(self.auth.close)
+        proxy_conf = self.write("proxy.toml", f'[upstream]\nkind = "mosquitto"\nmax_keep_alive = {BROKER_KEEPALIVE}\n')
+        self.spawn("proxy", proxy_argv(PROXY, self.port, self.broker_port, self.auth.url, "--config", proxy_conf,
+                                       admin_port=self.admin_port), ports=[self.port, self.admin_port])
 
     def metric(self, name_and_labels):
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5).read().decode()
@@ -87,21 +70,7 @@ class System:
         return self.metric('mqtt_proxy_acl_denials_total{packet="publish",direction="deliver"}')
 
     def broker_log_text(self):
-        self.broker_log.flush()
-        with open(self.broker_log_path) as f:
-            return f.read()
-
-    def close(self):
-        for p in (self.proxy, self.broker):
-            p.terminate()
-            p.wait(timeout=10)
-        self.auth.close()
-        self.log.close()
-        self.broker_log.close()
-        if os.environ.get("KEEP_TEST_DIR"):
-            print("test files in", self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        return self.log_of("mosquitto")
 
 
 class Direct:
@@ -139,8 +108,7 @@ class ProxyClient:
         self.client = mqtt.Client(client_id=client_id, protocol=version, **kwargs)
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload.decode(), m.qos))
         self.client.on_disconnect = lambda c, u, *rest: self.disconnected.set()
-        self.client.on_subscribe = lambda c, u, mid, granted, *rest: self.granted.put(
-            [getattr(g, "value", g) for g in granted])
+        self.client.on_subscribe = lambda c, u, mid, granted, *rest: self.granted.put(granted_codes(granted))
         self.client.reconnect_delay_set(60, 60)
         self.client.connect("127.0.0.1", system.port, keepalive)
         self.client.loop_start()
@@ -172,35 +140,8 @@ class ProxyClient:
         self.client.loop_stop()
 
 
-def read_packet(sock, buffer):
-    while True:
-        parsed = parse_mqtt(buffer[0])
-        if parsed:
-            packet, buffer[0] = parsed
-            return packet
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise EOFError("closed")
-        buffer[0] += chunk
-
-
-def varint(n):
-    out = b""
-    while True:
-        digit, n = n % 128, n // 128
-        out += bytes([digit | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
-class SessionAcl(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.system = System()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.system.close()
+class SessionAcl(OneSystemPerClass, unittest.TestCase):
+    make_system = System
 
     def setUp(self):
         SESSIONS["wide-token"] = {"user": "carol", "acl": WIDE}
@@ -323,18 +264,16 @@ class SessionAcl(unittest.TestCase):
 
     def test_subscription_identifier_in_a_client_publish_is_a_protocol_error(self):
         sock = socket.create_connection(("127.0.0.1", self.system.port), timeout=10)
-        buffer = [b""]
-        connect = mqtt_packet(0x10, mqtt_string("MQTT") + bytes([5, 0x02]) + struct.pack(">H", 30) + b"\x00" +
-                              mqtt_string("subid"))
         auth = mqtt_packet(0x30, mqtt_string("service/auth/wide-token") + b"\x00")
-        sock.sendall(connect + auth)
-        self.assertEqual(read_packet(sock, buffer)[0], 0x20)  # CONNACK
-        ok = read_packet(sock, buffer)
+        sock.sendall(connect_packet("subid", version=5) + auth)
+        connack, buffer = read_packet(sock, b"")
+        self.assertEqual(connack[0], 0x20)  # CONNACK
+        ok, buffer = read_packet(sock, buffer)
         self.assertEqual(ok[0] & 0xF0, 0x30)
         self.assertIn(b'"ok"', ok)
         props = b"\x0b" + varint(7)  # Subscription Identifier 7
         sock.sendall(mqtt_packet(0x30, mqtt_string("a/x") + varint(len(props)) + props + b"payload"))
-        disconnect = read_packet(sock, buffer)
+        disconnect, buffer = read_packet(sock, buffer)
         self.assertEqual(disconnect[0], 0xE0)
         self.assertEqual(disconnect[2], 0x82)  # Protocol Error [MQTT-3.3.4-6]
         sock.close()
