@@ -7,20 +7,17 @@ Each hostile case sits beside the polite one it abuses.
 Usage: hostile_clients_test.py PATH/TO/mqtt-proxy   (MQTT_PROXY_BINARY overrides)"""
 import os
 import resource
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from mosquitto import start_mosquitto  # noqa: E402
-from netutil import free_port, wait_for_port  # noqa: E402
+from netutil import free_port  # noqa: E402
+from processes import OneSystemPerClass, ProcessGroup, proxy_argv  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
-from wire import connect_packet, mqtt_packet, publish_packet, read_packet  # noqa: E402
+from wire import auth_exchange, connect_packet, publish_packet, read_packet  # noqa: E402
 
 PROXY = None
 SESSIONS = {"alice-token": {"user": "alice", "acl": {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}}}
@@ -32,26 +29,19 @@ PINGREQ = b"\xc0\x00"
 SANITIZED = os.environ.get("MQTT_PROXY_SANITIZED") == "1"  # set by run.sh for the ASan+UBSan binary
 
 
-class System:
+class System(ProcessGroup):
     """Mosquitto + stub API server + mqtt-proxy on free loopback ports."""
 
     def __init__(self, file_limit=None):
-        self.dir = tempfile.mkdtemp(prefix="hostile-")
-        os.chmod(self.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        self.broker, self.broker_port = start_mosquitto(self.dir)
+        super().__init__("hostile-", stop_timeout=15, must_stop=True)
+        _, self.broker_port = self.mosquitto()
         self.port = free_port()
         self.auth = StubAuthServer(SESSIONS)
-        self.log_path = os.path.join(self.dir, "proxy.log")
-        self.log = open(self.log_path, "w")
-        self.proxy = subprocess.Popen(
-            [PROXY, "--listen", f"127.0.0.1:{self.port}", "--upstream", f"127.0.0.1:{self.broker_port}",
-             "--upstream-username", "proxy", "--upstream-password", "proxy-secret", "--threads", "2",
-             "--auth-url", self.auth.url, "--admin", f"127.0.0.1:{free_port()}"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+        self.at_close(self.auth.close)
+        self.proxy = self.spawn(
+            "proxy", proxy_argv(PROXY, self.port, self.broker_port, self.auth.url, "--threads", "2"), ports=[self.port],
             preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, file_limit)))
             if file_limit else None)
-        wait_for_port(self.broker_port)
-        wait_for_port(self.port)
 
     def rss_kib(self):
         with open(f"/proc/{self.proxy.pid}/status") as f:
@@ -61,16 +51,7 @@ class System:
         raise AssertionError("no VmRSS")
 
     def logs(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def close(self):
-        for p in (self.proxy, self.broker):
-            p.terminate()
-            p.wait(timeout=15)
-        self.auth.close()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.log_of("proxy")
 
 
 class RssPeak:
@@ -95,13 +76,8 @@ class RssPeak:
 
 
 def authenticated_socket(port, client_id):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(connect_packet(client_id) + publish_packet("service/auth/alice-token", b"", qos=0))
-    buffer = b""
-    packet, buffer = read_packet(sock, buffer)
-    assert packet[0] == 0x20 and packet[3] == 0, packet.hex()  # CONNACK accepted
-    packet, buffer = read_packet(sock, buffer)
-    assert packet[0] & 0xF0 == 0x30 and b'"ok"' in packet, packet
+    answer, sock = auth_exchange(port, client_id, "alice-token", timeout=5)
+    assert b'"ok"' in answer, answer
     return sock
 
 
@@ -131,14 +107,8 @@ def denied_publishes(count):
     return b"".join(publish_packet("private/bob/x", b"denied", qos=1, packet_id=1 + i % 65535) for i in range(count))
 
 
-class HostileClients(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.system = System()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.system.close()
+class HostileClients(OneSystemPerClass, unittest.TestCase):
+    make_system = System
 
     def assert_bounded(self, label, before, peak):
         print(f"\n{label}: VmRSS before {before} KiB, peak {peak} KiB (+{peak - before} KiB)", file=sys.stderr)
