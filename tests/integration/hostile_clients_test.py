@@ -116,6 +116,16 @@ class HostileClients(OneSystemPerClass, unittest.TestCase):
             return  # ASan's shadow memory and quarantine make RSS meaningless; the pause is still checked
         self.assertLessEqual(peak - before, RSS_BUDGET_KIB, f"{label}: the proxy grew by {peak - before} KiB")
 
+    def assert_flood_paused_and_bounded(self, what, when, sock, chunk, before):
+        """Floods `sock` with `chunk` without reading: the proxy pauses or closes
+        it, and its VmRSS stays within budget of `before`."""
+        with RssPeak(self.system) as rss:
+            outcome, sent = flood(sock, chunk)
+        print(f"{what}: {outcome} after {sent // 1024} KiB sent", file=sys.stderr)
+        self.assertIn(outcome, ("paused", "closed"))
+        self.assert_bounded(f"{what} {when}", before, rss.peak)
+        sock.close()
+
     def test_1_polite_pings_are_answered(self):
         sock = socket.create_connection(("127.0.0.1", self.system.port), timeout=5)
         sock.sendall(connect_packet("polite-pinger") + PINGREQ * 3)
@@ -132,12 +142,7 @@ class HostileClients(OneSystemPerClass, unittest.TestCase):
         sock = socket.create_connection(("127.0.0.1", self.system.port), timeout=5)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(connect_packet("pinger"))
-        with RssPeak(self.system) as rss:
-            outcome, sent = flood(sock, PINGREQ * 32768)
-        print(f"PINGREQ flood: {outcome} after {sent // 1024} KiB sent", file=sys.stderr)
-        self.assertIn(outcome, ("paused", "closed"))
-        self.assert_bounded("PINGREQ flood before auth", before, rss.peak)
-        sock.close()
+        self.assert_flood_paused_and_bounded("PINGREQ flood", "before auth", sock, PINGREQ * 32768, before)
 
     def test_3_polite_denied_publish_is_acknowledged(self):
         sock = authenticated_socket(self.system.port, "polite-denied")
@@ -155,12 +160,7 @@ class HostileClients(OneSystemPerClass, unittest.TestCase):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         time.sleep(0.3)
         before = self.system.rss_kib()
-        with RssPeak(self.system) as rss:
-            outcome, sent = flood(sock, denied_publishes(20000))
-        print(f"denied QoS 1 flood: {outcome} after {sent // 1024} KiB sent", file=sys.stderr)
-        self.assertIn(outcome, ("paused", "closed"))
-        self.assert_bounded("denied QoS 1 flood after auth", before, rss.peak)
-        sock.close()
+        self.assert_flood_paused_and_bounded("denied QoS 1 flood", "after auth", sock, denied_publishes(20000), before)
 
     def test_5_a_paused_client_that_reads_again_gets_every_answer(self):
         sock = authenticated_socket(self.system.port, "slow-reader")
