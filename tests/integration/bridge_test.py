@@ -13,11 +13,8 @@ import json
 import os
 import queue
 import re
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -29,9 +26,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from mosquitto import PASSWORD, USERNAME, start_mosquitto  # noqa: E402
+from mosquitto import PASSWORD, USERNAME  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
+from processes import AuthServer, ProcessGroup  # noqa: E402
 from rabbitmq_node import RabbitNode  # noqa: E402
+from wire import connect_packet, mqtt_packet, mqtt_string, packet_body, read_packet, varint  # noqa: E402
 
 PROXY = AUTH_SERVER = None
 USER_PASSWORD = "pw-" + "x" * 12
@@ -47,17 +46,13 @@ def http(url, body=None):
 class Proxy:
     """One mqtt-proxy in front of a broker, configured by a file like deploy/mqtt-proxy.toml."""
 
-    def __init__(self, directory, name, broker_port, kind, protocol, auth_url):
+    def __init__(self, group, name, broker_port, kind, protocol, auth_url):
+        self.group, self.name = group, name
         self.port, self.admin = free_port(), free_port()
-        self.log_path = os.path.join(directory, name + ".log")
-        config = os.path.join(directory, name + ".toml")
-        with open(config, "w") as f:
-            f.write(f'[upstream]\naddress = "127.0.0.1:{broker_port}"\nusername = "{USERNAME}"\n'
-                    f'password = "{PASSWORD}"\nkind = "{kind}"\nprotocol = "{protocol}"\n')
-        self.log = open(self.log_path, "w")
-        self.process = subprocess.Popen([PROXY, "--config", config, "--listen", f"127.0.0.1:{self.port}",
-                                         "--admin", f"127.0.0.1:{self.admin}", "--auth-url", auth_url,
-                                         "--auth-events", "false"], stdout=self.log, stderr=subprocess.STDOUT)
+        config = group.write(name + ".toml", f'[upstream]\naddress = "127.0.0.1:{broker_port}"\nusername = "{USERNAME}"\n'
+                                             f'password = "{PASSWORD}"\nkind = "{kind}"\nprotocol = "{protocol}"\n')
+        group.spawn(name, [PROXY, "--config", config, "--listen", f"127.0.0.1:{self.port}",
+                           "--admin", f"127.0.0.1:{self.admin}", "--auth-url", auth_url, "--auth-events", "false"])
         wait_for_port(self.port, timeout=30)
 
     def metrics(self):
@@ -65,16 +60,7 @@ class Proxy:
         return {name: float(value) for name, value in re.findall(r"^(\S+) (\S+)$", text, re.M)}
 
     def log_text(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
+        return self.group.log_of(self.name)
 
 
 class App:
@@ -126,24 +112,6 @@ class App:
         self.client.loop_stop()
 
 
-def varint(n):
-    out = b""
-    while True:
-        byte, n = n % 128, n // 128
-        out += bytes([byte | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
-def mqtt_string(text):
-    data = text.encode()
-    return len(data).to_bytes(2, "big") + data
-
-
-def packet(first_byte, body):
-    return bytes([first_byte]) + varint(len(body)) + body
-
-
 class Raw5:
     """A hand-rolled 5.0 client, for what paho 1.6 cannot show: it does not read
     the reason code of a DISCONNECT that carries no properties."""
@@ -151,34 +119,22 @@ class Raw5:
     def __init__(self, port, session):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.buffer = b""
-        self.sock.sendall(packet(0x10, mqtt_string("MQTT") + bytes([5, 0x02, 0, 30, 0]) + mqtt_string("raw")))
+        self.sock.sendall(connect_packet("raw", version=5))
         assert self.read()[0] == 0x20
         self.publish("service/auth/" + session, b"")
         first, body = self.read()
         assert first >> 4 == 3 and b'"ok"' in body, body
 
     def publish(self, topic, payload, props=b""):
-        self.sock.sendall(packet(0x30, mqtt_string(topic) + varint(len(props)) + props + payload))
+        self.sock.sendall(mqtt_packet(0x30, mqtt_string(topic) + varint(len(props)) + props + payload))
 
     def read(self):
         """(first byte, body) of the next packet; (None, b"") when the connection ends."""
-        while True:
-            if len(self.buffer) >= 2:
-                length, shift, at = 0, 0, 1
-                while at < len(self.buffer):
-                    length += (self.buffer[at] & 0x7F) << shift
-                    shift += 7
-                    at += 1
-                    if not self.buffer[at - 1] & 0x80:
-                        break
-                if len(self.buffer) >= at + length and not self.buffer[at - 1] & 0x80:
-                    first, body = self.buffer[0], self.buffer[at:at + length]
-                    self.buffer = self.buffer[at + length:]
-                    return first, body
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                return None, b""
-            self.buffer += chunk
+        try:
+            packet, self.buffer = read_packet(self.sock, self.buffer)
+        except EOFError:
+            return None, b""
+        return packet[0], packet_body(packet)
 
     def disconnect_reason(self):
         """The reason code of the server's DISCONNECT (0x00 when it has none)."""
@@ -195,21 +151,17 @@ class BridgeFlow:
     system = None
 
     @classmethod
-    def start_auth(cls, directory):
-        cls.db = os.path.join(directory, "auth.db")
-        port = free_port()
-        cls.auth_url = f"http://127.0.0.1:{port}"
-        cls.auth_log = open(os.path.join(directory, "auth-server.log"), "w")
-        cls.auth = subprocess.Popen([AUTH_SERVER, "serve", "--db", cls.db, "--listen", f"127.0.0.1:{port}"],
-                                    stdout=cls.auth_log, stderr=subprocess.STDOUT)
-        wait_for_port(port)
+    def start_auth(cls):
+        cls.auth = AuthServer(cls.group, AUTH_SERVER)
+        cls.auth_url = cls.auth.url
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.group.close()
 
     def login(self, user):
-        result = subprocess.run([AUTH_SERVER, "adduser", "--db", self.db, "--user", user, "--password", USER_PASSWORD],
-                                capture_output=True, text=True, timeout=60)
-        self.assertEqual(result.returncode, 0, result.stderr)
-        answer = json.loads(http(self.auth_url + "/v1/login", {"username": user, "password": USER_PASSWORD}))
-        return answer["session"]
+        self.auth.add_user(user, USER_PASSWORD, timeout=60)
+        return self.auth.login(user, USER_PASSWORD)
 
     def app(self, user, client_id, **kwargs):
         if user not in self.sessions:
@@ -335,23 +287,10 @@ class OnMosquitto(BridgeFlow, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="bridge-mosquitto-")
-        os.chmod(cls.dir, 0o755)
-        cls.broker, port = start_mosquitto(cls.dir)
-        wait_for_port(port)
-        cls.start_auth(cls.dir)
-        cls.proxy = Proxy(cls.dir, "mqtt-proxy", port, "mosquitto", "3.1.1", cls.auth_url)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.proxy.stop()
-        cls.auth.terminate()
-        cls.auth.wait(timeout=10)
-        cls.auth_log.close()
-        cls.broker.terminate()
-        cls.broker.wait(timeout=10)
-        if not os.environ.get("BRIDGE_TEST_KEEP"):  # keep the logs to look at
-            shutil.rmtree(cls.dir, ignore_errors=True)
+        cls.group = ProcessGroup("bridge-mosquitto-", must_stop=True)
+        _, port = cls.group.mosquitto()
+        cls.start_auth()
+        cls.proxy = Proxy(cls.group, "mqtt-proxy", port, "mosquitto", "3.1.1", cls.auth_url)
 
 
 class OnRabbitMQ(BridgeFlow, unittest.TestCase):
@@ -360,26 +299,16 @@ class OnRabbitMQ(BridgeFlow, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="bridge-rabbitmq-")
-        os.chmod(cls.dir, 0o755)
-        cls.rabbit = RabbitNode(os.path.join(cls.dir, "rabbitmq"), USERNAME, PASSWORD)
+        cls.group = ProcessGroup("bridge-rabbitmq-", must_stop=True)
+        cls.rabbit = RabbitNode(cls.group.path("rabbitmq"), USERNAME, PASSWORD)
+        cls.group.at_close(cls.rabbit.stop)
         try:
             cls.rabbit.start()
-            cls.start_auth(cls.dir)
-            cls.proxy = Proxy(cls.dir, "mqtt-proxy", cls.rabbit.port, "rabbitmq", "auto", cls.auth_url)
+            cls.start_auth()
+            cls.proxy = Proxy(cls.group, "mqtt-proxy", cls.rabbit.port, "rabbitmq", "auto", cls.auth_url)
         except Exception:
-            cls.rabbit.stop()
+            cls.group.close()
             raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.proxy.stop()
-        cls.auth.terminate()
-        cls.auth.wait(timeout=10)
-        cls.auth_log.close()
-        cls.rabbit.stop()
-        if not os.environ.get("BRIDGE_TEST_KEEP"):  # keep the logs to look at
-            shutil.rmtree(cls.dir, ignore_errors=True)
 
     def test_an_amqp_consumer_gets_the_payload_without_5_0_properties(self):
         """webos.topic: the bridged 5.0 publisher's message reaches AMQP as the payload it sent, and the
