@@ -8,21 +8,18 @@ import hashlib
 import http.server
 import json
 import os
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from mosquitto import start_mosquitto  # noqa: E402
-from netutil import free_port, wait_for_port  # noqa: E402
+from netutil import free_port  # noqa: E402
+from processes import AuthServer, ProcessGroup, proxy_argv  # noqa: E402
 from wire import mqtt_packet, mqtt_string  # noqa: E402
 import certs  # noqa: E402
 
@@ -181,24 +178,13 @@ class StubApi:
 
 # ------------------------------------------------------------------ processes
 
-class Mosquitto:
-    def __init__(self, root):
-        self.process, self.port = start_mosquitto(root)
-        wait_for_port(self.port)
-
-
 class Proxy:
-    def __init__(self, root, name, broker_port, auth_url, *flags):
+    def __init__(self, group, name, broker_port, auth_url, *flags):
+        self.group, self.name = group, name
         self.port, self.admin = free_port(), free_port()
-        self.log_path = os.path.join(root, name + ".log")
-        self.log = open(self.log_path, "w")
-        self.process = subprocess.Popen(
-            [PROXY, "--listen", f"127.0.0.1:{self.port}", "--upstream", f"127.0.0.1:{broker_port}",
-             "--upstream-username", "proxy", "--upstream-password", "proxy-secret", "--threads", "1",
-             "--auth-url", auth_url, "--admin", f"127.0.0.1:{self.admin}", "--log-level", "debug", *flags],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port)
-        wait_for_port(self.admin)
+        self.log_path = group.log_path(name)
+        group.spawn(name, proxy_argv(PROXY, self.port, broker_port, auth_url, "--threads", "1", "--log-level", "debug",
+                                     *flags, admin_port=self.admin), ports=[self.port, self.admin])
 
     def metrics(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=5) as r:
@@ -210,13 +196,7 @@ class Proxy:
         return self.metrics().get(name, 0)
 
     def logs(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.log.close()
+        return self.group.log_of(self.name)
 
 
 def wait_until(predicate, timeout=10):
@@ -238,26 +218,22 @@ STALE = 'mqtt_proxy_auth_cache_total{result="stale"}'
 class AuthClient(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="auth-client-")
-        os.chmod(cls.dir, 0o755)  # mosquitto started as root drops to its own user and must read the files
-        cls.broker = Mosquitto(cls.dir)
+        cls.group = ProcessGroup("auth-client-")
+        cls.dir = cls.group.dir
+        _, cls.broker_port = cls.group.mosquitto()
         cls.cleanup = []
 
     @classmethod
     def tearDownClass(cls):
+        cls.group.close()  # the proxies and the broker, then the stub API servers
         for c in reversed(cls.cleanup):
             try:
                 c()
             except Exception:
                 pass
-        cls.broker.process.terminate()
-        cls.broker.process.wait(timeout=10)
-        shutil.rmtree(cls.dir, ignore_errors=True)
 
     def proxy(self, name, url, *flags):
-        p = Proxy(self.dir, name, self.broker.port, url, *flags)
-        self.cleanup.append(p.stop)
-        return p
+        return Proxy(self.group, name, self.broker_port, url, *flags)
 
     def stub(self, *args, **kwargs):
         s = StubApi(*args, **kwargs)
@@ -270,21 +246,11 @@ class AuthClient(unittest.TestCase):
         drops connections at its idle limit (default 4 s) or must notice the
         server's close itself (idle limit 60 s: the readability check and the
         retry on a fresh connection)."""
-        db, auth_port = os.path.join(self.dir, "auth.db"), free_port()
-        subprocess.run([AUTH_SERVER, "adduser", "--db", db, "--user", "alice", "--password", "pw-alice",
-                        "--kdf-iterations", "1000"], check=True, stdout=subprocess.DEVNULL)
-        server = subprocess.Popen([AUTH_SERVER, "serve", "--db", db, "--listen", f"127.0.0.1:{auth_port}"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.cleanup.append(lambda: (server.terminate(), server.wait(timeout=10)))
-        wait_for_port(auth_port)
-        tokens = []
-        for _ in range(4):  # distinct sessions: concurrent validations of one token would share one call
-            request = urllib.request.Request(f"http://127.0.0.1:{auth_port}/v1/login",
-                                             data=json.dumps({"username": "alice", "password": "pw-alice"}).encode(),
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=5) as r:
-                tokens.append(json.loads(r.read())["session"])
-        url = f"http://127.0.0.1:{auth_port}"
+        server = AuthServer(self.group, AUTH_SERVER)
+        server.add_user("alice", "pw-alice", extra=["--kdf-iterations", "1000"])
+        # distinct sessions: concurrent validations of one token would share one call
+        tokens = [server.login("alice", "pw-alice") for _ in range(4)]
+        url = server.url
         # The cache off: auth-server allows caching its answers (max-age), and
         # this test is about the connections, so every validation must be an HTTP call.
         no_cache = ("--auth-events", "false", "--auth-cache-max-entries", "0")
