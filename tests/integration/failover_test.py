@@ -6,11 +6,8 @@ Usage: failover_test.py MQTT_PROXY TEST_BROKER"""
 import json
 import os
 import queue
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import unittest
 import urllib.error
 import urllib.request
@@ -19,7 +16,8 @@ import paho.mqtt.client as mqtt
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
-from netutil import free_port, wait_for_port  # noqa: E402
+from netutil import free_port  # noqa: E402
+from processes import ProcessGroup  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
 
 PROXY, BROKER = None, None
@@ -51,25 +49,27 @@ class BlackHole:
             s.close()
 
 
-class System:
-    def __init__(self, nodes, extra_config=""):
-        """nodes: ports; those in `broker_ports` get a test-broker."""
-        self.dir = tempfile.mkdtemp(prefix="failover-")
-        self.brokers = []
-        self.auth = StubAuthServer({"token": {"user": "carol", "acl": ACL}})
-        self.port, self.admin_port = free_port(), free_port()
-        self.nodes = nodes
-        conf = os.path.join(self.dir, "proxy.toml")
-        with open(conf, "w") as f:
+class System(ProcessGroup):
+    def __init__(self, nodes, extra_config="", brokers=()):
+        """nodes: the proxy's upstream ports; those also in `brokers` get a test-broker."""
+        super().__init__("failover-", must_stop=True)
+        try:
+            for port in brokers:
+                self.spawn(f"test-broker-{port}", [BROKER, "--listen", f"127.0.0.1:{port}"], ports=[port])
+            self.auth = StubAuthServer({"token": {"user": "carol", "acl": ACL}})
+            self.at_close(self.auth.close)
+            self.port, self.admin_port = free_port(), free_port()
+            self.nodes = nodes
             addresses = ", ".join(f'"127.0.0.1:{p}"' for p in nodes)
-            f.write(f"[upstream]\naddresses = [{addresses}]\nconnect_timeout_ms = 4000\n{extra_config}\n")
-        self.log = open(os.path.join(self.dir, "proxy.log"), "w")
-        self.proxy = subprocess.Popen(
-            [PROXY, "--config", conf, "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin_port}",
-             "--auth-url", self.auth.url, "--auth-events", "false", "--threads", "2"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port)
-        wait_for_port(self.admin_port)
+            conf = self.write("proxy.toml",
+                              f"[upstream]\naddresses = [{addresses}]\nconnect_timeout_ms = 4000\n{extra_config}\n")
+            self.proxy = self.spawn(
+                "proxy", [PROXY, "--config", conf, "--listen", f"127.0.0.1:{self.port}",
+                          "--admin", f"127.0.0.1:{self.admin_port}", "--auth-url", self.auth.url, "--auth-events",
+                          "false", "--threads", "2"], ports=[self.port, self.admin_port])
+        except BaseException:
+            self.close()
+            raise
 
     def metrics(self):
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5).read().decode()
@@ -85,20 +85,6 @@ class System:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
-
-    def close(self):
-        self.proxy.terminate()
-        self.proxy.wait(timeout=10)
-        self.log.close()
-        self.auth.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def start_broker(port):
-    broker = subprocess.Popen([BROKER, "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.STDOUT)
-    wait_for_port(port)
-    return broker
 
 
 class Client:
@@ -134,10 +120,8 @@ class Client:
 class Failover(unittest.TestCase):
     def test_new_connections_go_round_robin_over_healthy_nodes(self):
         ports = [free_port() for _ in range(3)]
-        brokers = [start_broker(p) for p in ports]
-        system = None
+        system = System(ports, brokers=ports)
         try:
-            system = System(ports)
             clients = [Client(system, f"rr{i}") for i in range(9)]
             for c in clients:
                 self.assertEqual(c.answer["result"], "ok")
@@ -146,46 +130,35 @@ class Failover(unittest.TestCase):
             for c in clients:
                 c.close()
         finally:
-            if system:
-                system.close()
-            for b in brokers:
-                b.terminate()
-                b.wait(timeout=10)
+            system.close()
 
     def test_refusing_and_black_holed_nodes_are_skipped_within_the_connect_timeout(self):
         refused, hole, good = refusing_port(), BlackHole(), free_port()
-        broker = start_broker(good)
-        system = None
-        try:
-            # A long backoff: the second client must not try the dead nodes again.
-            system = System([refused, hole.port, good], "backoff_ms = 60000")
-            first = Client(system, "first")
-            self.assertEqual(first.answer["result"], "ok")
-            self.assertEqual(first.subscribe("a/x"), (1,))
-            self.assertEqual(system.node_metric("failures_total", refused), 1)
-            self.assertEqual(system.node_metric("failures_total", hole.port), 1)
-            self.assertEqual(system.node_metric("up", refused), 0)
-            self.assertEqual(system.node_metric("up", hole.port), 0)
-            self.assertEqual(system.node_metric("connects_total", good), 1)
-            second = Client(system, "second")
-            self.assertEqual(second.answer["result"], "ok")
-            self.assertEqual(system.node_metric("failures_total", refused), 1)
-            self.assertEqual(system.node_metric("failures_total", hole.port), 1)
-            self.assertEqual(system.node_metric("connects_total", good), 2)
-            # The two clients share the one live node.
-            second.subscribe("a/x")
-            first.client.publish("a/x", b"through the live node", qos=1)
-            self.assertEqual(second.messages.get(timeout=5), ("a/x", "through the live node"))
-            # One node that accepts is enough to be ready.
-            self.assertEqual(system.readyz()[0], 200)
-            first.close()
-            second.close()
-        finally:
-            if system:
-                system.close()
-            hole.close()
-            broker.terminate()
-            broker.wait(timeout=10)
+        self.addCleanup(hole.close)
+        # A long backoff: the second client must not try the dead nodes again.
+        system = System([refused, hole.port, good], "backoff_ms = 60000", brokers=[good])
+        self.addCleanup(system.close)
+        first = Client(system, "first")
+        self.assertEqual(first.answer["result"], "ok")
+        self.assertEqual(first.subscribe("a/x"), (1,))
+        self.assertEqual(system.node_metric("failures_total", refused), 1)
+        self.assertEqual(system.node_metric("failures_total", hole.port), 1)
+        self.assertEqual(system.node_metric("up", refused), 0)
+        self.assertEqual(system.node_metric("up", hole.port), 0)
+        self.assertEqual(system.node_metric("connects_total", good), 1)
+        second = Client(system, "second")
+        self.assertEqual(second.answer["result"], "ok")
+        self.assertEqual(system.node_metric("failures_total", refused), 1)
+        self.assertEqual(system.node_metric("failures_total", hole.port), 1)
+        self.assertEqual(system.node_metric("connects_total", good), 2)
+        # The two clients share the one live node.
+        second.subscribe("a/x")
+        first.client.publish("a/x", b"through the live node", qos=1)
+        self.assertEqual(second.messages.get(timeout=5), ("a/x", "through the live node"))
+        # One node that accepts is enough to be ready.
+        self.assertEqual(system.readyz()[0], 200)
+        first.close()
+        second.close()
 
     def test_no_node_accepts_the_client_is_refused_and_readyz_says_broker_unreachable(self):
         dead = [refusing_port(), refusing_port()]
