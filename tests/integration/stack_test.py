@@ -17,19 +17,17 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 import local_stack  # noqa: E402
 from local_stack import http  # noqa: E402
+from paho_app import AuthAnswers  # noqa: E402
 BROKER = "mosquitto"
 
 
-class App:
+class App(AuthAnswers):
     """A mobile app: logs in over HTTP, connects through the load balancer,
     authenticates with the auth PUBLISH on every (re)connect."""
 
     def __init__(self, env, client_id, clean=True, websocket=False):
         self.env = env
-        status, body = http(f"http://127.0.0.1:{env['AUTH_PORT']}/v1/login",
-                            {"username": env["DEMO_USER"], "password": env["DEMO_PASSWORD"]})
-        assert status == 200, body
-        self.session = json.loads(body)["session"]
+        self.session = local_stack.login(env, env["DEMO_USER"], env["DEMO_PASSWORD"])
         self.messages, self.auth_answers = queue.Queue(), queue.Queue()
         self.disconnects = queue.Queue()
         self.client = mqtt.Client(client_id=client_id, clean_session=clean,
@@ -41,12 +39,6 @@ class App:
         self.client.connect("127.0.0.1", int(env["LB_WS_PORT" if websocket else "LB_PORT"]), 30)
         self.client.loop_start()
         assert json.loads(self.auth_answers.get(timeout=10))["result"] == "ok"
-
-    def _on_message(self, client, userdata, m):
-        if m.topic.startswith("service/auth"):
-            self.auth_answers.put(m.payload.decode())
-        else:
-            self.messages.put((m.topic, m.payload.decode()))
 
     def local_port(self):
         sock = self.client.socket()
@@ -68,10 +60,7 @@ class Stack(unittest.TestCase):
         local_stack.stop(cls.dir)
 
     def metrics(self, admin_port):
-        status, body = http(f"http://127.0.0.1:{admin_port}/metrics")
-        self.assertEqual(status, 200)
-        return {line.split(" ")[0]: float(line.split(" ")[1]) for line in body.splitlines()
-                if line and not line.startswith("#")}
+        return local_stack.metrics(admin_port)
 
     def proxy_logs(self):
         logs = ""

@@ -51,3 +51,18 @@ def http(url, body=None):
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def login(env, user, password):
+    """A session token of the user from the stack's auth-server (POST /v1/login)."""
+    status, body = http(f"http://127.0.0.1:{env['AUTH_PORT']}/v1/login", {"username": user, "password": password})
+    assert status == 200, body
+    return json.loads(body)["session"]
+
+
+def metrics(admin_port):
+    """{series: value} of a proxy's /metrics."""
+    status, body = http(f"http://127.0.0.1:{admin_port}/metrics")
+    assert status == 200, status
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in body.splitlines()
+            if line and not line.startswith("#")}
