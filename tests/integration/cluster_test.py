@@ -23,20 +23,18 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 import local_stack  # noqa: E402
 from local_stack import http  # noqa: E402
+from paho_app import AuthAnswers, granted_codes  # noqa: E402
 
 RABBITMQ_SCRIPT = os.path.join(ROOT, "deploy", "rabbitmq.sh")
 
 
-class App:
+class App(AuthAnswers):
     """A mobile app through the load balancer: logs in, authenticates with the
     auth PUBLISH on every (re)connect, reconnects by itself."""
 
     def __init__(self, env, client_id, user="demo", password=None, version=mqtt.MQTTv311):
         self.env = env
-        status, body = http(f"http://127.0.0.1:{env['AUTH_PORT']}/v1/login",
-                            {"username": user, "password": password or env["DEMO_PASSWORD"]})
-        assert status == 200, body
-        self.session = json.loads(body)["session"]
+        self.session = local_stack.login(env, user, password or env["DEMO_PASSWORD"])
         self.messages, self.auth_answers, self.disconnects = queue.Queue(), queue.Queue(), queue.Queue()
         # MQTT 5.0 apps are bridged to the cluster's 3.1.1 (RabbitMQ 3.10) by the proxies.
         kwargs = {"clean_session": True} if version != mqtt.MQTTv5 else {}
@@ -49,15 +47,9 @@ class App:
         self.client.loop_start()
         assert json.loads(self.auth_answers.get(timeout=15))["result"] == "ok"
 
-    def _on_message(self, client, userdata, m):
-        if m.topic.startswith("service/auth"):
-            self.auth_answers.put(m.payload.decode())
-        else:
-            self.messages.put((m.topic, m.payload.decode()))
-
     def subscribe(self, topic):
         granted = queue.Queue()
-        self.client.on_subscribe = lambda c, u, mid, q, *props: granted.put([getattr(g, "value", g) for g in q])
+        self.client.on_subscribe = lambda c, u, mid, q, *props: granted.put(granted_codes(q))
         self.client.subscribe(topic, qos=1)
         return granted.get(timeout=10)
 
@@ -93,10 +85,7 @@ class Cluster(unittest.TestCase):
         return self.env[f"ADMIN{i}_PORT"]
 
     def metrics(self, i):
-        status, body = http(f"http://127.0.0.1:{self.admin(i)}/metrics")
-        self.assertEqual(status, 200)
-        return {line.split(" ")[0]: float(line.split(" ")[1]) for line in body.splitlines()
-                if line and not line.startswith("#")}
+        return local_stack.metrics(self.admin(i))
 
     def node_counter(self, name, node):
         return sum(self.metrics(i).get(f'mqtt_proxy_upstream_node_{name}_total{{node="{node}"}}', 0) for i in (1, 2))
