@@ -71,6 +71,7 @@ def main():
     parser.add_argument("--inflight", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="CPU rounds (median)")
     parser.add_argument("--proxy-args", default="")
+    parser.add_argument("--no-strace", action="store_true", help="CPU and threads only")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="session_cost.")
     for name in ("auth-server", "mqtt_load"):
@@ -102,6 +103,8 @@ def main():
             print(f"{name}: CPU µs per session, median of {args.rounds}: {cpu[len(cpu) // 2]:.1f}; failed {failed}")
             print(f"{name}: context switches per session by thread (last round): " +
                   ", ".join(f"{k} {(t1.get(k, 0) - t0.get(k, 0)) / n:.2f}" for k in sorted(t1)))
+            if args.no_strace:
+                continue
             counts, (kv, out) = strace_counts(pid, lambda: paths.run(name, mode))
             n = int(kv.get("sessions", 0)) or 1
             total = sum(counts.values())
