@@ -5,7 +5,7 @@ and client as side_by_side.py (Mosquitto, the real auth-server with 1000
 sessions, HAProxy, mqtt-proxy; bench/mqtt_load `sessions`), then for
 mqtt-proxy and, beside it, HAProxy (CONNECT only):
 
-  cpu       utime + stime of the process (/proc/PID/stat) per session
+  cpu       utime + stime of the process (/proc/PID/stat) per session, and each apart
   threads   context switches per session of each thread of the process
             (/proc/PID/task/*/status): which threads wake for a session
   syscalls  `strace -f -c` attached over one run: calls per session by name
@@ -26,6 +26,12 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # noqa: E402
+
+
+def user_system_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / side_by_side.TICK, int(fields[12]) / side_by_side.TICK
 
 
 def thread_switches(pid):
@@ -85,22 +91,27 @@ def main():
         paths.run("mqtt-proxy", ["sessions", 1, args.inflight])  # warm-up: cache, pools
         for name in ("haproxy", "mqtt-proxy"):
             pid = paths.pid[name]
-            cpu, failed = [], 0
+            cpu, user, system, failed = [], [], [], 0
             for _ in range(args.rounds):
                 c0 = side_by_side.cpu_seconds(pid)
+                u0, s0 = user_system_seconds(pid)
                 t0 = thread_switches(pid)
                 auth0 = side_by_side.cpu_seconds(paths.pid["auth-server"])
                 kv, out = paths.run(name, mode)
                 c1 = side_by_side.cpu_seconds(pid)
+                u1, s1 = user_system_seconds(pid)
                 t1 = thread_switches(pid)
                 auth1 = side_by_side.cpu_seconds(paths.pid["auth-server"])
                 n = int(kv.get("sessions", 0)) or 1
                 failed += int(kv.get("failed", 0))
                 cpu.append((c1 - c0) / n * 1e6)
+                user.append((u1 - u0) / n * 1e6)
+                system.append((s1 - s0) / n * 1e6)
                 print(f"{name}: {out}; cpu {cpu[-1]:.1f} µs/session"
                       + (f", auth-server {(auth1 - auth0) / n * 1e6:.1f} µs/session" if name == "mqtt-proxy" else ""))
-            cpu.sort()
-            print(f"{name}: CPU µs per session, median of {args.rounds}: {cpu[len(cpu) // 2]:.1f}; failed {failed}")
+            med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+            print(f"{name}: CPU µs per session, median of {args.rounds}: {med(cpu):.1f} (user {med(user):.1f}, "
+                  f"system {med(system):.1f}); failed {failed}")
             print(f"{name}: context switches per session by thread (last round): " +
                   ", ".join(f"{k} {(t1.get(k, 0) - t0.get(k, 0)) / n:.2f}" for k in sorted(t1)))
             if args.no_strace:
