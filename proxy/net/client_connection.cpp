@@ -48,6 +48,11 @@ unsigned worker_random() {
   return value;
 }
 
+// Made only for a client that sends an empty client id (client_session).
+std::string generated_client_id() {
+  return "proxy-" + std::to_string(worker_random()) + "-" + std::to_string(worker_random());
+}
+
 }  // namespace
 
 // The session's timer kinds are the first deadlines, in the same order.
@@ -82,8 +87,7 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
       auth_(environment.auth),
       upstream_tls_(environment.upstream_tls),
       registry_(environment.registry),
-      session_(settings_.session, metrics_, "proxy-" + std::to_string(worker_random()) + "-" +
-                                               std::to_string(worker_random())),
+      session_(settings_.session, metrics_, &generated_client_id),
       client_framer_(settings_.max_packet_size),
       upstream_framer_(std::max(settings_.max_packet_size, min_upstream_packet_limit)),
       timer_(executor_) {
@@ -178,7 +182,9 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
 
 void client_connection::validate(const std::string& token) {
   const auto started = std::chrono::steady_clock::now();
-  spdlog::debug("validating session {} for {}", redact(token), remote_address_);
+  // The arguments are built before spdlog looks at the level: only when logged.
+  if (spdlog::should_log(spdlog::level::debug))
+    spdlog::debug("validating session {} for {}", redact(token), remote_address_);
   // The callback keeps the connection alive: once a client has sent all it
   // will (CONNECT, auth PUBLISH, held packets, DISCONNECT, FIN) nothing else
   // may hold it while the answer is awaited. The cycle (connection -> pending

@@ -70,6 +70,8 @@ void client_connection::on_closed() {
 }
 
 void client_connection::log_closed() {
+  // Its fields are escaped strings, built before spdlog looks at the level.
+  if (!spdlog::should_log(spdlog::level::info)) return;
   spdlog::info("connection closed remote={} client_id={} user={} reason=\"{}\"", remote_address_,
                session_.client_id().empty() ? "-" : log_field(session_.client_id()),
                session_.user().empty() ? "-" : log_field(session_.user()), log_field(close_reason_, true));

@@ -2,6 +2,9 @@
 // all within the upstream connect timeout (the upstream_dial deadline closes
 // the socket and cancels the resolver). Errors are error codes reported as
 // themselves: out of file descriptors is EMFILE, not a timeout.
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <charconv>
 #include <vector>
 
@@ -32,6 +35,25 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
   const auto [rest, error] = std::from_chars(where.port.data(), end, port);
   if (error != std::errc{} || rest != end || where.port.empty() || port > 65535) return std::nullopt;
   return tcp::endpoint(address, static_cast<unsigned short>(port));
+}
+
+// A non-blocking connect and a wait for writability, then SO_ERROR.
+// asio's async_connect does the same plus a poll() of the socket before
+// SO_ERROR (a guard against spurious wake-ups of its reactor): one more
+// syscall per session (issue 14). epoll reports a connecting TCP socket
+// writable only once the handshake is done or failed.
+asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, const tcp::endpoint& target) {
+  boost::system::error_code ec;
+  socket.non_blocking(true, ec);
+  if (ec) co_return ec;
+  if (::connect(socket.native_handle(), target.data(), static_cast<socklen_t>(target.size())) == 0) co_return ec;
+  if (errno != EINPROGRESS) co_return boost::system::error_code(errno, boost::system::system_category());
+  auto [wait_error] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple_awaitable);
+  if (wait_error) co_return wait_error;  // the dial deadline or closing closed the socket
+  int error = 0;
+  socklen_t size = sizeof error;
+  if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &error, &size) != 0) error = errno;
+  co_return boost::system::error_code(error, boost::system::system_category());
 }
 }  // namespace
 
@@ -80,7 +102,7 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
         last_error = ec;  // out of descriptors: said as such
         continue;
       }
-      auto [connect_error] = co_await upstream_->socket().async_connect(target, as_tuple_awaitable);
+      const auto connect_error = co_await connect_socket(upstream_->socket(), target);
       last_error = connect_error;
       if (!connect_error) break;
     }

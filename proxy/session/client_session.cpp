@@ -74,6 +74,9 @@ client_session::client_session(const session_config& config, metrics& counters, 
     : config_(config), metrics_(counters), generated_client_id_(std::move(generated_client_id)),
       acl_mode_(config.acl_enforcement) {}
 
+client_session::client_session(const session_config& config, metrics& counters, client_id_maker make_client_id)
+    : config_(config), metrics_(counters), make_client_id_(make_client_id), acl_mode_(config.acl_enforcement) {}
+
 const std::set<std::string>& client_session::subscriptions() const {
   static const std::set<std::string> none;
   return extra_ ? extra_->subscriptions_ : none;
@@ -189,7 +192,7 @@ void client_session::handle_connect(const mqtt::connect& c) {
       close("empty client id without clean session");
       return;
     }
-    client_id_ = std::move(generated_client_id);
+    client_id_ = make_client_id_ ? make_client_id_() : std::move(generated_client_id);
     client_id_assigned_ = true;
   }
   if (c.will && config_.limits.maximum_qos && c.will->qos > *config_.limits.maximum_qos) {
@@ -373,7 +376,7 @@ client_session::actions client_session::on_auth_result(const auth_result& result
 void client_session::admit(const auth_result& result) {
   token_ = std::move(pending_token_);
   pending_token_.clear();
-  session_digest_ = session_digest(token_);
+  session_digest_.clear();  // of the token before: made again when an event needs it
   if (result.expires_in.count() > 0) emit(action::arm_timer{timer_kind::session_expiry, result.expires_in});
   if (result.stale) {
     // Degraded mode: a cached answer past its max-age while the API server is
@@ -509,6 +512,7 @@ client_session::actions client_session::on_auth_event(const auth_event& event) {
   if (user_id_.empty() || event.user_id != user_id_) return take();
   switch (event.type) {
     case auth_event::kind::session_revoked:
+      if (session_digest_.empty() && !token_.empty()) session_digest_ = session_digest(token_);
       if (!event.session_digest.empty() && event.session_digest == session_digest_) revoke();
       break;
     case auth_event::kind::user_deleted:
@@ -529,6 +533,13 @@ void client_session::deny(std::string_view reason, mqtt::reason_code code) {
     if (version_ == mqtt::protocol_version::v5) send_to_client(mqtt::disconnect{disconnect_reason(code), {}});
   }
   close("denied: " + std::string(reason));
+}
+
+// {"result":"ok","user":...}, byte for byte what nlohmann::json{{"result",
+// "ok"}, {"user", user}}.dump() writes (keys in order), without building the
+// object's map for every admitted session.
+std::string auth_ok_message(const std::string& user) {
+  return R"({"result":"ok","user":)" + nlohmann::json(user).dump() + "}";
 }
 
 void client_session::send_auth_message(std::string json) {
@@ -721,7 +732,7 @@ void client_session::handle_upstream_connack(const mqtt::connack& ack) {
     send_to_client(out);
     connack_sent_ = true;
   } else {
-    send_auth_message(nlohmann::json{{"result", "ok"}, {"user", user_}}.dump());
+    send_auth_message(auth_ok_message(user_));
   }
   const auto broker_keep_alive = ack.props.number(mqtt::property_id::server_keep_alive);
   start_upstream_pings(broker_keep_alive ? static_cast<std::uint16_t>(*broker_keep_alive) : upstream_keep_alive_);

@@ -74,6 +74,9 @@ class StubApi:
         self.service_token = service_token
         self.validate_calls, self.event_polls, self.auth_headers = 0, 0, []
         self.events, self.seq, self.reset_next, self.dead, self.feed_down = [], 100, False, False, False
+        # Keep-alive, seen from the server: the client ports validations came
+        # from, and how many requests on a reused connection to drop unanswered.
+        self.validate_peers, self.drop_on_reused = set(), 0
         self.cond = threading.Condition()
         self.port = free_port()
         owner = self
@@ -97,8 +100,14 @@ class StubApi:
                     self.close_connection = True
                     return
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self.served = getattr(self, "served", 0) + 1  # requests on this connection
                 with owner.cond:
+                    if self.served > 1 and owner.drop_on_reused > 0:
+                        owner.drop_on_reused -= 1  # a server closing a kept-alive connection as a request comes
+                        self.close_connection = True
+                        return
                     owner.validate_calls += 1
+                    owner.validate_peers.add(self.client_address)
                 if owner.force_status:
                     return self.answer(owner.force_status, {"error": "down"})
                 session = owner.sessions.get(body.get("session"))
@@ -267,6 +276,67 @@ class AuthClient(unittest.TestCase):
         # The long pool really met connections the server had closed, and stepped over them.
         self.assertIn("dropping a pooled connection the API server has closed", long_pool.logs())
         self.assertEqual(long_pool.metric(HIT), 0)
+
+    def test_validations_reuse_kept_alive_connections(self):
+        """Seen from the API server: sequential validations, the cache off,
+        come over one kept-alive TCP connection, not one each."""
+        api = self.stub({"good": {"user": "alice", "acl": ACL}}, events=False)
+        p = self.proxy("reuse", api.url, "--auth-cache-max-entries", "0", "--auth-events", "false")
+        self.assertEqual([connack_code(p.port, "good", client_id=f"r{i}") for i in range(20)], [OK] * 20)
+        self.assertEqual(api.validate_calls, 20)
+        self.assertEqual(len(api.validate_peers), 1, api.validate_peers)
+
+    def test_kept_alive_connection_closed_at_the_request_is_retried_fresh(self):
+        """A server may close a kept-alive connection just as a request comes
+        (its keep-alive ran out, it restarted): the session does not fail, the
+        call is made again on a fresh connection, once."""
+        api = self.stub({"good": {"user": "alice", "acl": ACL}}, events=False)
+        p = self.proxy("flaky-keep-alive", api.url, "--auth-cache-max-entries", "0", "--auth-events", "false",
+                       "--auth-idle-timeout-ms", "60000")
+        self.assertEqual(connack_code(p.port, "good", client_id="first"), OK)  # the connection is now pooled
+        api.drop_on_reused = 1
+        self.assertEqual(connack_code(p.port, "good", client_id="second"), OK)
+        self.assertEqual(api.drop_on_reused, 0)  # the pooled connection was used, and dropped by the server
+        self.assertEqual(api.validate_calls, 2)
+        self.assertEqual(len(api.validate_peers), 2)  # the answer came over a fresh connection
+        self.assertEqual(p.metric('mqtt_proxy_authentications_total{result="unavailable"}'), 0)
+        self.assertIn("retrying on a fresh one", p.logs())
+        # Closed on every reuse: each session still gets one fresh retry, never a failure.
+        api.drop_on_reused = 3
+        self.assertEqual([connack_code(p.port, "good", client_id=f"again{i}") for i in range(3)], [OK] * 3)
+        self.assertEqual(p.metric('mqtt_proxy_authentications_total{result="unavailable"}'), 0)
+
+    def test_real_auth_server_restarted_under_kept_alive_connections(self):
+        """The real auth-server killed and started again on the same port while
+        the proxy pools connections to it (idle limit 60 s, so the pool holds
+        them): every session after the restart is admitted, none answered
+        auth_unavailable."""
+        db, auth_port = os.path.join(self.dir, "restart.db"), free_port()
+        subprocess.run([AUTH_SERVER, "adduser", "--db", db, "--user", "alice", "--password", "pw-alice",
+                        "--kdf-iterations", "1000"], check=True, stdout=subprocess.DEVNULL)
+        argv = [AUTH_SERVER, "serve", "--db", db, "--listen", f"127.0.0.1:{auth_port}"]
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.cleanup.append(lambda: (server.kill(), server.wait(timeout=10)))
+        wait_for_port(auth_port)
+        tokens = []
+        for _ in range(4):
+            request = urllib.request.Request(f"http://127.0.0.1:{auth_port}/v1/login",
+                                             data=json.dumps({"username": "alice", "password": "pw-alice"}).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=5) as r:
+                tokens.append(json.loads(r.read())["session"])
+        p = self.proxy("restart", f"http://127.0.0.1:{auth_port}", "--auth-cache-max-entries", "0",
+                       "--auth-events", "false", "--auth-idle-timeout-ms", "60000")
+        self.assertEqual(parallel_connacks(p.port, tokens), [OK] * 4)  # several pooled connections
+        server.kill()
+        server.wait(timeout=10)
+        restarted = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.cleanup.append(lambda: (restarted.terminate(), restarted.wait(timeout=10)))
+        wait_for_port(auth_port)
+        codes = [connack_code(p.port, tokens[i % 4], client_id=f"after-restart-{i}") for i in range(8)]
+        self.assertEqual(codes, [OK] * 8, p.log_path)
+        self.assertEqual(parallel_connacks(p.port, tokens), [OK] * 4)
+        self.assertEqual(p.metric('mqtt_proxy_authentications_total{result="unavailable"}'), 0)
 
     def test_cache_one_call_for_many_connections_and_negative_cache(self):
         api = self.stub({"good": {"user": "alice", "user_id": "7", "acl": ACL}}, max_age=60, events=False)

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -102,6 +103,18 @@ TEST_SUITE("auth client: answers") {
     CHECK_FALSE(plausible_token("\xff\xfe\x00x"));  // binary
     CHECK_FALSE(plausible_token("\xC3"));          // truncated UTF-8
     CHECK_FALSE(plausible_token("\xED\xA0\x80"));  // a surrogate
+  }
+
+  TEST_CASE("session_digest: lowercase hex SHA-256, the same again and on another thread") {
+    // FIPS 180-2 test vectors.
+    CHECK(session_digest("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    CHECK(session_digest("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const auto long_input = session_digest("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq");
+    CHECK(long_input == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    CHECK(session_digest("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    std::string other_thread;
+    std::thread([&] { other_thread = session_digest("abc"); }).join();
+    CHECK(other_thread == session_digest("abc"));
   }
 
   TEST_CASE("auth URLs: http and https, default ports, bad ports") {

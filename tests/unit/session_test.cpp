@@ -244,6 +244,36 @@ TEST_SUITE("session: authentication") {
     CHECK(ack.props.text(mqtt::property_id::assigned_client_identifier) == "generated-id");
   }
 
+  TEST_CASE("auth_ok_message is what the JSON library writes for the same object") {
+    for (std::string user : {"alice", "", "quote\"back\\slash", "j\xC3\xBCrgen", "tab\tnew\nline\x01"}) {
+      CHECK(auth_ok_message(user) == nlohmann::json{{"result", "ok"}, {"user", user}}.dump());
+    }
+  }
+
+  TEST_CASE("a client id maker is asked only for a client that sends an empty client id") {
+    static int made = 0;
+    made = 0;
+    const client_session::client_id_maker maker = [] { return "made-" + std::to_string(++made); };
+    harness h(protocol_version::v5);
+    auto deliver = [&](client_session& s, const mqtt::packet& p) {
+      auto wire = *mqtt::encode(p, h.v);
+      mqtt::framer f(1 << 20);
+      f.feed(wire);
+      auto out = s.on_client_frame(**f.next());
+      return std::vector<session_action>(out.begin(), out.end());
+    };
+    client_session own_id(h.config, h.counters, maker);
+    deliver(own_id, h.connect_packet("mine"));
+    CHECK(made == 0);
+    CHECK(own_id.client_id() == "mine");
+    client_session empty_id(h.config, h.counters, maker);
+    auto out = deliver(empty_id, h.connect_packet(""));
+    CHECK(made == 1);
+    CHECK(empty_id.client_id() == "made-1");
+    auto ack = std::get<mqtt::connack>(to_client(out, h.v).at(0));
+    CHECK(ack.props.text(mqtt::property_id::assigned_client_identifier) == "made-1");
+  }
+
   TEST_CASE("direct mode refusals are CONNACK 0x05 (3.1.1) and 0x87 (5.0)") {
     for (auto v : {protocol_version::v3_1_1, protocol_version::v5}) {
       harness h(v);
