@@ -30,7 +30,7 @@ from mosquitto import mosquitto_binary, write_passwd  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
 from wire import (RawWebSocket, connect_packet, publish_fields, publish_packet,  # noqa: E402
-                  subscribe_packet)
+                  subscribe_packet, ws_frame)
 
 PROXY = None
 SESSIONS = {
@@ -479,6 +479,79 @@ class Transports(unittest.TestCase):
         with self.assertRaises(EOFError):
             while True:
                 ws.packet()
+        ws.close()
+
+    # Hostile WebSocket clients: each broken frame ends that connection with a
+    # close frame naming the violation (RFC 6455 7.4.1), then TCP closes; the
+    # proxy serves the next client.
+
+    def assert_failed_with(self, ws, code):
+        with self.assertRaisesRegex(EOFError, "close frame %04x" % code):
+            while True:
+                ws.packet()
+        self.assertEqual(ws.sock.recv(16), b"")  # and TCP is closed
+        ws.close()
+
+    def assert_still_serving(self):
+        ws = RawWebSocket(self.system.ws)
+        ws.send(2, connect_packet("after-a-hostile-one"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        ws.close()
+
+    def test_unmasked_client_frame_fails_with_1002(self):
+        ws = RawWebSocket(self.system.ws)
+        ws.send(2, connect_packet("unmasked"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        payload = subscribe_packet(1, "private/alice/#", 0)
+        ws.sock.sendall(bytes([0x82, len(payload)]) + payload)  # no mask bit, no key (RFC 6455 5.1)
+        self.assert_failed_with(ws, 1002)
+        self.assert_still_serving()
+
+    def test_oversized_and_fragmented_control_frames_fail_with_1002(self):
+        for name, frame in (("oversized ping", ws_frame(9, b"p" * 126)),
+                            ("fragmented ping", ws_frame(9, b"half", fin=False)),
+                            ("reserved opcode", ws_frame(0xB, b"")),
+                            ("continuation of nothing", ws_frame(0, b"\x10", fin=True))):
+            with self.subTest(name):
+                ws = RawWebSocket(self.system.ws)
+                ws.send(2, connect_packet("control-" + name.replace(" ", "-")))
+                self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+                ws.sock.sendall(frame)
+                self.assert_failed_with(ws, 1002)
+        self.assert_still_serving()
+
+    def test_text_frame_fails_with_1003_over_wss_too(self):
+        ws = RawWebSocket(self.system.wss, tls=self.system.tls_context())
+        ws.send(2, connect_packet("texter-tls"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        ws.send(1, b"MQTT in a text frame")  # MQTT-6.0.0-1
+        with self.assertRaisesRegex(EOFError, "close frame 03eb"):
+            while True:
+                ws.packet()
+        ws.close()
+
+    def test_a_flood_of_pings_while_not_reading_is_held_back_by_tcp(self):
+        """The proxy answers each ping, but stops reading while its pongs cannot be sent: the
+        flooder's sends block long before 64 MB, and other clients are served meanwhile."""
+        ws = RawWebSocket(self.system.ws)
+        ws.send(2, connect_packet("ping-flooder"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        ping = ws_frame(9, b"x" * 125)
+        burst = ping * 512
+        ws.sock.settimeout(3)
+        sent, blocked = 0, False
+        try:
+            while sent < 64 * 1024 * 1024:
+                ws.sock.sendall(burst)
+                sent += len(burst)
+        except socket.timeout:
+            blocked = True
+        self.assertTrue(blocked, f"sent {sent} bytes of pings without being held back")
+        self.assert_still_serving()
+        # Reading again, the flooder gets pongs (one per ping it had read) and the connection lives on.
+        ws.sock.settimeout(10)
+        fin, opcode, payload = ws.frame()
+        self.assertEqual((opcode, payload), (10, b"x" * 125))
         ws.close()
 
     def test_denied_session_gets_its_answer_then_a_close_frame(self):
