@@ -556,7 +556,8 @@ class Transports(unittest.TestCase):
             pass  # held back by TCP: the proxy stopped reading
         self.assertGreater(sent, 1024 * 1024)
         self.assert_still_serving()
-        self.assertLess(rss_kib(pid) - before, 8 * 1024, f"after {sent} bytes of pings")
+        if os.environ.get("MQTT_PROXY_SANITIZED") != "1":  # ASan's quarantine keeps freed blocks resident
+            self.assertLess(rss_kib(pid) - before, 8 * 1024, f"after {sent} bytes of pings")
         ws.sock.settimeout(10)
         pongs = 0
         while pongs < 3:
