@@ -12,6 +12,7 @@ Mosquitto, clients sending CONNECT only, for comparison. --wrap runs each proxy 
 --hold keeps the idle clients open that long before the proxy is stopped (for a profiler's snapshot)."""
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -195,8 +196,8 @@ def main():
             time.sleep(float(options["--hold"]))
             for sock in opened:
                 sock.close()
-            proxy.terminate()
-            proxy.wait(timeout=60)
+            os.kill(pid, signal.SIGTERM)  # the proxy itself, so a --wrap profiler sees it exit and writes its data
+            proxy.wait(timeout=120)
         if "--no-relay" in flags:
             kinds = []
         bench = os.path.join(os.path.dirname(os.path.abspath(proxy_binary)), "proxy_bench")
