@@ -5,9 +5,14 @@ then relay throughput with the broker reached over TCP and over TLS
 (bench/proxy_bench as the client). A fresh proxy per run (so freed memory of
 one does not hide the next), Mosquitto behind it, a stub API server. Prints
 a Markdown section.
-Usage: transport_bench.py PATH/TO/mqtt-proxy [CONNECTIONS]"""
+Usage: transport_bench.py PATH/TO/mqtt-proxy [CONNECTIONS] [--kinds tcp,tls,ws,wss,haproxy-tls]
+                          [--no-relay] [--wrap 'heaptrack -o FILE'] [--hold SECONDS]
+haproxy-tls: HAProxy 2.6 (`mode tcp`, TLS terminated with the same ECDSA certificate) in front of
+Mosquitto, clients sending CONNECT only, for comparison. --wrap runs each proxy under a profiler;
+--hold keeps the idle clients open that long before the proxy is stopped (for a profiler's snapshot)."""
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -29,6 +34,34 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def main_pid(process):
+    """The profiled program's pid when --wrap put a launcher in front of it."""
+    for _ in range(50):
+        try:
+            with open(f"/proc/{process.pid}/task/{process.pid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            children = []
+        if not children:
+            return process.pid
+        if os.path.basename(os.readlink(f"/proc/{children[0]}/exe")) != "mqtt-proxy":
+            process = type("p", (), {"pid": children[0]})
+            continue
+        return children[0]
+    return process.pid
 
 
 def read_packet(sock, buffer):
@@ -54,6 +87,11 @@ def open_client(kind, port, context, index):
         ws.packet()  # auth answer
         return ws.sock
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if kind == "haproxy-tls":  # CONNECT only: Mosquitto behind HAProxy knows nothing of the auth PUBLISH
+        sock = context.wrap_socket(sock, server_hostname="localhost")
+        sock.sendall(connect)
+        read_packet(sock, b"")
+        return sock
     if kind == "tls":
         sock = context.wrap_socket(sock, server_hostname="localhost")
     sock.sendall(connect + auth)
@@ -62,9 +100,53 @@ def open_client(kind, port, context, index):
     return sock
 
 
+def haproxy_row(work, server, broker_port, port, context, connections):
+    """HAProxy terminating TLS in front of Mosquitto: its memory per idle client, as the issue compares."""
+    pem = os.path.join(work, "haproxy.pem")
+    with open(pem, "w") as out:
+        out.write(open(server[1]).read() + open(server[0]).read())
+    conf = os.path.join(work, "haproxy.cfg")
+    with open(conf, "w") as f:
+        f.write(f"global\n  maxconn 4000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n"
+                f"  timeout client 600s\n  timeout server 600s\nfrontend mqtt\n"
+                f"  bind 127.0.0.1:{port} ssl crt {pem}\n  default_backend broker\n"
+                f"backend broker\n  server mosquitto 127.0.0.1:{broker_port}\n")
+    haproxy = subprocess.Popen([shutil.which("haproxy") or "/usr/sbin/haproxy", "-f", conf, "-db"],
+                               stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        time.sleep(0.3)
+        before, pss_before = rss_kib(haproxy.pid), pss_kib(haproxy.pid)
+        started = time.time()
+        opened = [open_client("haproxy-tls", port, context, i) for i in range(connections)]
+        elapsed = time.time() - started
+        time.sleep(0.5)
+        after, pss_after = rss_kib(haproxy.pid), pss_kib(haproxy.pid)
+        for sock in opened:
+            sock.close()
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+    return ("haproxy-tls (CONNECT only)", connections / elapsed, (after - before) * 1024 / connections,
+            (pss_after - pss_before) * 1024 / connections)
+
+
 def main():
-    proxy_binary = sys.argv[1]
-    connections = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    argv = sys.argv[1:]
+    options = {"--kinds": "tcp,tls,ws,wss", "--wrap": "", "--hold": "0"}
+    flags = set()
+    positional = []
+    while argv:
+        arg = argv.pop(0)
+        if arg in options:
+            options[arg] = argv.pop(0)
+        elif arg.startswith("--"):
+            flags.add(arg)
+        else:
+            positional.append(arg)
+    proxy_binary = positional[0]
+    connections = int(positional[1]) if len(positional) > 1 else 1000
+    kinds = options["--kinds"].split(",")
     work = tempfile.mkdtemp(prefix="transport-bench-")
     os.chmod(work, 0o755)
     ca = make_ca(work, "bench-ca")
@@ -89,29 +171,37 @@ def main():
     wait_for_port(broker_tls_port)
     rows, relay = [], []
     try:
-        for kind in ("tcp", "tls", "ws", "wss"):
+        for kind in kinds:
             port = free_port()
+            if kind == "haproxy-tls":
+                rows.append(haproxy_row(work, server, broker_port, port, context, connections))
+                continue
             flag = {"tcp": "--listen", "tls": "--tls-listen", "ws": "--ws-listen", "wss": "--wss-listen"}[kind]
             args = [proxy_binary, "--upstream", f"127.0.0.1:{broker_port}", "--auth-url",
                     auth.url, "--admin", f"127.0.0.1:{free_port()}", "--log-level", "warn",
                     "--tls-cert", server[1], "--tls-key", server[0], "--threads", "1"]
             args += [flag, f"127.0.0.1:{port}"] + ([] if kind == "tcp" else ["--listen", "off"])
-            proxy = subprocess.Popen(args)
+            proxy = subprocess.Popen(options["--wrap"].split() + args)
             wait_for_port(port)
             time.sleep(0.3)
-            before = rss_kib(proxy.pid)
+            pid = main_pid(proxy)
+            before, pss_before = rss_kib(pid), pss_kib(pid)
             started = time.time()
             opened = [open_client(kind, port, context, i) for i in range(connections)]
             elapsed = time.time() - started
             time.sleep(0.5)
-            after = rss_kib(proxy.pid)
-            rows.append((kind, connections / elapsed, (after - before) * 1024 / connections))
+            after, pss_after = rss_kib(pid), pss_kib(pid)
+            rows.append((kind, connections / elapsed, (after - before) * 1024 / connections,
+                         (pss_after - pss_before) * 1024 / connections))
+            time.sleep(float(options["--hold"]))
             for sock in opened:
                 sock.close()
-            proxy.terminate()
-            proxy.wait(timeout=10)
+            os.kill(pid, signal.SIGTERM)  # the proxy itself, so a --wrap profiler sees it exit and writes its data
+            proxy.wait(timeout=120)
+        if "--no-relay" in flags:
+            kinds = []
         bench = os.path.join(os.path.dirname(os.path.abspath(proxy_binary)), "proxy_bench")
-        for upstream in ("tcp", "tls"):
+        for upstream in ("tcp", "tls") if kinds else ():
             port = free_port()
             args = [proxy_binary, "--listen", f"127.0.0.1:{port}", "--auth-url", auth.url,
                     "--admin", f"127.0.0.1:{free_port()}", "--log-level", "warn"]
@@ -140,11 +230,14 @@ def main():
     print(f"opens {connections} connections one after another (TCP connect, TLS handshake with ECDSA P-256, WebSocket")
     print("upgrade, CONNECT, auth PUBLISH, answer) and keeps them open idle; the rate is bound by that client.")
     print()
-    print("| transport | connections set up per second (sequential) | proxy memory per idle connection |")
-    print("|---|---|---|")
-    for kind, rate, per_connection in rows:
-        print(f"| {kind} | {rate:.0f} | about {per_connection / 1024:.1f} KiB |")
+    print("| transport | connections set up per second (sequential) | proxy memory per idle connection (RSS) "
+          "| same, Pss |")
+    print("|---|---|---|---|")
+    for kind, rate, per_connection, pss in rows:
+        print(f"| {kind} | {rate:.0f} | about {per_connection / 1024:.1f} KiB | {pss / 1024:.1f} KiB |")
     print()
+    if not relay:
+        return
     print("Relay throughput, client to proxy over TCP, proxy to Mosquitto over TCP or TLS (TLS 1.3,")
     print("ECDSA P-256); `bench/proxy_bench` publishes 200000 QoS 0 messages of 64 bytes to a subscriber:")
     print()

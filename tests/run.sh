@@ -78,6 +78,8 @@ if [ "$fuzz_seconds" != 0 ] && command -v clang++ >/dev/null 2>&1; then
   fuzz codec_fuzz tests/fuzz/corpus "$fuzz_seconds"      # framer + decoder + encoder round trip
   fuzz session_fuzz tests/fuzz/session_corpus $(( (fuzz_seconds + 1) / 2 ))  # nothing past the auth gate or the ACL
   fuzz proxy_protocol_fuzz tests/fuzz/proxy_protocol_corpus $(( (fuzz_seconds + 5) / 6 ))  # prefix-consistent PROXY parsing
+  cmake --build build-fuzz -j"$jobs" --target websocket_frames_fuzz
+  fuzz websocket_frames_fuzz tests/fuzz/websocket_corpus $(( (fuzz_seconds + 5) / 6 ))  # WebSocket frames: the same however reads split them
 fi
 
 step "all tests passed"

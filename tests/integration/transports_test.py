@@ -30,7 +30,7 @@ from mosquitto import mosquitto_binary, write_passwd  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
 from wire import (RawWebSocket, connect_packet, publish_fields, publish_packet,  # noqa: E402
-                  subscribe_packet)
+                  subscribe_packet, ws_frame)
 
 PROXY = None
 SESSIONS = {
@@ -138,6 +138,11 @@ class System:
             print("kept", self.dir)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def proxy_v1(source="203.0.113.7", port=40000):
@@ -479,6 +484,86 @@ class Transports(unittest.TestCase):
         with self.assertRaises(EOFError):
             while True:
                 ws.packet()
+        ws.close()
+
+    # Hostile WebSocket clients: each broken frame ends that connection with a
+    # close frame naming the violation (RFC 6455 7.4.1), then TCP closes; the
+    # proxy serves the next client.
+
+    def assert_failed_with(self, ws, code):
+        with self.assertRaisesRegex(EOFError, "close frame %04x" % code):
+            while True:
+                ws.packet()
+        self.assertEqual(ws.sock.recv(16), b"")  # and TCP is closed
+        ws.close()
+
+    def assert_still_serving(self):
+        ws = RawWebSocket(self.system.ws)
+        ws.send(2, connect_packet("after-a-hostile-one"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        ws.close()
+
+    def test_unmasked_client_frame_fails_with_1002(self):
+        ws = RawWebSocket(self.system.ws)
+        ws.send(2, connect_packet("unmasked"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        payload = subscribe_packet(1, "private/alice/#", 0)
+        ws.sock.sendall(bytes([0x82, len(payload)]) + payload)  # no mask bit, no key (RFC 6455 5.1)
+        self.assert_failed_with(ws, 1002)
+        self.assert_still_serving()
+
+    def test_oversized_and_fragmented_control_frames_fail_with_1002(self):
+        for name, frame in (("oversized ping", ws_frame(9, b"p" * 126)),
+                            ("fragmented ping", ws_frame(9, b"half", fin=False)),
+                            ("reserved opcode", ws_frame(0xB, b"")),
+                            ("continuation of nothing", ws_frame(0, b"\x10", fin=True))):
+            with self.subTest(name):
+                ws = RawWebSocket(self.system.ws)
+                ws.send(2, connect_packet("control-" + name.replace(" ", "-")))
+                self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+                ws.sock.sendall(frame)
+                self.assert_failed_with(ws, 1002)
+        self.assert_still_serving()
+
+    def test_text_frame_fails_with_1003_over_wss_too(self):
+        ws = RawWebSocket(self.system.wss, tls=self.system.tls_context())
+        ws.send(2, connect_packet("texter-tls"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        ws.send(1, b"MQTT in a text frame")  # MQTT-6.0.0-1
+        with self.assertRaisesRegex(EOFError, "close frame 03eb"):
+            while True:
+                ws.packet()
+        ws.close()
+
+    def test_a_flood_of_pings_while_not_reading_costs_the_proxy_no_memory(self):
+        """64 MB of pings from a client that reads nothing: the proxy answers only the latest ping
+        of what it has read (RFC 6455 5.5.3) and stops reading while a pong cannot be sent, so its
+        memory stays flat; other clients are served meanwhile, and the flooder, reading again,
+        gets pongs with the ping's payload."""
+        pid = self.system.proxy_a.pid
+        ws = RawWebSocket(self.system.ws)
+        ws.send(2, connect_packet("ping-flooder"))
+        self.assertEqual(ws.packet(), b"\x20\x02\x00\x00")
+        before = rss_kib(pid)
+        burst = ws_frame(9, b"x" * 125) * 512
+        ws.sock.settimeout(3)
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:
+                ws.sock.sendall(burst)
+                sent += len(burst)
+        except socket.timeout:
+            pass  # held back by TCP: the proxy stopped reading
+        self.assertGreater(sent, 1024 * 1024)
+        self.assert_still_serving()
+        if os.environ.get("MQTT_PROXY_SANITIZED") != "1":  # ASan's quarantine keeps freed blocks resident
+            self.assertLess(rss_kib(pid) - before, 8 * 1024, f"after {sent} bytes of pings")
+        ws.sock.settimeout(10)
+        pongs = 0
+        while pongs < 3:
+            fin, opcode, payload = ws.frame()
+            self.assertEqual((opcode, payload), (10, b"x" * 125))
+            pongs += 1
         ws.close()
 
     def test_denied_session_gets_its_answer_then_a_close_frame(self):
