@@ -68,6 +68,20 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def socket_states(port):
+    """TCP states of the client ends towards `port`, and the listeners' accept queues (Recv-Q)."""
+    out = subprocess.run(["ss", "-Htan", f"( dport = :{port} or sport = :{port} )"], capture_output=True,
+                         text=True).stdout
+    states, queues = {}, []
+    for line in out.splitlines():
+        parts = line.split()
+        if parts[0] == "LISTEN":
+            queues.append(int(parts[1]))
+        elif parts[4].endswith(f":{port}"):  # the peer is the listener: the client's end
+            states[parts[0]] = states.get(parts[0], 0) + 1
+    return f"client ends {states}, accept queues {queues}"
+
+
 def fields(line):
     return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
 
@@ -104,7 +118,7 @@ class Generator:
             self.process.wait()
 
 
-def fill(name, argv, pids, owner, args, metrics=None):
+def fill(name, argv, pids, owner, args, metrics=None, port=None):
     """One fill through one path; returns a dict of results."""
     before = {n: pss_kib(p) for n, p in pids.items()}
     fds_before = {n: fds(p) for n, p in pids.items()}
@@ -130,6 +144,8 @@ def fill(name, argv, pids, owner, args, metrics=None):
         refused_before = metrics().get("mqtt_proxy_connections_refused_total", 0) if metrics else None
         result["extra"] = fields(gen.ask(f"extra {args.extra} {args.inflight}"))
         result["fds_extra"] = {n: fds(p) for n, p in pids.items()}
+        if port:
+            print(f"    after the extra: {socket_states(port)}", flush=True)
         if metrics:
             m = metrics()
             result["metrics_extra"] = m
@@ -201,7 +217,7 @@ def main():
             print(f"proxy at start: {line}")
         load = os.path.join(binary, "mqtt_load")
         r = fill("mqtt-proxy", [load, "--port", str(stack.proxy_port), "--tokens", token_file], pids, "mqtt-proxy",
-                 args, stack.metrics)
+                 args, stack.metrics, stack.proxy_port)
         alive = stack.processes["mqtt-proxy"][0].poll() is None
         report("mqtt-proxy", r, "mqtt-proxy")
         print(f"| proxy process alive after the run | {alive} |")
@@ -239,7 +255,7 @@ def main():
             hpids = {"haproxy": stack.processes["haproxy"][0].pid, "mosquitto": pids["mosquitto"]}
             print(f"haproxy descriptor limit {soft_fd_limit(hpids['haproxy'])}")
             h = fill("haproxy", [load, "--port", str(port), "--user", "proxy", "--pass", "proxy-secret"], hpids,
-                     "haproxy", args)
+                     "haproxy", args, port=port)
             report("haproxy", h, "haproxy")
             print(f"| haproxy alive after the run | {stack.processes['haproxy'][0].poll() is None} |")
             hlog = stack.log_of("haproxy").splitlines()

@@ -199,9 +199,10 @@ struct loop {
     // CONNECT and the auth PUBLISH go together, as a mobile client on a slow link sends them.
     static long ids = 0;
     auto hello = connect_packet("load-" + std::to_string(::getpid()) + "-" + std::to_string(ids++), opt.user, opt.pass);
+    // Before sending: a send that fails (a peer that reset at once) marks the connection closed, and stays so.
+    c.at = phase::awaiting_connack;
     send(c, hello);
     if (!c.token.empty()) send(c, publish_packet("service/auth/" + c.token, {}, 0, 0));
-    c.at = phase::awaiting_connack;
     return c;
   }
 
@@ -554,6 +555,7 @@ void open_subscribed(loop& l, long count, long inflight, double limit) {
 
 struct fill_outcome {
   long ready = 0, pending = 0;
+  long pending_unsent = 0;  // of the pending: CONNECT not yet taken by the kernel (not connected)
   std::map<std::string, long> ended;  // why the others closed, "closed_during_handshake", "recv: ...", ...
 };
 
@@ -562,14 +564,25 @@ fill_outcome outcome_of(const loop& l, std::size_t first) {
   for (std::size_t i = first; i < l.all.size(); ++i) {
     const auto* c = l.all[i].get();
     if (c->at == phase::ready) o.ready++;
-    else if (c->at != phase::closed) o.pending++;
+    else if (c->at != phase::closed) {
+      o.pending++;
+      if (c->out.size() > c->out_sent) o.pending_unsent++;
+      tcp_info info{};
+      socklen_t size = sizeof info;
+      int error = 0;
+      socklen_t esize = sizeof error;
+      ::getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &info, &size);
+      ::getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &esize);
+      o.ended["pending_tcp_state_" + std::to_string(info.tcpi_state) + "_so_error_" + std::to_string(error)]++;
+    }
     else o.ended[c->ended.empty() ? "closed" : c->ended]++;
   }
   return o;
 }
 
 std::string text_of(const fill_outcome& o) {
-  std::string s = "ready=" + std::to_string(o.ready) + " pending=" + std::to_string(o.pending);
+  std::string s = "ready=" + std::to_string(o.ready) + " pending=" + std::to_string(o.pending) +
+                  " pending_unsent=" + std::to_string(o.pending_unsent);
   for (const auto& [k, v] : o.ended) {
     std::string key = k;
     std::replace(key.begin(), key.end(), ' ', '_');
