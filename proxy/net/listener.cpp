@@ -26,6 +26,12 @@ std::size_t descriptor_capacity(std::size_t file_limit) {
   return (file_limit - reserve) / 2;
 }
 
+std::size_t descriptors_needed(std::size_t clients) {
+  std::size_t limit = (2 * clients + 64) / 255 * 256;  // a little below: 2 * clients + 64 + limit / 256
+  while (descriptor_capacity(limit) < clients) ++limit;
+  return limit;
+}
+
 listener::listener(asio::io_context& io, const tcp::endpoint& endpoint, const listener_settings& settings,
                    const connection_environment& environment, const reloadable_tls_context* tls)
     : acceptor_(io), settings_(settings), environment_(environment), tls_(tls), report_timer_(io) {

@@ -24,6 +24,8 @@ class reloadable_tls_context;
 // (event loops, listeners, admin, the auth-server's pooled connections, the
 // event stream): 64 + 1/256 of the limit, at most half of it. Pure.
 std::size_t descriptor_capacity(std::size_t file_limit);
+// The smallest open-file limit whose descriptor_capacity holds `clients`. Pure.
+std::size_t descriptors_needed(std::size_t clients);
 
 class listener {
  public:

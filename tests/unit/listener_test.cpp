@@ -15,3 +15,12 @@ TEST_CASE("descriptor_capacity: two descriptors a client, less a reserve for the
   for (std::size_t limit : {1, 2, 3, 100, 128, 129, 5'000, 65'536, 1'048'576})
     CHECK(2 * proxy::descriptor_capacity(limit) <= limit);
 }
+
+TEST_CASE("descriptors_needed: the smallest open-file limit that holds so many clients") {
+  for (std::size_t clients : {0, 1, 16, 500, 9'929, 10'000, 100'000, 1'000'000}) {
+    const auto limit = proxy::descriptors_needed(clients);
+    CHECK(proxy::descriptor_capacity(limit) >= clients);
+    if (limit > 0) CHECK(proxy::descriptor_capacity(limit - 1) < clients);
+  }
+  CHECK(proxy::descriptors_needed(9'929) <= 20'000);  // what this machine's hard limit holds
+}
