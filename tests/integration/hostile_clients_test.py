@@ -270,6 +270,24 @@ class OutOfDescriptors(unittest.TestCase):
                 return "authenticated"
         return f"no answer in {seconds} s: {buffer[:8].hex()}"
 
+    def test_admin_port_outlives_running_out(self):
+        import re
+        import urllib.request
+        admin = re.search(r"admin (127\.0\.0\.1:\d+)", self.system.logs()).group(1).split(":")
+        idle = []
+        for _ in range(70):  # idle scrapers: the admin port keeps each up to 10 s, a descriptor apiece
+            try:
+                idle.append(socket.create_connection((admin[0], int(admin[1])), timeout=2))
+            except OSError:
+                pass
+        time.sleep(1)  # the admin port met EMFILE meanwhile
+        for sock in idle:
+            sock.close()
+        time.sleep(1)
+        with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/metrics", timeout=5) as response:
+            self.assertIn(b"mqtt_proxy_connections_open", response.read())
+        self.assertIsNone(self.system.proxy.poll(), "the proxy died")
+
     def test_more_clients_than_descriptors(self):
         clients = []
         for i in range(80):  # each holds a client and a broker descriptor
