@@ -217,7 +217,8 @@ std::unique_ptr<proxy::operator_api> make_operator_api(const proxy::proxy_config
 void raise_file_limit(std::size_t max_connections) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
-  const rlim_t wanted = std::min<rlim_t>(limit.rlim_max, static_cast<rlim_t>(proxy::descriptors_needed(max_connections)));
+  const rlim_t wanted =
+      std::min<rlim_t>(limit.rlim_max, static_cast<rlim_t>(proxy::descriptors_needed(max_connections)));
   if (limit.rlim_cur < wanted) {
     limit.rlim_cur = wanted;
     setrlimit(RLIMIT_NOFILE, &limit);
