@@ -7,10 +7,16 @@
 //   sessions SECONDS INFLIGHT      open, authenticate, DISCONNECT, close; again; for SECONDS
 //   relay    SECONDS QOS SIZE PUBS PUBS publishers -> 1 subscriber, flow-controlled, msgs/s at the subscriber
 //   latency  SECONDS RATE          1 publisher paced at RATE/s, QoS 1, 256 B: p50/p99 publish-to-delivery
+//   fill     N INFLIGHT            open N sessions, each subscribed to its own topic, print "filled ...", then
+//                                  obey stdin lines (bench/fd_ceiling.py): "round K" (K clients publish once to
+//                                  their own topic, count what comes back), "extra M INFLIGHT" (open M more,
+//                                  report how each ended: accepted, refused, still pending), "alive", "quit"
 //
 // Common options (before the mode): --port P, --user U --pass P (CONNECT credentials: direct / HAProxy),
 // --tokens FILE (one session token a line: after CONNECT, PUBLISH service/auth/<token> and wait for the
-// answer, as mqtt-proxy's clients do), --topic T (relay / latency topic).
+// answer, as mqtt-proxy's clients do; a line "TOKEN PREFIX" gives fill's sessions of that token the topics
+// PREFIX/<connection index>),
+// --topic T (relay / latency topic).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -107,6 +113,7 @@ struct options {
   std::uint16_t port = 0;
   std::string user, pass, topic = "bench/topic";
   std::vector<std::string> tokens;
+  std::vector<std::string> token_topics;  // fill: the topic of each token's session ("" when none given)
 };
 
 enum class phase { connecting, awaiting_connack, awaiting_auth, awaiting_suback, ready, closed };
@@ -123,6 +130,9 @@ struct connection {
   std::uint32_t inflight = 0;  // QoS 1 publishes without PUBACK
   std::uint16_t next_id = 1;
   double started = 0;
+  std::string own_topic;  // fill: subscribed at ready, published to by `round`
+  long echoes = 0;        // fill: own messages that came back
+  std::string ended;      // why it failed, when it did
 };
 
 struct loop;
@@ -143,6 +153,7 @@ struct loop {
 
   void fail(connection& c, const std::string& why) {
     failures[why]++;
+    c.ended = why;
     close(c);
   }
   void close(connection& c) {
@@ -178,13 +189,20 @@ struct loop {
     ev.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
     ev.data.ptr = &c;
     epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev);
-    if (!opt.tokens.empty()) c.token = opt.tokens[next_token++ % opt.tokens.size()];
+    if (!opt.tokens.empty()) {
+      const std::size_t k = next_token++ % opt.tokens.size();
+      c.token = opt.tokens[k];
+      // Tokens are reused: the connection's index keeps its topic its own.
+      if (k < opt.token_topics.size() && !opt.token_topics[k].empty())
+        c.own_topic = opt.token_topics[k] + "/" + std::to_string(all.size());
+    }
     // CONNECT and the auth PUBLISH go together, as a mobile client on a slow link sends them.
     static long ids = 0;
     auto hello = connect_packet("load-" + std::to_string(::getpid()) + "-" + std::to_string(ids++), opt.user, opt.pass);
+    // Before sending: a send that fails (a peer that reset at once) marks the connection closed, and stays so.
+    c.at = phase::awaiting_connack;
     send(c, hello);
     if (!c.token.empty()) send(c, publish_packet("service/auth/" + c.token, {}, 0, 0));
-    c.at = phase::awaiting_connack;
     return c;
   }
 
@@ -284,7 +302,7 @@ struct loop {
 
   void enter_ready(connection& c) {
     if (c.subscriber) {
-      send(c, subscribe_packet(opt.topic, c.qos));
+      send(c, subscribe_packet(c.own_topic.empty() ? opt.topic : c.own_topic, c.qos));
       c.at = phase::awaiting_suback;
       return;
     }
@@ -506,6 +524,132 @@ int run_latency(loop& l, double seconds, double rate) {
   return 0;
 }
 
+
+// ------------------------------------------------------------------ fill (bench/fd_ceiling.py)
+
+// Opens up to `count` subscribed sessions, `inflight` handshakes at a time,
+// from connection index `first` on; returns when none is pending or after
+// `limit` seconds (what is still pending then is left so). Each session's
+// topic is its token line's, or fill/<pid>/<index> without tokens.
+void open_subscribed(loop& l, long count, long inflight, double limit) {
+  const double t0 = now_seconds();
+  const std::size_t first = l.all.size();
+  long started = 0;
+  auto pending = [&] {
+    long n = 0;
+    for (std::size_t i = first; i < l.all.size(); ++i)
+      if (l.all[i]->at != phase::ready && l.all[i]->at != phase::closed) ++n;
+    return n;
+  };
+  for (long waiting = 0; (started < count || (waiting = pending()) > 0) && now_seconds() - t0 < limit;) {
+    waiting = pending();
+    while (started < count && waiting < inflight) {
+      auto& c = l.open(true, 0);
+      if (c.own_topic.empty()) c.own_topic = "fill/" + std::to_string(::getpid()) + "/" + std::to_string(l.all.size());
+      ++started;
+      ++waiting;
+    }
+    l.poll(5);
+  }
+}
+
+struct fill_outcome {
+  long ready = 0, pending = 0;
+  long pending_unsent = 0;  // of the pending: CONNECT not yet taken by the kernel (not connected)
+  std::map<std::string, long> ended;  // why the others closed, "closed_during_handshake", "recv: ...", ...
+};
+
+fill_outcome outcome_of(const loop& l, std::size_t first) {
+  fill_outcome o;
+  for (std::size_t i = first; i < l.all.size(); ++i) {
+    const auto* c = l.all[i].get();
+    if (c->at == phase::ready) o.ready++;
+    else if (c->at != phase::closed) {
+      o.pending++;
+      if (c->out.size() > c->out_sent) o.pending_unsent++;
+      tcp_info info{};
+      socklen_t size = sizeof info;
+      int error = 0;
+      socklen_t esize = sizeof error;
+      ::getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &info, &size);
+      ::getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &esize);
+      o.ended["pending_tcp_state_" + std::to_string(info.tcpi_state) + "_so_error_" + std::to_string(error)]++;
+    }
+    else o.ended[c->ended.empty() ? "closed" : c->ended]++;
+  }
+  return o;
+}
+
+std::string text_of(const fill_outcome& o) {
+  std::string s = "ready=" + std::to_string(o.ready) + " pending=" + std::to_string(o.pending) +
+                  " pending_unsent=" + std::to_string(o.pending_unsent);
+  for (const auto& [k, v] : o.ended) {
+    std::string key = k;
+    std::replace(key.begin(), key.end(), ' ', '_');
+    s += " ended[" + key + "]=" + std::to_string(v);
+  }
+  return s;
+}
+
+// `round K`: the first K ready sessions (every one when K is 0 or more than
+// there are) publish one QoS 0 message to their own topic; the broker sends
+// it back through the proxy. Waits up to 20 s for every echo.
+void fill_round(loop& l, long k) {
+  std::vector<connection*> chosen;
+  for (auto& c : l.all)
+    if (c->at == phase::ready && (k <= 0 || static_cast<long>(chosen.size()) < k)) chosen.push_back(c.get());
+  for (auto* c : chosen) c->echoes = 0;
+  const double t0 = now_seconds();
+  for (auto* c : chosen) l.send(*c, publish_packet(c->own_topic, bytes(16, 'e'), 0, 0));
+  auto back = [&] {
+    long n = 0;
+    for (auto* c : chosen) n += c->echoes > 0;
+    return n;
+  };
+  long got = 0;
+  while ((got = back()) < static_cast<long>(chosen.size()) && now_seconds() - t0 < 20) l.poll(20);
+  long lost_session = 0;
+  for (auto* c : chosen) lost_session += c->at != phase::ready;
+  std::printf("round sent=%zu echoed=%ld closed_meanwhile=%ld seconds=%.3f\n", chosen.size(), got, lost_session,
+              now_seconds() - t0);
+}
+
+int run_fill(loop& l, long count, long inflight) {
+  l.on_ready_packet = [](loop&, connection& c, const packet_view& p) {
+    if ((p.first >> 4) == 3) c.echoes++;
+  };
+  const double t0 = now_seconds();
+  open_subscribed(l, count, inflight, 600);
+  const auto filled = outcome_of(l, 0);
+  std::printf("filled %s seconds=%.3f failed=%ld%s\n", text_of(filled).c_str(), now_seconds() - t0, l.failed(),
+              l.failure_text().c_str());
+  std::fflush(stdout);
+  for (std::string line; std::getline(std::cin, line);) {
+    std::vector<std::string> w;
+    for (std::size_t at = 0; at < line.size();) {
+      const auto end = std::min(line.find(' ', at), line.size());
+      if (end > at) w.push_back(line.substr(at, end - at));
+      at = end + 1;
+    }
+    if (w.empty()) continue;
+    if (w[0] == "quit") break;
+    if (w[0] == "round") fill_round(l, w.size() > 1 ? std::stol(w[1]) : 0);
+    else if (w[0] == "extra" && w.size() == 3) {
+      const std::size_t first = l.all.size();
+      const double t1 = now_seconds();
+      open_subscribed(l, std::stol(w[1]), std::stol(w[2]), 15);
+      std::printf("extra %s seconds=%.3f\n", text_of(outcome_of(l, first)).c_str(), now_seconds() - t1);
+    } else if (w[0] == "alive") {
+      for (int i = 0; i < 20; ++i) l.poll(10);  // notice closes first
+      std::printf("alive %s\n", text_of(outcome_of(l, 0)).c_str());
+    } else {
+      std::printf("unknown command %s\n", w[0].c_str());
+    }
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -519,8 +663,12 @@ int main(int argc, char** argv) {
     else if (flag == "--topic") l.opt.topic = value;
     else if (flag == "--tokens") {
       std::ifstream f(value);
-      for (std::string t; std::getline(f, t);)
-        if (!t.empty()) l.opt.tokens.push_back(t);
+      for (std::string t; std::getline(f, t);) {
+        if (t.empty()) continue;
+        const auto space = t.find(' ');
+        l.opt.tokens.push_back(t.substr(0, space));
+        l.opt.token_topics.push_back(space == std::string::npos ? "" : t.substr(space + 1));
+      }
     } else {
       std::cerr << "unknown option " << flag << "\n";
       return 2;
@@ -529,7 +677,8 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + i, argv + argc);
   auto usage = [] {
     std::cerr << "usage: mqtt_load [--port P] [--user U --pass P] [--tokens FILE] [--topic T]\n"
-                 "  idle N INFLIGHT | sessions SECONDS INFLIGHT | relay SECONDS QOS SIZE PUBS | latency SECONDS RATE\n";
+                 "  idle N INFLIGHT | sessions SECONDS INFLIGHT | relay SECONDS QOS SIZE PUBS | latency SECONDS RATE\n"
+                 "  fill N INFLIGHT\n";
     return 2;
   };
   if (args.empty() || l.opt.port == 0) return usage();
@@ -538,5 +687,6 @@ int main(int argc, char** argv) {
   if (args[0] == "relay" && args.size() == 5)
     return run_relay(l, std::stod(args[1]), std::stoi(args[2]), std::stoul(args[3]), std::stoi(args[4]));
   if (args[0] == "latency" && args.size() == 3) return run_latency(l, std::stod(args[1]), std::stod(args[2]));
+  if (args[0] == "fill" && args.size() == 3) return run_fill(l, std::stol(args[1]), std::stol(args[2]));
   return usage();
 }

@@ -217,15 +217,16 @@ std::unique_ptr<proxy::operator_api> make_operator_api(const proxy::proxy_config
 void raise_file_limit(std::size_t max_connections) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
-  const rlim_t wanted = std::min<rlim_t>(limit.rlim_max, static_cast<rlim_t>(2 * max_connections + 64));
+  const rlim_t wanted =
+      std::min<rlim_t>(limit.rlim_max, static_cast<rlim_t>(proxy::descriptors_needed(max_connections)));
   if (limit.rlim_cur < wanted) {
     limit.rlim_cur = wanted;
     setrlimit(RLIMIT_NOFILE, &limit);
   }
   getrlimit(RLIMIT_NOFILE, &limit);
-  if (limit.rlim_cur < 2 * max_connections + 64)
+  if (proxy::descriptor_capacity(limit.rlim_cur) < max_connections)
     spdlog::warn("open file limit {} allows about {} connections, fewer than max_connections {}", limit.rlim_cur,
-                 (limit.rlim_cur - 64) / 2, max_connections);
+                 proxy::descriptor_capacity(limit.rlim_cur), max_connections);
 }
 
 }  // namespace

@@ -31,7 +31,14 @@ void admin_server::stop() {
 asio::awaitable<void> admin_server::accept_loop() {
   while (acceptor_.is_open()) {
     auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
-    if (ec) co_return;
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+    if (ec) {
+      // Out of descriptors (EMFILE) passes: the admin port must outlive it, not end with it (issue 14). The
+      // pending scrape waits in the backlog meanwhile.
+      asio::steady_timer pause(acceptor_.get_executor(), std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
     asio::co_spawn(acceptor_.get_executor(), serve(std::move(socket)), asio::detached);
   }
 }

@@ -5,10 +5,12 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "net/client_connection.hpp"
 #include "net/proxy_context.hpp"
@@ -16,6 +18,14 @@
 namespace proxy {
 
 class reloadable_tls_context;
+
+// Clients that fit in an open-file limit of `file_limit`: two descriptors
+// each (client, broker), less a reserve for what the process holds besides
+// (event loops, listeners, admin, the auth-server's pooled connections, the
+// event stream): 64 + 1/256 of the limit, at most half of it. Pure.
+std::size_t descriptor_capacity(std::size_t file_limit);
+// The smallest open-file limit whose descriptor_capacity holds `clients`. Pure.
+std::size_t descriptors_needed(std::size_t clients);
 
 class listener {
  public:
@@ -34,6 +44,9 @@ class listener {
  private:
   boost::asio::awaitable<void> accept_loop();
   void refuse_without_descriptors(const boost::system::error_code& ec);
+  std::size_t connection_limit() const;
+  void note_refused_over_limit();
+  void report_refusals();
 
   boost::asio::ip::tcp::acceptor acceptor_;
   const listener_settings& settings_;
@@ -42,6 +55,10 @@ class listener {
   int reserve_fd_ = -1;  // /dev/null, closed for a moment when descriptors run out
   std::size_t refused_without_descriptors_ = 0;
   std::chrono::steady_clock::time_point last_descriptor_warning_{};
+  std::size_t file_limit_ = 0;           // RLIMIT_NOFILE's soft limit when the listener was made
+  std::size_t refused_over_limit_ = 0;  // since the last report
+  boost::asio::steady_timer report_timer_;
+  bool report_armed_ = false;           // a report is due when report_timer_ fires
 };
 
 }  // namespace proxy
