@@ -77,6 +77,26 @@ class outbound_queue {
       head_ = 0;
     }
   }
+  // After a write that may have taken only part of begin_write()'s buffers
+  // (a non-blocking send, outbound_queue's caller writing through): drops
+  // the `written` bytes from the front, keeps the rest in order, and lets
+  // push() append to the tail again.
+  void commit_written(std::size_t written) {
+    std::size_t whole = 0;
+    while (whole < in_flight_ && queue_[head_ + whole].size() <= written) written -= queue_[head_ + whole++].size();
+    in_flight_ = whole;
+    commit_write();
+    if (written == 0) return;
+    auto& front = queue_[head_];  // partly written: not empty, so commit_write() kept it
+    front.erase(front.begin(), front.begin() + static_cast<std::ptrdiff_t>(written));
+    bytes_ -= written;
+  }
+  // What begin_write() handed out, in bytes.
+  std::size_t bytes_in_flight() const {
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < in_flight_; ++i) total += queue_[head_ + i].size();
+    return total;
+  }
   // Drops everything (the peer is gone) and gives the memory back.
   void clear() {
     std::vector<bytes>().swap(queue_);
