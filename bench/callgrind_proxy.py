@@ -31,23 +31,26 @@ def main():
     parser.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"),
                         help="where auth-server and mqtt_load are")
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="keep the dumps (each measure's, printed) to annotate")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="callgrind_proxy.")
     for name in ("auth-server", "mqtt_load"):
         os.symlink(os.path.abspath(os.path.join(args.bin, name)), os.path.join(work, name))
     wrapper = os.path.join(work, "mqtt-proxy")
     with open(wrapper, "w") as f:
-        f.write(f"#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={work}/cg.out.%p "
+        f.write(f"#!/bin/sh\nexec valgrind --tool=callgrind --compress-strings=no --callgrind-out-file={work}/cg.out.%p "
                 f"{os.path.abspath(args.proxy)} \"$@\"\n")
     os.chmod(wrapper, 0o755)
     paths = side_by_side.Paths(types.SimpleNamespace(bin=work, proxy_args=""))
     pid = str(paths.pid["mqtt-proxy"])
 
+    def newest_dump():
+        return sorted(glob.glob(f"{work}/cg.out.{pid}*"), key=os.path.getmtime)[-1]
+
     def dumped_total():
         subprocess.run(["callgrind_control", "-d", pid], capture_output=True)
         time.sleep(1)
-        newest = sorted(glob.glob(f"{work}/cg.out.{pid}*"), key=os.path.getmtime)[-1]
-        with open(newest) as f:
+        with open(newest_dump()) as f:
             for line in f:
                 if line.startswith(("totals:", "summary:")):
                     return int(line.split()[1])
@@ -65,6 +68,8 @@ def main():
             both = count + int(kv.get("published", 0))
             per_both = f", {total / both:.0f} per PUBLISH in either direction" if mode[0] == "relay" else ""
             print(f"{label}: {total / count:.0f} instructions each{per_both} ({total} Ir; {out})", flush=True)
+            if args.keep:
+                print(f"  profile: callgrind_annotate {newest_dump()}", flush=True)
     finally:
         paths.close()
 

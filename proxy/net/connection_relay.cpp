@@ -172,8 +172,15 @@ asio::awaitable<client_connection::received> client_connection::read_into(transp
   co_await wait_for_room(from);
   if (state_ != lifecycle::running) co_return received{};
   if (stream.immediate_io()) {
-    const auto now = try_read(stream, framer, from);
-    if (now) co_return *now;
+    // Read first, wait only when nothing is there (and then hold no buffer).
+    for (;;) {
+      const auto now = try_read(stream, framer, from);
+      if (now) co_return *now;
+      framer.release_if_empty();
+      co_await stream.wait_readable();
+      if (state_ != lifecycle::running) co_return received{};
+      woken_[static_cast<std::size_t>(from)] = true;
+    }
   }
   std::size_t chunk = std::clamp(stream.read_size_hint(), min_read, max_read);
   if (!std::exchange(woken_[static_cast<std::size_t>(from)], false)) {
@@ -199,7 +206,7 @@ std::optional<client_connection::received> client_connection::try_read(transport
   woken_[i] = false;
   read_filled_[i] = false;
   auto& chunk = read_chunk_[i];
-  if (chunk == 0) chunk = 2 * min_read;
+  if (chunk == 0) chunk = static_cast<std::uint32_t>(2 * min_read);
   auto space = framer.prepare(chunk);
   const auto [ec, n] = stream.try_read_some(asio::buffer(space.data(), space.size()));
   if (ec == asio::error::would_block) return std::nullopt;

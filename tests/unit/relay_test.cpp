@@ -328,3 +328,35 @@ TEST_SUITE("relay") {
     CHECK(checker.next == 50);
   }
 }
+
+TEST_SUITE("acl receive, validated once") {
+  TEST_CASE("subscribe_entries_valid: false when any entry is not a valid filter") {
+    CHECK(acl{{}, {"private/alice/#", "$share/g/x/+", "+/y", "#", "a/+/b"}}.subscribe_entries_valid());
+    CHECK(acl{{}, {}}.subscribe_entries_valid());
+    CHECK_FALSE(acl{{}, {"private/alice/#", "a/#/b"}}.subscribe_entries_valid());
+    CHECK_FALSE(acl{{}, {"$share//x"}}.subscribe_entries_valid());
+    CHECK_FALSE(acl{{}, {"a+"}}.subscribe_entries_valid());
+    CHECK_FALSE(acl{{}, {""}}.subscribe_entries_valid());
+  }
+
+  TEST_CASE("allows_receive_of_valid answers as allows(receive) for valid entries") {
+    const std::vector<acl> acls = {
+        acl{{}, {"private/alice/#"}},
+        acl{{}, {"$share/g/x/+", "sport/+/score"}},
+        acl{{}, {"#"}},
+        acl{{}, {"+/+"}},
+        acl{{}, {"$SYS/#", "a/b"}},
+        acl{{}, {}},
+    };
+    const std::vector<std::string> topics = {"private/alice/x", "private/alice", "private/bob/x", "x/a", "x/b",
+                                             "sport/tennis/score", "sport/score", "$SYS/load", "a/b", "a/b/c",
+                                             "/", "a", "$share/g/x/a"};
+    for (const auto& a : acls) {
+      REQUIRE(a.subscribe_entries_valid());
+      for (const auto& topic : topics) {
+        CAPTURE(topic);
+        CHECK(a.allows_receive_of_valid(topic) == a.allows(acl_action::receive, topic));
+      }
+    }
+  }
+}
