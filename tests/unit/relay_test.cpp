@@ -282,6 +282,7 @@ TEST_SUITE("relay") {
     CHECK_FALSE(checker.broken);
     CHECK(checker.next == count);
     // Bounded: the high-water mark plus what one read of the broker brings.
+    MESSAGE("most queued to the client: " << most_queued);
     CHECK(most_queued <= h.settings.write_high_water + 64 * 1024 + 300);
     CHECK(h.connection->state() == client_connection::lifecycle::running);
   }
@@ -303,6 +304,7 @@ TEST_SUITE("relay") {
     CHECK(done);
     CHECK_FALSE(checker.broken);
     CHECK(checker.next == count);
+    MESSAGE("most queued to the broker: " << most_queued);
     CHECK(most_queued <= h.settings.write_high_water + 64 * 1024 + 300);
     CHECK(h.connection->state() == client_connection::lifecycle::running);
   }
