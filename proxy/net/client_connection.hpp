@@ -208,9 +208,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   std::array<bool, 2> woken_{};   // by side: that wait completed, read without waiting again
   // Relay (connection_relay.cpp): a read's frames queue their writes, sent
   // together once the read's frames are done; per side, the size of the next
-  // read without waiting, and whether the last read filled its buffer.
+  // read without waiting.
   bool batching_writes_ = false;
-  std::array<bool, 2> read_filled_{};
   std::array<std::uint32_t, 2> read_chunk_{};
   bool first_byte_seen_ = false;
   bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done

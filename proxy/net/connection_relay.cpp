@@ -83,8 +83,7 @@ asio::awaitable<bool> client_connection::relay_from_client() {
   while (state_ == lifecycle::running) {
     process_client_frames();  // whole packets the last read completed
     if (state_ != lifecycle::running) break;
-    // A read that filled its buffer leaves more to read: read again, not park.
-    if (!read_filled_[static_cast<std::size_t>(side::client)] && park(side::client)) co_return true;
+    if (park(side::client)) co_return true;
     const auto in = co_await read_into(*client_, client_framer_, side::client);
     if (in.error) {
       if (state_ == lifecycle::running) apply(session_.on_client_closed());
@@ -108,7 +107,7 @@ asio::awaitable<void> client_connection::read_upstream(self_ptr self) {
 
 asio::awaitable<bool> client_connection::relay_from_upstream() {
   while (state_ == lifecycle::running) {
-    if (!read_filled_[static_cast<std::size_t>(side::upstream)] && park(side::upstream)) co_return true;
+    if (park(side::upstream)) co_return true;
     const auto in = co_await read_into(*upstream_, upstream_framer_, side::upstream);
     if (in.error) {
       if (state_ == lifecycle::running) apply(session_.on_upstream_closed());
@@ -194,17 +193,17 @@ asio::awaitable<client_connection::received> client_connection::read_into(transp
   co_return received{{}, space.first(n)};
 }
 
-// A read without waiting, when bytes are likely there: the socket just
-// reported readable (an unparked reader), the last read filled its buffer,
-// or a packet is partly read. Sized by the last reads (no FIONREAD): it
-// doubles while reads fill it and halves when they use less than half.
-// std::nullopt: nothing there, wait as usual.
+// A read without waiting, right after the reactor said the socket is
+// readable (an unparked reader, or a wait in read_into). Only then: every
+// read goes through the reactor once, so a client that keeps its socket full
+// cannot keep the worker from its other connections. Sized by the last reads
+// (no FIONREAD): it doubles while reads fill it and halves when they use less
+// than half. std::nullopt: nothing there, wait.
 std::optional<client_connection::received> client_connection::try_read(transport& stream, mqtt::framer& framer,
                                                                         side from) {
   const auto i = static_cast<std::size_t>(from);
-  if (!woken_[i] && !read_filled_[i] && framer.buffered() == 0) return std::nullopt;
+  if (!woken_[i]) return std::nullopt;
   woken_[i] = false;
-  read_filled_[i] = false;
   auto& chunk = read_chunk_[i];
   if (chunk == 0) chunk = static_cast<std::uint32_t>(2 * min_read);
   auto space = framer.prepare(chunk);
@@ -213,7 +212,6 @@ std::optional<client_connection::received> client_connection::try_read(transport
   if (ec) return received{ec, {}};
   framer.commit(n);
   if (n == chunk) {
-    read_filled_[i] = true;
     chunk = static_cast<std::uint32_t>(std::min<std::size_t>(2 * chunk, max_read));
   } else if (2 * n < chunk) {
     chunk = static_cast<std::uint32_t>(std::max<std::size_t>(chunk / 2, min_read));
