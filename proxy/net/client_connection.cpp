@@ -172,7 +172,10 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
                      if (state_ < lifecycle::closing) arm_after(static_cast<deadline>(t.kind), t.after);
                    },
                    [&](action::disarm_timer& t) { disarm(static_cast<deadline>(t.kind)); },
-                   [&](action::close& c) { begin_close(std::move(c.reason)); },
+                   [&](action::close& c) {
+                     flush_writes();  // what this read's frames queued goes before the end
+                     begin_close(std::move(c.reason));
+                   },
                    [&](action::acl_report& r) { log_acl_report(r); },
                },
                a);

@@ -124,12 +124,15 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<bool> relay_from_client();
   boost::asio::awaitable<bool> relay_from_upstream();
   void process_client_frames();
+  void process_client_frames_batched();
+  bool process_upstream_frames();
   struct received {
     boost::system::error_code error;
     std::span<const std::uint8_t> bytes;  // just read, valid until the framer's next prepare()
   };
   boost::asio::awaitable<received> read_into(transport& stream, mqtt::framer& framer, side from);
   boost::asio::awaitable<std::size_t> readable(transport& stream, mqtt::framer& framer);
+  std::optional<received> try_read(transport& stream, mqtt::framer& framer, side from);
   boost::asio::awaitable<void> wait_for_room(side from);
   bool over_high_water() const;
   std::size_t client_queue_limit() const;
@@ -144,6 +147,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void enqueue(side to, std::span<const std::uint8_t> data);
   void enqueue(side to, mqtt::bytes&& data);
   void start_writer(side to);
+  bool write_through(side to);
+  void flush_writes();
   boost::asio::awaitable<void> write(self_ptr self, side to);
 
   // connection_upstream.cpp
@@ -201,6 +206,11 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool client_paused_ = false;   // reading from the client waits for queue room
   std::array<bool, 2> parked_{};  // by side: the reader waits in a bare socket wait
   std::array<bool, 2> woken_{};   // by side: that wait completed, read without waiting again
+  // Relay (connection_relay.cpp): a read's frames queue their writes, sent
+  // together once the read's frames are done; per side, the size of the next
+  // read without waiting.
+  bool batching_writes_ = false;
+  std::array<std::uint32_t, 2> read_chunk_{};
   bool first_byte_seen_ = false;
   bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done
   bool forced_ = false;          // the flush deadline passed: cut, do not be polite

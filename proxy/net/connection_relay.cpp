@@ -7,6 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
 #include <array>
+#include <optional>
 
 #include "net/client_connection.hpp"
 
@@ -46,7 +47,15 @@ asio::awaitable<void> client_connection::read_client(self_ptr self) {
 }
 
 // Hands every complete frame in the framer to the session.
+// What the frames of one read make the proxy write goes out in one send per
+// peer, after the last of them (flush_writes).
 void client_connection::process_client_frames() {
+  batching_writes_ = true;
+  process_client_frames_batched();
+  flush_writes();
+}
+
+void client_connection::process_client_frames_batched() {
   while (state_ == lifecycle::running) {
     auto next = client_framer_.next();
     if (!next) {
@@ -105,18 +114,27 @@ asio::awaitable<bool> client_connection::relay_from_upstream() {
       co_return false;
     }
     if (state_ != lifecycle::running) break;
-    for (;;) {
-      auto next = upstream_framer_.next();
-      if (!next) {
-        apply(session_.on_upstream_closed());
-        co_return true;
-      }
-      if (!*next) break;
-      apply(session_.on_upstream_frame(**next), nullptr, &**next);
-      if (state_ != lifecycle::running) co_return true;
-    }
+    batching_writes_ = true;
+    const bool framed = process_upstream_frames();
+    flush_writes();
+    if (!framed) co_return true;
   }
   co_return true;
+}
+
+// Every complete frame from the broker; false when the relay ends (a framing
+// error, or the connection began closing).
+bool client_connection::process_upstream_frames() {
+  for (;;) {
+    auto next = upstream_framer_.next();
+    if (!next) {
+      apply(session_.on_upstream_closed());
+      return false;
+    }
+    if (!*next) return true;
+    apply(session_.on_upstream_frame(**next), nullptr, &**next);
+    if (state_ != lifecycle::running) return false;
+  }
 }
 
 std::size_t client_connection::client_queue_limit() const {
@@ -152,6 +170,17 @@ asio::awaitable<client_connection::received> client_connection::read_into(transp
                                                                           side from) {
   co_await wait_for_room(from);
   if (state_ != lifecycle::running) co_return received{};
+  if (stream.immediate_io()) {
+    // Read first, wait only when nothing is there (and then hold no buffer).
+    for (;;) {
+      const auto now = try_read(stream, framer, from);
+      if (now) co_return *now;
+      framer.release_if_empty();
+      co_await stream.wait_readable();
+      if (state_ != lifecycle::running) co_return received{};
+      woken_[static_cast<std::size_t>(from)] = true;
+    }
+  }
   std::size_t chunk = std::clamp(stream.read_size_hint(), min_read, max_read);
   if (!std::exchange(woken_[static_cast<std::size_t>(from)], false)) {
     const std::size_t when_readable = co_await readable(stream, framer);
@@ -162,6 +191,32 @@ asio::awaitable<client_connection::received> client_connection::read_into(transp
   if (ec) co_return received{ec, {}};
   framer.commit(n);
   co_return received{{}, space.first(n)};
+}
+
+// A read without waiting, right after the reactor said the socket is
+// readable (an unparked reader, or a wait in read_into). Only then: every
+// read goes through the reactor once, so a client that keeps its socket full
+// cannot keep the worker from its other connections. Sized by the last reads
+// (no FIONREAD): it doubles while reads fill it and halves when they use less
+// than half. std::nullopt: nothing there, wait.
+std::optional<client_connection::received> client_connection::try_read(transport& stream, mqtt::framer& framer,
+                                                                        side from) {
+  const auto i = static_cast<std::size_t>(from);
+  if (!woken_[i]) return std::nullopt;
+  woken_[i] = false;
+  auto& chunk = read_chunk_[i];
+  if (chunk == 0) chunk = static_cast<std::uint32_t>(2 * min_read);
+  auto space = framer.prepare(chunk);
+  const auto [ec, n] = stream.try_read_some(asio::buffer(space.data(), space.size()));
+  if (ec == asio::error::would_block) return std::nullopt;
+  if (ec) return received{ec, {}};
+  framer.commit(n);
+  if (n == chunk) {
+    chunk = static_cast<std::uint32_t>(std::min<std::size_t>(2 * chunk, max_read));
+  } else if (2 * n < chunk) {
+    chunk = static_cast<std::uint32_t>(std::max<std::size_t>(chunk / 2, min_read));
+  }
+  return received{{}, space.first(n)};
 }
 
 // Idle connections are the common case, so between packets a reader holds
@@ -248,8 +303,43 @@ void client_connection::start_writer(side to) {
   auto& out = queue_of(to);
   if (out.writing || out.empty() || state_ == lifecycle::closed) return;
   if (to == side::upstream && upstream_link_ != link::open) return;
+  if (batching_writes_) return;  // flush_writes() starts it after the read's last frame
+  if (write_through(to)) return;
   out.writing = true;
   spawn(write(shared_from_this(), to));
+}
+
+// The end of a read's frames (or a close among them): what they queued goes out.
+void client_connection::flush_writes() {
+  batching_writes_ = false;
+  start_writer(side::upstream);
+  start_writer(side::client);
+}
+
+// No writer runs and the queue holds bytes: send them now, without waiting,
+// where the stream allows it. Only from the queue's front, and only while no
+// writer owns it, so nothing overtakes bytes queued before. True when all
+// went out; otherwise (the socket is full, or failed) the writer coroutine
+// takes the rest, waits for room and reports any error.
+bool client_connection::write_through(side to) {
+  auto& stream = to == side::client ? *client_ : *upstream_;
+  if (!stream.immediate_io()) return false;
+  auto& out = queue_of(to);
+  std::size_t written = 0;
+  while (!out.empty()) {
+    const auto& buffers = out.begin_write();
+    const std::size_t offered = out.bytes_in_flight();
+    const auto [ec, n] = stream.try_write(buffers);
+    out.commit_written(ec ? 0 : n);
+    if (ec) break;
+    written += n;
+    if (n < offered) break;
+  }
+  if (to == side::client) bytes_to_client_ += written;
+  if (written > 0) wake_readers();
+  if (!out.empty()) return false;
+  finish_if_flushed();
+  return true;
 }
 
 asio::awaitable<void> client_connection::write(self_ptr self, side to) {

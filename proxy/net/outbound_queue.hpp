@@ -40,9 +40,10 @@ class outbound_queue {
         queue_.back().insert(queue_.back().end(), data.begin(), data.end());
         return;
       }
-      bytes tail;
+      bytes tail = take_spare_tail();
       tail.reserve(std::max(first_tail_capacity, data.size()));
       tail.assign(data.begin(), data.end());
+      if (queue_.capacity() == 0) queue_.swap(spare().queue);
       queue_.push_back(std::move(tail));
       return;
     }
@@ -68,7 +69,7 @@ class outbound_queue {
   void commit_write() {
     for (; in_flight_ > 0; --in_flight_) {
       bytes_ -= queue_[head_].size();
-      bytes().swap(queue_[head_++]);
+      give_spare_tail(queue_[head_++]);
     }
     if (empty()) return clear();
     // Under steady load the queue never drains: drop the written front now and then.
@@ -77,8 +78,34 @@ class outbound_queue {
       head_ = 0;
     }
   }
+  // After a write that may have taken only part of begin_write()'s buffers
+  // (a non-blocking send, outbound_queue's caller writing through): drops
+  // the `written` bytes from the front, keeps the rest in order, and lets
+  // push() append to the tail again.
+  void commit_written(std::size_t written) {
+    std::size_t whole = 0;
+    while (whole < in_flight_ && queue_[head_ + whole].size() <= written) written -= queue_[head_ + whole++].size();
+    in_flight_ = whole;
+    commit_write();
+    if (written == 0) return;
+    auto& front = queue_[head_];  // partly written: not empty, so commit_write() kept it
+    front.erase(front.begin(), front.begin() + static_cast<std::ptrdiff_t>(written));
+    bytes_ -= written;
+  }
+  // What begin_write() handed out, in bytes.
+  std::size_t bytes_in_flight() const {
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < in_flight_; ++i) total += queue_[head_ + i].size();
+    return total;
+  }
   // Drops everything (the peer is gone) and gives the memory back.
   void clear() {
+    // A relay that writes through drains its queue at every packet: one spare
+    // of each kind per thread spares it two allocations per burst, and an
+    // idle connection still holds nothing.
+    for (std::size_t i = head_; i < queue_.size(); ++i) give_spare_tail(queue_[i]);
+    queue_.clear();
+    if (spare().queue.capacity() == 0 && queue_.capacity() <= max_buffers_per_write) queue_.swap(spare().queue);
     std::vector<bytes>().swap(queue_);
     std::vector<boost::asio::const_buffer>().swap(write_buffers_);
     head_ = 0;
@@ -89,6 +116,29 @@ class outbound_queue {
   bool writing = false;  // a writer coroutine owns the front
 
  private:
+  struct spares {
+    std::vector<bytes> queue;  // empty, with capacity
+    bytes tail;                // empty, with capacity
+  };
+  static spares& spare() {
+    thread_local spares kept;
+    return kept;
+  }
+  static bytes take_spare_tail() {
+    bytes tail;
+    tail.swap(spare().tail);
+    return tail;
+  }
+  // Keeps a written small buffer as the thread's spare tail, or frees it.
+  static void give_spare_tail(bytes& written) {
+    auto& kept = spare().tail;
+    if (kept.capacity() == 0 && written.capacity() <= tail_capacity) {
+      written.clear();
+      kept.swap(written);
+    }
+    bytes().swap(written);
+  }
+
   std::vector<bytes> queue_;  // [head_, size()) waits; before head_: written, already freed
   std::size_t head_ = 0;
   std::vector<boost::asio::const_buffer> write_buffers_;

@@ -4,6 +4,13 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+
 namespace proxy {
 
 namespace asio = boost::asio;
@@ -27,6 +34,42 @@ asio::awaitable<io_result> tcp_transport::read_some(asio::mutable_buffer buffer)
 asio::awaitable<io_result> tcp_transport::write(const std::vector<asio::const_buffer>& buffers) {
   auto [ec, n] = co_await asio::async_write(socket_, buffers, as_tuple_awaitable);
   co_return io_result{ec, n};
+}
+
+namespace {
+io_result from_errno() {
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return {asio::error::would_block, 0};
+  return {boost::system::error_code(errno, boost::system::system_category()), 0};
+}
+}  // namespace
+
+// MSG_DONTWAIT on the call, not O_NONBLOCK on the socket: Asio keeps its own
+// idea of the descriptor's mode, and its waits re-arm epoll (EPOLL_CTL_MOD),
+// so bytes moved behind its back are never a readiness it misses.
+io_result tcp_transport::try_read_some(asio::mutable_buffer buffer) {
+  for (;;) {
+    const auto n = ::recv(socket_.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+    if (n > 0) return {{}, static_cast<std::size_t>(n)};
+    if (n == 0) return {buffer.size() == 0 ? boost::system::error_code{} : asio::error::eof, 0};
+    if (errno != EINTR) return from_errno();
+  }
+}
+
+io_result tcp_transport::try_write(const std::vector<asio::const_buffer>& buffers) {
+  constexpr std::size_t max_iov = 64;  // outbound_queue::max_buffers_per_write
+  std::array<iovec, max_iov> iov{};
+  const std::size_t count = std::min(buffers.size(), max_iov);
+  for (std::size_t i = 0; i < count; ++i)
+    iov[i] = iovec{const_cast<void*>(buffers[i].data()), buffers[i].size()};
+  msghdr message{};
+  message.msg_iov = iov.data();
+  message.msg_iovlen = count;
+  for (;;) {
+    // MSG_NOSIGNAL: a peer gone is an EPIPE to handle, not a SIGPIPE.
+    const auto n = ::sendmsg(socket_.native_handle(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) return {{}, static_cast<std::size_t>(n)};
+    if (errno != EINTR) return from_errno();
+  }
 }
 
 asio::awaitable<void> tcp_transport::shutdown() {

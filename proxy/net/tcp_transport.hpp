@@ -18,6 +18,9 @@ class tcp_transport final : public transport {
   boost::asio::awaitable<io_result> read_some(boost::asio::mutable_buffer buffer) override;
   boost::asio::awaitable<io_result> write(const std::vector<boost::asio::const_buffer>& buffers) override;
   boost::asio::awaitable<void> shutdown() override;
+  bool immediate_io() const override { return true; }
+  io_result try_read_some(boost::asio::mutable_buffer buffer) override;
+  io_result try_write(const std::vector<boost::asio::const_buffer>& buffers) override;
 
  private:
   boost::asio::ip::tcp::socket socket_;

@@ -56,6 +56,21 @@ class transport {
   // Writes all of the buffers (one WebSocket message for a WebSocket).
   virtual boost::asio::awaitable<io_result> write(const std::vector<boost::asio::const_buffer>& buffers) = 0;
 
+  // Without waiting, where the stream allows it (plain TCP: a relayed packet
+  // then costs one send or recv, not a trip through the reactor and the
+  // scheduler): what a non-blocking recv or send moved, would_block when
+  // nothing, eof when the peer closed. Streams that frame or encrypt their
+  // bytes (TLS, WebSocket) keep the default: immediate_io() false, and the
+  // caller reads with read_some() and writes with write().
+  virtual bool immediate_io() const { return false; }
+  virtual io_result try_read_some(boost::asio::mutable_buffer) {
+    return {boost::asio::error::operation_not_supported, 0};
+  }
+  // May take part of the buffers; the caller keeps the rest in order.
+  virtual io_result try_write(const std::vector<boost::asio::const_buffer>&) {
+    return {boost::asio::error::operation_not_supported, 0};
+  }
+
   // Ends our direction cleanly once everything is written: TCP FIN, TLS
   // close_notify, WebSocket close frame.
   virtual boost::asio::awaitable<void> shutdown() = 0;

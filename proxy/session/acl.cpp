@@ -1,5 +1,7 @@
 #include "session/acl.hpp"
 
+#include <algorithm>
+
 #include "mqtt/topic.hpp"
 
 namespace proxy {
@@ -132,6 +134,17 @@ bool acl::allows(acl_action action, std::string_view name) const {
     case acl_action::receive: return receive_match(subscribe, name).has_value();
   }
   return false;
+}
+
+bool acl::subscribe_entries_valid() const {
+  return std::all_of(subscribe.begin(), subscribe.end(),
+                     [](const std::string& filter) { return mqtt::topic::is_valid_filter(filter); });
+}
+
+bool acl::allows_receive_of_valid(std::string_view topic) const {
+  return std::any_of(subscribe.begin(), subscribe.end(), [&](const std::string& filter) {
+    return mqtt::topic::matches(topic, mqtt::topic::effective_filter(filter));
+  });
 }
 
 acl with_templates(acl base, const acl& templates, std::string_view user, std::string_view client_id) {

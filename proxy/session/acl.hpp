@@ -42,6 +42,13 @@ struct acl {
   // decide(action, name).allowed without the explanation: what the relay
   // path asks per message (no strings built).
   bool allows(acl_action action, std::string_view name) const;
+  // Whether every subscribe entry is a valid filter. Asked once when an ACL
+  // is set, so that a delivery's check (allows_receive_of_valid) need not
+  // validate the entries again per message, as allows(receive) does.
+  bool subscribe_entries_valid() const;
+  // allows(acl_action::receive, topic), for an ACL whose subscribe entries
+  // are all valid (subscribe_entries_valid() was true).
+  bool allows_receive_of_valid(std::string_view topic) const;
 
   // Whether a PUBLISH to `topic` is allowed: some publish filter matches it.
   bool may_publish(std::string_view topic) const { return decide(acl_action::publish, topic).allowed; }

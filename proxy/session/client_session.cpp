@@ -360,6 +360,7 @@ client_session::actions client_session::on_auth_result(const auth_result& result
   user_ = result.user;
   user_id_ = result.user_id.empty() ? result.user : result.user_id;
   acl_ = with_templates(result.permissions, config_.templates, user_, client_id_);
+  acl_subscribe_valid_ = acl_.subscribe_entries_valid();
   if (client_connect_->will &&
       (!acl_allows(acl_action::publish, client_connect_->will->topic) || !broker_safe(client_connect_->will->topic))) {
     deny("will_not_allowed", reason_code::not_authorized);
@@ -470,6 +471,7 @@ void client_session::revoke() {
 // UNSUBSCRIBE whose UNSUBACK the proxy keeps. The client stays connected.
 void client_session::apply_acl(acl permissions) {
   acl_ = std::move(permissions);
+  acl_subscribe_valid_ = acl_.subscribe_entries_valid();
   if (state_ != state::relaying) return;  // held SUBSCRIBEs are checked when replayed
   if (!extra_) return;  // no subscriptions, nothing to withdraw
   mqtt::unsubscribe revoked;
@@ -669,7 +671,8 @@ void client_session::handle_delivery(const mqtt::publish& p) {
     return broker_error("broker used a topic alias, the proxy allowed none [MQTT-3.3.2-10]");
   if (only_own_subscriptions_ && !subscribed_here(p.topic)) {
     metrics_.bridge_unasked_dropped++;
-  } else if (acl_allows(acl_action::receive, p.topic)) {
+  } else if ((acl_subscribe_valid_ && acl_.allows_receive_of_valid(p.topic)) ||
+             acl_allows(acl_action::receive, p.topic)) {  // the first: entries validated once, when set
     return emit(action::forward_to_client{});
   } else {
     metrics_.acl_denied_deliver++;

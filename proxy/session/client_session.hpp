@@ -237,6 +237,7 @@ class client_session {
   std::string user_;
   std::string user_id_;
   acl acl_;
+  bool acl_subscribe_valid_ = false;  // acl_.subscribe_entries_valid(), asked when acl_ is set
   bool reauth_pending_ = false;
   bool connack_sent_ = false;
   const mqtt::frame* current_client_frame_ = nullptr;  // forwarded without a copy when relayed as is
