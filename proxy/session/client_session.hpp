@@ -29,6 +29,7 @@
 #include "mqtt/codec.hpp"
 #include "mqtt/framer.hpp"
 #include "session/session_actions.hpp"
+#include "session/packed_digest.hpp"
 #include "session/version_bridge.hpp"
 
 namespace proxy {
@@ -239,7 +240,7 @@ class client_session {
   // a resync or in degraded mode) and its digest (what a revocation names).
   std::string token_;
   std::string pending_token_;
-  std::string session_digest_;
+  packed_digest session_digest_;  // its 32 bytes, compared with an event's hex text
   bool silent_revalidation_ = false;  // the proxy asked, not the client: no "ok" message
   bool expiry_check_ = false;  // the pending validation decides whether the expired session lives on
   // The client sent DISCONNECT while packets were held: it is replayed after them.

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -16,6 +17,7 @@
 #include "net/deadline_queue.hpp"
 #include "net/deadline_service.hpp"
 #include "net/handler_memory.hpp"
+#include "session/packed_digest.hpp"
 
 using namespace std::chrono_literals;
 using proxy::deadline_entry;
@@ -215,4 +217,32 @@ TEST_CASE("handler_memory: too large or too aligned a request goes to the heap")
   void* aligned = memory.allocate(8, 64);
   CHECK_FALSE(memory.in_use());
   memory.deallocate(aligned);
+}
+
+TEST_CASE("packed_digest: equal to the hex text it was given, and to nothing else") {
+  const std::string a = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  const std::string b = "1123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  proxy::packed_digest digest;
+  CHECK(digest.empty());
+  CHECK(digest == "");
+  CHECK_FALSE(digest == a);
+  digest = a;
+  CHECK_FALSE(digest.empty());
+  CHECK(digest == a);
+  CHECK(a == digest);
+  CHECK_FALSE(digest == b);
+  CHECK_FALSE(digest == "");
+  CHECK_FALSE(digest == a.substr(0, 62));
+  std::string upper = a;
+  upper[10] = 'A';  // session_digest() writes lowercase: "A" is another digest's text
+  CHECK_FALSE(digest == upper);
+  digest = "not-a-digest";  // kept as it is
+  CHECK(digest == "not-a-digest");
+  CHECK_FALSE(digest == a);
+  digest = upper;
+  CHECK(digest == upper);
+  CHECK_FALSE(digest == a);
+  digest = "";
+  CHECK(digest.empty());
+  CHECK(digest == "");
 }
