@@ -7,12 +7,12 @@ namespace proxy {
 using std::chrono::duration_cast;
 using std::chrono::seconds;
 
-void validation_cache::erase(std::unordered_map<std::string, entry>::iterator it) {
-  lru_.erase(it->second.lru);
+void validation_cache::erase(entry_map::iterator it) {
+  lru_.erase(lru_.iterator_to(it->second));
   entries_.erase(it);
 }
 
-void validation_cache::touch(entry& e) { lru_.splice(lru_.begin(), lru_, e.lru); }
+void validation_cache::touch(entry& e) { lru_.splice(lru_.begin(), lru_, lru_.iterator_to(e)); }
 
 // The session expires when the API server said, counted from when it said
 // so: a cached answer must not stretch the session.
@@ -74,11 +74,16 @@ void validation_cache::store(const std::string& digest, const auth_result& resul
   if (usable_until <= now) return;
 
   if (auto it = entries_.find(digest); it != entries_.end()) erase(it);
-  while (entries_.size() >= settings_.max_entries && !lru_.empty()) erase(entries_.find(lru_.back()));
-  lru_.push_front(digest);
-  entry e{result, now, now + keep, usable_until, lru_.begin()};
+  while (entries_.size() >= settings_.max_entries && !lru_.empty()) erase(entries_.find(*lru_.back().key));
+  const auto [it, inserted] = entries_.try_emplace(digest);
+  auto& e = it->second;
+  e.result = result;
   e.result.stale = false;
-  entries_.emplace(digest, std::move(e));
+  e.stored = now;
+  e.fresh_until = now + keep;
+  e.usable_until = usable_until;
+  e.key = &it->first;
+  lru_.push_front(e);
 }
 
 void validation_cache::apply(const auth_event& event) {
@@ -102,8 +107,8 @@ void validation_cache::apply(const auth_event& event) {
 }
 
 void validation_cache::clear() {
-  entries_.clear();
   lru_.clear();
+  entries_.clear();
 }
 
 }  // namespace proxy

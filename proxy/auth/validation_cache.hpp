@@ -13,10 +13,11 @@
 
 #include <chrono>
 #include <cstddef>
-#include <list>
 #include <optional>
 #include <string>
 #include <unordered_map>
+
+#include <boost/intrusive/list.hpp>
 
 #include "auth/auth_event.hpp"
 #include "auth/auth_result.hpp"
@@ -61,15 +62,22 @@ class validation_cache {
     time_point stored;
     time_point fresh_until;
     time_point usable_until;  // fresh_until + stale_if_error, capped by expires_in
-    std::list<std::string>::iterator lru;
+    // The recency order runs through the entries themselves: a std::list of
+    // the keys cost a node and a second copy of the digest, ~150 B per
+    // cached session (issue 14).
+    boost::intrusive::list_member_hook<> lru;
+    const std::string* key = nullptr;  // the map's own key (nodes do not move)
   };
-  void erase(std::unordered_map<std::string, entry>::iterator it);
+  using entry_map = std::unordered_map<std::string, entry>;
+  void erase(entry_map::iterator it);
   void touch(entry& e);
   static auth_result aged(const entry& e, time_point now);
 
   validation_cache_settings settings_;
-  std::unordered_map<std::string, entry> entries_;
-  std::list<std::string> lru_;  // front: most recently used
+  entry_map entries_;
+  using lru_list = boost::intrusive::list<
+      entry, boost::intrusive::member_hook<entry, boost::intrusive::list_member_hook<>, &entry::lru>>;
+  lru_list lru_;  // front: most recently used
 };
 
 }  // namespace proxy

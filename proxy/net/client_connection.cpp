@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <algorithm>
 #include <random>
+#include <stdexcept>
 
 #include <openssl/rand.h>
 
@@ -53,6 +54,13 @@ std::string generated_client_id() {
   return "proxy-" + std::to_string(worker_random()) + "-" + std::to_string(worker_random());
 }
 
+// Connections run on a worker's io_context; every socket the proxy makes has its executor.
+asio::io_context::executor_type io_executor_of(tcp::socket& socket) {
+  const auto* executor = socket.get_executor().target<asio::io_context::executor_type>();
+  if (!executor) throw std::invalid_argument("client_connection: the socket's executor is not an io_context's");
+  return *executor;
+}
+
 }  // namespace
 
 // The session's timer kinds are the first deadlines, in the same order.
@@ -67,6 +75,16 @@ static_assert(static_cast<std::size_t>(client_connection::deadline::upstream_pin
 static_assert(timer_kind_count == 4);
 static_assert(static_cast<std::size_t>(client_connection::deadline::linger) + 1 == client_connection::deadline_count);
 
+// The registry's members, held weakly while the callback runs: it may end
+// any of them (see connection_registry.hpp).
+void connection_registry::for_each(const std::function<void(client_connection&)>& fn) const {
+  std::vector<std::weak_ptr<client_connection>> snapshot;
+  snapshot.reserve(members_.size());
+  for (const auto& member : members_) snapshot.push_back(member.connection_->weak_from_this());
+  for (const auto& weak : snapshot)
+    if (auto connection = weak.lock()) fn(*connection);
+}
+
 const char* to_string(client_connection::lifecycle state) {
   switch (state) {
     case client_connection::lifecycle::handshaking: return "handshaking";
@@ -80,7 +98,7 @@ const char* to_string(client_connection::lifecycle state) {
 client_connection::client_connection(std::unique_ptr<transport> client, const listener_settings& listener,
                                      const connection_environment& environment)
     : client_(std::move(client)),
-      executor_(client_->socket().get_executor()),
+      executor_(io_executor_of(client_->socket())),
       listener_(listener),
       settings_(environment.settings),
       metrics_(environment.counters),
@@ -90,7 +108,7 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
       session_(settings_.session, metrics_, &generated_client_id),
       client_framer_(settings_.max_packet_size),
       upstream_framer_(std::max(settings_.max_packet_size, min_upstream_packet_limit)),
-      timer_(executor_) {
+      worker_deadlines_(deadline_service::of(executor_)) {
   deadlines_.fill(time_point::max());
   if (listener_.acl_enforcement) session_.set_acl_mode(*listener_.acl_enforcement);
   upstream_nodes_ = environment.upstream_nodes;
@@ -114,7 +132,7 @@ void client_connection::start() {
   gauge_.acquire(metrics_);
   metrics_.connections_total++;
   metrics_.connections_by_transport[static_cast<std::size_t>(listener_.kind)]++;
-  if (registry_) membership_ = registry_->add(weak_from_this());
+  if (registry_) registry_->add(membership_, *this);
   last_client_packet_ = std::chrono::steady_clock::now();
   arm_after(deadline::handshake, settings_.connect_timeout);
   // Deadlines close the socket rather than cancel operations: every stream
@@ -263,26 +281,19 @@ void client_connection::disarm_all() {
   rearm_timer();
 }
 
-// The timer follows the earliest deadline. Moving its expiry cancels the
-// wait in progress; that handler (like every handler) re-arms, so exactly
-// one wait is outstanding while any deadline is set, and none otherwise.
-// The handler holds the connection weakly: a deadline never keeps it alive.
+// The connection waits in the worker's deadline queue for its earliest
+// deadline, and is out of it while none is set. The queue holds no
+// reference: a deadline never keeps the connection alive (the entry leaves
+// the queue when the connection is destroyed).
 void client_connection::rearm_timer() {
   const auto earliest = *std::min_element(deadlines_.begin(), deadlines_.end());
-  if (earliest == time_point::max()) {
-    if (timer_waiting_) timer_.cancel();
-    return;
-  }
-  if (timer_waiting_ && timer_.expiry() == earliest) return;
-  timer_.expires_at(earliest);
-  if (timer_waiting_) return;
-  timer_waiting_ = true;
-  timer_.async_wait([weak = weak_from_this()](boost::system::error_code) {
-    if (auto self = weak.lock()) {
-      self->timer_waiting_ = false;
-      self->on_timer_fired();
-    }
-  });
+  if (earliest == time_point::max()) return worker_deadlines_.cancel(*this);
+  if (scheduled() && due() == earliest) return;
+  worker_deadlines_.schedule(*this, earliest);
+}
+
+void client_connection::on_deadline() {
+  if (auto self = weak_from_this().lock()) self->on_timer_fired();
 }
 
 // Every deadline that has passed, earliest first; each is cleared before it

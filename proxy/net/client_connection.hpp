@@ -22,6 +22,7 @@
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -30,6 +31,9 @@
 #include "mqtt/framer.hpp"
 #include "net/connection_registry.hpp"
 #include "net/connection_snapshot.hpp"
+#include "net/deadline_service.hpp"
+#include "net/handler_memory.hpp"
+#include "net/rare_string.hpp"
 #include "net/outbound_queue.hpp"
 #include "net/proxy_context.hpp"
 #include "net/transport.hpp"
@@ -49,7 +53,8 @@ struct connection_environment {
   upstream_pool* upstream_nodes = nullptr;              // several brokers: which to dial (shared by all workers)
 };
 
-class client_connection : public std::enable_shared_from_this<client_connection> {
+// Its deadlines wait in the worker's deadline_service (private deadline_entry).
+class client_connection : public std::enable_shared_from_this<client_connection>, private deadline_entry {
  public:
   enum class lifecycle { handshaking, running, closing, closed };
   // The connection's deadlines: the session's four kinds, then its own.
@@ -143,6 +148,13 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool park(side from);
   void unpark(side from);
   boost::asio::awaitable<void> resume_client(self_ptr self);
+  // A parked wait's handler: it keeps the connection alive and builds its
+  // operation in park_memory_ (net/handler_memory.hpp).
+  struct parked_wait;
+  // Room for one parked socket wait's operation per side: 152 B with Boost
+  // 1.81 and GCC 12 (tests/unit/connection_memory_test.cpp checks it fits).
+  static constexpr std::size_t parked_wait_size = 152;
+  using park_memory = handler_memory<parked_wait_size>;
   boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
   void enqueue(side to, std::span<const std::uint8_t> data);
   void enqueue(side to, mqtt::bytes&& data);
@@ -182,12 +194,14 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void disarm_all();
   void rearm_timer();
   void on_timer_fired();
+  void on_deadline() override;  // the worker's deadline_service: the earliest of deadlines_ is due
   void fire(deadline kind);
   void keep_alive_check();
 
   std::unique_ptr<transport> client_;
   std::unique_ptr<transport> upstream_;  // created when the session asks for the broker
-  boost::asio::any_io_executor executor_;
+  // The worker's io_context: 8 B where an any_io_executor takes 56.
+  boost::asio::io_context::executor_type executor_;
   const listener_settings& listener_;
   const connection_settings& settings_;
   metrics& metrics_;
@@ -214,8 +228,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool first_byte_seen_ = false;
   bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done
   bool forced_ = false;          // the flush deadline passed: cut, do not be polite
-  std::string handshake_failure_;  // set by the transport handshake deadline
-  std::string dial_failure_;       // set by the upstream dial deadline
+  rare_string handshake_failure_;  // set by the transport handshake deadline
+  rare_string dial_failure_;       // set by the upstream dial deadline
   upstream_pool* upstream_nodes_ = nullptr;  // null: the one broker of settings_.upstream
   const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials
   bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
@@ -225,11 +239,13 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // per connection otherwise (issue 14).
   std::unique_ptr<boost::asio::ip::tcp::resolver> resolver_;
   std::string remote_address_;
-  std::string close_reason_;
+  rare_string close_reason_;
 
   std::array<time_point, deadline_count> deadlines_;
-  boost::asio::steady_timer timer_;  // armed for the earliest of deadlines_
-  bool timer_waiting_ = false;
+  // The worker's one timer, scheduled for the earliest of deadlines_ (this
+  // connection is its entry): no steady_timer and no pending wait per connection.
+  deadline_service& worker_deadlines_;
+  std::array<park_memory, 2> park_memory_;  // by side: the parked wait's operation
   // Cancelled to wake readers waiting for queue room; made by the first such
   // wait (back-pressure is rare: 120 B per connection otherwise).
   std::unique_ptr<boost::asio::steady_timer> room_;

@@ -74,7 +74,7 @@ void client_connection::log_closed() {
   if (!spdlog::should_log(spdlog::level::info)) return;
   spdlog::info("connection closed remote={} client_id={} user={} reason=\"{}\"", remote_address_,
                session_.client_id().empty() ? "-" : log_field(session_.client_id()),
-               session_.user().empty() ? "-" : log_field(session_.user()), log_field(close_reason_, true));
+               session_.user().empty() ? "-" : log_field(session_.user()), log_field(close_reason_.str(), true));
 }
 
 void client_connection::close_sockets() {

@@ -13,9 +13,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include <boost/intrusive/list.hpp>
 
 namespace proxy {
 
@@ -23,37 +24,42 @@ class client_connection;
 
 class connection_registry {
  public:
-  // Removes the connection from the registry when destroyed.
+  // The connection's place in the registry: an intrusive list hook inside
+  // the connection, so joining allocates nothing (a hash-map node and its
+  // bucket cost ~60 B per connection, issue 14). Leaves when destroyed.
   class membership {
    public:
     membership() = default;
-    membership(connection_registry* registry, std::uint64_t id) : registry_(registry), id_(id) {}
-    membership(membership&& other) noexcept
-        : registry_(std::exchange(other.registry_, nullptr)), id_(other.id_) {}
-    membership& operator=(membership&& other) noexcept {
-      if (this != &other) {
-        reset();
-        registry_ = std::exchange(other.registry_, nullptr);
-        id_ = other.id_;
-      }
-      return *this;
-    }
     membership(const membership&) = delete;
     membership& operator=(const membership&) = delete;
     ~membership() { reset(); }
     void reset() {
-      if (registry_) std::exchange(registry_, nullptr)->members_.erase(id_);
+      if (registry_) std::exchange(registry_, nullptr)->leave(*this);
     }
 
    private:
+    friend class connection_registry;
+    boost::intrusive::list_member_hook<> hook_;
     connection_registry* registry_ = nullptr;
-    std::uint64_t id_ = 0;
+    client_connection* connection_ = nullptr;
   };
 
-  [[nodiscard]] membership add(std::weak_ptr<client_connection> connection) {
-    const auto id = next_id_++;
-    members_.emplace(id, std::move(connection));
-    return membership(this, id);
+  connection_registry() = default;
+  connection_registry(const connection_registry&) = delete;
+  connection_registry& operator=(const connection_registry&) = delete;
+  // Connections that outlive the registry leave nothing behind.
+  ~connection_registry() {
+    while (!members_.empty()) {
+      members_.front().registry_ = nullptr;
+      members_.pop_front();
+    }
+  }
+
+  void add(membership& member, client_connection& connection) {
+    member.reset();
+    member.registry_ = this;
+    member.connection_ = &connection;
+    members_.push_back(member);
   }
 
   std::size_t size() const { return members_.size(); }
@@ -71,17 +77,16 @@ class connection_registry {
     malloc_trim(0);
   }
 
-  void for_each(const std::function<void(client_connection&)>& fn) const {
-    std::vector<std::weak_ptr<client_connection>> snapshot;
-    snapshot.reserve(members_.size());
-    for (const auto& [id, weak] : members_) snapshot.push_back(weak);
-    for (const auto& weak : snapshot)
-      if (auto connection = weak.lock()) fn(*connection);
-  }
+  // Defined in client_connection.cpp (it needs the complete type).
+  void for_each(const std::function<void(client_connection&)>& fn) const;
 
  private:
-  std::unordered_map<std::uint64_t, std::weak_ptr<client_connection>> members_;
-  std::uint64_t next_id_ = 1;
+  void leave(membership& member) { members_.erase(members_.iterator_to(member)); }
+
+  using member_list = boost::intrusive::list<
+      membership, boost::intrusive::member_hook<membership, boost::intrusive::list_member_hook<>, &membership::hook_>,
+      boost::intrusive::constant_time_size<true>>;
+  member_list members_;
   std::size_t released_since_trim_ = 0;
 };
 

@@ -230,6 +230,20 @@ asio::awaitable<std::size_t> client_connection::readable(transport& stream, mqtt
   co_return std::clamp(stream.read_size_hint(), min_read, max_read);
 }
 
+// Holding the connection, it may build its operation in the connection's
+// own memory: asio frees that before it calls or destroys the handler.
+struct client_connection::parked_wait {
+  self_ptr self;
+  side from;
+  using allocator_type = handler_allocator<void, parked_wait_size>;
+  allocator_type get_allocator() const noexcept {
+    return allocator_type(self->park_memory_[static_cast<std::size_t>(from)]);
+  }
+  void operator()(boost::system::error_code) const {
+    self->unpark(from);  // an error is the next read's to report
+  }
+};
+
 // Parks the reader of `from` when it would only wait: nothing buffered, room
 // in the queues, a stream whose readiness is its socket's. The framer gives
 // its buffer back; the wait holds the connection as the coroutine did.
@@ -242,9 +256,7 @@ bool client_connection::park(side from) {
   if (full) return false;
   framer.release_if_empty();
   parked_[i] = true;
-  stream.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), from](boost::system::error_code) {
-    self->unpark(from);  // an error is the next read's to report
-  });
+  stream.socket().async_wait(tcp::socket::wait_read, parked_wait{shared_from_this(), from});
   return true;
 }
 
