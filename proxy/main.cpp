@@ -35,6 +35,7 @@ namespace {
 struct worker {
   // Before io: connections still in io's handlers leave it as io is destroyed.
   proxy::connection_registry registry;  // this worker's live connections, touched on its thread only
+  proxy::acl_pool acls;                 // one copy of each distinct ACL its sessions hold
   asio::io_context io{1};
   std::unique_ptr<proxy::http_auth_client> auth;
   std::unique_ptr<proxy::connection_environment> environment;
@@ -292,7 +293,7 @@ int main(int argc, char** argv) {
       w->auth = std::make_unique<proxy::http_auth_client>(w->io, auth_settings, &counters);
       w->environment = std::make_unique<proxy::connection_environment>(
           proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get(), &w->registry,
-                                        upstream_nodes.get()});
+                                        upstream_nodes.get(), &w->acls});
       for (const auto& l : config.listeners) {
         if (!l.enabled) continue;
         const auto kind = static_cast<std::size_t>(l.settings.kind);

@@ -110,6 +110,7 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
       upstream_framer_(std::max(settings_.max_packet_size, min_upstream_packet_limit)),
       worker_deadlines_(deadline_service::of(executor_)) {
   deadlines_.fill(time_point::max());
+  session_.share_acls_through(environment.acls);
   if (listener_.acl_enforcement) session_.set_acl_mode(*listener_.acl_enforcement);
   upstream_nodes_ = environment.upstream_nodes;
   dial_target_ = &settings_.upstream;

@@ -51,6 +51,7 @@ struct connection_environment {
   const reloadable_tls_context* upstream_tls = nullptr;  // null: plain TCP to the broker
   connection_registry* registry = nullptr;              // the worker's live connections
   upstream_pool* upstream_nodes = nullptr;              // several brokers: which to dial (shared by all workers)
+  acl_pool* acls = nullptr;                             // the worker's shared ACLs (null: each session its own)
 };
 
 // Its deadlines wait in the worker's deadline_service (private deadline_entry).

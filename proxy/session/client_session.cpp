@@ -359,8 +359,7 @@ client_session::actions client_session::on_auth_result(const auth_result& result
   }
   user_ = result.user;
   user_id_ = result.user_id.empty() ? result.user : result.user_id;
-  acl_ = with_templates(result.permissions, config_.templates, user_, client_id_);
-  acl_subscribe_valid_ = acl_.subscribe_entries_valid();
+  set_acl(with_templates(result.permissions, config_.templates, user_, client_id_));
   if (client_connect_->will &&
       (!acl_allows(acl_action::publish, client_connect_->will->topic) || !broker_safe(client_connect_->will->topic))) {
     deny("will_not_allowed", reason_code::not_authorized);
@@ -465,13 +464,23 @@ void client_session::revoke() {
   deny("session_revoked", reason_code::not_authorized);
 }
 
+const acl& client_session::permissions() const {
+  static const acl none;  // before admission: nothing is allowed
+  return acl_ ? *acl_ : none;
+}
+
+// The pool's copy when there is a pool: sessions of one user share one.
+void client_session::set_acl(acl permissions) {
+  acl_ = acl_pool_ ? acl_pool_->intern(std::move(permissions)) : std::make_shared<const acl>(std::move(permissions));
+  acl_subscribe_valid_ = acl_->subscribe_entries_valid();
+}
+
 // A new ACL on a live connection (re-authentication, acl_changed, resync):
 // deliveries are checked against it from now on (handle_delivery), and the
 // broker is told to drop every subscription it no longer allows, in one
 // UNSUBSCRIBE whose UNSUBACK the proxy keeps. The client stays connected.
 void client_session::apply_acl(acl permissions) {
-  acl_ = std::move(permissions);
-  acl_subscribe_valid_ = acl_.subscribe_entries_valid();
+  set_acl(std::move(permissions));
   if (state_ != state::relaying) return;  // held SUBSCRIBEs are checked when replayed
   if (!extra_) return;  // no subscriptions, nothing to withdraw
   mqtt::unsubscribe revoked;
@@ -671,7 +680,7 @@ void client_session::handle_delivery(const mqtt::publish& p) {
     return broker_error("broker used a topic alias, the proxy allowed none [MQTT-3.3.2-10]");
   if (only_own_subscriptions_ && !subscribed_here(p.topic)) {
     metrics_.bridge_unasked_dropped++;
-  } else if ((acl_subscribe_valid_ && acl_.allows_receive_of_valid(p.topic)) ||
+  } else if ((acl_subscribe_valid_ && acl_->allows_receive_of_valid(p.topic)) ||
              acl_allows(acl_action::receive, p.topic)) {  // the first: entries validated once, when set
     return emit(action::forward_to_client{});
   } else {

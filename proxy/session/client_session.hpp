@@ -28,6 +28,7 @@
 #include "auth/auth_result.hpp"
 #include "mqtt/codec.hpp"
 #include "mqtt/framer.hpp"
+#include "session/acl_pool.hpp"
 #include "session/session_actions.hpp"
 #include "session/version_bridge.hpp"
 
@@ -155,7 +156,10 @@ class client_session {
   const std::string& user_id() const { return user_id_; }
   const std::string& client_id() const { return client_id_; }
   // The ACL in force now (what deliveries are checked against).
-  const acl& permissions() const { return acl_; }
+  const acl& permissions() const;
+  // Where admitted sessions take their ACL from: one copy per distinct ACL
+  // (acl_pool.hpp). Without a pool each session holds its own.
+  void share_acls_through(acl_pool* pool) { acl_pool_ = pool; }
   // The filters the client subscribed to through the proxy (forwarded ones).
   const std::set<std::string>& subscriptions() const;
 
@@ -179,6 +183,7 @@ class client_session {
   void on_session_expiry();
   void revoke();
   void apply_acl(acl permissions);
+  void set_acl(acl permissions);
   std::optional<std::uint16_t> free_packet_id() const;
   void deny(std::string_view reason, mqtt::reason_code code);
   void connect_upstream();
@@ -236,7 +241,8 @@ class client_session {
   std::string auth_topic_used_;
   std::string user_;
   std::string user_id_;
-  acl acl_;
+  std::shared_ptr<const acl> acl_;  // null until admitted; shared with the pool's other holders
+  acl_pool* acl_pool_ = nullptr;
   bool acl_subscribe_valid_ = false;  // acl_.subscribe_entries_valid(), asked when acl_ is set
   bool reauth_pending_ = false;
   bool connack_sent_ = false;

@@ -12,9 +12,9 @@ namespace proxy {
 // flood the log. The user is fixed for the life of a connection (a
 // re-authentication as someone else is refused), so it is not in the key.
 bool client_session::acl_allows(acl_action action, std::string_view name) {
-  if (acl_.allows(action, name)) return true;
+  if (permissions().allows(action, name)) return true;
   if (acl_mode_ == acl_mode::enforce) return false;
-  report_acl(action, name, acl_.decide(action, name));
+  report_acl(action, name, permissions().decide(action, name));
   return true;
 }
 

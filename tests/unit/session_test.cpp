@@ -1248,3 +1248,40 @@ TEST_SUITE("session: broker probe and config") {
     std::remove(path.c_str());
   }
 }
+
+TEST_SUITE("session: ACLs shared through the worker's pool") {
+  TEST_CASE("sessions of one user hold one copy; an ACL change moves only the session it reaches") {
+    for (auto v : {protocol_version::v3_1_1, protocol_version::v5}) {
+      acl_pool pool;
+      harness phone(v);
+      harness tablet(v);
+      phone.session.share_acls_through(&pool);
+      tablet.session.share_acls_through(&pool);
+      phone.establish();
+      tablet.establish();
+      CHECK(&phone.session.permissions() == &tablet.session.permissions());
+      CHECK(pool.size() == 1);
+
+      auto e = event(auth_event::kind::acl_changed);
+      e.permissions = {{"private/alice/#"}, {"private/alice/#"}};
+      acts(phone.session.on_auth_event(e));
+      CHECK(&phone.session.permissions() != &tablet.session.permissions());
+      CHECK(pool.size() == 2);
+      // The tablet still has (and delivers by) the old ACL until its own event arrives.
+      CHECK(has<action::forward_to_client>(tablet.upstream(delivery("public/sport/news"))));
+      CHECK_FALSE(has<action::forward_to_client>(phone.upstream(delivery("public/sport/news"))));
+      acts(tablet.session.on_auth_event(e));
+      CHECK(&phone.session.permissions() == &tablet.session.permissions());
+      CHECK(pool.size() == 1);  // the old ACL left with its last holder
+    }
+  }
+
+  TEST_CASE("before admission a session allows nothing") {
+    acl_pool pool;
+    harness h(protocol_version::v5);
+    h.session.share_acls_through(&pool);
+    CHECK(h.session.permissions().publish.empty());
+    CHECK(h.session.permissions().subscribe.empty());
+    CHECK(pool.size() == 0);
+  }
+}
