@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from netutil import free_port  # noqa: E402
+from netutil import free_port, wait_for_port  # noqa: E402
 from processes import AuthServer, ProcessGroup, proxy_argv  # noqa: E402
 from wire import mqtt_packet, mqtt_string  # noqa: E402
 import certs  # noqa: E402
