@@ -1,6 +1,7 @@
 #include "net/websocket_frames.hpp"
 
 #include <algorithm>
+#include <string_view>
 
 #include <openssl/evp.h>
 
@@ -16,6 +17,39 @@ bool known_control(std::uint8_t op) { return op >= 0x8 && op <= 0xA; }
 bool valid_close_code(std::uint16_t code) {
   if (code >= 3000 && code <= 4999) return true;
   return code >= 1000 && code <= 1014 && code != 1004 && code != 1005 && code != 1006;
+}
+
+// Well-formed UTF-8 [RFC 3629]: no overlong forms, no surrogates, nothing
+// above U+10FFFF. Unlike MQTT strings, U+0000 is allowed here.
+bool valid_utf8(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto lead = static_cast<std::uint8_t>(text[i]);
+    std::size_t length = 0;
+    std::uint32_t min = 0;
+    std::uint32_t point = 0;
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    } else if ((lead & 0xE0) == 0xC0) {
+      length = 2, min = 0x80, point = lead & 0x1F;
+    } else if ((lead & 0xF0) == 0xE0) {
+      length = 3, min = 0x800, point = lead & 0x0F;
+    } else if ((lead & 0xF8) == 0xF0) {
+      length = 4, min = 0x10000, point = lead & 0x07;
+    } else {
+      return false;
+    }
+    if (text.size() - i < length) return false;
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<std::uint8_t>(text[i + k]);
+      if ((next & 0xC0) != 0x80) return false;
+      point = point << 6 | (next & 0x3F);
+    }
+    if (point < min || point > 0x10FFFF || (point >= 0xD800 && point <= 0xDFFF)) return false;
+    i += length;
+  }
+  return true;
 }
 
 }  // namespace
@@ -88,6 +122,11 @@ bool frame_decoder::end_frame(decoded& out) {
                                                  static_cast<std::uint8_t>(control_[1]));
         if (!valid_close_code(peer_close_)) {
           out.fail = protocol_error;
+          state_ = state::failed;
+          return true;
+        }
+        if (!valid_utf8(std::string_view(control_).substr(2))) {
+          out.fail = invalid_payload;
           state_ = state::failed;
           return true;
         }

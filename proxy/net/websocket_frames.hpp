@@ -25,6 +25,7 @@ enum class opcode : std::uint8_t { continuation = 0x0, text = 0x1, binary = 0x2,
 inline constexpr std::uint16_t normal_closure = 1000;
 inline constexpr std::uint16_t protocol_error = 1002;
 inline constexpr std::uint16_t unsupported_data = 1003;
+inline constexpr std::uint16_t invalid_payload = 1007;  // a close reason that is not UTF-8 [RFC 6455 8.1]
 inline constexpr std::uint16_t no_status = 1005;  // a close frame without a code; never sent
 
 inline constexpr std::size_t max_control_payload = 125;  // RFC 6455 5.5

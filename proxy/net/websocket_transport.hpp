@@ -214,10 +214,12 @@ class websocket_transport final : public transport {
   }
 
   void note_control(const websocket_frames::decoded& found) {
-    if (found.ping && !close_sent_ && control_out_.empty())
+    // Only the latest ping needs a pong [RFC 6455 5.5.3]: a pong still waiting
+    // (flush_control takes it out before writing) is replaced by the newest.
+    if (found.ping && !close_sent_)
       control_out_ = websocket_frames::control_frame(websocket_frames::opcode::pong, decoder_.take_ping());
     else if (found.ping)
-      (void)decoder_.take_ping();  // a pong already waits, or we are closing: the latest ping needs none more
+      (void)decoder_.take_ping();  // we are closing: no pong
     if (found.fail != 0 && !close_sent_) queue_close(found.fail);
     if (found.close && !close_sent_) {
       const auto code = decoder_.peer_close_code();

@@ -210,7 +210,21 @@ class OutOfDescriptors(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.system = System(file_limit=64)
+        saved = os.environ.get("UBSAN_OPTIONS")
+        if SANITIZED and saved is not None:
+            # UBSan's vptr check opens a pipe() to probe memory the first time it
+            # meets a type; with no descriptor left that fails, and it reports a
+            # valid object as an "invalid vptr" (a false positive of the check,
+            # not of the proxy). Only this class runs the proxy out of descriptors.
+            cls.suppressions = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ubsan-vptr-{os.getpid()}.supp")
+            with open(cls.suppressions, "w") as f:
+                f.write("vptr:*\n")
+            os.environ["UBSAN_OPTIONS"] = f"{saved}:suppressions={cls.suppressions}"
+        try:
+            cls.system = System(file_limit=64)
+        finally:
+            if saved is not None:
+                os.environ["UBSAN_OPTIONS"] = saved
 
     @classmethod
     def tearDownClass(cls):

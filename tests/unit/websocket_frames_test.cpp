@@ -135,6 +135,14 @@ TEST_SUITE("websocket frames") {
     CHECK(decode_all(client_frame(0x88, "\x03")).fail == protocol_error);  // 1-byte close payload
     CHECK(decode_all(client_frame(0x88, std::string("\x03\xed", 2))).fail == protocol_error);  // 1005 on the wire
     CHECK(decode_all(client_frame(0x88, std::string("\x03\xe8", 2))).close);
+    // A close reason must be UTF-8 [RFC 6455 8.1]; U+0000 is fine there, unlike in MQTT.
+    CHECK(decode_all(client_frame(0x88, std::string("\x03\xe8" "bye \xc3\xa9 \xf0\x9f\x98\x80", 13))).close);
+    CHECK(decode_all(client_frame(0x88, std::string("\x03\xe8\0", 3))).close);
+    CHECK(decode_all(client_frame(0x88, std::string("\x03\xe8\xff", 3))).fail == invalid_payload);
+    CHECK(decode_all(client_frame(0x88, std::string("\x03\xe8\xc0\xaf", 4))).fail == invalid_payload);  // overlong
+    CHECK(decode_all(client_frame(0x88, std::string("\x03\xe8\xed\xa0\x80", 5))).fail == invalid_payload);  // surrogate
+    CHECK(decode_all(client_frame(0x88, std::string("\x03\xe8\xf4\x90\x80\x80", 6))).fail == invalid_payload);
+    CHECK(decode_all(client_frame(0x88, std::string("\x03\xe8\xe2\x82", 4))).fail == invalid_payload);  // cut short
     bytes huge{0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4};  // 64-bit length with the top bit set
     CHECK(decode_all(huge).fail == protocol_error);
   }
