@@ -210,21 +210,13 @@ class OutOfDescriptors(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        saved = os.environ.get("UBSAN_OPTIONS")
-        if SANITIZED and saved is not None:
-            # UBSan's vptr check opens a pipe() to probe memory the first time it
-            # meets a type; with no descriptor left that fails, and it reports a
-            # valid object as an "invalid vptr" (a false positive of the check,
-            # not of the proxy). Only this class runs the proxy out of descriptors.
-            cls.suppressions = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ubsan-vptr-{os.getpid()}.supp")
-            with open(cls.suppressions, "w") as f:
-                f.write("vptr:*\n")
-            os.environ["UBSAN_OPTIONS"] = f"{saved}:suppressions={cls.suppressions}"
-        try:
-            cls.system = System(file_limit=64)
-        finally:
-            if saved is not None:
-                os.environ["UBSAN_OPTIONS"] = saved
+        if SANITIZED:
+            # UBSan's vptr check reads an object's vtable through a pipe() the
+            # first time it meets a type; with no descriptor left that fails and
+            # it reports a valid object as "invalid vptr", and a report it cannot
+            # classify is not suppressible. The release binary runs this class.
+            raise unittest.SkipTest("the UBSan vptr check cannot run out of descriptors")
+        cls.system = System(file_limit=64)
 
     @classmethod
     def tearDownClass(cls):
