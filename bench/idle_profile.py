@@ -20,15 +20,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from benchstack import Stack  # noqa: E402
-
-
-def pss_kib(pid):
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return 0
+from benchstack import Stack, pss_kib  # noqa: E402
 
 
 def descendant_named(pid, prefix):
