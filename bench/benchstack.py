@@ -42,6 +42,20 @@ def pss_kib(pid):
     return 0
 
 
+def strace_summary(path):
+    """(total calls, {syscall: calls}) from the table `strace -c -o PATH` writes."""
+    counts, total = {}, 0
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            # % time, seconds, usecs/call, calls, [errors,] syscall
+            if len(fields) >= 5 and re.match(r"^[0-9.]+$", fields[0]) and fields[-1] != "total":
+                counts[fields[-1]] = int(fields[3])
+            elif fields and fields[-1] == "total":
+                total = int(fields[3])
+    return total, counts
+
+
 class Stack:
     """Mosquitto + auth-server + one mqtt-proxy on free loopback ports."""
 

@@ -16,7 +16,6 @@ so compare the two paths with each other, not with the plain run).
     bench/relay_syscalls.py --bin build/bin [--proxy build/bin/mqtt-proxy]"""
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -25,26 +24,13 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # noqa: E402
+from benchstack import strace_summary  # noqa: E402
 
 LOADS = {
     "paced": lambda s, rate: ["latency", s, rate],
     "qos0": lambda s, rate: ["relay", s, 0, 64, 4],
     "qos1": lambda s, rate: ["relay", s, 1, 256, 2],
 }
-
-
-def strace_counts(path):
-    counts, total = {}, 0
-    with open(path) as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) >= 5 and re.match(r"^[0-9.]+$", fields[0]) and fields[-1] != "total":
-                # % time, seconds, usecs/call, calls, [errors,] syscall
-                calls = int(fields[3])
-                counts[fields[-1]] = calls
-            elif fields and fields[-1] == "total":
-                total = int(fields[3])
-    return total, counts
 
 
 def main():
@@ -81,7 +67,7 @@ def main():
                 tracer.terminate()
                 tracer.wait(timeout=30)
                 got2 = int(kv2.get("messages", kv2.get("received", 0))) or 1
-                total, counts = strace_counts(trace)
+                total, counts = strace_summary(trace)
                 top = ", ".join(f"{name} {calls / got2:.2f}" for name, calls in
                                 sorted(counts.items(), key=lambda kv: -kv[1])[:6])
                 print(f"{load:5} {path:10} cpu {cpu / got * 1e6:6.2f} us/msg ({out}) | "

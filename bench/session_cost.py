@@ -26,6 +26,7 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # noqa: E402
+from benchstack import strace_summary  # noqa: E402
 
 
 def user_system_seconds(pid):
@@ -57,13 +58,7 @@ def strace_counts(pid, run):
     result = run()
     tracer.send_signal(signal.SIGINT)
     tracer.wait(timeout=30)
-    counts = {}
-    with open(out) as f:
-        for line in f:
-            fields = line.split()
-            # % time, seconds, usecs/call, calls, [errors], syscall
-            if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
-                counts[fields[-1]] = int(fields[3])
+    _, counts = strace_summary(out)
     os.unlink(out)
     return counts, result
 
