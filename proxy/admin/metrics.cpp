@@ -46,6 +46,8 @@ void metrics::render_bridge(std::ostringstream& out) const {
 std::string metrics::render() const {
   std::ostringstream out;
   line(out, "mqtt_proxy_connections_open", "gauge", "Client connections open now.", connections_open.load());
+  line(out, "mqtt_proxy_connections_alive", "gauge",
+       "Client connections holding descriptors: the open ones and those still closing.", connections_alive.load());
   line(out, "mqtt_proxy_connections_total", "counter", "Client connections accepted.",
        static_cast<std::int64_t>(connections_total.load()));
   line(out, "mqtt_proxy_connections_refused_total", "counter", "Connections refused over the connection limit.",

@@ -66,6 +66,10 @@ class sharded_counter {
 struct metrics {
   using counter = std::atomic<std::uint64_t>;
   std::atomic<std::int64_t> connections_open{0};
+  // Connection objects whose sockets are still open: the open ones, and the
+  // closing ones that wait (up to the linger) for their peers' FIN. This,
+  // not connections_open, is what the open-file limit must hold.
+  std::atomic<std::int64_t> connections_alive{0};
   counter connections_total{0};
   counter connections_refused{0};  // over the connection limit
   counter auth_ok{0};

@@ -109,6 +109,17 @@ std::size_t listener::connection_limit() const {
   return std::min(configured, descriptor_capacity(file_limit_));
 }
 
+// Open connections against max_connections; against the descriptors, every
+// connection that still holds its sockets, the closing ones included: a
+// connection lingers up to 2 s for its peers' FIN after it stopped counting
+// as open, and a client accepted into that gap would fail its broker dial.
+bool listener::at_connection_limit() const {
+  const auto& counters = environment_.counters;
+  if (counters.connections_open.load() >= static_cast<std::int64_t>(environment_.settings.max_connections)) return true;
+  return file_limit_ != 0 &&
+         counters.connections_alive.load() >= static_cast<std::int64_t>(descriptor_capacity(file_limit_));
+}
+
 // A flood of refusals must not flood the log: the first one is logged at
 // once, naming the limit; the rest are counted and logged every 5 s while
 // they go on.
@@ -159,7 +170,7 @@ asio::awaitable<void> listener::accept_loop() {
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
-    if (environment_.counters.connections_open.load() >= static_cast<std::int64_t>(connection_limit())) {
+    if (at_connection_limit()) {
       note_refused_over_limit();
       continue;  // the socket closes as it goes out of scope
     }

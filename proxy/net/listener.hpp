@@ -44,6 +44,7 @@ class listener {
  private:
   boost::asio::awaitable<void> accept_loop();
   void refuse_without_descriptors(const boost::system::error_code& ec);
+  bool at_connection_limit() const;
   std::size_t connection_limit() const;
   void note_refused_over_limit();
   void report_refusals();
