@@ -271,6 +271,7 @@ int main(int argc, char** argv) {
     auth_settings.endpoint = auth_endpoint;
     auth_settings.timeout = config.auth_http_timeout;
     auth_settings.max_idle_connections = config.auth.max_idle_connections;
+    auth_settings.max_connections = config.auth.max_connections;
     auth_settings.idle_timeout = config.auth.idle_timeout;
     if (auth_endpoint.tls) {
       try {

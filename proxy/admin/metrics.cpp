@@ -74,6 +74,9 @@ std::string metrics::render() const {
        static_cast<std::int64_t>(acl_unsubscribes.load()));
   line(out, "mqtt_proxy_sessions_revoked_total", "counter", "Live connections ended because their session was revoked.",
        static_cast<std::int64_t>(sessions_revoked.load()));
+  line(out, "mqtt_proxy_auth_queue_timeouts_total", "counter",
+       "Validations that timed out waiting for a free connection to the API server (auth.max_connections).",
+       static_cast<std::int64_t>(auth_queue_timeouts.load()));
   line(out, "mqtt_proxy_held_packets_dropped_total", "counter",
        "Packets held before authentication and dropped because it failed.",
        static_cast<std::int64_t>(held_dropped.load()));

@@ -76,6 +76,7 @@ struct metrics {
   counter auth_invalid{0};
   counter auth_unavailable{0};
   counter auth_timeout{0};
+  counter auth_queue_timeouts{0};  // validations that timed out waiting for a connection to the API server
   counter acl_denied_publish{0};
   counter acl_denied_subscribe{0};
   counter acl_denied_deliver{0};  // broker PUBLISHes outside the subscribe ACL, dropped
