@@ -3,6 +3,7 @@
 // admin endpoint and handles signals. TLS contexts are shared by all workers.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <functional>
@@ -215,19 +216,30 @@ std::unique_ptr<proxy::operator_api> make_operator_api(const proxy::proxy_config
 
 // Every client connection needs two descriptors (client and broker); the
 // usual soft limit of 1024 would cap the proxy near 500 clients.
-void raise_file_limit(std::size_t max_connections) {
+void raise_file_limit(std::size_t max_connections, std::size_t reserve) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
   const rlim_t wanted =
-      std::min<rlim_t>(limit.rlim_max, static_cast<rlim_t>(proxy::descriptors_needed(max_connections)));
+      std::min<rlim_t>(limit.rlim_max, static_cast<rlim_t>(proxy::descriptors_needed(max_connections, reserve)));
   if (limit.rlim_cur < wanted) {
     limit.rlim_cur = wanted;
     setrlimit(RLIMIT_NOFILE, &limit);
   }
   getrlimit(RLIMIT_NOFILE, &limit);
-  if (proxy::descriptor_capacity(limit.rlim_cur) < max_connections)
+  if (proxy::descriptor_capacity(limit.rlim_cur, reserve) < max_connections)
     spdlog::warn("open file limit {} allows about {} connections, fewer than max_connections {}", limit.rlim_cur,
-                 proxy::descriptor_capacity(limit.rlim_cur), max_connections);
+                 proxy::descriptor_capacity(limit.rlim_cur, reserve), max_connections);
+}
+
+// What the process holds besides its clients' two descriptors each. Per
+// worker: its event loop (epoll, timer, wake-up), each listener and its spare
+// descriptor, the API server's connections in progress and pooled. Once:
+// standard streams, the admin port and its clients, the event stream, logs.
+std::size_t process_descriptors(const proxy::proxy_config& config, unsigned workers) {
+  const auto listeners = static_cast<std::size_t>(
+      std::count_if(config.listeners.begin(), config.listeners.end(), [](const auto& l) { return l.enabled; }));
+  const std::size_t per_worker = 3 + 2 * listeners + config.auth.max_connections + config.auth.max_idle_connections;
+  return std::max<std::size_t>(64, 32 + workers * per_worker);
 }
 
 }  // namespace
@@ -250,9 +262,10 @@ int main(int argc, char** argv) {
   // the process.
   std::signal(SIGPIPE, SIG_IGN);
   spdlog::set_level(spdlog::level::from_str(config.log_level));
-  raise_file_limit(config.connection.max_connections);
-
   const unsigned thread_count = config.threads ? config.threads : std::max(1u, std::thread::hardware_concurrency());
+  parsed.config.connection.descriptor_reserve = process_descriptors(config, thread_count);
+  raise_file_limit(config.connection.max_connections, config.connection.descriptor_reserve);
+
   const auto auth_endpoint = *proxy::parse_http_url(config.auth_url);
   proxy::metrics counters;
   std::atomic<bool> draining{false};
@@ -271,6 +284,7 @@ int main(int argc, char** argv) {
     auth_settings.endpoint = auth_endpoint;
     auth_settings.timeout = config.auth_http_timeout;
     auth_settings.max_idle_connections = config.auth.max_idle_connections;
+    auth_settings.max_connections = config.auth.max_connections;
     auth_settings.idle_timeout = config.auth.idle_timeout;
     if (auth_endpoint.tls) {
       try {

@@ -46,6 +46,8 @@ void metrics::render_bridge(std::ostringstream& out) const {
 std::string metrics::render() const {
   std::ostringstream out;
   line(out, "mqtt_proxy_connections_open", "gauge", "Client connections open now.", connections_open.load());
+  line(out, "mqtt_proxy_connections_alive", "gauge",
+       "Client connections holding descriptors: the open ones and those still closing.", connections_alive.load());
   line(out, "mqtt_proxy_connections_total", "counter", "Client connections accepted.",
        static_cast<std::int64_t>(connections_total.load()));
   line(out, "mqtt_proxy_connections_refused_total", "counter", "Connections refused over the connection limit.",
@@ -72,6 +74,9 @@ std::string metrics::render() const {
        static_cast<std::int64_t>(acl_unsubscribes.load()));
   line(out, "mqtt_proxy_sessions_revoked_total", "counter", "Live connections ended because their session was revoked.",
        static_cast<std::int64_t>(sessions_revoked.load()));
+  line(out, "mqtt_proxy_auth_queue_timeouts_total", "counter",
+       "Validations that timed out waiting for a free connection to the API server (auth.max_connections).",
+       static_cast<std::int64_t>(auth_queue_timeouts.load()));
   line(out, "mqtt_proxy_held_packets_dropped_total", "counter",
        "Packets held before authentication and dropped because it failed.",
        static_cast<std::int64_t>(held_dropped.load()));

@@ -66,12 +66,17 @@ class sharded_counter {
 struct metrics {
   using counter = std::atomic<std::uint64_t>;
   std::atomic<std::int64_t> connections_open{0};
+  // Connection objects whose sockets are still open: the open ones, and the
+  // closing ones that wait (up to the linger) for their peers' FIN. This,
+  // not connections_open, is what the open-file limit must hold.
+  std::atomic<std::int64_t> connections_alive{0};
   counter connections_total{0};
   counter connections_refused{0};  // over the connection limit
   counter auth_ok{0};
   counter auth_invalid{0};
   counter auth_unavailable{0};
   counter auth_timeout{0};
+  counter auth_queue_timeouts{0};  // validations that timed out waiting for a connection to the API server
   counter acl_denied_publish{0};
   counter acl_denied_subscribe{0};
   counter acl_denied_deliver{0};  // broker PUBLISHes outside the subscribe ACL, dropped

@@ -137,6 +137,9 @@ struct http_auth_client::flight {
   bool cancelled = false;
   bool finished = false;
   bool no_store = false;  // an event arrived meanwhile: the answer may already be outdated
+  bool queued = false;    // waits for a free connection (max_connections): nothing sent yet
+  std::string body;       // the request, kept while queued
+  std::chrono::steady_clock::time_point started;
 
   bool anyone_waiting() const {
     return std::any_of(waiters.begin(), waiters.end(), [](const auto& w) { return !w.expired(); });
@@ -234,19 +237,81 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
   in_flight_[digest] = f;  // replaces a cancelled call that is still winding down
   nlohmann::json request{{"session", token}};
   if (!remote_address.empty()) request["remote_addr"] = remote_address;
-  f->deadline.expires_after(settings_.timeout);
-  f->deadline.async_wait([weak = std::weak_ptr<flight>(f)](error_code ec) {
-    if (ec) return;
-    if (auto held = weak.lock(); held && !held->finished) {
-      held->timed_out = true;
-      held->abort();
-    }
+  f->deadline.expires_after(settings_.timeout);  // the wait for a connection included
+  f->deadline.async_wait([this, alive = std::weak_ptr<bool>(alive_), weak = std::weak_ptr<flight>(f)](error_code ec) {
+    if (ec || alive.expired()) return;
+    if (auto held = weak.lock(); held && !held->finished) on_deadline(held);
   });
-  asio::co_spawn(io_, call(f, request.dump()), [this, f](std::exception_ptr error, auth_result result) {
-    if (error) result = unavailable("internal error in the auth client");
-    finish(f, std::move(result));
-  });
+  if (calls_running_ < settings_.max_connections) {
+    start_call(f, request.dump());
+  } else {
+    f->queued = true;
+    f->body = request.dump();
+    queued_.push_back(f);
+  }
   return w;
+}
+
+void http_auth_client::start_call(const std::shared_ptr<flight>& f, std::string body) {
+  ++calls_running_;
+  f->queued = false;
+  f->started = clock::now();
+  asio::co_spawn(io_, call(f, std::move(body)), [this, f](std::exception_ptr error, auth_result result) {
+    if (error) result = unavailable("internal error in the auth client");
+    --calls_running_;
+    if (result.outcome != auth_result::verdict::unavailable) note_call_duration(clock::now() - f->started);
+    finish(f, std::move(result));
+    start_queued();
+  });
+}
+
+void http_auth_client::note_call_duration(clock::duration took) {
+  typical_call_ = typical_call_ == clock::duration::zero() ? took : (4 * typical_call_ + took) / 5;
+}
+
+// The oldest waiting calls take the free connections. Each is popped before
+// it starts: start_call may run it inline (co_spawn), up to its first wait.
+// A call with less time left than the API server's answers take lately is
+// not started: it would be cut by its deadline after costing the server a
+// request nobody waits for, and under a herd every later call with it.
+void http_auth_client::start_queued() {
+  while (calls_running_ < settings_.max_connections && !queued_.empty()) {
+    auto f = std::move(queued_.front());
+    queued_.pop_front();
+    if (f->finished) continue;  // timed out while waiting
+    if (f->cancelled || !f->anyone_waiting()) {
+      f->cancelled = true;
+      finish(f, unavailable("cancelled: nobody waits"));
+      continue;
+    }
+    const auto left = f->deadline.expiry() - clock::now();
+    if (left < typical_call_) {
+      f->timed_out = true;
+      if (metrics_) metrics_->auth_queue_timeouts++;
+      using std::chrono::duration_cast;
+      using std::chrono::milliseconds;
+      finish(f, unavailable("API server timed out: its answers take ~" +
+                            std::to_string(duration_cast<milliseconds>(typical_call_).count()) + " ms, " +
+                            std::to_string(std::max<long long>(0, duration_cast<milliseconds>(left).count())) +
+                            " ms were left after waiting for a connection"));
+      continue;
+    }
+    start_call(f, std::move(f->body));
+  }
+}
+
+// A call in progress is aborted and ends through its coroutine; one still
+// waiting for a connection ends here. That is no verdict on the API server
+// (nothing was sent), so finish() leaves the circuit breaker alone.
+void http_auth_client::on_deadline(const std::shared_ptr<flight>& f) {
+  f->timed_out = true;
+  if (!f->queued) {
+    f->abort();
+    return;
+  }
+  if (metrics_) metrics_->auth_queue_timeouts++;
+  finish(f, unavailable("API server timed out: every one of the " + std::to_string(settings_.max_connections) +
+                        " connections was busy"));
 }
 
 asio::awaitable<auth_result> http_auth_client::call(std::shared_ptr<flight> f, std::string body) {
@@ -277,6 +342,10 @@ asio::awaitable<auth_result> http_auth_client::attempt(std::shared_ptr<flight> f
     const auto ec = co_await connection->connect(settings_.endpoint, f->resolver);
     f->current = nullptr;
     if (ec) co_return failed("connect", ec);
+    // abort() closes the socket, and an async_connect that had not opened it
+    // yet (its resolve already complete, the handler queued) would open a
+    // new one: the deadline is checked again before anything is sent.
+    if (f->timed_out || f->cancelled) co_return failed("connect", asio::error::operation_aborted);
   }
   http_request request{http::verb::post, settings_.endpoint.base_path + "/v1/sessions/validate", 11};
   request.set(http::field::host, settings_.endpoint.host);
@@ -315,7 +384,8 @@ void http_auth_client::finish(const std::shared_ptr<flight>& f, auth_result resu
     return;
   }
   if (result.outcome == auth_result::verdict::unavailable) {
-    breaker_.on_failure(now);
+    if (f->queued) breaker_.on_abandoned();  // never sent: no verdict
+    else breaker_.on_failure(now);
     if (auto stale = cache_.find_stale(f->digest, now)) {
       if (metrics_) metrics_->auth_cache_stale++;
       spdlog::warn("auth: {}; session {} admitted from a stale answer (degraded mode)", result.detail,

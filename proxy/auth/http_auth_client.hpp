@@ -15,6 +15,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -53,6 +54,10 @@ struct http_auth_settings {
   http_endpoint endpoint;
   std::chrono::milliseconds timeout{3'000};      // one deadline per call, everything included
   std::size_t max_idle_connections = 4;
+  // Calls in progress at once (a connection each); more wait their turn,
+  // within their deadline. Bounds the descriptors a burst of new sessions
+  // takes, and what a herd of reconnecting clients asks of the API server.
+  std::size_t max_connections = 16;
   std::chrono::milliseconds idle_timeout{4'000};  // below the server's keep-alive (cpp-httplib: 5 s)
   std::shared_ptr<boost::asio::ssl::context> tls;  // https: verifies the server (make_api_tls_context)
   validation_cache_settings cache;
@@ -69,12 +74,18 @@ class http_auth_client final : public auth_client {
   void apply(const auth_event& event) override;
 
   std::size_t idle_connections() const { return idle_.size(); }
+  std::size_t calls_running() const { return calls_running_; }
+  std::size_t calls_queued() const { return queued_.size(); }
 
  private:
   struct waiter;
   struct flight;
   using clock = std::chrono::steady_clock;
 
+  void start_call(const std::shared_ptr<flight>& f, std::string body);
+  void start_queued();
+  void note_call_duration(clock::duration took);
+  void on_deadline(const std::shared_ptr<flight>& f);
   boost::asio::awaitable<auth_result> call(std::shared_ptr<flight> f, std::string body);
   boost::asio::awaitable<auth_result> attempt(std::shared_ptr<flight> f, const std::string& body, bool pooled,
                                               bool& retry);
@@ -95,6 +106,9 @@ class http_auth_client final : public auth_client {
   boost::asio::steady_timer sweep_;
   bool sweep_armed_ = false;
   std::unordered_map<std::string, std::shared_ptr<flight>> in_flight_;  // digest -> call
+  std::size_t calls_running_ = 0;                 // at most settings_.max_connections
+  std::deque<std::shared_ptr<flight>> queued_;    // calls waiting for one of them, oldest first
+  clock::duration typical_call_{0};               // moving average of answered calls' durations
   std::shared_ptr<bool> alive_;  // waiters outlive the client at shutdown
 };
 

@@ -383,7 +383,7 @@ void load_config_file(const std::string& path, proxy_config& config) {
     conn.upstream.connect_timeout = millis("upstream.connect_timeout_ms", integer(upstream, "upstream.", "connect_timeout_ms", 0));
 
   const auto& auth = table_at(root, "auth");
-  only_keys(auth, "auth.", {"url", "timeout_ms", "topic", "ca_file", "max_idle_connections", "idle_timeout_ms",
+  only_keys(auth, "auth.", {"url", "timeout_ms", "topic", "ca_file", "max_idle_connections", "max_connections", "idle_timeout_ms",
                             "cache_max_entries", "negative_cache_ms", "stale_if_error_ms", "breaker_failures",
                             "breaker_cooldown_ms", "events", "service_token_file", "events_wait_s"});
   {
@@ -394,6 +394,7 @@ void load_config_file(const std::string& path, proxy_config& config) {
     using ms = std::chrono::milliseconds;
     a.ca_file = text(auth, "auth.", "ca_file", a.ca_file);
     a.max_idle_connections = static_cast<std::size_t>(num("max_idle_connections", static_cast<std::int64_t>(a.max_idle_connections), 0, 1024));
+    a.max_connections = static_cast<std::size_t>(num("max_connections", static_cast<std::int64_t>(a.max_connections), 1, 1024));
     a.idle_timeout = ms(num("idle_timeout_ms", a.idle_timeout.count(), 1, 3'600'000));
     a.cache_max_entries = static_cast<std::size_t>(num("cache_max_entries", static_cast<std::int64_t>(a.cache_max_entries), 0, 10'000'000));
     a.negative_cache = ms(num("negative_cache_ms", a.negative_cache.count(), 0, 600'000));
@@ -530,6 +531,8 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
       config.auth.events = value == "true";
     } else if (flag == "--auth-max-idle-connections") {
       config.auth.max_idle_connections = static_cast<std::size_t>(ranged_flag(flag, value, 0, 1024));
+    } else if (flag == "--auth-max-connections") {
+      config.auth.max_connections = static_cast<std::size_t>(ranged_flag(flag, value, 1, 1024));
     } else if (flag == "--auth-idle-timeout-ms") {
       config.auth.idle_timeout = std::chrono::milliseconds(ranged_flag(flag, value, 1, 3'600'000));
     } else if (flag == "--auth-cache-max-entries") {
@@ -602,6 +605,7 @@ Flags (override the config file):
   --auth-timeout-ms MS        deadline of one call to the API server (default 3000)
   --auth-ca-file FILE         CA for an https:// auth URL (default: the system's)
   --auth-max-idle-connections N   pooled connections per worker (default 4)
+  --auth-max-connections N        validations in progress per worker; more wait (default 16)
   --auth-idle-timeout-ms MS   close pooled connections idle this long (default 4000; keep it
                               below the API server's keep-alive, 5 s for auth-server)
   --auth-cache-max-entries N  validation cache size per worker (default 10000; 0: off)

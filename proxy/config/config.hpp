@@ -28,6 +28,7 @@ struct listener_config {
 struct auth_client_config {
   std::string ca_file;                              // https: CA bundle (empty: the system's)
   std::size_t max_idle_connections = 4;             // pooled keep-alive connections per worker
+  std::size_t max_connections = 16;                 // calls in progress per worker; more wait their turn
   std::chrono::milliseconds idle_timeout{4'000};    // below the API server's keep-alive (cpp-httplib: 5 s)
   std::size_t cache_max_entries = 10'000;           // per worker; 0: no cache
   std::chrono::milliseconds negative_cache{2'000};  // how long a 401 is remembered; 0: not at all

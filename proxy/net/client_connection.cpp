@@ -114,6 +114,7 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
   if (listener_.acl_enforcement) session_.set_acl_mode(*listener_.acl_enforcement);
   upstream_nodes_ = environment.upstream_nodes;
   dial_target_ = &settings_.upstream;
+  metrics_.connections_alive++;
 }
 
 client_connection::~client_connection() {
@@ -124,6 +125,10 @@ client_connection::~client_connection() {
     to_upstream_.clear();
     registry_->released(peak_queued_);
   }
+  // The sockets close with the members, just after this: another worker's
+  // accept may meanwhile count one connection too many, which the
+  // descriptor reserve covers.
+  metrics_.connections_alive--;
 }
 
 void client_connection::start() {

@@ -47,7 +47,11 @@ asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, c
   socket.non_blocking(true, ec);
   if (ec) co_return ec;
   if (::connect(socket.native_handle(), target.data(), static_cast<socklen_t>(target.size())) == 0) co_return ec;
-  if (errno != EINPROGRESS) co_return boost::system::error_code(errno, boost::system::system_category());
+  // EINTR: a signal came first, and the handshake goes on regardless (POSIX
+  // connect()): wait for it as for EINPROGRESS; calling connect again would
+  // only say EALREADY.
+  if (errno != EINPROGRESS && errno != EINTR)
+    co_return boost::system::error_code(errno, boost::system::system_category());
   auto [wait_error] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple_awaitable);
   if (wait_error) co_return wait_error;  // the dial deadline or closing closed the socket
   int error = 0;

@@ -21,15 +21,20 @@ namespace proxy {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
-std::size_t descriptor_capacity(std::size_t file_limit) {
-  const std::size_t reserve = std::min(file_limit / 2, 64 + file_limit / 256);
+std::size_t descriptor_capacity(std::size_t file_limit, std::size_t process_reserve) {
+  const std::size_t reserve = std::min(file_limit / 2, process_reserve + file_limit / 256);
   return (file_limit - reserve) / 2;
 }
 
-std::size_t descriptors_needed(std::size_t clients) {
-  std::size_t limit = (2 * clients + 64) / 255 * 256;  // a little below: 2 * clients + 64 + limit / 256
-  while (descriptor_capacity(limit) < clients) ++limit;
-  return limit;
+// descriptor_capacity never falls as the limit grows: a binary search.
+std::size_t descriptors_needed(std::size_t clients, std::size_t process_reserve) {
+  std::size_t low = 0, high = 4 * clients + 2 * process_reserve + 256;  // holds them
+  while (low < high) {
+    const std::size_t middle = low + (high - low) / 2;
+    if (descriptor_capacity(middle, process_reserve) >= clients) high = middle;
+    else low = middle + 1;
+  }
+  return low;
 }
 
 listener::listener(asio::io_context& io, const tcp::endpoint& endpoint, const listener_settings& settings,
@@ -106,7 +111,18 @@ void listener::stop() {
 std::size_t listener::connection_limit() const {
   const auto configured = environment_.settings.max_connections;
   if (file_limit_ == 0) return configured;
-  return std::min(configured, descriptor_capacity(file_limit_));
+  return std::min(configured, descriptor_capacity(file_limit_, environment_.settings.descriptor_reserve));
+}
+
+// Open connections against max_connections; against the descriptors, every
+// connection that still holds its sockets, the closing ones included: a
+// connection lingers up to 2 s for its peers' FIN after it stopped counting
+// as open, and a client accepted into that gap would fail its broker dial.
+bool listener::at_connection_limit() const {
+  const auto& counters = environment_.counters;
+  if (counters.connections_open.load() >= static_cast<std::int64_t>(environment_.settings.max_connections)) return true;
+  return file_limit_ != 0 &&
+         counters.connections_alive.load() >= static_cast<std::int64_t>(connection_limit());
 }
 
 // A flood of refusals must not flood the log: the first one is logged at
@@ -159,7 +175,7 @@ asio::awaitable<void> listener::accept_loop() {
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
-    if (environment_.counters.connections_open.load() >= static_cast<std::int64_t>(connection_limit())) {
+    if (at_connection_limit()) {
       note_refused_over_limit();
       continue;  // the socket closes as it goes out of scope
     }

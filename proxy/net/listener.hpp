@@ -21,11 +21,12 @@ class reloadable_tls_context;
 
 // Clients that fit in an open-file limit of `file_limit`: two descriptors
 // each (client, broker), less a reserve for what the process holds besides
-// (event loops, listeners, admin, the auth-server's pooled connections, the
-// event stream): 64 + 1/256 of the limit, at most half of it. Pure.
-std::size_t descriptor_capacity(std::size_t file_limit);
+// (event loops, listeners, admin, the API server's connections, the event
+// stream: `process_reserve`, see main.cpp) and 1/256 of the limit, at most
+// half of it. Pure.
+std::size_t descriptor_capacity(std::size_t file_limit, std::size_t process_reserve = 64);
 // The smallest open-file limit whose descriptor_capacity holds `clients`. Pure.
-std::size_t descriptors_needed(std::size_t clients);
+std::size_t descriptors_needed(std::size_t clients, std::size_t process_reserve = 64);
 
 class listener {
  public:
@@ -44,6 +45,7 @@ class listener {
  private:
   boost::asio::awaitable<void> accept_loop();
   void refuse_without_descriptors(const boost::system::error_code& ec);
+  bool at_connection_limit() const;
   std::size_t connection_limit() const;
   void note_refused_over_limit();
   void report_refusals();

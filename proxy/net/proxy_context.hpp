@@ -91,6 +91,10 @@ struct connection_settings {
   std::chrono::milliseconds drain_timeout{5'000};       // flushing queued bytes on close
   std::size_t max_packet_size = 1024 * 1024;
   std::size_t max_connections = 100'000;
+  // Descriptors the process holds besides its clients' (main.cpp: by workers,
+  // listeners and API server connections); what the open-file limit must
+  // also hold.
+  std::size_t descriptor_reserve = 64;
   // Reading from one side stops while the other side has this much queued,
   // so a slow reader cannot make the proxy buffer without bound.
   std::size_t write_high_water = 1024 * 1024;

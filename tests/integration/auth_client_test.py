@@ -78,6 +78,8 @@ class StubApi:
         # Keep-alive, seen from the server: the client ports validations came
         # from, and how many requests on a reused connection to drop unanswered.
         self.validate_peers, self.drop_on_reused = set(), 0
+        # Concurrency, seen from the server: each validation takes `delay` s.
+        self.delay, self.in_progress, self.most_in_progress = 0.0, 0, 0
         self.cond = threading.Condition()
         self.port = free_port()
         owner = self
@@ -109,6 +111,16 @@ class StubApi:
                         return
                     owner.validate_calls += 1
                     owner.validate_peers.add(self.client_address)
+                    owner.in_progress += 1
+                    owner.most_in_progress = max(owner.most_in_progress, owner.in_progress)
+                try:
+                    time.sleep(owner.delay)
+                    self.validate(body)
+                finally:
+                    with owner.cond:
+                        owner.in_progress -= 1
+
+            def validate(self, body):
                 if owner.force_status:
                     return self.answer(owner.force_status, {"error": "down"})
                 session = owner.sessions.get(body.get("session"))
@@ -286,6 +298,55 @@ class AuthClient(unittest.TestCase):
         self.assertEqual([connack_code(p.port, "good", client_id=f"r{i}") for i in range(20)], [OK] * 20)
         self.assertEqual(api.validate_calls, 20)
         self.assertEqual(len(api.validate_peers), 1, api.validate_peers)
+
+    def test_calls_in_progress_are_capped_and_the_rest_wait_their_turn(self):
+        """30 sessions with distinct tokens at once, the cache off, one worker
+        allowed 3 calls at a time: the API server never sees more than 3
+        validations at once, and every session is admitted."""
+        tokens = [f"herd-{i}" for i in range(30)]
+        api = self.stub({t: {"user": "alice", "acl": ACL} for t in tokens}, events=False)
+        api.delay = 0.05
+        p = self.proxy("capped", api.url, "--auth-cache-max-entries", "0", "--auth-events", "false",
+                       "--auth-max-connections", "3")
+        self.assertEqual(parallel_connacks(p.port, tokens), [OK] * 30)
+        self.assertEqual(api.validate_calls, 30)
+        self.assertLessEqual(api.most_in_progress, 3)
+        self.assertEqual(api.most_in_progress, 3, "the herd never filled the connections: the test tests nothing")
+        self.assertEqual(p.metric("mqtt_proxy_auth_queue_timeouts_total"), 0)
+
+    def test_waiting_calls_time_out_unsent_and_leavers_cost_no_call(self):
+        """One call at a time, 0.6 s each, 1 s deadline, 8 sessions at once:
+        the first is admitted. When it ends, the next ones have 0.4 s left,
+        less than the API server's answers take: they end 'unavailable'
+        unsent, and (no verdict on the API server) without opening the
+        circuit breaker even at 1 failure. The call of a client that left
+        while it waited is never sent."""
+        tokens = [f"slow-{i}" for i in range(8)]
+        api = self.stub({t: {"user": "alice", "acl": ACL} for t in tokens + ["leaver"]}, events=False)
+        api.delay = 0.6
+        p = self.proxy("one-at-a-time", api.url, "--auth-cache-max-entries", "0", "--auth-events", "false",
+                       "--auth-max-connections", "1", "--auth-timeout-ms", "1000", "--auth-breaker-failures", "1")
+        codes = parallel_connacks(p.port, tokens)
+        self.assertEqual(sorted(codes), [OK] + [UNAVAILABLE_311] * 7, codes)
+        self.assertEqual(api.validate_calls, 1)
+        self.assertEqual(p.metric("mqtt_proxy_auth_queue_timeouts_total"), 7)
+        self.assertIn("ms were left after waiting for a connection", p.logs())
+        self.assertEqual(p.metric("mqtt_proxy_auth_breaker_open"), 0, "unsent calls opened the breaker")
+        # A client that leaves while its call waits: the call is never sent.
+        calls = api.validate_calls
+        blocker = threading.Thread(target=connack_code, args=(p.port, tokens[0]), kwargs={"client_id": "blocker"})
+        blocker.start()
+        time.sleep(0.1)  # the blocker's call holds the one connection
+        flags = 0x02 | 0x40 | 0x80
+        packet = mqtt_packet(0x10, mqtt_string("MQTT") + bytes([4, flags]) + struct.pack(">H", 30) +
+                             mqtt_string("leaver") + mqtt_string("u") + mqtt_string("leaver"))
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+            s.sendall(packet)
+            time.sleep(0.1)
+        blocker.join()
+        time.sleep(0.8)
+        self.assertEqual(api.validate_calls, calls + 1, "the call of a client that had left was sent")
+        self.assertEqual(connack_code(p.port, "leaver", client_id="leaver-back"), OK)
 
     def test_kept_alive_connection_closed_at_the_request_is_retried_fresh(self):
         """A server may close a kept-alive connection just as a request comes

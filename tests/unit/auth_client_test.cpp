@@ -408,6 +408,7 @@ TEST_SUITE("auth client: configuration") {
     CHECK(config.auth.breaker_failures == 5);
     CHECK(config.auth.events);
     CHECK(config.auth.cache_max_entries == 10000);
+    CHECK(config.auth.max_connections == 16);
   }
 
   TEST_CASE("[auth] keys and flags") {
@@ -415,7 +416,7 @@ TEST_SUITE("auth client: configuration") {
                            "[auth]\nurl = \"https://api.example/base\"\nca_file = \"/etc/ca.pem\"\nidle_timeout_ms = 2500\n"
                            "negative_cache_ms = 0\nstale_if_error_ms = 30000\nbreaker_failures = 3\n"
                            "breaker_cooldown_ms = 1000\nevents = false\nservice_token_file = \"/etc/token\"\n"
-                           "cache_max_entries = 50\nmax_idle_connections = 2\nevents_wait_s = 10\n");
+                           "cache_max_entries = 50\nmax_idle_connections = 2\nevents_wait_s = 10\nmax_connections = 5\n");
     auto config = parse({"--config", file}).config;
     CHECK(config.auth_url == "https://api.example/base");
     CHECK(config.auth.ca_file == "/etc/ca.pem");
@@ -429,9 +430,11 @@ TEST_SUITE("auth client: configuration") {
     CHECK(config.auth.cache_max_entries == 50);
     CHECK(config.auth.max_idle_connections == 2);
     CHECK(config.auth.events_wait == 10s);
+    CHECK(config.auth.max_connections == 5);
     auto flags = parse({"--config", file, "--auth-events", "true", "--auth-stale-if-error-ms", "0",
-                        "--auth-breaker-failures", "0"})
+                        "--auth-breaker-failures", "0", "--auth-max-connections", "7"})
                      .config;
+    CHECK(flags.auth.max_connections == 7);
     CHECK(flags.auth.events);
     CHECK(flags.auth.stale_if_error == 0ms);
     CHECK(flags.auth.breaker_failures == 0);
@@ -444,6 +447,8 @@ TEST_SUITE("auth client: configuration") {
     CHECK(error_of({"--config", wait}).find("auth.events_wait_s") != std::string::npos);
     auto negative = write_file("mqtt-proxy-authclient-neg.toml", "[auth]\nstale_if_error_ms = -1\n");
     CHECK(error_of({"--config", negative}).find("auth.stale_if_error_ms") != std::string::npos);
+    auto none = write_file("mqtt-proxy-authclient-none.toml", "[auth]\nmax_connections = 0\n");
+    CHECK(error_of({"--config", none}).find("auth.max_connections") != std::string::npos);
     auto type = write_file("mqtt-proxy-authclient-type.toml", "[auth]\nevents = \"yes\"\n");
     CHECK(error_of({"--config", type}).find("auth.events") != std::string::npos);
     CHECK(error_of({"--auth-negative-cache-ms", "-5"}).find("--auth-negative-cache-ms") != std::string::npos);

@@ -249,6 +249,11 @@ TEST_SUITE("client_connection") {
     CHECK(text.find("client_id=evil\\nclient\\x20id=x user=alice") != std::string::npos);
     CHECK(text.find("evil\nclient") == std::string::npos);
     CHECK(h.counters.connections_open == 0);
+    // Closed, but its object (and so its sockets) still held: it counts
+    // against the descriptors until it goes.
+    CHECK(h.counters.connections_alive == 1);
+    h.connection.reset();  // the last holders are handlers still queued in the io_context
+    CHECK(h.run_until([&] { return h.counters.connections_alive == 0; }, 2000ms));
   }
 
   TEST_CASE("deadlines fire earliest first, from one timer") {
@@ -300,12 +305,14 @@ TEST_SUITE("client_connection") {
       auto second = h.connect_client();
       h.run_until([] { return false; }, 50ms);
       CHECK(counters.connections_open == 2);
+      CHECK(counters.connections_alive == 2);
       peer.set_option(asio::socket_base::linger(true, 0));
       peer.close();  // reset by the peer: an error, not a goodbye
       CHECK(h.run_until([&] { return counters.connections_open == 1; }, 2000ms));
       h.connection.reset();
     }  // the io_context goes away with the second connection's coroutines parked in it
     CHECK(counters.connections_open == 0);
+    CHECK(counters.connections_alive == 0);
   }
 
   TEST_CASE("shut_down: 5.0 DISCONNECT 0x8B to the client, a normal DISCONNECT to the broker") {

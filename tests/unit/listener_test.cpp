@@ -24,3 +24,16 @@ TEST_CASE("descriptors_needed: the smallest open-file limit that holds so many c
   }
   CHECK(proxy::descriptors_needed(9'929) <= 20'000);  // what this machine's hard limit holds
 }
+
+TEST_CASE("a larger process reserve (more workers, listeners, API server connections) leaves fewer clients") {
+  // 16 workers, one listener, 16 + 4 API server connections each: 32 + 16 * 25.
+  const std::size_t reserve = 432;
+  CHECK(proxy::descriptor_capacity(20'000, reserve) == (20'000 - 432 - 78) / 2);
+  CHECK(proxy::descriptor_capacity(64, reserve) == 16);  // still half of a tiny limit
+  for (std::size_t clients : {1, 9'000, 1'000'000}) {
+    const auto limit = proxy::descriptors_needed(clients, reserve);
+    CHECK(proxy::descriptor_capacity(limit, reserve) >= clients);
+    CHECK(proxy::descriptor_capacity(limit - 1, reserve) < clients);
+    if (clients > 1'000) CHECK(limit >= proxy::descriptors_needed(clients) + (432 - 64));
+  }
+}
