@@ -9,12 +9,22 @@
 //    session's own expires_in);
 //  - bounded: the least recently used entry goes first;
 //  - events evict at once (a revoked session is never admitted from here).
+//
+// Memory (issue 14): each device has its own token, so an entry is kept per
+// client. An entry holds the digest as 32 bytes (not 64 hex characters in a
+// heap string), its times, and a pointer to the user's identity (name, id,
+// ACL), which every cached token of that user shares: ~136 B per token
+// instead of ~640 B with a whole auth_result (strings and ACL) per token.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include <boost/intrusive/list.hpp>
@@ -48,36 +58,64 @@ class validation_cache {
   // A valid answer past its max-age but within stale_if_error, marked stale.
   std::optional<auth_result> find_stale(const std::string& digest, time_point now);
   // Keeps an answer: valid ones for max_age, invalid ones for the negative
-  // TTL; unavailable answers are never kept.
+  // TTL; unavailable answers are never kept. The answer's detail is not kept.
   void store(const std::string& digest, const auth_result& result, std::chrono::seconds max_age, time_point now);
   // What an event makes wrong is forgotten at once.
   void apply(const auth_event& event);
   void clear();
   std::size_t size() const { return entries_.size(); }
+  // Distinct identities (user, user id, ACL) the entries share.
+  std::size_t identities() const { return identities_.size(); }
   const validation_cache_settings& settings() const { return settings_; }
 
+  // The map's key: a digest given as 64 lowercase hex characters (what
+  // session_digest() makes and events carry) as its 32 bytes; any other
+  // string as the SHA-256 of it, so distinct strings stay distinct keys.
+  using key = std::array<std::uint8_t, 32>;
+  static key key_of(std::string_view digest);
+
  private:
+  // What a valid answer says about its user, shared by that user's tokens.
+  struct identity {
+    std::string user;
+    std::string user_id;
+    acl permissions;
+  };
+  using identity_ptr = std::shared_ptr<const identity>;
+
   struct entry {
-    auth_result result;
+    identity_ptr who;  // null for a refusal
     time_point stored;
     time_point fresh_until;
     time_point usable_until;  // fresh_until + stale_if_error, capped by expires_in
+    std::chrono::seconds expires_in{0};
+    auth_result::verdict outcome = auth_result::verdict::unavailable;
     // The recency order runs through the entries themselves: a std::list of
     // the keys cost a node and a second copy of the digest, ~150 B per
     // cached session (issue 14).
     boost::intrusive::list_member_hook<> lru;
-    const std::string* key = nullptr;  // the map's own key (nodes do not move)
+    const key* own_key = nullptr;  // the map's own key (nodes do not move)
   };
-  using entry_map = std::unordered_map<std::string, entry>;
+  struct key_hash {
+    std::size_t operator()(const key& k) const noexcept;  // the digest's first bytes: already uniform
+  };
+  using entry_map = std::unordered_map<key, entry, key_hash>;
   void erase(entry_map::iterator it);
   void touch(entry& e);
   static auth_result aged(const entry& e, time_point now);
+  identity_ptr share(const auth_result& result);
+  void release(identity_ptr& who);
 
   validation_cache_settings settings_;
   entry_map entries_;
   using lru_list = boost::intrusive::list<
       entry, boost::intrusive::member_hook<entry, boost::intrusive::list_member_hook<>, &entry::lru>>;
   lru_list lru_;  // front: most recently used
+  // The newest identity of each user id, by a view of its own user_id (the
+  // table holds it, so the view stays valid). It leaves the table with the
+  // last entry holding it; one displaced by a newer answer for the same user
+  // lives on in the entries that hold it.
+  std::unordered_map<std::string_view, identity_ptr> identities_;
 };
 
 }  // namespace proxy

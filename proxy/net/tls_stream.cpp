@@ -40,7 +40,7 @@ step classify(SSL* ssl, int result, boost::system::error_code& error) {
 }  // namespace tls_detail
 
 tls_stream::tls_stream(boost::asio::ip::tcp::socket socket, std::shared_ptr<boost::asio::ssl::context> context)
-    : socket_(std::move(socket)), context_(std::move(context)), ssl_(SSL_new(context_->native_handle()), &SSL_free) {
+    : socket_(std::move(socket)), ssl_(SSL_new(context->native_handle())) {
   if (!ssl_) throw std::bad_alloc();
   // Partial writes give async_write_some its meaning; a retried write may
   // come from a buffer that moved.

@@ -151,9 +151,17 @@ class tls_stream {
 
   void attach(role as);
 
+  struct ssl_free {
+    void operator()(SSL* ssl) const { SSL_free(ssl); }
+  };
+
   boost::asio::ip::tcp::socket socket_;
-  std::shared_ptr<boost::asio::ssl::context> context_;  // kept: the SSL object refers to it
-  std::unique_ptr<SSL, decltype(&SSL_free)> ssl_;
+  // The SSL object holds its own reference to the SSL_CTX (SSL_new takes
+  // one), so the context wrapper is not kept: 16 B, and the function-pointer
+  // deleter 8 B more, per TLS connection (issue 14). Contexts given here must
+  // have no Asio verify or password callback, which the wrapper's destructor
+  // would free under a live SSL (tls_context.cpp sets none).
+  std::unique_ptr<SSL, ssl_free> ssl_;
 };
 
 // Beast's WebSocket closes its next layer through this (found by ADL).

@@ -32,10 +32,11 @@ std::string certificate_subject(SSL* ssl) {
 
 tls_transport::tls_transport(asio::ip::tcp::socket socket, ssl_context_ptr context, tls_stream::role role,
                              std::string server_name)
-    : stream_(std::move(socket), std::move(context)), role_(role), server_name_(std::move(server_name)) {}
+    : stream_(std::move(socket), std::move(context)), role_(role) {
+  if (role_ == tls_stream::role::client) stream_.expect_server_name(server_name);
+}
 
 asio::awaitable<handshake_result> tls_transport::handshake() {
-  if (role_ == tls_stream::role::client) stream_.expect_server_name(server_name_);
   auto [ec, n] = co_await stream_.async_handshake(role_, as_tuple_awaitable);
   (void)n;
   if (ec) co_return handshake_result{ec, "TLS: " + describe_tls_error(ec, stream_.native_handle())};

@@ -28,8 +28,7 @@ class tls_transport final : public transport {
 
  private:
   tls_stream stream_;
-  tls_stream::role role_;
-  std::string server_name_;
+  tls_stream::role role_;  // the server name (client role) is set on the SSL object at once, not kept
 };
 
 }  // namespace proxy

@@ -139,6 +139,32 @@ TEST_SUITE("tls_stream") {
     CHECK(server_error);  // the client's alert
   }
 
+  TEST_CASE("the listener picks TLS_AES_128_GCM_SHA256 over the client's first AES-256, ChaCha20 for a client that leads with it") {
+    // The contexts' Asio wrappers are gone by now (pair_of_streams drops
+    // them): each SSL object holds its own SSL_CTX reference.
+    pair_of_streams usual;  // OpenSSL's default client order starts with TLS_AES_256_GCM_SHA384
+    auto [client_error, server_error] = usual.handshake();
+    REQUIRE_FALSE(client_error);
+    REQUIRE_FALSE(server_error);
+    CHECK(std::string(SSL_get_cipher_name(usual.server->native_handle())) == "TLS_AES_128_GCM_SHA256");
+    CHECK(std::string(SSL_get_cipher_name(usual.client->native_handle())) == "TLS_AES_128_GCM_SHA256");
+
+    pair_of_streams chacha;
+    REQUIRE(SSL_set_ciphersuites(chacha.client->native_handle(),
+                                 "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256") == 1);
+    auto [chacha_client_error, chacha_server_error] = chacha.handshake();
+    REQUIRE_FALSE(chacha_client_error);
+    REQUIRE_FALSE(chacha_server_error);
+    CHECK(std::string(SSL_get_cipher_name(chacha.server->native_handle())) == "TLS_CHACHA20_POLY1305_SHA256");
+
+    pair_of_streams only_256;  // a client that offers only AES-256 still connects
+    REQUIRE(SSL_set_ciphersuites(only_256.client->native_handle(), "TLS_AES_256_GCM_SHA384") == 1);
+    auto [only_client_error, only_server_error] = only_256.handshake();
+    REQUIRE_FALSE(only_client_error);
+    REQUIRE_FALSE(only_server_error);
+    CHECK(std::string(SSL_get_cipher_name(only_256.server->native_handle())) == "TLS_AES_256_GCM_SHA384");
+  }
+
   TEST_CASE("4 MiB echoed through small socket buffers, reading and writing at once on both ends") {
     pair_of_streams p;
     auto [client_error, server_error] = p.handshake();
