@@ -111,6 +111,9 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
   if (failure.empty() && state_ == lifecycle::running) {
     boost::system::error_code ignored;
     upstream_->socket().set_option(tcp::no_delay(true), ignored);
+  }
+  // Plain TCP (immediate_io) has no handshake: no coroutine frame for it.
+  if (failure.empty() && state_ == lifecycle::running && !upstream_->immediate_io()) {
     const auto result = co_await upstream_->handshake();
     if (result.error) failure = result.detail.empty() ? result.error.message() : result.detail;
   }
