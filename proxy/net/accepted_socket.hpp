@@ -2,6 +2,11 @@
 // socket fresh from accept() (issue 14: syscalls per new session).
 #pragma once
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include <boost/asio/basic_socket.hpp>
 #include <boost/version.hpp>
 
@@ -38,6 +43,37 @@ void forget_possible_dup(boost::asio::basic_socket<Protocol, Executor>& socket) 
       ~boost::asio::detail::socket_ops::possible_dup);
 #else
   (void)socket;
+#endif
+}
+
+// Opens `socket` as asio's open() does, but non-blocking from the start
+// (SOCK_NONBLOCK | SOCK_CLOEXEC) and known to asio as such, so neither asio
+// (before its first operation) nor a caller's non_blocking(true) needs an
+// ioctl(FIONBIO) for it: one syscall less per upstream dial (issue 14). The
+// descriptor is fresh, no duplicate (see forget_possible_dup). Elsewhere
+// than asio's epoll reactor: open() and non_blocking(true) as before.
+template <typename Protocol, typename Executor>
+void open_non_blocking(boost::asio::basic_socket<Protocol, Executor>& socket, const Protocol& protocol,
+                       boost::system::error_code& ec) {
+#if !defined(BOOST_ASIO_HAS_IOCP) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && \
+    !defined(BOOST_ASIO_WINDOWS_RUNTIME) && BOOST_VERSION >= 107000 && defined(SOCK_NONBLOCK)
+  const int fd = ::socket(protocol.family(), protocol.type() | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol.protocol());
+  if (fd < 0) {
+    ec = boost::system::error_code(errno, boost::system::system_category());
+    return;
+  }
+  socket.assign(protocol, fd, ec);
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  namespace ops = boost::asio::detail::socket_ops;
+  auto& implementation = socket_state_detail::access<Protocol, Executor>::implementation(socket);
+  implementation.state_ = static_cast<ops::state_type>(
+      (implementation.state_ & ~ops::possible_dup) | ops::user_set_non_blocking | ops::internal_non_blocking);
+#else
+  socket.open(protocol, ec);
+  if (!ec) socket.non_blocking(true, ec);
 #endif
 }
 

@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "net/accepted_socket.hpp"
 #include "net/client_connection.hpp"
 #include "net/tls_context.hpp"
 #include "net/upstream_source.hpp"
@@ -44,7 +45,7 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
 // writable only once the handshake is done or failed.
 asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, const tcp::endpoint& target) {
   boost::system::error_code ec;
-  socket.non_blocking(true, ec);
+  if (!socket.non_blocking()) socket.non_blocking(true, ec);  // open_non_blocking: already
   if (ec) co_return ec;
   if (::connect(socket.native_handle(), target.data(), static_cast<socklen_t>(target.size())) == 0) co_return ec;
   if (errno != EINPROGRESS) co_return boost::system::error_code(errno, boost::system::system_category());
@@ -95,7 +96,7 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
       if (state_ != lifecycle::running || !dial_failure_.empty()) break;
       boost::system::error_code ec;
       upstream_->socket().close(ec);
-      upstream_->socket().open(target.protocol(), ec);
+      open_non_blocking(upstream_->socket(), target.protocol(), ec);  // no FIONBIO later
       if (!ec) ec = bind_upstream_source(upstream_->socket(), target, where.bind_addresses);
       if (ec) {
         dial_local_error_ = true;

@@ -3,6 +3,8 @@
 // same descriptor number registers and works.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+
 #include <array>
 
 #include <boost/asio/io_context.hpp>
@@ -74,4 +76,28 @@ TEST_CASE("an accepted socket is no possible duplicate once told so, and its des
   tcp::socket closed(io);
   proxy::forget_possible_dup(closed);
   CHECK_FALSE(closed.is_open());
+}
+
+TEST_CASE("a socket opened non-blocking is known to asio as such and connects") {
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket socket(io);
+  boost::system::error_code ec;
+  proxy::open_non_blocking(socket, tcp::v4(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(socket.is_open());
+  CHECK(socket.non_blocking());  // no ioctl needed, none made
+  CHECK_FALSE(proxy::possible_dup(socket));
+  // The descriptor itself is non-blocking: a read with nothing there says so at once.
+  const int flags = ::fcntl(socket.native_handle(), F_GETFL);
+  CHECK((flags & O_NONBLOCK) != 0);
+  CHECK((::fcntl(socket.native_handle(), F_GETFD) & FD_CLOEXEC) != 0);
+  boost::system::error_code connected = asio::error::would_block;
+  socket.async_connect(acceptor.local_endpoint(), [&](boost::system::error_code e) { connected = e; });
+  io.run();
+  CHECK_FALSE(connected);
+  tcp::socket server(io);
+  acceptor.accept(server);
+  asio::write(socket, asio::buffer("hi", 2));
+  CHECK(async_read_of(io, server, 2) == "hi");
 }
