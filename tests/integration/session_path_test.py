@@ -432,7 +432,8 @@ class WithFakeBrokers(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    PROXY = os.environ.get("MQTT_PROXY_BINARY") or (sys.argv.pop(1) if len(sys.argv) > 1 else None)
+    given = sys.argv.pop(1) if len(sys.argv) > 1 else None
+    PROXY = os.environ.get("MQTT_PROXY_BINARY") or given
     if not PROXY:
         sys.exit("usage: session_path_test.py PATH/TO/mqtt-proxy")
     unittest.main(verbosity=2)
