@@ -53,6 +53,8 @@ def main():
                         help="where auth-server and mqtt_load are")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the dumps (each measure's, printed) to annotate")
+    parser.add_argument("--sessions-only", action="store_true",
+                        help="only new sessions, with 10 tokens: the validation cache answers every one after the warm-up")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="callgrind_proxy.")
     for name in ("auth-server", "mqtt_load"):
@@ -78,13 +80,19 @@ def main():
         return 0
 
     try:
-        paths.run("mqtt-proxy", ["relay", 1, 0, 64, 4], tokens=paths.user0_file)  # warm-up
         s = args.seconds
-        for label, mode in (("QoS 0, 64 B, 4 -> 1", ["relay", s, 0, 64, 4]), ("QoS 1, 256 B, 2 -> 1", ["relay", s, 1, 256, 2]),
-                            ("paced QoS 1, 256 B, 500/s", ["latency", s, 500]),
-                            ("new sessions, 50 in flight", ["sessions", s, 50])):
+        measures = (("QoS 0, 64 B, 4 -> 1", ["relay", s, 0, 64, 4]), ("QoS 1, 256 B, 2 -> 1", ["relay", s, 1, 256, 2]),
+                    ("paced QoS 1, 256 B, 500/s", ["latency", s, 500]),
+                    ("new sessions, 50 in flight", ["sessions", s, 50]))
+        if args.sessions_only:
+            measures = (("new sessions, 50 in flight, 10 tokens (cache answering)", ["sessions", s, 50]),)
+            paths.run("mqtt-proxy", ["sessions", 1, 50], tokens=paths.user0_file)  # warm-up: cache, pools
+        else:
+            paths.run("mqtt-proxy", ["relay", 1, 0, 64, 4], tokens=paths.user0_file)  # warm-up
+        for label, mode in measures:
             subprocess.run(["callgrind_control", "-z", pid], capture_output=True)
-            kv, out = paths.run("mqtt-proxy", mode, tokens=paths.user0_file if mode[0] != "sessions" else None)
+            kv, out = paths.run("mqtt-proxy", mode,
+                                tokens=paths.user0_file if mode[0] != "sessions" or args.sessions_only else None)
             total = dumped_total()
             count = int(kv.get("messages", kv.get("received", kv.get("sessions", 0)))) or 1
             both = count + int(kv.get("published", kv.get("sent", 0)))

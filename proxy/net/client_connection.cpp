@@ -26,11 +26,15 @@ namespace {
 // only needs a bound so a broken broker cannot exhaust memory.
 constexpr std::size_t min_upstream_packet_limit = 16 * 1024 * 1024;
 
+std::string text_of(const tcp::endpoint& endpoint) {
+  return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+}
+
 std::string address_of(tcp::socket& socket) {
   boost::system::error_code ec;
   const auto endpoint = socket.remote_endpoint(ec);
   if (ec) return "unknown";
-  return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  return text_of(endpoint);
 }
 
 // For generated client ids, which a 5.0 client sees (Assigned Client
@@ -131,8 +135,13 @@ client_connection::~client_connection() {
   metrics_.connections_alive--;
 }
 
+void client_connection::start(const tcp::endpoint& remote) {
+  remote_address_ = text_of(remote);
+  start();
+}
+
 void client_connection::start() {
-  remote_address_ = address_of(client_->socket());
+  if (remote_address_.empty()) remote_address_ = address_of(client_->socket());
   boost::system::error_code ignored;
   client_->socket().set_option(tcp::no_delay(true), ignored);
   gauge_.acquire(metrics_);
@@ -173,9 +182,13 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
   for (auto& a : actions) {
     std::visit(support::overloaded{
                    [&](action::send_to_client& s) { enqueue(side::client, std::move(s.data)); },
-                   [&](action::send_to_upstream& s) { enqueue(side::upstream, std::move(s.data)); },
+                   [&](action::send_to_upstream& s) {
+                     note_to_upstream(s.data.empty() ? 0 : s.data[0]);
+                     enqueue(side::upstream, std::move(s.data));
+                   },
                    [&](action::forward_to_upstream&) {
                      if (!client_frame) return;
+                     note_to_upstream(client_frame->first_byte);
                      metrics_.packets_client_to_upstream++;
                      metrics_.bytes_client_to_upstream += client_frame->bytes.size();
                      enqueue(side::upstream, client_frame->bytes);
@@ -223,12 +236,12 @@ void client_connection::validate(const std::string& token) {
         counters.auth_latency.observe(elapsed);
         if (result.outcome != auth_result::verdict::valid)
           spdlog::debug("session validation for {}: {}", self->remote_address_, result.detail);
-        // Never inline: the session may be in the middle of emitting actions.
-        asio::post(self->executor_, [connection = self, result] {
-          if (connection->state_ != lifecycle::running) return;
-          connection->pending_validation_.reset();
-          connection->apply(connection->session_.on_auth_result(result));
-        });
+        // Never inline (auth_client's promise): the session is not in the
+        // middle of emitting actions, so the answer applies here, without a
+        // second post and a second copy of the result (issue 14).
+        if (self->state_ != lifecycle::running) return;
+        self->pending_validation_.reset();
+        self->apply(self->session_.on_auth_result(result));
       });
 }
 

@@ -73,6 +73,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
                     const connection_environment& environment);
   ~client_connection();
   void start();
+  // The same, with the peer's address as accept() gave it (no getpeername()).
+  void start(const boost::asio::ip::tcp::endpoint& remote);
 
   // An event from the API server's stream (revocation, ACL change, resync).
   void on_auth_event(const auth_event& event);
@@ -180,6 +182,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void finish_if_flushed();
   boost::asio::awaitable<void> end_stream(self_ptr self, transport& stream);
   void log_closed();
+  void note_to_upstream(std::uint8_t first_byte);
+  bool ends_upstream_itself() const;
 
   // client_connection.cpp
   void apply(session_actions actions, const mqtt::frame* client_frame = nullptr,
@@ -234,6 +238,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   upstream_pool* upstream_nodes_ = nullptr;  // null: the one broker of settings_.upstream
   const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials
   bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
+  bool disconnect_to_upstream_ = false;  // the last packet queued to the broker was a DISCONNECT
 
   auth_client::pending_call pending_validation_;
   // Only while a host name is resolved (a literal address needs none): 80 B

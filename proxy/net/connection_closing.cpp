@@ -52,14 +52,25 @@ void client_connection::on_closed() {
   auto self = shared_from_this();
   if (forced_) {
     client_->close();
-  } else if (client_established_) {
-    spawn(end_stream(self, *client_));
+  } else if (client_established_ && !client_->immediate_io()) {
+    spawn(end_stream(self, *client_));  // close_notify, a close frame
   } else {
+    // Plain TCP (or no handshake done) ends with a FIN, at once: no coroutine for it (issue 14).
     boost::system::error_code ignored;
     client_->socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
-  if (upstream_ && upstream_link_ == link::open && !forced_) spawn(end_stream(self, *upstream_));
-  else if (upstream_) upstream_->close();
+  if (upstream_ && upstream_link_ == link::open && !forced_) {
+    if (ends_upstream_itself()) {
+      // The broker closes after the DISCONNECT; its EOF ends the reader.
+    } else if (upstream_->immediate_io()) {
+      boost::system::error_code ignored;
+      upstream_->socket().shutdown(tcp::socket::shutdown_send, ignored);
+    } else {
+      spawn(end_stream(self, *upstream_));
+    }
+  } else if (upstream_) {
+    upstream_->close();
+  }
   // A writer still in flight owns its buffers until it completes.
   if (!to_client_.writing) to_client_.clear();
   if (!to_upstream_.writing) to_upstream_.clear();
@@ -67,6 +78,20 @@ void client_connection::on_closed() {
   log_closed();
   arm_after(deadline::linger, linger_period);
   wake_readers();
+}
+
+void client_connection::note_to_upstream(std::uint8_t first_byte) {
+  disconnect_to_upstream_ = (first_byte >> 4) == 14;  // DISCONNECT
+}
+
+// After a DISCONNECT the broker closes the connection itself ([MQTT-3.14.4]:
+// the server closes it if the client has not): our FIN would cross its own,
+// a shutdown() per session for nothing (issue 14). The upstream reader reads
+// to its EOF and the socket closes then; a broker that keeps it open is
+// closed at the linger deadline. Plain TCP only: a TLS broker still gets its
+// close_notify.
+bool client_connection::ends_upstream_itself() const {
+  return disconnect_to_upstream_ && upstream_->immediate_io();
 }
 
 void client_connection::log_closed() {

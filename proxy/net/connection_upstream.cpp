@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "net/accepted_socket.hpp"
 #include "net/client_connection.hpp"
 #include "net/tls_context.hpp"
 #include "net/upstream_source.hpp"
@@ -44,7 +45,7 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
 // writable only once the handshake is done or failed.
 asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, const tcp::endpoint& target) {
   boost::system::error_code ec;
-  socket.non_blocking(true, ec);
+  if (!socket.non_blocking()) socket.non_blocking(true, ec);  // open_non_blocking: already
   if (ec) co_return ec;
   if (::connect(socket.native_handle(), target.data(), static_cast<socklen_t>(target.size())) == 0) co_return ec;
   // EINTR: a signal came first, and the handshake goes on regardless (POSIX
@@ -99,7 +100,7 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
       if (state_ != lifecycle::running || !dial_failure_.empty()) break;
       boost::system::error_code ec;
       upstream_->socket().close(ec);
-      upstream_->socket().open(target.protocol(), ec);
+      open_non_blocking(upstream_->socket(), target.protocol(), ec);  // no FIONBIO later
       if (!ec) ec = bind_upstream_source(upstream_->socket(), target, where.bind_addresses);
       if (ec) {
         dial_local_error_ = true;
@@ -115,6 +116,9 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
   if (failure.empty() && state_ == lifecycle::running) {
     boost::system::error_code ignored;
     upstream_->socket().set_option(tcp::no_delay(true), ignored);
+  }
+  // Plain TCP (immediate_io) has no handshake: no coroutine frame for it.
+  if (failure.empty() && state_ == lifecycle::running && !upstream_->immediate_io()) {
     const auto result = co_await upstream_->handshake();
     if (result.error) failure = result.detail.empty() ? result.error.message() : result.detail;
   }

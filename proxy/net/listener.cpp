@@ -13,6 +13,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "net/accepted_socket.hpp"
 #include "net/client_connection.hpp"
 #include "net/tls_context.hpp"
 
@@ -160,7 +161,9 @@ void listener::report_refusals() {
 
 asio::awaitable<void> listener::accept_loop() {
   while (acceptor_.is_open()) {
-    auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+    // With the peer's address: accept() fills it in, no getpeername() after (issue 14).
+    tcp::endpoint peer;
+    auto [ec, socket] = co_await acceptor_.async_accept(peer, asio::as_tuple(asio::use_awaitable));
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
     if (ec == asio::error::no_descriptors || ec == boost::system::errc::too_many_files_open_in_system) {
       refuse_without_descriptors(ec);
@@ -179,8 +182,9 @@ asio::awaitable<void> listener::accept_loop() {
       note_refused_over_limit();
       continue;  // the socket closes as it goes out of scope
     }
+    forget_possible_dup(socket);  // a fresh descriptor: close() alone takes it out of epoll
     auto stream = make_client_transport(std::move(socket), settings_, tls_ ? tls_->current() : nullptr);
-    std::make_shared<client_connection>(std::move(stream), settings_, environment_)->start();
+    std::make_shared<client_connection>(std::move(stream), settings_, environment_)->start(peer);
   }
 }
 

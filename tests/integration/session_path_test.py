@@ -1,0 +1,439 @@
+#!/usr/bin/python3
+"""A new session's path through the real mqtt-proxy, as the syscall savings of
+issue 14 (round 4) change it: the peer address taken from accept() (no
+getpeername), the validation's answer applied without a second post, and no
+shutdown() of the broker connection after a DISCONNECT (the broker closes it).
+Raw sockets against a real Mosquitto (and, for brokers that misbehave, a raw
+fake broker), a stub API server that lets answers be cached (max-age) and
+counts its calls. Each hostile case sits beside the polite one.
+
+Usage: session_path_test.py PATH/TO/mqtt-proxy   (MQTT_PROXY_BINARY overrides)"""
+import http.server
+import json
+import os
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from mosquitto import PASSWORD, USERNAME  # noqa: E402
+from netutil import free_port, wait_for_port  # noqa: E402
+from processes import ProcessGroup, proxy_argv  # noqa: E402
+from wire import connect_packet, mqtt_packet, mqtt_string, publish_fields, publish_packet, read_packet  # noqa: E402
+from wire import subscribe_packet  # noqa: E402
+
+PROXY = None
+ACL = {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}
+DISCONNECT = b"\xe0\x00"
+LINGER = 2.0  # connection_closing.cpp's linger_period
+
+
+class CachingStubAuth:
+    """POST /v1/sessions/validate: every token starting with "alice-" is alice's,
+    answered with Cache-Control max-age=60 (the proxy caches it); the calls
+    are counted by token, with the remote_addr each named."""
+
+    def __init__(self):
+        self.calls, self.remote_addrs = {}, []
+        self.port = free_port()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                token = body.get("session", "")
+                owner.calls[token] = owner.calls.get(token, 0) + 1
+                owner.remote_addrs.append(body.get("remote_addr"))
+                if token.startswith("alice-"):
+                    status, answer = 200, {"user": "alice", "acl": ACL, "expires_in": 3600}
+                else:
+                    status, answer = 401, {"error": "invalid_session"}
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                if status == 200:
+                    self.send_header("Cache-Control", "max-age=60")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        self.http.shutdown()
+        self.http.server_close()
+
+
+class FakeBroker:
+    """A raw MQTT broker on a loopback port: answers every CONNECT with an
+    accepting CONNACK (3.1.1 or 5.0 as asked) and records, per connection,
+    its client id and what happened: "DISCONNECT", then "EOF" or "RST".
+    With close_on_disconnect it closes as Mosquitto does; without, it keeps
+    the connection open after a DISCONNECT (a broker that never closes)."""
+
+    def __init__(self, close_on_disconnect):
+        self.close_on_disconnect = close_on_disconnect
+        self.connections = []  # {"client_id", "events": [...], "times": {event: monotonic}}
+        self.lock = threading.Lock()
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.port = self.server.getsockname()[1]
+        self.open_sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.server.accept()
+            except OSError:
+                return
+            self.open_sockets.append(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        record = {"client_id": None, "events": [], "times": {}}
+        with self.lock:
+            self.connections.append(record)
+
+        def note(event):
+            record["events"].append(event)
+            record["times"][event] = time.monotonic()
+
+        buffer = b""
+        try:
+            while True:
+                packet, buffer = read_packet(sock, buffer)
+                kind = packet[0] >> 4
+                if kind == 1:
+                    body = packet[2:] if packet[1] < 0x80 else packet[3:]
+                    version = body[6]
+                    at = 10
+                    if version == 5:
+                        at += 1 + body[10]  # property length (small)
+                    (length,) = struct.unpack(">H", body[at:at + 2])
+                    record["client_id"] = body[at + 2:at + 2 + length].decode()
+                    sock.sendall(b"\x20\x03\x00\x00\x00" if version == 5 else b"\x20\x02\x00\x00")
+                elif kind == 12:
+                    sock.sendall(b"\xd0\x00")
+                elif kind == 14:
+                    note("DISCONNECT")
+                    if self.close_on_disconnect:
+                        sock.close()
+                        return
+        except EOFError:
+            note("EOF")
+        except ConnectionResetError:
+            note("RST")
+        except OSError:
+            note("error")
+        sock.close()
+
+    def connection_of(self, client_id, timeout=5):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                for record in self.connections:
+                    if record["client_id"] and record["client_id"].endswith(":" + client_id):
+                        return record
+            time.sleep(0.02)
+        raise AssertionError(f"no broker connection for {client_id}")
+
+    def close(self):
+        self.server.close()
+        for sock in self.open_sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+def recv_until_closed(sock, timeout):
+    """Reads and drops until the peer closes: True on EOF, False on a timeout."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except socket.timeout:
+        return False
+
+
+def connect_with_will(client_id, will_topic, will_payload):
+    """A 3.1.1 clean-session CONNECT with a QoS 0 will."""
+    flags = 0x02 | 0x04
+    payload = mqtt_string(client_id) + mqtt_string(will_topic) + struct.pack(">H", len(will_payload)) + will_payload
+    return mqtt_packet(0x10, mqtt_string("MQTT") + bytes([4, flags]) + struct.pack(">H", 30) + payload)
+
+
+class Session:
+    """A raw client of the proxy: the packets it read so far, in order."""
+
+    def __init__(self, port, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+
+    @property
+    def local_port(self):
+        return self.sock.getsockname()[1]
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def packet(self):
+        packet, self.buffer = read_packet(self.sock, self.buffer)
+        return packet
+
+    def expect_connack_then_answer(self, test):
+        connack = self.packet()
+        test.assertEqual(connack[:4], b"\x20\x02\x00\x00", connack.hex())
+        answer = self.packet()
+        test.assertEqual(answer[0] & 0xF0, 0x30, answer.hex())
+        return publish_fields(answer)
+
+    def close(self):
+        self.sock.close()
+
+
+class BrokerSubscriber:
+    """A subscriber straight on Mosquitto (the proxy's account): what the
+    broker publishes, unfiltered by the proxy."""
+
+    def __init__(self, port, topic):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+        self.sock.sendall(connect_packet("observer-" + str(time.monotonic_ns()), USERNAME, PASSWORD) +
+                          subscribe_packet(1, topic, 0))
+        connack = self.packet()
+        assert connack[:4] == b"\x20\x02\x00\x00", connack.hex()
+        suback = self.packet()
+        assert suback[0] == 0x90, suback.hex()
+
+    def packet(self):
+        packet, self.buffer = read_packet(self.sock, self.buffer)
+        return packet
+
+    def publishes_within(self, seconds):
+        """(topic, payload) of every PUBLISH that arrives within `seconds`."""
+        got, deadline = [], time.time() + seconds
+        while time.time() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.time()))
+            try:
+                packet = self.packet()
+            except socket.timeout:
+                break
+            if packet[0] & 0xF0 == 0x30:
+                got.append(publish_fields(packet))
+        return got
+
+    def close(self):
+        self.sock.close()
+
+
+class WithMosquitto(unittest.TestCase):
+    """Mosquitto, the caching stub and one proxy worker (the validation cache is per worker)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.group = ProcessGroup("session-path-", stop_timeout=15, must_stop=True)
+        _, cls.broker_port = cls.group.mosquitto()
+        cls.auth = CachingStubAuth()
+        cls.group.at_close(cls.auth.close)
+        cls.port = free_port()
+        cls.proxy = cls.group.spawn("proxy", proxy_argv(PROXY, cls.port, cls.broker_port, cls.auth.url, "--threads",
+                                                        "1", "--log-level", "info"), ports=[cls.port])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.group.close()
+
+    def log(self):
+        return self.group.log_of("proxy")
+
+    def closed_line_of(self, client_id, timeout=5):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for line in self.log().splitlines():
+                if "connection closed" in line and f"client_id={client_id} " in line:
+                    return line
+            time.sleep(0.05)
+        self.fail(f"no 'connection closed' line for {client_id}:\n{self.log()}")
+
+    def test_1_one_segment_cache_miss_then_hit_and_the_accepted_peer_address(self):
+        for attempt, client_id in enumerate(("one-seg-a", "one-seg-b")):
+            calls_before = self.auth.calls.get("alice-one", 0)
+            s = Session(self.port)
+            s.send(connect_packet(client_id) + publish_packet("service/auth/alice-one", b""))
+            topic, payload = s.expect_connack_then_answer(self)
+            self.assertEqual(topic, "service/auth/alice-one")
+            self.assertEqual(json.loads(payload), {"result": "ok", "user": "alice"})
+            # The first is a miss (the API server asked, told the client's
+            # address as accept() gave it), the second a cached answer.
+            self.assertEqual(self.auth.calls.get("alice-one", 0), calls_before + (1 if attempt == 0 else 0))
+            if attempt == 0:
+                self.assertEqual(self.auth.remote_addrs[-1], f"127.0.0.1:{s.local_port}")
+            port = s.local_port
+            s.send(DISCONNECT)
+            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5), "the proxy did not close after DISCONNECT")
+            s.close()
+            line = self.closed_line_of(client_id)
+            self.assertIn(f"remote=127.0.0.1:{port} ", line)
+            self.assertIn('reason="client disconnected', line)
+
+    def test_2_two_segments_cache_miss_and_hit(self):
+        for client_id in ("two-seg-a", "two-seg-b"):
+            s = Session(self.port)
+            s.send(connect_packet(client_id))
+            connack = s.packet()
+            self.assertEqual(connack[:4], b"\x20\x02\x00\x00")
+            time.sleep(0.05)  # the auth PUBLISH in a read of its own
+            s.send(publish_packet("service/auth/alice-two", b""))
+            answer = s.packet()
+            self.assertEqual(json.loads(publish_fields(answer)[1]), {"result": "ok", "user": "alice"})
+            s.send(DISCONNECT)
+            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+            s.close()
+        self.assertEqual(self.auth.calls.get("alice-two"), 1)
+
+    def test_3_auth_and_more_publishes_in_one_segment_are_relayed_in_order(self):
+        observer = BrokerSubscriber(self.broker_port, "private/alice/three")
+        for token in ("alice-three-miss", "alice-three-miss"):  # a miss, then a hit
+            s = Session(self.port)
+            s.send(connect_packet("three") + publish_packet("service/auth/" + token, b"") +
+                   b"".join(publish_packet("private/alice/three", f"{token}-{i}".encode()) for i in range(3)) +
+                   DISCONNECT)
+            s.expect_connack_then_answer(self)
+            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+            s.close()
+            got = observer.publishes_within(1.0)
+            self.assertEqual(got, [("private/alice/three", f"{token}-{i}".encode()) for i in range(3)])
+        observer.close()
+
+    def test_4_refused_session_in_one_segment(self):
+        s = Session(self.port)
+        s.send(connect_packet("refused") + publish_packet("service/auth/mallory-token", b""))
+        topic, payload = s.expect_connack_then_answer(self)
+        self.assertEqual(json.loads(payload), {"result": "denied", "reason": "invalid_session"})
+        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+        s.close()
+
+    def test_5_hostile_client_closes_right_after_the_auth_publish(self):
+        # Cache hit and miss: a fresh token, then the same token again; the
+        # proxy must neither crash nor leak the session, and go on serving.
+        for token in ("alice-gone", "alice-gone", "alice-gone-too"):
+            raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            raw.sendall(connect_packet("gone") + publish_packet("service/auth/" + token, b""))
+            raw.close()
+        # An RST instead of a FIN, right after the auth PUBLISH.
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.sendall(connect_packet("reset") + publish_packet("service/auth/alice-gone", b""))
+        raw.close()
+        time.sleep(0.5)
+        s = Session(self.port)
+        s.send(connect_packet("after-gone") + publish_packet("service/auth/alice-gone", b""))
+        s.expect_connack_then_answer(self)
+        s.send(DISCONNECT)
+        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+        s.close()
+        self.assertIsNone(self.proxy.poll(), "the proxy died")
+        self.assertNotIn("connection task failed", self.log())
+
+    def test_6_disconnect_ends_the_broker_side_without_the_will(self):
+        observer = BrokerSubscriber(self.broker_port, "private/alice/will")
+        s = Session(self.port)
+        s.send(connect_with_will("will-polite", "private/alice/will", b"gone") +
+               publish_packet("service/auth/alice-will", b""))
+        s.expect_connack_then_answer(self)
+        s.send(DISCONNECT)
+        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+        s.close()
+        self.assertEqual(observer.publishes_within(1.0), [])
+        # The control: dropped without DISCONNECT, the will goes out (the
+        # proxy's FIN to the broker is still sent when no DISCONNECT went).
+        s = Session(self.port)
+        s.send(connect_with_will("will-dropped", "private/alice/will", b"gone") +
+               publish_packet("service/auth/alice-will", b""))
+        s.expect_connack_then_answer(self)
+        s.close()
+        self.assertEqual(observer.publishes_within(LINGER - 0.5), [("private/alice/will", b"gone")])
+        observer.close()
+
+
+class WithFakeBrokers(unittest.TestCase):
+    """The proxy in front of a raw broker: what the broker sees of the end of a session."""
+
+    def start(self, close_on_disconnect):
+        self.group = ProcessGroup("session-path-fake-", stop_timeout=15, must_stop=True)
+        self.broker = FakeBroker(close_on_disconnect)
+        self.group.at_close(self.broker.close)
+        self.auth = CachingStubAuth()
+        self.group.at_close(self.auth.close)
+        self.port = free_port()
+        self.group.spawn("proxy", proxy_argv(PROXY, self.port, self.broker.port, self.auth.url, "--threads", "1",
+                                             "--upstream-protocol", "3.1.1"), ports=[self.port])
+        self.addCleanup(self.group.close)
+
+    def session(self, client_id, then):
+        s = Session(self.port)
+        s.send(connect_packet(client_id) + publish_packet("service/auth/alice-fake", b""))
+        s.expect_connack_then_answer(self)
+        started = time.monotonic()
+        s.send(then)
+        if then:
+            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5), "the proxy did not close the client's side")
+        s.close()
+        return started
+
+    def wait_events(self, record, count, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(record["events"]) < count:
+            time.sleep(0.02)
+        return record["events"]
+
+    def test_polite_broker_closes_after_disconnect(self):
+        self.start(close_on_disconnect=True)
+        for client_id in ("fake-polite-1", "fake-polite-2"):
+            self.session(client_id, DISCONNECT)
+            record = self.broker.connection_of(client_id)
+            self.assertEqual(self.wait_events(record, 1, 2), ["DISCONNECT"])
+
+    def test_hostile_broker_that_never_closes_is_closed_at_the_linger_deadline(self):
+        self.start(close_on_disconnect=False)
+        started = self.session("fake-stays", DISCONNECT)
+        record = self.broker.connection_of("fake-stays")
+        # DISCONNECT, then the proxy's FIN (a clean close, no RST) once the
+        # linger deadline passes, though the broker never closed its side.
+        self.assertEqual(self.wait_events(record, 2, LINGER + 5), ["DISCONNECT", "EOF"])
+        self.assertGreater(record["times"]["EOF"] - started, LINGER - 0.5)
+
+    def test_client_dropped_without_disconnect_gets_the_broker_a_fin_at_once(self):
+        self.start(close_on_disconnect=False)
+        started = self.session("fake-dropped", b"")
+        record = self.broker.connection_of("fake-dropped")
+        self.assertEqual(self.wait_events(record, 1, LINGER + 5), ["EOF"])
+        self.assertLess(record["times"]["EOF"] - started, LINGER - 0.5, "the FIN waited for the linger deadline")
+
+
+if __name__ == "__main__":
+    given = sys.argv.pop(1) if len(sys.argv) > 1 else None
+    PROXY = os.environ.get("MQTT_PROXY_BINARY") or given
+    if not PROXY:
+        sys.exit("usage: session_path_test.py PATH/TO/mqtt-proxy")
+    unittest.main(verbosity=2)
