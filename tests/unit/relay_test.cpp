@@ -451,6 +451,36 @@ TEST_SUITE("relay wake-ups") {
     CHECK(h.connection->state() == client_connection::lifecycle::running);
   }
 
+  TEST_CASE("bursts of packets that end exactly where a read ends, then silence: all arrive, in both directions") {
+    // The case the re-arm exists for: a read that fills its buffer and ends
+    // at a packet boundary leaves the framer empty, so the reader parks
+    // while more bytes wait in the socket and nothing new will arrive.
+    // Packets of 512 or 256 B: every read (512 B doubling to 64 KiB) ends
+    // between two of them. A reader that parked without re-arming here
+    // would strand the rest of the burst.
+    relay_harness h(false);
+    for (int direction = 0; direction < 2; ++direction) {
+      CAPTURE(direction);
+      relayed_bytes r{h, direction == 0 ? h.client : h.upstream, direction == 0 ? h.upstream : h.client, {}};
+      r.start();
+      for (std::size_t packet_size : {512u, 256u, 512u}) {
+        for (std::size_t count : {2u, 3u, 8u, 64u, 300u}) {
+          CAPTURE(packet_size);
+          CAPTURE(count);
+          // Small packets one at a time first: the reads shrink to 512 B.
+          for (int k = 0; k < 3; ++k) CHECK(r.relay(publish_of_size("private/alice/aligned", 40, 's'), 40, 0ms));
+          mqtt::bytes burst;
+          for (std::size_t k = 0; k < count; ++k) {
+            const auto p = publish_of_size("private/alice/aligned", packet_size, static_cast<char>('a' + k % 26));
+            burst.insert(burst.end(), p.begin(), p.end());
+          }
+          CHECK(r.relay(burst, burst.size(), 0ms));
+        }
+      }
+    }
+    CHECK(h.connection->state() == client_connection::lifecycle::running);
+  }
+
   TEST_CASE("many packets pipelined, then silence: all arrive, in both directions") {
     relay_harness h(false);
     for (int direction = 0; direction < 2; ++direction) {
