@@ -272,6 +272,24 @@ class WakeUps(OneSystemPerClass, unittest.TestCase):
         pub.close()
         sub.close()
 
+    def test_5_bursts_of_packets_ending_where_reads_end_then_silence(self):
+        """Reads are 512 B to 64 KiB: bursts of 512 and 256 B packets make a
+        read that fills its buffer end between two packets, with more waiting
+        behind it and nothing new coming: only a re-armed wait finds those."""
+        sub, buffer = self.subscriber("w5")
+        pub = authenticated_socket(self.system.port, "w5-pub")
+        for size in (512, 256):
+            for count in (2, 3, 8, 64, 300):
+                for i in range(3):  # small packets one at a time first: the reads shrink
+                    small = publish_packet("private/alice/w5/t", b"small %d" % i)
+                    pub.sendall(small)
+                    buffer = self.expect(sub, buffer, [small])
+                burst = [exact_publish("private/alice/w5/t", size, bytes([97 + k % 26])) for k in range(count)]
+                pub.sendall(b"".join(burst))
+                buffer = self.expect(sub, buffer, burst)
+        pub.close()
+        sub.close()
+
     def test_4_many_pipelined_then_silence(self):
         sub, buffer = self.subscriber("w4")
         pub = authenticated_socket(self.system.port, "w4-pub")
