@@ -37,6 +37,9 @@ asio::awaitable<void> client_connection::read_client(self_ptr self) {
     still_readable = established;
   }
   if (still_readable && state_ == lifecycle::running) {
+    // Read before the first wait: the CONNECT is often there already, and
+    // when it is not, the empty read lets the wait skip epoll's re-arm.
+    if (client_->immediate_io()) woken_[static_cast<std::size_t>(side::client)] = true;
     const bool relayed = co_await self->relay_from_client();
     still_readable = relayed;
     if (parked_[static_cast<std::size_t>(side::client)]) co_return;  // resume_client goes on
@@ -170,7 +173,8 @@ void client_connection::wake_readers() {
 
 // One read for either direction: waits for queue room (back-pressure), then
 // until this socket has bytes, and reads them into the framer. An empty,
-// error-free result means the connection began closing.
+// error-free result means the connection began closing, or (drained) that a
+// read without waiting found nothing.
 asio::awaitable<client_connection::received> client_connection::read_into(transport& stream, mqtt::framer& framer,
                                                                           side from) {
   co_await wait_for_room(from);
@@ -178,8 +182,12 @@ asio::awaitable<client_connection::received> client_connection::read_into(transp
   if (stream.immediate_io()) {
     // Read first, wait only when nothing is there (and then hold no buffer).
     for (;;) {
+      const bool reads = woken_[static_cast<std::size_t>(from)];
       const auto now = try_read(stream, framer, from);
       if (now) co_return *now;
+      // Nothing there: the caller parks, with a wait that need not re-arm
+      // (received::drained), or comes back here to wait.
+      if (reads) co_return received{{}, {}, true};
       framer.release_if_empty();
       co_await stream.wait_readable();
       if (state_ != lifecycle::running) co_return received{};
