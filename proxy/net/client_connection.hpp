@@ -137,6 +137,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   struct received {
     boost::system::error_code error;
     std::span<const std::uint8_t> bytes;  // just read, valid until the framer's next prepare()
+    bool drained = false;  // a non-blocking read got less than it asked: the socket was empty
   };
   boost::asio::awaitable<received> read_into(transport& stream, mqtt::framer& framer, side from);
   boost::asio::awaitable<std::size_t> readable(transport& stream, mqtt::framer& framer);
@@ -148,8 +149,9 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // An idle reader parks: its coroutine ends and a bare socket wait (a few
   // dozen bytes) stands in for the chain of coroutine frames (~2.4 KiB per
   // side, profiled), which is most of what an idle connection cost.
-  bool park(side from);
+  bool park(side from, bool drained = false);
   void unpark(side from);
+  bool relay_woken(side from);  // a woken reader's common case, without its coroutine
   boost::asio::awaitable<void> resume_client(self_ptr self);
   // A parked wait's handler: it keeps the connection alive and builds its
   // operation in park_memory_ (net/handler_memory.hpp).

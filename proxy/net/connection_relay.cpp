@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "net/client_connection.hpp"
+#include "net/reactor_wait.hpp"
 
 namespace proxy {
 
@@ -36,6 +37,9 @@ asio::awaitable<void> client_connection::read_client(self_ptr self) {
     still_readable = established;
   }
   if (still_readable && state_ == lifecycle::running) {
+    // Read before the first wait: the CONNECT is often there already, and
+    // when it is not, the empty read lets the wait skip epoll's re-arm.
+    if (client_->immediate_io()) woken_[static_cast<std::size_t>(side::client)] = true;
     const bool relayed = co_await self->relay_from_client();
     still_readable = relayed;
     if (parked_[static_cast<std::size_t>(side::client)]) co_return;  // resume_client goes on
@@ -80,11 +84,13 @@ asio::awaitable<void> client_connection::resume_client(self_ptr self) {
 }
 
 asio::awaitable<bool> client_connection::relay_from_client() {
+  bool drained = false;  // the last read emptied the socket (nothing between it and park may suspend)
   while (state_ == lifecycle::running) {
     process_client_frames();  // whole packets the last read completed
     if (state_ != lifecycle::running) break;
-    if (park(side::client)) co_return true;
+    if (park(side::client, drained)) co_return true;
     const auto in = co_await read_into(*client_, client_framer_, side::client);
+    drained = in.drained;
     if (in.error) {
       if (state_ == lifecycle::running) apply(session_.on_client_closed());
       co_return false;
@@ -106,9 +112,11 @@ asio::awaitable<void> client_connection::read_upstream(self_ptr self) {
 }
 
 asio::awaitable<bool> client_connection::relay_from_upstream() {
+  bool drained = false;  // as in relay_from_client
   while (state_ == lifecycle::running) {
-    if (park(side::upstream)) co_return true;
+    if (park(side::upstream, drained)) co_return true;
     const auto in = co_await read_into(*upstream_, upstream_framer_, side::upstream);
+    drained = in.drained;
     if (in.error) {
       if (state_ == lifecycle::running) apply(session_.on_upstream_closed());
       co_return false;
@@ -165,7 +173,8 @@ void client_connection::wake_readers() {
 
 // One read for either direction: waits for queue room (back-pressure), then
 // until this socket has bytes, and reads them into the framer. An empty,
-// error-free result means the connection began closing.
+// error-free result means the connection began closing, or (drained) that a
+// read without waiting found nothing.
 asio::awaitable<client_connection::received> client_connection::read_into(transport& stream, mqtt::framer& framer,
                                                                           side from) {
   co_await wait_for_room(from);
@@ -173,8 +182,12 @@ asio::awaitable<client_connection::received> client_connection::read_into(transp
   if (stream.immediate_io()) {
     // Read first, wait only when nothing is there (and then hold no buffer).
     for (;;) {
+      const bool reads = woken_[static_cast<std::size_t>(from)];
       const auto now = try_read(stream, framer, from);
       if (now) co_return *now;
+      // Nothing there: the caller parks, with a wait that need not re-arm
+      // (received::drained), or comes back here to wait.
+      if (reads) co_return received{{}, {}, true};
       framer.release_if_empty();
       co_await stream.wait_readable();
       if (state_ != lifecycle::running) co_return received{};
@@ -211,12 +224,15 @@ std::optional<client_connection::received> client_connection::try_read(transport
   if (ec == asio::error::would_block) return std::nullopt;
   if (ec) return received{ec, {}};
   framer.commit(n);
+  // Fewer bytes than asked from a TCP stream: the socket was empty when
+  // recv returned, so whatever comes next raises a new edge (park).
+  const bool drained = n < space.size();
   if (n == chunk) {
     chunk = static_cast<std::uint32_t>(std::min<std::size_t>(2 * chunk, max_read));
   } else if (2 * n < chunk) {
     chunk = static_cast<std::uint32_t>(std::max<std::size_t>(chunk / 2, min_read));
   }
-  return received{{}, space.first(n)};
+  return received{{}, space.first(n), drained};
 }
 
 // Idle connections are the common case, so between packets a reader holds
@@ -247,7 +263,10 @@ struct client_connection::parked_wait {
 // Parks the reader of `from` when it would only wait: nothing buffered, room
 // in the queues, a stream whose readiness is its socket's. The framer gives
 // its buffer back; the wait holds the connection as the coroutine did.
-bool client_connection::park(side from) {
+// `drained`: the reader's last read emptied a plain TCP socket and nothing
+// has returned to the event loop since, so the wait need not re-arm epoll
+// (net/reactor_wait.hpp says why that is safe then, and only then).
+bool client_connection::park(side from, bool drained) {
   const auto i = static_cast<std::size_t>(from);
   auto& stream = from == side::client ? *client_ : *upstream_;
   auto& framer = from == side::client ? client_framer_ : upstream_framer_;
@@ -256,21 +275,64 @@ bool client_connection::park(side from) {
   if (full) return false;
   framer.release_if_empty();
   parked_[i] = true;
-  stream.socket().async_wait(tcp::socket::wait_read, parked_wait{shared_from_this(), from});
+  if (drained && stream.immediate_io()) {
+    reactor_wait::async_wait_drained(stream.socket(), parked_wait{shared_from_this(), from});
+  } else {
+    stream.socket().async_wait(tcp::socket::wait_read, parked_wait{shared_from_this(), from});
+  }
   return true;
 }
 
-// The socket is readable (or closed): the reader goes on where it parked.
+// The socket is readable (or closed): the reader goes on where it parked,
+// right here when relay_woken can, else in its coroutine.
 void client_connection::unpark(side from) {
   const auto i = static_cast<std::size_t>(from);
   parked_[i] = false;
   woken_[i] = true;
+  if (relay_woken(from)) return;
   auto self = shared_from_this();
   if (from == side::client) {
     spawn(resume_client(self));
   } else {
     spawn(read_upstream(self));
   }
+}
+
+// A woken reader's common case, without starting its coroutine again: one
+// read of a plain TCP stream, its frames and their writes, and the reader
+// parks again. It does what one turn of relay_from_client's or
+// relay_from_upstream's loop does, in the same order. false: the coroutine
+// takes over where this stopped (the queues are full, a frame is cut, the
+// relay ended and the reader must drain the socket): what was read is in
+// the framer, which the coroutine processes first.
+bool client_connection::relay_woken(side from) {
+  auto& stream = from == side::client ? *client_ : *upstream_;
+  auto& framer = from == side::client ? client_framer_ : upstream_framer_;
+  if (state_ != lifecycle::running || !stream.immediate_io()) return false;
+  const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings_.write_high_water;
+  if (full) return false;  // read_into waits for room
+  const auto in = try_read(stream, framer, from);
+  if (!in) return park(from, true);  // woken, but nothing there: the socket is empty, and nothing ran since
+  if (in->error) {  // as the relay loops: report, and the reader ends
+    if (state_ == lifecycle::running)
+      apply(from == side::client ? session_.on_client_closed() : session_.on_upstream_closed());
+    return true;
+  }
+  if (from == side::client) {
+    bytes_from_client_ += in->bytes.size();
+    if (!first_byte_seen_ && !in->bytes.empty()) {
+      first_byte_seen_ = true;
+      apply(session_.on_client_first_byte(in->bytes[0]));
+    }
+    process_client_frames();
+  } else {
+    batching_writes_ = true;
+    const bool framed = process_upstream_frames();
+    flush_writes();
+    if (!framed) return false;
+  }
+  if (state_ != lifecycle::running) return false;
+  return park(from, in->drained);
 }
 
 // Closing a socket with unread bytes makes the kernel send RST, and an RST

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from netutil import free_port  # noqa: E402
 from processes import OneSystemPerClass, ProcessGroup, proxy_argv  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
-from wire import auth_exchange, connect_packet, publish_packet, read_packet  # noqa: E402
+from wire import auth_exchange, connect_packet, publish_fields, publish_packet, read_packet, subscribe_packet  # noqa: E402
 
 PROXY = None
 SESSIONS = {"alice-token": {"user": "alice", "acl": {"publish": ["private/alice/#"], "subscribe": ["private/alice/#"]}}}
@@ -200,6 +200,108 @@ class HostileClients(OneSystemPerClass, unittest.TestCase):
             return
         self.assertGreater(during - before, 4 * 1024, "the floods did not fill the queues: the test tests nothing")
         self.assertLessEqual(after - before, 2 * 1024, "the memory of closed connections stayed with the process")
+
+
+def exact_publish(topic, size, fill):
+    """A QoS 0 PUBLISH of exactly `size` bytes on the wire."""
+    overhead = len(publish_packet(topic, b""))
+    payload = fill * (size - overhead - 2)
+    while len(publish_packet(topic, payload)) < size:
+        payload += fill
+    while len(publish_packet(topic, payload)) > size:
+        payload = payload[:-1]
+    packet = publish_packet(topic, payload)
+    assert len(packet) == size, (len(packet), size)
+    return packet
+
+
+class WakeUps(OneSystemPerClass, unittest.TestCase):
+    """Each reader of the proxy parks between packets, and when its last read
+    emptied the socket it waits without re-arming epoll (net/reactor_wait.hpp);
+    woken, it relays inline. A lost wake-up would leave bytes in the proxy's
+    socket: the subscriber's bounded read fails. Publisher and subscriber go
+    through the proxy and Mosquitto, so the broker side is exercised too
+    (Mosquitto sends the subscriber's deliveries in bursts of its own)."""
+    make_system = System
+
+    def subscriber(self, name):
+        sock = authenticated_socket(self.system.port, name)
+        sock.sendall(subscribe_packet(1, f"private/alice/{name}/#", 0))
+        packet, buffer = read_packet(sock, b"")
+        self.assertEqual(packet[0], 0x90, packet.hex())  # SUBACK
+        sock.settimeout(10)  # the bound on every wait below
+        return sock, buffer
+
+    def expect(self, sock, buffer, packets):
+        for sent in packets:
+            got, buffer = read_packet(sock, buffer)
+            self.assertEqual(publish_fields(got), publish_fields(sent))
+        return buffer
+
+    def test_1_polite_publish_is_delivered(self):
+        sub, buffer = self.subscriber("w1")
+        pub = authenticated_socket(self.system.port, "w1-pub")
+        packets = [publish_packet("private/alice/w1/t", b"hello %d" % i) for i in range(3)]
+        for p in packets:
+            pub.sendall(p)
+        self.expect(sub, buffer, packets)
+        pub.close()
+        sub.close()
+
+    def test_2_publish_in_one_byte_writes_with_pauses(self):
+        sub, buffer = self.subscriber("w2")
+        pub = authenticated_socket(self.system.port, "w2-pub")
+        pub.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a segment (and a wake-up) per byte
+        packets = [publish_packet("private/alice/w2/t", bytes([65 + i]) * (20 + i)) for i in range(3)]
+        for p in packets:
+            for i in range(len(p)):
+                pub.send(p[i:i + 1])
+                time.sleep(0.002)
+            time.sleep(0.05)
+        buffer = self.expect(sub, buffer, packets)
+        pub.close()
+        sub.close()
+
+    def test_3_bursts_the_size_of_a_read_then_silence(self):
+        sub, buffer = self.subscriber("w3")
+        pub = authenticated_socket(self.system.port, "w3-pub")
+        for size in (1024, 2048, 4096, 8192, 16384, 32768, 65536, 512, 1023, 1025, 65537, 131072):
+            packet = exact_publish("private/alice/w3/t", size, bytes([97 + size % 26]))
+            pub.sendall(packet)
+            buffer = self.expect(sub, buffer, [packet])  # then nothing follows until it arrived
+        pub.close()
+        sub.close()
+
+    def test_5_bursts_of_packets_ending_where_reads_end_then_silence(self):
+        """Reads are 512 B to 64 KiB: bursts of 512 and 256 B packets make a
+        read that fills its buffer end between two packets, with more waiting
+        behind it and nothing new coming: only a re-armed wait finds those."""
+        sub, buffer = self.subscriber("w5")
+        pub = authenticated_socket(self.system.port, "w5-pub")
+        for size in (512, 256):
+            for count in (2, 3, 8, 64, 300):
+                for i in range(3):  # small packets one at a time first: the reads shrink
+                    small = publish_packet("private/alice/w5/t", b"small %d" % i)
+                    pub.sendall(small)
+                    buffer = self.expect(sub, buffer, [small])
+                burst = [exact_publish("private/alice/w5/t", size, bytes([97 + k % 26])) for k in range(count)]
+                pub.sendall(b"".join(burst))
+                buffer = self.expect(sub, buffer, burst)
+        pub.close()
+        sub.close()
+
+    def test_4_many_pipelined_then_silence(self):
+        sub, buffer = self.subscriber("w4")
+        pub = authenticated_socket(self.system.port, "w4-pub")
+        packets = [publish_packet("private/alice/w4/t", b"%06d" % i + b"x" * (i % 300)) for i in range(900)]
+        pub.sendall(b"".join(packets))
+        buffer = self.expect(sub, buffer, packets)
+        time.sleep(0.2)  # quiet: both readers parked again
+        last = publish_packet("private/alice/w4/t", b"after the quiet spell")
+        pub.sendall(last)
+        self.expect(sub, buffer, [last])
+        pub.close()
+        sub.close()
 
 
 class OutOfDescriptors(unittest.TestCase):

@@ -333,6 +333,195 @@ TEST_SUITE("relay") {
   }
 }
 
+namespace {
+
+// One QoS 0 PUBLISH to `topic` of exactly `size` bytes on the wire.
+mqtt::bytes publish_of_size(const std::string& topic, std::size_t size, char fill) {
+  mqtt::publish p;
+  p.topic = topic;
+  p.payload.assign(size - topic.size() - 5, fill);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    const auto wire = wire_of(p);
+    if (wire.size() == size) return wire;
+    p.payload.resize(p.payload.size() + size - wire.size());
+  }
+  const auto wire = wire_of(p);
+  REQUIRE(wire.size() == size);
+  return wire;
+}
+
+// What the proxy relayed between the test's two ends: it forwards 3.1.1
+// PUBLISHes as they came, so `to` must read exactly the bytes `from` sent.
+struct relayed_bytes {
+  relay_harness& h;
+  tcp::socket& from;
+  tcp::socket& to;
+  mqtt::bytes received;
+
+  // Sends `bytes` in `piece`-byte writes, running the proxy `pause` between
+  // them, then waits (bounded) until `to` has read them all.
+  bool relay(const mqtt::bytes& bytes, std::size_t piece, std::chrono::milliseconds pause) {
+    received.clear();
+    std::size_t sent = 0;
+    while (sent < bytes.size()) {
+      const std::size_t before = sent;
+      send_some(from, bytes, sent, piece);
+      read_available();
+      if (pause.count() > 0 || sent == before) h.run_until([] { return false; }, std::max(pause, 1ms));
+    }
+    const bool all = h.run_until([&] {
+      read_available();
+      return received.size() >= bytes.size();
+    });
+    return all && received == bytes;
+  }
+
+  // Whatever `to` had before (the CONNACK), read and dropped.
+  relayed_bytes& start() {
+    h.run_until([] { return false; }, 20ms);
+    read_available();
+    received.clear();
+    return *this;
+  }
+
+  void read_available() {
+    std::array<std::uint8_t, 65536> chunk;
+    for (;;) {
+      boost::system::error_code ec;
+      const auto n = to.read_some(asio::buffer(chunk), ec);
+      if (ec) return;
+      received.insert(received.end(), chunk.begin(), chunk.begin() + static_cast<long>(n));
+    }
+  }
+};
+
+}  // namespace
+
+// The readers park between packets with a wait that does not re-arm epoll
+// when their last read drained the socket (net/reactor_wait.hpp), and are
+// relayed inline when woken (client_connection::relay_woken). Every case
+// below ends with the peer silent: a lost wake-up leaves bytes in the
+// proxy's socket and fails the bounded wait.
+TEST_SUITE("relay wake-ups") {
+  TEST_CASE("a PUBLISH written one byte at a time, with pauses, in both directions") {
+    relay_harness h(false);
+    for (int direction = 0; direction < 2; ++direction) {
+      CAPTURE(direction);
+      relayed_bytes r{h, direction == 0 ? h.client : h.upstream, direction == 0 ? h.upstream : h.client, {}};
+      r.start();
+      mqtt::bytes two;
+      for (char fill : {'a', 'b'}) {
+        const auto p = publish_of_size("private/alice/bytes", 40, fill);
+        two.insert(two.end(), p.begin(), p.end());
+      }
+      CHECK(r.relay(two, 1, 3ms));  // a wake-up per byte, most with a cut frame
+      CHECK(r.relay(two, 7, 0ms));
+      CHECK(r.relay(publish_of_size("private/alice/bytes", 300, 'c'), 1, 0ms));
+    }
+    CHECK(h.connection->state() == client_connection::lifecycle::running);
+  }
+
+  TEST_CASE("bursts exactly the size of the read, then silence: each arrives whole, in both directions") {
+    relay_harness h(false);
+    // A read without waiting asks 512 B to 64 KiB, doubling while reads
+    // fill it and halving when they use less than half: bursts of these
+    // sizes fill reads exactly, and nothing follows them.
+    const std::vector<std::size_t> sizes = {1024, 2048, 4096, 8192, 16384, 32768, 65536, 65536,
+                                            1024, 512,  1023, 1025, 2048, 65535, 65537, 131072};
+    for (int direction = 0; direction < 2; ++direction) {
+      CAPTURE(direction);
+      relayed_bytes r{h, direction == 0 ? h.client : h.upstream, direction == 0 ? h.upstream : h.client, {}};
+      r.start();
+      for (std::size_t size : sizes) {
+        CAPTURE(size);
+        CHECK(r.relay(publish_of_size("private/alice/exact", size, static_cast<char>('a' + size % 26)), size, 0ms));
+      }
+      // The same sizes made of several packets.
+      for (std::size_t size : {1024u, 2048u, 4096u}) {
+        CAPTURE(size);
+        mqtt::bytes burst;
+        for (int k = 0; k < 4; ++k) {
+          const auto p = publish_of_size("private/alice/exact", size / 4, static_cast<char>('k' + k));
+          burst.insert(burst.end(), p.begin(), p.end());
+        }
+        REQUIRE(burst.size() == size);
+        CHECK(r.relay(burst, size, 0ms));
+      }
+    }
+    CHECK(h.connection->state() == client_connection::lifecycle::running);
+  }
+
+  TEST_CASE("bursts of packets that end exactly where a read ends, then silence: all arrive, in both directions") {
+    // The case the re-arm exists for: a read that fills its buffer and ends
+    // at a packet boundary leaves the framer empty, so the reader parks
+    // while more bytes wait in the socket and nothing new will arrive.
+    // Packets of 512 or 256 B: every read (512 B doubling to 64 KiB) ends
+    // between two of them. A reader that parked without re-arming here
+    // would strand the rest of the burst.
+    relay_harness h(false);
+    for (int direction = 0; direction < 2; ++direction) {
+      CAPTURE(direction);
+      relayed_bytes r{h, direction == 0 ? h.client : h.upstream, direction == 0 ? h.upstream : h.client, {}};
+      r.start();
+      for (std::size_t packet_size : {512u, 256u, 512u}) {
+        for (std::size_t count : {2u, 3u, 8u, 64u, 300u}) {
+          CAPTURE(packet_size);
+          CAPTURE(count);
+          // Small packets one at a time first: the reads shrink to 512 B.
+          for (int k = 0; k < 3; ++k) CHECK(r.relay(publish_of_size("private/alice/aligned", 40, 's'), 40, 0ms));
+          mqtt::bytes burst;
+          for (std::size_t k = 0; k < count; ++k) {
+            const auto p = publish_of_size("private/alice/aligned", packet_size, static_cast<char>('a' + k % 26));
+            burst.insert(burst.end(), p.begin(), p.end());
+          }
+          CHECK(r.relay(burst, burst.size(), 0ms));
+        }
+      }
+    }
+    CHECK(h.connection->state() == client_connection::lifecycle::running);
+  }
+
+  TEST_CASE("many packets pipelined, then silence: all arrive, in both directions") {
+    relay_harness h(false);
+    for (int direction = 0; direction < 2; ++direction) {
+      CAPTURE(direction);
+      relayed_bytes r{h, direction == 0 ? h.client : h.upstream, direction == 0 ? h.upstream : h.client, {}};
+      r.start();
+      const auto pipelined = numbered_publishes("private/alice/pipelined", 2000);  // ~0.4 MB
+      CHECK(r.relay(pipelined, pipelined.size(), 0ms));
+      // Then a single small packet after the quiet spell: the reader parked again.
+      h.run_until([] { return false; }, 20ms);
+      CHECK(r.relay(publish_of_size("private/alice/pipelined", 64, 'z'), 64, 0ms));
+    }
+    CHECK(h.connection->state() == client_connection::lifecycle::running);
+  }
+
+  TEST_CASE("both directions at once, in odd pieces: every packet arrives whole and in order") {
+    relay_harness h(false);
+    constexpr std::uint32_t count = 3000;
+    const auto up = numbered_publishes("private/alice/up", count);
+    const auto down = numbered_publishes("private/alice/down", count);
+    publish_checker at_broker{"private/alice/up"};
+    publish_checker at_client{"private/alice/down"};
+    std::size_t sent_up = 0, sent_down = 0, turns = 0;
+    const bool done = h.run_until(
+        [&] {
+          ++turns;
+          send_some(h.client, up, sent_up, 1 + (turns * 61) % 3000);
+          send_some(h.upstream, down, sent_down, 1 + (turns * 113) % 5000);
+          read_some(h.upstream, at_broker, 65536);
+          read_some(h.client, at_client, 65536);
+          return (at_broker.next == count && at_client.next == count) || at_broker.broken || at_client.broken;
+        },
+        60s);
+    CHECK(done);
+    CHECK_FALSE(at_broker.broken);
+    CHECK_FALSE(at_client.broken);
+    CHECK(at_broker.next == count);
+    CHECK(at_client.next == count);
+  }
+}
+
 TEST_SUITE("acl receive, validated once") {
   TEST_CASE("subscribe_entries_valid: false when any entry is not a valid filter") {
     CHECK(acl{{}, {"private/alice/#", "$share/g/x/+", "+/y", "#", "a/+/b"}}.subscribe_entries_valid());
