@@ -139,6 +139,7 @@ struct http_auth_client::flight {
   bool no_store = false;  // an event arrived meanwhile: the answer may already be outdated
   bool queued = false;    // waits for a free connection (max_connections): nothing sent yet
   std::string body;       // the request, kept while queued
+  http_auth_client* owner = nullptr;  // for a withdrawal while queued (the client outlives its waiters' use)
   std::chrono::steady_clock::time_point started;
 
   bool anyone_waiting() const {
@@ -161,6 +162,10 @@ struct http_auth_client::waiter {
     auto f = call.lock();
     if (!f || f->finished || f->anyone_waiting()) return;
     f->cancelled = true;
+    if (f->queued) {
+      f->owner->withdraw(f);  // never sent: ended now, its request freed
+      return;
+    }
     f->abort();
   }
 };
@@ -230,7 +235,10 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
   }
   note_breaker(before, opens_before);
 
-  auto f = std::make_shared<flight>(io_);
+  // Not make_shared: the queue holds it weakly, and a withdrawn call's memory
+  // must go with it, not stay with the control block.
+  auto f = std::shared_ptr<flight>(new flight(io_));
+  f->owner = this;
   f->digest = digest;
   f->waiters.push_back(w);
   w->call = f;
@@ -247,7 +255,7 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
   } else {
     f->queued = true;
     f->body = request.dump();
-    queued_.push_back(f);
+    queued_.push_back(f);  // weakly: in_flight_ holds it until it ends
   }
   return w;
 }
@@ -276,9 +284,9 @@ void http_auth_client::note_call_duration(clock::duration took) {
 // request nobody waits for, and under a herd every later call with it.
 void http_auth_client::start_queued() {
   while (calls_running_ < settings_.max_connections && !queued_.empty()) {
-    auto f = std::move(queued_.front());
+    auto f = queued_.front().lock();
     queued_.pop_front();
-    if (f->finished) continue;  // timed out while waiting
+    if (!f || f->finished) continue;  // withdrawn, or timed out while waiting
     if (f->cancelled || !f->anyone_waiting()) {
       f->cancelled = true;
       finish(f, unavailable("cancelled: nobody waits"));
@@ -298,6 +306,12 @@ void http_auth_client::start_queued() {
     }
     start_call(f, std::move(f->body));
   }
+}
+
+// The last waiter of a call still waiting for a connection left: the call
+// ends now (no verdict for the breaker), and the queue's weak entry with it.
+void http_auth_client::withdraw(const std::shared_ptr<flight>& f) {
+  finish(f, unavailable("cancelled: nobody waits"));
 }
 
 // A call in progress is aborted and ends through its coroutine; one still

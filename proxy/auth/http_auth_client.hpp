@@ -86,6 +86,7 @@ class http_auth_client final : public auth_client {
   void start_queued();
   void note_call_duration(clock::duration took);
   void on_deadline(const std::shared_ptr<flight>& f);
+  void withdraw(const std::shared_ptr<flight>& f);
   boost::asio::awaitable<auth_result> call(std::shared_ptr<flight> f, std::string body);
   boost::asio::awaitable<auth_result> attempt(std::shared_ptr<flight> f, const std::string& body, bool pooled,
                                               bool& retry);
@@ -107,7 +108,7 @@ class http_auth_client final : public auth_client {
   bool sweep_armed_ = false;
   std::unordered_map<std::string, std::shared_ptr<flight>> in_flight_;  // digest -> call
   std::size_t calls_running_ = 0;                 // at most settings_.max_connections
-  std::deque<std::shared_ptr<flight>> queued_;    // calls waiting for one of them, oldest first
+  std::deque<std::weak_ptr<flight>> queued_;      // calls waiting for one of them, oldest first
   clock::duration typical_call_{0};               // moving average of answered calls' durations
   std::shared_ptr<bool> alive_;  // waiters outlive the client at shutdown
 };

@@ -224,9 +224,11 @@ std::optional<client_connection::received> client_connection::try_read(transport
   if (ec == asio::error::would_block) return std::nullopt;
   if (ec) return received{ec, {}};
   framer.commit(n);
-  // Fewer bytes than asked from a TCP stream: the socket was empty when
-  // recv returned, so whatever comes next raises a new edge (park).
-  const bool drained = n < space.size();
+  // Never drained after a read that brought bytes, even fewer than asked:
+  // the peer's FIN may have come with them, and recv consumed it (Linux
+  // returns the bytes, and the EOF raises no new edge). Only EAGAIN proves
+  // the socket empty (read_into, relay_woken); a wait after bytes re-arms.
+  const bool drained = false;
   if (n == chunk) {
     chunk = static_cast<std::uint32_t>(std::min<std::size_t>(2 * chunk, max_read));
   } else if (2 * n < chunk) {

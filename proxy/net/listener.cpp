@@ -123,7 +123,8 @@ bool listener::at_connection_limit() const {
   const auto& counters = environment_.counters;
   if (counters.connections_open.load() >= static_cast<std::int64_t>(environment_.settings.max_connections)) return true;
   return file_limit_ != 0 &&
-         counters.connections_alive.load() >= static_cast<std::int64_t>(connection_limit());
+         counters.connections_alive.load() >=
+             static_cast<std::int64_t>(descriptor_capacity(file_limit_, environment_.settings.descriptor_reserve));
 }
 
 // A flood of refusals must not flood the log: the first one is logged at

@@ -11,9 +11,12 @@
 // (start_op's speculative branch re-arms only for write operations); the
 // next edge makes perform_io perform it again, and then it completes.
 //
-// When it is correct: only right after a read that drained the socket (recv
-// said EAGAIN, or gave fewer bytes than asked on a TCP stream), with no
-// return to the event loop between that read and this call. Edges are taken
+// When it is correct: only right after a read that found the socket empty
+// (recv said EAGAIN), with no return to the event loop between that read and
+// this call. Not after a read that gave fewer bytes than asked: the peer's
+// FIN may have been behind them, consumed by that recv, and an EOF raises no
+// new edge (the wait would never complete: the client's drop unnoticed, its
+// will unpublished). Edges are taken
 // only by epoll_wait, which runs only from the event loop of the (one)
 // thread: every byte whose edge an earlier epoll_wait took was taken by that
 // read, and a byte that arrives later raises an edge that the next epoll_wait

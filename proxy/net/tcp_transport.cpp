@@ -45,7 +45,8 @@ io_result from_errno() {
 
 // MSG_DONTWAIT on the call, not O_NONBLOCK on the socket: Asio keeps its own
 // idea of the descriptor's mode, and its waits re-arm epoll (EPOLL_CTL_MOD),
-// so bytes moved behind its back are never a readiness it misses.
+// so bytes moved behind its back are never a readiness it misses. (The one
+// wait that does not re-arm, net/reactor_wait.hpp, follows only an EAGAIN.)
 io_result tcp_transport::try_read_some(asio::mutable_buffer buffer) {
   for (;;) {
     const auto n = ::recv(socket_.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);

@@ -553,3 +553,30 @@ TEST_SUITE("acl receive, validated once") {
     }
   }
 }
+
+// An abrupt drop whose last packet and FIN the proxy reads together: the
+// short read consumes the FIN, and the EOF raises no new edge. The reader
+// must not park with a wait that does not re-arm then, or the broker side
+// is never closed and the will never published (review of the drained wait).
+TEST_CASE("a PUBLISH and the client's FIN read together: the broker side is closed (the will fires)") {
+  relay_harness h(false);
+  h.run_until([] { return false; }, 100ms);  // the client's reader parks
+  mqtt::publish p;
+  p.topic = "private/alice/last-words";
+  p.payload = "bye";
+  asio::write(h.client, asio::buffer(wire_of(p)));
+  h.client.shutdown(tcp::socket::shutdown_send);  // no DISCONNECT; both pending before the proxy runs
+  std::size_t got = 0;
+  h.upstream.non_blocking(true);
+  CHECK_MESSAGE(h.run_until(
+                    [&] {
+                      std::array<std::uint8_t, 65536> chunk;
+                      boost::system::error_code ec;
+                      const auto n = h.upstream.read_some(asio::buffer(chunk), ec);
+                      if (!ec) got += n;
+                      return ec && ec != asio::error::would_block;
+                    },
+                    5000ms),
+                "the proxy never closed the broker side after the client's FIN");
+  CHECK(got == wire_of(p).size());  // the last PUBLISH went first
+}
