@@ -8,7 +8,6 @@ fake broker), a stub API server that lets answers be cached (max-age) and
 counts its calls. Each hostile case sits beside the polite one.
 
 Usage: session_path_test.py PATH/TO/mqtt-proxy   (MQTT_PROXY_BINARY overrides)"""
-import http.server
 import json
 import os
 import re
@@ -23,6 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mosquitto import PASSWORD, USERNAME  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from processes import ProcessGroup, proxy_argv  # noqa: E402
+from stub_auth import StubAuthServer  # noqa: E402
 from wire import connect_packet, mqtt_packet, mqtt_string, publish_fields, publish_packet, read_packet  # noqa: E402
 from wire import subscribe_packet  # noqa: E402
 
@@ -32,51 +32,11 @@ DISCONNECT = b"\xe0\x00"
 LINGER = 2.0  # connection_closing.cpp's linger_period
 
 
-class CachingStubAuth:
-    """POST /v1/sessions/validate: every token starting with "alice-" is alice's,
-    answered with Cache-Control max-age=60 (the proxy caches it); the calls
-    are counted by token, with the remote_addr each named."""
-
-    def __init__(self):
-        self.calls, self.remote_addrs = {}, []
-        self.port = free_port()
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                token = body.get("session", "")
-                owner.calls[token] = owner.calls.get(token, 0) + 1
-                owner.remote_addrs.append(body.get("remote_addr"))
-                if token.startswith("alice-"):
-                    status, answer = 200, {"user": "alice", "acl": ACL, "expires_in": 3600}
-                else:
-                    status, answer = 401, {"error": "invalid_session"}
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                if status == 200:
-                    self.send_header("Cache-Control", "max-age=60")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self):
-        self.http.shutdown()
-        self.http.server_close()
+def caching_stub_auth():
+    """Every token starting with "alice-" is alice's, answered with
+    Cache-Control max-age=60 (the proxy caches it); the others are refused."""
+    return StubAuthServer({}, anyone=lambda token: {"user": "alice", "acl": ACL} if token.startswith("alice-") else None,
+                          max_age=60)
 
 
 class FakeBroker:
@@ -253,7 +213,7 @@ class WithMosquitto(unittest.TestCase):
     def setUpClass(cls):
         cls.group = ProcessGroup("session-path-", stop_timeout=15, must_stop=True)
         _, cls.broker_port = cls.group.mosquitto()
-        cls.auth = CachingStubAuth()
+        cls.auth = caching_stub_auth()
         cls.group.at_close(cls.auth.close)
         cls.port = free_port()
         cls.proxy = cls.group.spawn("proxy", proxy_argv(PROXY, cls.port, cls.broker_port, cls.auth.url, "--threads",
@@ -383,7 +343,7 @@ class WithFakeBrokers(unittest.TestCase):
         self.group = ProcessGroup("session-path-fake-", stop_timeout=15, must_stop=True)
         self.broker = FakeBroker(close_on_disconnect)
         self.group.at_close(self.broker.close)
-        self.auth = CachingStubAuth()
+        self.auth = caching_stub_auth()
         self.group.at_close(self.auth.close)
         self.port = free_port()
         self.group.spawn("proxy", proxy_argv(PROXY, self.port, self.broker.port, self.auth.url, "--threads", "1",

@@ -1,6 +1,6 @@
 """A stand-in for the API server's POST /v1/sessions/validate, for tests that
 are about the proxy rather than about auth-server: fixed sessions, every
-call's remote_addr recorded."""
+call's remote_addr recorded and calls counted by token."""
 import http.server
 import json
 import threading
@@ -9,9 +9,12 @@ from netutil import free_port
 
 
 class StubAuthServer:
-    def __init__(self, sessions, anyone=None, expires_in=3600):
-        """sessions: token -> {"user", "acl"}; anyone: the answer for every other token (None: 401)."""
-        self.remote_addrs = []
+    def __init__(self, sessions, anyone=None, expires_in=3600, max_age=None):
+        """sessions: token -> {"user", "acl"}; anyone: the answer for every other
+        token, or a function of the token giving it (None: 401); max_age: a
+        200's Cache-Control max-age (None: no header, the proxy caches nothing)."""
+        self.remote_addrs, self.calls = [], {}
+        answer_for = anyone if callable(anyone) else (lambda token: anyone)
         self.port = free_port()
         owner = self
 
@@ -21,13 +24,17 @@ class StubAuthServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                token = body.get("session", "")
+                owner.calls[token] = owner.calls.get(token, 0) + 1
                 owner.remote_addrs.append(body.get("remote_addr"))
-                session = sessions.get(body.get("session"), anyone)
+                session = sessions.get(token) or answer_for(token)
                 status, answer = ((200, dict(session, expires_in=expires_in)) if session
                                   else (401, {"error": "invalid_session"}))
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                if status == 200 and max_age is not None:
+                    self.send_header("Cache-Control", f"max-age={max_age}")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
