@@ -16,6 +16,7 @@
 #include "auth/circuit_breaker.hpp"
 #include "auth/http_auth_client.hpp"
 #include "auth/validation_cache.hpp"
+#include "auth_answers.hpp"
 #include "command_line_helpers.hpp"
 #include "config/config.hpp"
 
@@ -27,28 +28,9 @@ namespace {
 using time_point = validation_cache::time_point;
 const time_point t0 = time_point{} + 1000h;
 
-auth_result valid_for(std::string user, std::string user_id, std::chrono::seconds expires_in = 3600s) {
-  auth_result r;
-  r.outcome = auth_result::verdict::valid;
-  r.user = std::move(user);
-  r.user_id = std::move(user_id);
-  r.expires_in = expires_in;
-  return r;
-}
-
-auth_result refused() {
-  auth_result r;
-  r.outcome = auth_result::verdict::invalid;
-  return r;
-}
-
-auth_event event_of(auth_event::kind kind, std::string user_id = "", std::string digest = "") {
-  auth_event e;
-  e.type = kind;
-  e.user_id = std::move(user_id);
-  e.session_digest = std::move(digest);
-  return e;
-}
+using test::event_of;
+using test::refused;
+using test::valid_for;
 
 using found = validation_cache::found::kind;
 

@@ -5,6 +5,7 @@
 
 #include "auth/auth_client.hpp"
 #include "auth/validation_cache.hpp"
+#include "auth_answers.hpp"
 
 using namespace proxy;
 using namespace std::chrono_literals;
@@ -17,30 +18,9 @@ const time_point t0 = time_point{} + 1000h;
 
 acl acl_of(const std::string& user) { return acl{{"private/" + user + "/#"}, {"private/" + user + "/#", "group/tv/#"}}; }
 
-auth_result valid_for(std::string user, std::string user_id, acl permissions, std::chrono::seconds expires_in = 3600s) {
-  auth_result r;
-  r.outcome = auth_result::verdict::valid;
-  r.user = std::move(user);
-  r.user_id = std::move(user_id);
-  r.permissions = std::move(permissions);
-  r.expires_in = expires_in;
-  r.detail = "from the API server";
-  return r;
-}
-
-auth_result refused() {
-  auth_result r;
-  r.outcome = auth_result::verdict::invalid;
-  return r;
-}
-
-auth_event event_of(auth_event::kind kind, std::string user_id = "", std::string digest = "") {
-  auth_event e;
-  e.type = kind;
-  e.user_id = std::move(user_id);
-  e.session_digest = std::move(digest);
-  return e;
-}
+using test::event_of;
+using test::refused;
+using test::valid_for;
 
 std::string token(int i) { return "token-" + std::to_string(i); }
 
