@@ -14,6 +14,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 
+#include "parked_wait_like.hpp"
 #include "net/deadline_queue.hpp"
 #include "net/deadline_service.hpp"
 #include "net/handler_memory.hpp"
@@ -155,23 +156,8 @@ TEST_CASE("deadline_service: entries outliving the io_context, and the context o
   CHECK(log.empty());
 }
 
-namespace {
-
-// The shape of client_connection::parked_wait: a shared_ptr, a side, and an
-// allocator made from them.
-struct owner {
-  proxy::handler_memory<152> memory;
-  int woken = 0;
-};
-struct parked_wait_like {
-  std::shared_ptr<owner> self;
-  int side;
-  using allocator_type = proxy::handler_allocator<void, 152>;
-  allocator_type get_allocator() const noexcept { return allocator_type(self->memory); }
-  void operator()(boost::system::error_code) const { self->woken++; }
-};
-
-}  // namespace
+using owner = test::wait_owner;
+using test::parked_wait_like;
 
 TEST_CASE("handler_memory: a parked socket wait is built in the owner's memory, exactly once at a time") {
   asio::io_context io;

@@ -16,6 +16,7 @@
 
 #include <sys/socket.h>
 
+#include "parked_wait_like.hpp"
 #include "net/handler_memory.hpp"
 #include "net/reactor_wait.hpp"
 
@@ -165,22 +166,8 @@ TEST_SUITE("reactor_wait") {
   }
 }
 
-namespace {
-
-struct owner {
-  proxy::handler_memory<152> memory;  // client_connection::parked_wait_size
-  int woken = 0;
-};
-// The shape of client_connection::parked_wait.
-struct parked_wait_like {
-  std::shared_ptr<owner> self;
-  int side;
-  using allocator_type = proxy::handler_allocator<void, 152>;
-  allocator_type get_allocator() const noexcept { return allocator_type(self->memory); }
-  void operator()(boost::system::error_code) const { self->woken++; }
-};
-
-}  // namespace
+using owner = test::wait_owner;
+using test::parked_wait_like;
 
 TEST_CASE("reactor_wait: a drained wait is built in the owner's memory, freed before its handler runs") {
   socket_pair p;
