@@ -376,6 +376,13 @@ struct relayed_bytes {
     return all && received == bytes;
   }
 
+  // Client to broker (direction 0) or broker to client (1), started.
+  static relayed_bytes one_way(relay_harness& h, int direction) {
+    relayed_bytes r{h, direction == 0 ? h.client : h.upstream, direction == 0 ? h.upstream : h.client, {}};
+    r.start();
+    return r;
+  }
+
   // Whatever `to` had before (the CONNACK), read and dropped.
   relayed_bytes& start() {
     h.run_until([] { return false; }, 20ms);
@@ -407,8 +414,7 @@ TEST_SUITE("relay wake-ups") {
     relay_harness h(false);
     for (int direction = 0; direction < 2; ++direction) {
       CAPTURE(direction);
-      relayed_bytes r{h, direction == 0 ? h.client : h.upstream, direction == 0 ? h.upstream : h.client, {}};
-      r.start();
+      auto r = relayed_bytes::one_way(h, direction);
       mqtt::bytes two;
       for (char fill : {'a', 'b'}) {
         const auto p = publish_of_size("private/alice/bytes", 40, fill);
@@ -430,8 +436,7 @@ TEST_SUITE("relay wake-ups") {
                                             1024, 512,  1023, 1025, 2048, 65535, 65537, 131072};
     for (int direction = 0; direction < 2; ++direction) {
       CAPTURE(direction);
-      relayed_bytes r{h, direction == 0 ? h.client : h.upstream, direction == 0 ? h.upstream : h.client, {}};
-      r.start();
+      auto r = relayed_bytes::one_way(h, direction);
       for (std::size_t size : sizes) {
         CAPTURE(size);
         CHECK(r.relay(publish_of_size("private/alice/exact", size, static_cast<char>('a' + size % 26)), size, 0ms));
@@ -461,8 +466,7 @@ TEST_SUITE("relay wake-ups") {
     relay_harness h(false);
     for (int direction = 0; direction < 2; ++direction) {
       CAPTURE(direction);
-      relayed_bytes r{h, direction == 0 ? h.client : h.upstream, direction == 0 ? h.upstream : h.client, {}};
-      r.start();
+      auto r = relayed_bytes::one_way(h, direction);
       for (std::size_t packet_size : {512u, 256u, 512u}) {
         for (std::size_t count : {2u, 3u, 8u, 64u, 300u}) {
           CAPTURE(packet_size);
@@ -485,8 +489,7 @@ TEST_SUITE("relay wake-ups") {
     relay_harness h(false);
     for (int direction = 0; direction < 2; ++direction) {
       CAPTURE(direction);
-      relayed_bytes r{h, direction == 0 ? h.client : h.upstream, direction == 0 ? h.upstream : h.client, {}};
-      r.start();
+      auto r = relayed_bytes::one_way(h, direction);
       const auto pipelined = numbered_publishes("private/alice/pipelined", 2000);  // ~0.4 MB
       CHECK(r.relay(pipelined, pipelined.size(), 0ms));
       // Then a single small packet after the quiet spell: the reader parked again.
