@@ -224,13 +224,18 @@ class WakeUps(OneSystemPerClass, unittest.TestCase):
     (Mosquitto sends the subscriber's deliveries in bursts of its own)."""
     make_system = System
 
-    def subscriber(self, name):
+    def subscriber_and_publisher(self, name):
+        """A subscriber to private/alice/<name>/#, its read buffer, and a
+        publisher: both authenticated, both closed when the test ends."""
         sock = authenticated_socket(self.system.port, name)
+        self.addCleanup(sock.close)
         sock.sendall(subscribe_packet(1, f"private/alice/{name}/#", 0))
         packet, buffer = read_packet(sock, b"")
         self.assertEqual(packet[0], 0x90, packet.hex())  # SUBACK
         sock.settimeout(10)  # the bound on every wait below
-        return sock, buffer
+        pub = authenticated_socket(self.system.port, f"{name}-pub")
+        self.addCleanup(pub.close)
+        return sock, buffer, pub
 
     def expect(self, sock, buffer, packets):
         for sent in packets:
@@ -239,18 +244,14 @@ class WakeUps(OneSystemPerClass, unittest.TestCase):
         return buffer
 
     def test_1_polite_publish_is_delivered(self):
-        sub, buffer = self.subscriber("w1")
-        pub = authenticated_socket(self.system.port, "w1-pub")
+        sub, buffer, pub = self.subscriber_and_publisher("w1")
         packets = [publish_packet("private/alice/w1/t", b"hello %d" % i) for i in range(3)]
         for p in packets:
             pub.sendall(p)
         self.expect(sub, buffer, packets)
-        pub.close()
-        sub.close()
 
     def test_2_publish_in_one_byte_writes_with_pauses(self):
-        sub, buffer = self.subscriber("w2")
-        pub = authenticated_socket(self.system.port, "w2-pub")
+        sub, buffer, pub = self.subscriber_and_publisher("w2")
         pub.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a segment (and a wake-up) per byte
         packets = [publish_packet("private/alice/w2/t", bytes([65 + i]) * (20 + i)) for i in range(3)]
         for p in packets:
@@ -259,25 +260,19 @@ class WakeUps(OneSystemPerClass, unittest.TestCase):
                 time.sleep(0.002)
             time.sleep(0.05)
         buffer = self.expect(sub, buffer, packets)
-        pub.close()
-        sub.close()
 
     def test_3_bursts_the_size_of_a_read_then_silence(self):
-        sub, buffer = self.subscriber("w3")
-        pub = authenticated_socket(self.system.port, "w3-pub")
+        sub, buffer, pub = self.subscriber_and_publisher("w3")
         for size in (1024, 2048, 4096, 8192, 16384, 32768, 65536, 512, 1023, 1025, 65537, 131072):
             packet = exact_publish("private/alice/w3/t", size, bytes([97 + size % 26]))
             pub.sendall(packet)
             buffer = self.expect(sub, buffer, [packet])  # then nothing follows until it arrived
-        pub.close()
-        sub.close()
 
     def test_5_bursts_of_packets_ending_where_reads_end_then_silence(self):
         """Reads are 512 B to 64 KiB: bursts of 512 and 256 B packets make a
         read that fills its buffer end between two packets, with more waiting
         behind it and nothing new coming: only a re-armed wait finds those."""
-        sub, buffer = self.subscriber("w5")
-        pub = authenticated_socket(self.system.port, "w5-pub")
+        sub, buffer, pub = self.subscriber_and_publisher("w5")
         for size in (512, 256):
             for count in (2, 3, 8, 64, 300):
                 for i in range(3):  # small packets one at a time first: the reads shrink
@@ -287,12 +282,9 @@ class WakeUps(OneSystemPerClass, unittest.TestCase):
                 burst = [exact_publish("private/alice/w5/t", size, bytes([97 + k % 26])) for k in range(count)]
                 pub.sendall(b"".join(burst))
                 buffer = self.expect(sub, buffer, burst)
-        pub.close()
-        sub.close()
 
     def test_4_many_pipelined_then_silence(self):
-        sub, buffer = self.subscriber("w4")
-        pub = authenticated_socket(self.system.port, "w4-pub")
+        sub, buffer, pub = self.subscriber_and_publisher("w4")
         packets = [publish_packet("private/alice/w4/t", b"%06d" % i + b"x" * (i % 300)) for i in range(900)]
         pub.sendall(b"".join(packets))
         buffer = self.expect(sub, buffer, packets)
@@ -300,8 +292,6 @@ class WakeUps(OneSystemPerClass, unittest.TestCase):
         last = publish_packet("private/alice/w4/t", b"after the quiet spell")
         pub.sendall(last)
         self.expect(sub, buffer, [last])
-        pub.close()
-        sub.close()
 
 
 class OutOfDescriptors(unittest.TestCase):
