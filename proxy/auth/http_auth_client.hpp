@@ -74,8 +74,6 @@ class http_auth_client final : public auth_client {
   void apply(const auth_event& event) override;
 
   std::size_t idle_connections() const { return idle_.size(); }
-  std::size_t calls_running() const { return calls_running_; }
-  std::size_t calls_queued() const { return queued_.size(); }
 
  private:
   struct waiter;

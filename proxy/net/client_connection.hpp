@@ -137,7 +137,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   struct received {
     boost::system::error_code error;
     std::span<const std::uint8_t> bytes;  // just read, valid until the framer's next prepare()
-    bool drained = false;  // a non-blocking read got less than it asked: the socket was empty
+    bool drained = false;  // a read without waiting found nothing (EAGAIN): the socket was empty
   };
   boost::asio::awaitable<received> read_into(transport& stream, mqtt::framer& framer, side from);
   boost::asio::awaitable<std::size_t> readable(transport& stream, mqtt::framer& framer);

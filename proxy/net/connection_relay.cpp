@@ -84,7 +84,7 @@ asio::awaitable<void> client_connection::resume_client(self_ptr self) {
 }
 
 asio::awaitable<bool> client_connection::relay_from_client() {
-  bool drained = false;  // the last read emptied the socket (nothing between it and park may suspend)
+  bool drained = false;  // the last read found the socket empty (nothing between it and park may suspend)
   while (state_ == lifecycle::running) {
     process_client_frames();  // whole packets the last read completed
     if (state_ != lifecycle::running) break;
@@ -224,17 +224,16 @@ std::optional<client_connection::received> client_connection::try_read(transport
   if (ec == asio::error::would_block) return std::nullopt;
   if (ec) return received{ec, {}};
   framer.commit(n);
-  // Never drained after a read that brought bytes, even fewer than asked:
-  // the peer's FIN may have come with them, and recv consumed it (Linux
-  // returns the bytes, and the EOF raises no new edge). Only EAGAIN proves
-  // the socket empty (read_into, relay_woken); a wait after bytes re-arms.
-  const bool drained = false;
+  // Not `drained`, even with fewer bytes than asked: the peer's FIN may have
+  // come with them, and recv consumed it (Linux returns the bytes, and the
+  // EOF raises no new edge). Only EAGAIN proves the socket empty (read_into,
+  // relay_woken); a wait after bytes re-arms.
   if (n == chunk) {
     chunk = static_cast<std::uint32_t>(std::min<std::size_t>(2 * chunk, max_read));
   } else if (2 * n < chunk) {
     chunk = static_cast<std::uint32_t>(std::max<std::size_t>(chunk / 2, min_read));
   }
-  return received{{}, space.first(n), drained};
+  return received{{}, space.first(n)};
 }
 
 // Idle connections are the common case, so between packets a reader holds
@@ -265,7 +264,7 @@ struct client_connection::parked_wait {
 // Parks the reader of `from` when it would only wait: nothing buffered, room
 // in the queues, a stream whose readiness is its socket's. The framer gives
 // its buffer back; the wait holds the connection as the coroutine did.
-// `drained`: the reader's last read emptied a plain TCP socket and nothing
+// `drained`: the reader's last read found a plain TCP socket empty (EAGAIN) and nothing
 // has returned to the event loop since, so the wait need not re-arm epoll
 // (net/reactor_wait.hpp says why that is safe then, and only then).
 bool client_connection::park(side from, bool drained) {
@@ -334,7 +333,7 @@ bool client_connection::relay_woken(side from) {
     if (!framed) return false;
   }
   if (state_ != lifecycle::running) return false;
-  return park(from, in->drained);
+  return park(from);  // bytes came: the wait re-arms (see try_read)
 }
 
 // Closing a socket with unread bytes makes the kernel send RST, and an RST
