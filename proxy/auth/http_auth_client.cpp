@@ -286,12 +286,8 @@ void http_auth_client::start_queued() {
   while (calls_running_ < settings_.max_connections && !queued_.empty()) {
     auto f = queued_.front().lock();
     queued_.pop_front();
-    if (!f || f->finished) continue;  // withdrawn, or timed out while waiting
-    if (f->cancelled || !f->anyone_waiting()) {
-      f->cancelled = true;
-      finish(f, unavailable("cancelled: nobody waits"));
-      continue;
-    }
+    // Withdrawn (its last waiter left: ~waiter ended it), or timed out while waiting.
+    if (!f || f->finished) continue;
     const auto left = f->deadline.expiry() - clock::now();
     if (left < typical_call_) {
       f->timed_out = true;
