@@ -148,6 +148,7 @@ struct loop {
   long received = 0;     // PUBLISHes at subscribers
   long published = 0;    // PUBLISHes written by publishers
   std::vector<double> latencies_us;
+  std::uint64_t worst_latency_ns = 0, worst_sent_ns = 0;  // the slowest message, and when it was sent
   handler on_ready_packet = nullptr;
   void (*on_ready)(loop&, connection&) = nullptr;
 
@@ -489,7 +490,12 @@ int run_latency(loop& l, double seconds, double rate) {
       return;
     std::uint64_t sent = 0;
     std::memcpy(&sent, payload, sizeof sent);
-    l.latencies_us.push_back(static_cast<double>(now_ns() - sent) / 1000.0);
+    const std::uint64_t took = now_ns() - sent;
+    l.latencies_us.push_back(static_cast<double>(took) / 1000.0);
+    if (took > l.worst_latency_ns) {
+      l.worst_latency_ns = took;
+      l.worst_sent_ns = sent;
+    }
     l.queue(c, puback_packet(static_cast<std::uint16_t>((p.body[2 + topic] << 8) | p.body[3 + topic])));
   };
   l.open(true, 1);
@@ -501,6 +507,7 @@ int run_latency(loop& l, double seconds, double rate) {
     return 1;
   }
   const double t0 = now_seconds();
+  const std::uint64_t t0_ns = now_ns();
   long sent = 0;
   bytes payload(256, 'x');
   std::memcpy(payload.data() + 8, "latency!", 8);
@@ -519,8 +526,10 @@ int run_latency(loop& l, double seconds, double rate) {
   auto& v = l.latencies_us;
   std::sort(v.begin(), v.end());
   auto pct = [&](double q) { return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))]; };
-  std::printf("sent=%ld received=%zu p50_us=%.1f p99_us=%.1f failed=%ld%s\n", sent, v.size(), pct(0.5), pct(0.99),
-              l.failed(), l.failure_text().c_str());
+  // The worst message and when it was sent (seconds into the run): a stall shows as one.
+  std::printf("sent=%ld received=%zu p50_us=%.1f p99_us=%.1f max_us=%.0f max_sent_at_s=%.3f failed=%ld%s\n", sent,
+              v.size(), pct(0.5), pct(0.99), l.worst_latency_ns / 1000.0,
+              l.worst_sent_ns > t0_ns ? (l.worst_sent_ns - t0_ns) / 1e9 : 0.0, l.failed(), l.failure_text().c_str());
   return 0;
 }
 
