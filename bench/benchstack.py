@@ -33,6 +33,33 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def settle(pids, quiet_ms=10, interval=0.1, longest=10.0):
+    """Waits until the processes together used at most quiet_ms of CPU in each
+    of two intervals in a row (or `longest` seconds passed); returns the
+    seconds waited. A measure must not start while the broker still works off
+    the last one's backlog: after a flood, Mosquitto may be busy for most of a
+    second, and a paced latency run started then measures that, not the path."""
+    t0 = time.time()
+    quiet = 0
+
+    def total():
+        used = 0.0
+        for pid in pids:
+            try:
+                used += cpu_seconds(pid)
+            except OSError:
+                pass
+        return used
+
+    last = total()
+    while quiet < 2 and time.time() - t0 < longest:
+        time.sleep(interval)
+        now = total()
+        quiet = quiet + 1 if (now - last) * 1000 <= quiet_ms else 0
+        last = now
+    return time.time() - t0
+
+
 def pss_kib(pid):
     """Proportional set size of a process, KiB (/proc/PID/smaps_rollup)."""
     with open(f"/proc/{pid}/smaps_rollup") as f:

@@ -14,7 +14,9 @@ For each path:
   relay     QoS 0, 64 B, 4 publishers -> 1 subscriber; QoS 1, 256 B, 2 -> 1:
             messages/s at the subscriber, as a ratio to HAProxy in the same round.
   latency   QoS 1, 256 B, paced: p50 / p99 publish-to-delivery.
-Rounds repeat sessions, relay and latency; medians are printed.
+Rounds repeat sessions, relay and latency; medians are printed. Each measure
+starts once the whole stack is quiet (benchstack.settle): a flood leaves the
+broker busy for up to a second, and the next measure would time that.
 
 Usage: side_by_side.py [--bin build/bin] [--rounds 5] [--idle 2000] [--seconds 5]
                        [--inflight 100] [--rate 2000] [--proxy-args "..."]"""
@@ -29,7 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from benchstack import TICK, Stack, cpu_seconds, free_port, pss_kib, wait_for_port  # noqa: E402,F401
+from benchstack import TICK, Stack, cpu_seconds, free_port, pss_kib, settle, wait_for_port  # noqa: E402,F401
 
 class Paths:
     def __init__(self, args):
@@ -62,6 +64,13 @@ class Paths:
             "haproxy": (["--port", str(self.haproxy_port)] + creds, "haproxy"),
             "mqtt-proxy": (["--port", str(self.stack.proxy_port)], "mqtt-proxy"),
         }
+
+    def settle(self, what):
+        """Every measure starts on a quiet stack, whichever path left work behind
+        (and before its CPU seconds are read)."""
+        waited = settle(self.pid.values())
+        if waited > 0.5:
+            print(f"settled for {waited:.1f} s before {what}", file=sys.stderr, flush=True)
 
     def run(self, path, mode, *, tokens=None, timeout=120):
         argv = [self.load, *self.paths[path][0]]
@@ -123,6 +132,7 @@ def main():
             for name in names:
                 res = results[name]
                 if "sessions" not in skip:
+                    paths.settle(f"{name} sessions")
                     c0 = paths.cpu()
                     kv, out = paths.run(name, ["sessions", args.seconds, args.inflight])
                     c1 = paths.cpu()
@@ -131,13 +141,16 @@ def main():
                     res["cpu"].append({k: (c1[k] - c0[k]) / n * 1e6 for k in c0})
                     print(f"round {r} {name} sessions: {out}", file=sys.stderr, flush=True)
                 if "relay" not in skip:
+                    paths.settle(f"{name} qos0")
                     kv, out = paths.run(name, ["relay", args.seconds, 0, 64, 4], tokens=paths.user0_file)
                     res["q0"].append(float(kv.get("per_second", 0)))
                     print(f"round {r} {name} qos0: {out}", file=sys.stderr, flush=True)
+                    paths.settle(f"{name} qos1")
                     kv, out = paths.run(name, ["relay", args.seconds, 1, 256, 2], tokens=paths.user0_file)
                     res["q1"].append(float(kv.get("per_second", 0)))
                     print(f"round {r} {name} qos1: {out}", file=sys.stderr, flush=True)
                 if "latency" not in skip:
+                    paths.settle(f"{name} latency")
                     kv, out = paths.run(name, ["latency", args.seconds, args.rate], tokens=paths.user0_file)
                     res["p50"].append(float(kv.get("p50_us", 0)))
                     res["p99"].append(float(kv.get("p99_us", 0)))
