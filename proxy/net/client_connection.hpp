@@ -174,7 +174,11 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void upstream_dial_expired();
 
   // connection_failover.cpp: dial_upstream() on each planned node in turn.
-  boost::asio::awaitable<std::string> dial_with_failover();  // empty: connected
+  // With several nodes, `connect_packet` is sent by it: a node counts as up
+  // only once it answers (greet_node); the answer is left in upstream_framer_.
+  boost::asio::awaitable<std::string> dial_with_failover(const mqtt::bytes* connect_packet);  // empty: connected
+  boost::asio::awaitable<std::string> greet_node(const mqtt::bytes& connect_packet,
+                                                 std::chrono::steady_clock::time_point answer_by);
 
   // connection_closing.cpp
   void begin_close(std::string reason);

@@ -1,7 +1,7 @@
 // Dialling one of several brokers (net/upstream_pool.hpp): the pool plans the
-// order, dial_upstream() dials one node, and a node that refuses or does not
-// answer hands the client to the next one, all within the one upstream
-// connect timeout. A client already connected to a node that dies is not
+// order, dial_upstream() dials one node, and a node that refuses, does not
+// accept, or accepts but never answers the CONNECT hands the client to the
+// next one, all within the one upstream connect timeout. A client already connected to a node that dies is not
 // moved: its connection ends as with one broker (5.0: DISCONNECT 0x89) and it
 // reconnects, through the load balancer, to a node that is up.
 #include <boost/asio/use_awaitable.hpp>
@@ -25,7 +25,7 @@ std::chrono::milliseconds attempt_timeout(std::chrono::milliseconds left, std::s
 
 }  // namespace
 
-asio::awaitable<std::string> client_connection::dial_with_failover() {
+asio::awaitable<std::string> client_connection::dial_with_failover(const mqtt::bytes* connect_packet) {
   if (!upstream_nodes_) {
     std::string failure = co_await dial_upstream();
     co_return failure;
@@ -43,10 +43,15 @@ asio::awaitable<std::string> client_connection::dial_with_failover() {
     target.host = node.host;
     target.port = node.port;
     target.connect_timeout = attempt_timeout(budget - spent, order.size() - k);
+    const auto attempt_ends = clock::now() + target.connect_timeout;
     dial_target_ = &target;
     dial_failure_.clear();
     dial_local_error_ = false;
     std::string failure = co_await dial_upstream();
+    if (failure.empty() && connect_packet && state_ == lifecycle::running) {
+      std::string unanswered = co_await greet_node(*connect_packet, attempt_ends);
+      failure = std::move(unanswered);
+    }
     dial_target_ = &settings_.upstream;
     if (failure.empty()) {
       upstream_nodes_->report_success(order[k]);
@@ -59,6 +64,32 @@ asio::awaitable<std::string> client_connection::dial_with_failover() {
   }
   if (failures.empty()) failures = "no node within " + std::to_string(budget.count()) + " ms";
   co_return "every node failed: " + failures;
+}
+
+// A node that takes the TCP connection but never answers the CONNECT (a
+// broker still starting, a hung MQTT listener, a port forwarded to nothing)
+// would get every client the round robin sends it, each refused only at the
+// session's handshake deadline. So with several nodes a node is up once it
+// has answered: the CONNECT goes out here, and the first bytes back (the
+// CONNACK, or whatever the session will make of them) wait in the framer.
+asio::awaitable<std::string> client_connection::greet_node(const mqtt::bytes& connect_packet,
+                                                          std::chrono::steady_clock::time_point answer_by) {
+  arm(deadline::upstream_dial, answer_by);
+  const std::vector<asio::const_buffer> greeting{asio::buffer(connect_packet)};
+  const io_result written = co_await upstream_->write(greeting);
+  std::string failure;
+  if (written.error) failure = "CONNECT not sent: " + written.error.message();
+  if (failure.empty()) {
+    auto space = upstream_framer_.prepare(512);
+    const io_result answer = co_await upstream_->read_some(asio::buffer(space.data(), space.size()));
+    if (answer.error == asio::error::eof) failure = "closed the connection before its CONNACK";
+    else if (answer.error) failure = answer.error.message();
+    else upstream_framer_.commit(answer.bytes);
+  }
+  disarm(deadline::upstream_dial);
+  if (!failure.empty() && !dial_failure_.empty())
+    failure = "connected, but no answer to CONNECT within " + std::to_string(dial_target_->connect_timeout.count()) + " ms";
+  co_return failure;
 }
 
 }  // namespace proxy

@@ -63,8 +63,11 @@ asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, c
 }  // namespace
 
 asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::bytes connect_packet) {
-  enqueue(side::upstream, std::move(connect_packet));
-  const std::string failure = co_await self->dial_with_failover();
+  // One broker: the CONNECT waits in the queue for the link. Several: the
+  // failover sends it to each node it tries (connection_failover.cpp).
+  const mqtt::bytes* greeting = upstream_nodes_ ? &connect_packet : nullptr;
+  if (!greeting) enqueue(side::upstream, std::move(connect_packet));
+  const std::string failure = co_await self->dial_with_failover(greeting);
   if (state_ != lifecycle::running) co_return;  // closing while dialling: nothing left to report
   if (!failure.empty()) {
     upstream_link_ = link::none;
@@ -75,6 +78,11 @@ asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::b
   }
   upstream_link_ = link::open;
   start_writer(side::upstream);
+  if (upstream_framer_.buffered() != 0) {  // the node's answer, read by greet_node
+    batching_writes_ = true;
+    process_upstream_frames();
+    flush_writes();
+  }
   co_await read_upstream(self);
 }
 

@@ -8,6 +8,7 @@ import os
 import queue
 import socket
 import sys
+import threading
 import unittest
 import urllib.error
 import urllib.request
@@ -46,6 +47,45 @@ class BlackHole:
 
     def close(self):
         for s in self.fillers + [self.listener]:
+            s.close()
+
+
+class SilentNode:
+    """A node that accepts TCP connections, reads what comes and never
+    answers: a broker still starting, a hung MQTT listener."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.accepted, self.received = [], []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never written to
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn):
+        while True:
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            self.received.append(data)
+
+    def got_connect_of(self, client_id):
+        return any(client_id.encode() in data for data in self.received)
+
+    def close(self):
+        for s in self.accepted + [self.listener]:
             s.close()
 
 
@@ -159,6 +199,32 @@ class Failover(unittest.TestCase):
         self.assertEqual(system.readyz()[0], 200)
         first.close()
         second.close()
+
+    def test_a_node_that_accepts_but_never_answers_connect_is_skipped(self):
+        silent, good = SilentNode(), free_port()
+        self.addCleanup(silent.close)
+        system = System([silent.port, good], "backoff_ms = 60000", brokers=[good])
+        self.addCleanup(system.close)
+        # The round robin starts at the first node: the silent one.
+        first = Client(system, "first")
+        self.assertEqual(first.answer["result"], "ok", "moved on to the node that answers")
+        self.assertTrue(silent.got_connect_of("first"), "the silent node was tried first")
+        self.assertEqual(system.node_metric("failures_total", silent.port), 1)
+        self.assertEqual(system.node_metric("up", silent.port), 0)
+        self.assertEqual(system.node_metric("connects_total", silent.port), 0)
+        self.assertEqual(system.node_metric("connects_total", good), 1)
+        self.assertIn("no answer to CONNECT", system.log_of("proxy"))
+        # Skipped while it backs off: the next clients go straight to the live node.
+        second = Client(system, "second")
+        third = Client(system, "third")
+        self.assertEqual((second.answer["result"], third.answer["result"]), ("ok", "ok"))
+        self.assertFalse(silent.got_connect_of("second") or silent.got_connect_of("third"))
+        self.assertEqual(system.node_metric("connects_total", good), 3)
+        third.subscribe("a/s")
+        first.client.publish("a/s", b"past the silent node", qos=1)
+        self.assertEqual(third.messages.get(timeout=5), ("a/s", "past the silent node"))
+        for c in (first, second, third):
+            c.close()
 
     def test_no_node_accepts_the_client_is_refused_and_readyz_says_broker_unreachable(self):
         dead = [refusing_port(), refusing_port()]
