@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <ctime>
+#include <limits>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -39,6 +41,10 @@ constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_target = 4096;      // longer targets: 414
 constexpr std::size_t max_parameters = 16;
 constexpr std::size_t max_name = 256;         // user names and client ids in a query
+// GET /v1/connections pages: a listing of every client of a large proxy
+// would be one huge answer, and hold each worker while it copies them all.
+constexpr std::size_t default_page = 1000;
+constexpr std::size_t max_page = 10000;
 
 int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -122,15 +128,26 @@ json to_json(const connection_snapshot& s) {
               {"bytes_to_client", s.bytes_to_client}};
 }
 
+// One worker's part of a page: how many of its connections match, and the
+// snapshots of those at match positions [skip, skip + take). Only the page is
+// copied, so listing a worker with 100,000 clients holds its thread for a
+// count, not for 100,000 snapshots.
+struct worker_page {
+  std::size_t matched = 0;
+  std::vector<connection_snapshot> snapshots;
+};
+
 // These run on a worker's own thread (co_spawn onto its io_context).
-asio::awaitable<std::vector<connection_snapshot>> snapshots_on(connection_registry* registry, std::string user) {
-  std::vector<connection_snapshot> out;
-  registry->for_each([&out, &user](client_connection& c) {
+asio::awaitable<worker_page> snapshots_on(connection_registry* registry, std::string user, std::size_t skip,
+                                          std::size_t take) {
+  worker_page page;
+  registry->for_each([&](client_connection& c) {
     if (c.state() >= client_connection::lifecycle::closing) return;
-    auto s = c.snapshot();
-    if (user.empty() || s.user == user) out.push_back(std::move(s));
+    if (!user.empty() && c.user() != user) return;
+    const std::size_t position = page.matched++;
+    if (position >= skip && position - skip < take) page.snapshots.push_back(c.snapshot());
   });
-  co_return out;
+  co_return page;
 }
 
 asio::awaitable<std::size_t> kick_on(connection_registry* registry, std::string user, std::string client_id) {
@@ -154,6 +171,19 @@ std::optional<std::string> name_param(const std::map<std::string, std::string>& 
   const auto it = query.find(key);
   if (it == query.end()) return std::nullopt;
   return it->second;
+}
+
+// A count from the query: `fallback` when absent, std::nullopt when not a
+// decimal number within [0, most].
+std::optional<std::size_t> count_param(const std::map<std::string, std::string>& query, const std::string& key,
+                                       std::size_t fallback, std::uint64_t most) {
+  const auto it = query.find(key);
+  if (it == query.end()) return fallback;
+  std::uint64_t value = 0;
+  const auto& text = it->second;
+  const auto [rest, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc{} || rest != text.data() + text.size() || value > most) return std::nullopt;
+  return static_cast<std::size_t>(value);
 }
 
 bool plausible_name(const std::string& name) {
@@ -278,16 +308,29 @@ asio::awaitable<operator_api::response> operator_api::list(const request& req, s
     out = error(req, http::status::bad_request, "invalid_value", "'user' must be 1-256 printable UTF-8 bytes");
     co_return out;
   }
+  const auto limit = count_param(query, "limit", default_page, max_page);
+  const auto offset = count_param(query, "offset", 0, std::numeric_limits<std::int64_t>::max());
+  if (!limit || *limit == 0 || !offset) {
+    out = error(req, http::status::bad_request, "invalid_value",
+                "'limit' must be 1-" + std::to_string(max_page) + " and 'offset' a count (0 or more)");
+    co_return out;
+  }
   json list = json::array();
+  std::size_t total = 0;
   for (const auto& w : workers_) {
     // Gathered on the worker's own thread; the registry is touched nowhere else.
-    auto task = snapshots_on(w.registry, user);
+    const std::size_t skip = *offset > total ? *offset - total : 0;
+    const std::size_t take = *limit - list.size();
+    auto task = snapshots_on(w.registry, user, skip, take);
     auto [failure, part] = co_await asio::co_spawn(w.io->get_executor(), std::move(task), as_tuple_awaitable);
     if (failure) continue;
-    for (const auto& s : part) list.push_back(to_json(s));
+    total += part.matched;
+    for (const auto& s : part.snapshots) list.push_back(to_json(s));
   }
   const auto count = list.size();
-  out = answer(req, http::status::ok, json{{"connections", std::move(list)}, {"count", count}});
+  json body{{"connections", std::move(list)}, {"count", count}, {"total", total}, {"offset", *offset}};
+  if (*offset + count < total) body["next_offset"] = *offset + count;
+  out = answer(req, http::status::ok, std::move(body));
   co_return out;
 }
 

@@ -87,6 +87,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // For the operator (admin/operator_api.hpp): what GET /v1/connections
   // lists, and POST /v1/connections/kick. On the connection's thread only.
   connection_snapshot snapshot() const;
+  const std::string& user() const { return session_.user(); }  // empty until authenticated
   void kick();
 
   lifecycle state() const { return state_; }

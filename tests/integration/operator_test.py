@@ -259,6 +259,33 @@ class Operator(OneSystemPerClass, unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual(self.connections("carol"), [])
 
+    def test_connections_come_in_pages(self):
+        session = self.user("paula")
+        apps = [self.app(self.system.a_port, session, f"paula-{i}") for i in range(5)]
+        self.assertEqual(len(apps), 5)
+        seen = []
+        status, _, body = self.admin("GET", "/v1/connections?user=paula&limit=2")
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["count"], body["total"], body["offset"], body["next_offset"]), (2, 5, 0, 2))
+        seen += [c["client_id"] for c in body["connections"]]
+        status, _, body = self.admin("GET", "/v1/connections?user=paula&limit=2&offset=2")
+        self.assertEqual((body["count"], body["next_offset"]), (2, 4))
+        seen += [c["client_id"] for c in body["connections"]]
+        status, _, body = self.admin("GET", "/v1/connections?user=paula&limit=2&offset=4")
+        self.assertEqual((body["count"], body["total"]), (1, 5))
+        self.assertNotIn("next_offset", body, "the last page")
+        seen += [c["client_id"] for c in body["connections"]]
+        # Whichever worker holds which client, the pages together list each once.
+        self.assertEqual(sorted(seen), [f"paula-{i}" for i in range(5)])
+        status, _, body = self.admin("GET", "/v1/connections?user=paula&offset=99")
+        self.assertEqual((status, body["count"], body["total"]), (200, 0, 5))
+        # Without a limit: one page of up to 1000.
+        self.assertEqual(len(self.connections("paula")), 5)
+        for bad in ("limit=0", "limit=10001", "limit=-1", "limit=x", "offset=-3", "offset=1e3", "limit="):
+            status, _, body = self.admin("GET", "/v1/connections?" + bad)
+            self.assertEqual(status, 400, bad)
+            self.assertEqual(body["error"], "invalid_value", bad)
+
     # ------------------------------------------------------------ kick
 
     def test_kick_by_user_ends_that_users_connections_only(self):
