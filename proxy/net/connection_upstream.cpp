@@ -17,6 +17,7 @@
 #include "net/client_connection.hpp"
 #include "net/tls_context.hpp"
 #include "net/upstream_source.hpp"
+#include "net/write_interest.hpp"
 
 namespace proxy {
 
@@ -124,6 +125,9 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
   if (failure.empty() && state_ == lifecycle::running) {
     boost::system::error_code ignored;
     upstream_->socket().set_option(tcp::no_delay(true), ignored);
+    // The connect's wait for writability left EPOLLOUT registered: drop it
+    // before the first read wait re-arms (net/write_interest.hpp).
+    forget_write_interest(upstream_->socket());
   }
   // Plain TCP (immediate_io) has no handshake: no coroutine frame for it.
   if (failure.empty() && state_ == lifecycle::running && !upstream_->immediate_io()) {
