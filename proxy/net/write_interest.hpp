@@ -23,6 +23,7 @@
 
 #include <cstdint>
 
+#include <boost/asio/basic_socket.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/version.hpp>
 
@@ -56,21 +57,24 @@ template struct expose<registered_events_tag, &descriptor_state::registered_even
 template struct expose<mutex_tag, &descriptor_state::mutex_>;
 
 // The socket's implementation: a protected member of basic_socket.
-struct socket_access : boost::asio::ip::tcp::socket {
-  static auto& implementation(boost::asio::ip::tcp::socket& socket) {
+template <typename Protocol, typename Executor>
+struct socket_access : boost::asio::basic_socket<Protocol, Executor> {
+  static auto& implementation(boost::asio::basic_socket<Protocol, Executor>& socket) {
     return (socket.*(&socket_access::impl_)).get_implementation();
   }
 };
 
-inline descriptor_state* state_of(boost::asio::ip::tcp::socket& socket) {
-  return socket_access::implementation(socket).reactor_data_;
+template <typename Protocol, typename Executor>
+descriptor_state* state_of(boost::asio::basic_socket<Protocol, Executor>& socket) {
+  return socket_access<Protocol, Executor>::implementation(socket).reactor_data_;
 }
 
 }  // namespace write_interest_detail
 
 // Call when no write waits on the socket (after the connect completed, with
 // the writer idle); safe at any time otherwise too: see above.
-inline void forget_write_interest(boost::asio::ip::tcp::socket& socket) {
+template <typename Protocol, typename Executor>
+void forget_write_interest(boost::asio::basic_socket<Protocol, Executor>& socket) {
   using namespace write_interest_detail;
   if (!socket.is_open()) return;
   descriptor_state* state = state_of(socket);
@@ -80,7 +84,8 @@ inline void forget_write_interest(boost::asio::ip::tcp::socket& socket) {
 }
 
 // Whether asio's record of the registration holds EPOLLOUT (tests).
-inline bool has_write_interest(boost::asio::ip::tcp::socket& socket) {
+template <typename Protocol, typename Executor>
+bool has_write_interest(boost::asio::basic_socket<Protocol, Executor>& socket) {
   using namespace write_interest_detail;
   descriptor_state* state = socket.is_open() ? state_of(socket) : nullptr;
   return state && (state->*member_of(registered_events_tag{}) & EPOLLOUT) != 0;
@@ -88,8 +93,12 @@ inline bool has_write_interest(boost::asio::ip::tcp::socket& socket) {
 
 #else
 
-inline void forget_write_interest(boost::asio::ip::tcp::socket&) {}
-inline bool has_write_interest(boost::asio::ip::tcp::socket&) { return true; }
+template <typename Protocol, typename Executor>
+void forget_write_interest(boost::asio::basic_socket<Protocol, Executor>&) {}
+template <typename Protocol, typename Executor>
+bool has_write_interest(boost::asio::basic_socket<Protocol, Executor>&) {
+  return true;
+}
 
 #endif
 
