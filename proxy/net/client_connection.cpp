@@ -30,7 +30,7 @@ std::string text_of(const tcp::endpoint& endpoint) {
   return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
 }
 
-std::string address_of(tcp::socket& socket) {
+std::string address_of(tcp_socket& socket) {
   boost::system::error_code ec;
   const auto endpoint = socket.remote_endpoint(ec);
   if (ec) return "unknown";
@@ -56,13 +56,6 @@ unsigned worker_random() {
 // Made only for a client that sends an empty client id (client_session).
 std::string generated_client_id() {
   return "proxy-" + std::to_string(worker_random()) + "-" + std::to_string(worker_random());
-}
-
-// Connections run on a worker's io_context; every socket the proxy makes has its executor.
-asio::io_context::executor_type io_executor_of(tcp::socket& socket) {
-  const auto* executor = socket.get_executor().target<asio::io_context::executor_type>();
-  if (!executor) throw std::invalid_argument("client_connection: the socket's executor is not an io_context's");
-  return *executor;
 }
 
 }  // namespace
@@ -102,7 +95,7 @@ const char* to_string(client_connection::lifecycle state) {
 client_connection::client_connection(std::unique_ptr<transport> client, const listener_settings& listener,
                                      const connection_environment& environment)
     : client_(std::move(client)),
-      executor_(io_executor_of(client_->socket())),
+      executor_(client_->socket().get_executor()),
       listener_(listener),
       settings_(environment.settings),
       metrics_(environment.counters),

@@ -68,6 +68,12 @@ class client_connection : public std::enable_shared_from_this<client_connection>
     linger,               // closed: peers that never close their side
   };
   static constexpr std::size_t deadline_count = 9;
+  // Room for one parked socket wait's operation per side, built inside the
+  // connection: 104 B with Boost 1.81 and GCC 12 on a tcp_socket (152 B on
+  // asio's tcp::socket, whose any_io_executor the operation copies).
+  // tests/unit/connection_memory_test.cpp checks it fits and that 8 B less
+  // would not (public for that test).
+  static constexpr std::size_t parked_wait_size = 104;
 
   client_connection(std::unique_ptr<transport> client, const listener_settings& listener,
                     const connection_environment& environment);
@@ -156,11 +162,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // A parked wait's handler: it keeps the connection alive and builds its
   // operation in park_memory_ (net/handler_memory.hpp).
   struct parked_wait;
-  // Room for one parked socket wait's operation per side: 152 B with Boost
-  // 1.81 and GCC 12 (tests/unit/connection_memory_test.cpp checks it fits).
-  static constexpr std::size_t parked_wait_size = 152;
   using park_memory = handler_memory<parked_wait_size>;
-  boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
+  boost::asio::awaitable<void> discard_until_eof(tcp_socket& socket);
   void enqueue(side to, std::span<const std::uint8_t> data);
   void enqueue(side to, mqtt::bytes&& data);
   void start_writer(side to);

@@ -279,7 +279,7 @@ bool client_connection::park(side from, bool drained) {
   if (drained && stream.immediate_io()) {
     reactor_wait::async_wait_drained(stream.socket(), parked_wait{shared_from_this(), from});
   } else {
-    stream.socket().async_wait(tcp::socket::wait_read, parked_wait{shared_from_this(), from});
+    stream.socket().async_wait(tcp_socket::wait_read, parked_wait{shared_from_this(), from});
   }
   return true;
 }
@@ -340,7 +340,7 @@ bool client_connection::relay_woken(side from) {
 // can destroy data the peer has not read yet: our last packets to the
 // client, or a DISCONNECT to the broker, which would then publish the will.
 // So after the final FIN the proxy reads and drops until the peer closes.
-asio::awaitable<void> client_connection::discard_until_eof(tcp::socket& socket) {
+asio::awaitable<void> client_connection::discard_until_eof(tcp_socket& socket) {
   std::array<char, 4096> sink;
   for (;;) {
     auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink), as_tuple_awaitable);

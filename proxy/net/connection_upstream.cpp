@@ -43,7 +43,7 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
 // SO_ERROR (a guard against spurious wake-ups of its reactor): one more
 // syscall per session (issue 14). epoll reports a connecting TCP socket
 // writable only once the handshake is done or failed.
-asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, const tcp::endpoint& target) {
+asio::awaitable<boost::system::error_code> connect_socket(tcp_socket& socket, const tcp::endpoint& target) {
   boost::system::error_code ec;
   if (!socket.non_blocking()) socket.non_blocking(true, ec);  // open_non_blocking: already
   if (ec) co_return ec;
@@ -53,7 +53,7 @@ asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, c
   // only say EALREADY.
   if (errno != EINPROGRESS && errno != EINTR)
     co_return boost::system::error_code(errno, boost::system::system_category());
-  auto [wait_error] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple_awaitable);
+  auto [wait_error] = co_await socket.async_wait(tcp_socket::wait_write, as_tuple_awaitable);
   if (wait_error) co_return wait_error;  // the dial deadline or closing closed the socket
   int error = 0;
   socklen_t size = sizeof error;

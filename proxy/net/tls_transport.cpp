@@ -30,7 +30,7 @@ std::string certificate_subject(SSL* ssl) {
   return buffer;
 }
 
-tls_transport::tls_transport(asio::ip::tcp::socket socket, ssl_context_ptr context, tls_stream::role role,
+tls_transport::tls_transport(tcp_socket socket, ssl_context_ptr context, tls_stream::role role,
                              std::string server_name)
     : stream_(std::move(socket), std::move(context)), role_(role) {
   if (role_ == tls_stream::role::client) stream_.expect_server_name(server_name);
@@ -47,7 +47,7 @@ asio::awaitable<handshake_result> tls_transport::handshake() {
 // on the socket without a buffer, as plain TCP does.
 asio::awaitable<void> tls_transport::wait_readable() {
   if (stream_.has_pending()) co_return;
-  auto [ec] = co_await socket().async_wait(asio::ip::tcp::socket::wait_read, as_tuple_awaitable);
+  auto [ec] = co_await socket().async_wait(tcp_socket::wait_read, as_tuple_awaitable);
   (void)ec;  // the read that follows reports any error
 }
 
