@@ -16,6 +16,7 @@
 
 #include <array>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -33,11 +34,11 @@
 #include "net/connection_snapshot.hpp"
 #include "net/deadline_service.hpp"
 #include "net/handler_memory.hpp"
-#include "net/rare_string.hpp"
 #include "net/outbound_queue.hpp"
 #include "net/proxy_context.hpp"
 #include "net/transport.hpp"
 #include "session/client_session.hpp"
+#include "support/rare_string.hpp"
 
 namespace proxy {
 
@@ -57,7 +58,7 @@ struct connection_environment {
 // Its deadlines wait in the worker's deadline_service (private deadline_entry).
 class client_connection : public std::enable_shared_from_this<client_connection>, private deadline_entry {
  public:
-  enum class lifecycle { handshaking, running, closing, closed };
+  enum class lifecycle : std::uint8_t { handshaking, running, closing, closed };
   // The connection's deadlines: the session's four kinds, then its own.
   enum class deadline : std::size_t {
     handshake, session_expiry, revalidate, upstream_ping,  // = timer_kind
@@ -102,7 +103,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
 
  private:
   enum class side { client, upstream };
-  enum class link { none, dialing, open };  // the broker connection
+  enum class link : std::uint8_t { none, dialing, open };  // the broker connection
 
   // Counts the connection in connections_open from start() until it is
   // closed or destroyed, whichever comes first: a coroutine that dies by an
@@ -238,12 +239,12 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool first_byte_seen_ = false;
   bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done
   bool forced_ = false;          // the flush deadline passed: cut, do not be polite
+  bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
+  bool disconnect_to_upstream_ = false;  // the last packet queued to the broker was a DISCONNECT
   rare_string handshake_failure_;  // set by the transport handshake deadline
   rare_string dial_failure_;       // set by the upstream dial deadline
   upstream_pool* upstream_nodes_ = nullptr;  // null: the one broker of settings_.upstream
   const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials
-  bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
-  bool disconnect_to_upstream_ = false;  // the last packet queued to the broker was a DISCONNECT
 
   auth_client::pending_call pending_validation_;
   // Only while a host name is resolved (a literal address needs none): 80 B
