@@ -51,7 +51,8 @@ struct connection_environment {
   auth_client& auth;
   const reloadable_tls_context* upstream_tls = nullptr;  // null: plain TCP to the broker
   connection_registry* registry = nullptr;              // the worker's live connections
-  upstream_pool* upstream_nodes = nullptr;              // several brokers: which to dial (shared by all workers)
+  // Several brokers: which to dial (shared by all workers); null: the one broker of settings.upstream.
+  upstream_pool* upstream_nodes = nullptr;
   acl_pool* acls = nullptr;                             // the worker's shared ACLs (null: each session its own)
 };
 
@@ -197,6 +198,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void validate(const std::string& token);
   void count_handshake_failure();
   outbound_queue& queue_of(side s) { return s == side::client ? to_client_ : to_upstream_; }
+  const connection_settings& settings() const { return environment_.settings; }
   void wake_readers();
   // The single deadline timer: one deadline per kind, the timer armed for the earliest.
   void arm(deadline kind, time_point at);
@@ -214,10 +216,12 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // The worker's io_context: 8 B where an any_io_executor takes 56.
   boost::asio::io_context::executor_type executor_;
   const listener_settings& listener_;
-  const connection_settings& settings_;
+  // The worker's settings, auth client, broker TLS context and nodes, through
+  // one reference (8 B) instead of one each; the two the destructor uses are
+  // kept apart, as the worker's io_context (which may destroy the last
+  // connections) outlives the environment in the tests' harnesses.
+  const connection_environment& environment_;
   metrics& metrics_;
-  auth_client& auth_;
-  const reloadable_tls_context* upstream_tls_;
   connection_registry* registry_;
   client_session session_;
   mqtt::framer client_framer_;
@@ -243,7 +247,6 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool disconnect_to_upstream_ = false;  // the last packet queued to the broker was a DISCONNECT
   rare_string handshake_failure_;  // set by the transport handshake deadline
   rare_string dial_failure_;       // set by the upstream dial deadline
-  upstream_pool* upstream_nodes_ = nullptr;  // null: the one broker of settings_.upstream
   const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials
 
   auth_client::pending_call pending_validation_;

@@ -33,7 +33,7 @@ void client_connection::on_closing() {
     if (resolver_) resolver_->cancel();
     if (upstream_) upstream_->close();
   }
-  arm_after(deadline::flush, settings_.drain_timeout);
+  arm_after(deadline::flush, settings().drain_timeout);
   wake_readers();
 }
 

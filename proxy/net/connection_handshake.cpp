@@ -48,9 +48,9 @@ asio::awaitable<bool> client_connection::read_proxy_header() {
     }
     if (ec) {
       count_handshake_failure();
-      const auto why = !handshake_failure_.empty()
-                           ? "no PROXY protocol header within " + std::to_string(settings_.handshake_timeout.count()) + " ms"
-                           : "closed within the PROXY protocol header: " + ec.message();
+      const auto limit = std::to_string(settings().handshake_timeout.count());
+      const auto why = !handshake_failure_.empty() ? "no PROXY protocol header within " + limit + " ms"
+                                                   : "closed within the PROXY protocol header: " + ec.message();
       spdlog::warn("connection from {} refused: {}", remote_address_, why);
       begin_close(why);
       co_return false;

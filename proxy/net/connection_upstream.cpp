@@ -80,7 +80,8 @@ asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::b
 
 asio::awaitable<std::string> client_connection::dial_upstream() {
   const auto& where = *dial_target_;
-  upstream_ = make_upstream_transport(executor_, where, upstream_tls_ ? upstream_tls_->current() : nullptr);
+  const auto* tls = environment_.upstream_tls;
+  upstream_ = make_upstream_transport(executor_, where, tls ? tls->current() : nullptr);
   arm_after(deadline::upstream_dial, where.connect_timeout);
   std::string failure;
   std::vector<tcp::endpoint> targets;

@@ -27,8 +27,9 @@ class tls_transport final : public transport {
   std::string peer_certificate_subject() override { return certificate_subject(stream_.native_handle()); }
 
  private:
+  // The role and the server name (client role) are set on the SSL object at
+  // once, not kept: 56 B, one 64 B heap block per TLS client (issue 14).
   tls_stream stream_;
-  tls_stream::role role_;  // the server name (client role) is set on the SSL object at once, not kept
 };
 
 }  // namespace proxy

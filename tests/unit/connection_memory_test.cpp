@@ -20,7 +20,10 @@
 #include "net/deadline_queue.hpp"
 #include "net/deadline_service.hpp"
 #include "net/handler_memory.hpp"
+#include "net/client_connection.hpp"
 #include "net/tcp_socket.hpp"
+#include "net/tcp_transport.hpp"
+#include "net/tls_transport.hpp"
 #include "net/transport.hpp"
 
 using namespace std::chrono_literals;
@@ -217,6 +220,16 @@ TEST_CASE("tcp_socket: the proxy's sockets carry the io_context's executor, not 
   static_assert(std::is_same_v<proxy::tcp_socket::executor_type, asio::io_context::executor_type>);
   static_assert(std::is_same_v<decltype(std::declval<proxy::transport&>().socket()), proxy::tcp_socket&>);
   CHECK(sizeof(proxy::tcp_socket) + 48 == sizeof(asio::ip::tcp::socket));
+}
+
+// Every idle client holds one client_connection and two transports (one
+// TLS for a TLS client). Growing them is a choice against issue 14's budget
+// (3 KiB TCP, 16 KiB TLS, the latter with ~300 B of margin): raise these
+// only knowingly. Sizes for GCC 12 and Boost 1.81 (x86-64).
+TEST_CASE("idle connection objects stay within their budget") {
+  CHECK(sizeof(proxy::client_connection) <= 1232);
+  CHECK(sizeof(proxy::tcp_transport) <= 48);
+  CHECK(sizeof(proxy::tls_transport) <= 56);  // with its malloc header, one 64 B block
 }
 
 TEST_CASE("handler_memory: too large or too aligned a request goes to the heap") {
