@@ -6,7 +6,6 @@
 #include <boost/asio/post.hpp>
 #include <algorithm>
 #include <random>
-#include <stdexcept>
 
 #include <openssl/rand.h>
 
