@@ -217,9 +217,10 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::io_context::executor_type executor_;
   const listener_settings& listener_;
   // The worker's settings, auth client, broker TLS context and nodes, through
-  // one reference (8 B) instead of one each; the two the destructor uses are
-  // kept apart, as the worker's io_context (which may destroy the last
-  // connections) outlives the environment in the tests' harnesses.
+  // one reference (8 B) instead of one each. The two the destructor uses are
+  // kept apart: the worker's io_context, whose destruction may destroy the
+  // last connections, outlives the environment (main's worker, the tests'
+  // harnesses).
   const connection_environment& environment_;
   metrics& metrics_;
   connection_registry* registry_;
