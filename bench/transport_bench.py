@@ -6,10 +6,11 @@ then relay throughput with the broker reached over TCP and over TLS
 one does not hide the next), Mosquitto behind it, a stub API server. Prints
 a Markdown section.
 Usage: transport_bench.py PATH/TO/mqtt-proxy [CONNECTIONS] [--kinds tcp,tls,ws,wss,haproxy-tls]
-                          [--no-relay] [--wrap 'heaptrack -o FILE'] [--hold SECONDS]
+                          [--no-relay] [--bytes] [--wrap 'heaptrack -o FILE'] [--hold SECONDS]
 haproxy-tls: HAProxy 2.6 (`mode tcp`, TLS terminated with the same ECDSA certificate) in front of
 Mosquitto, clients sending CONNECT only, for comparison. --wrap runs each proxy under a profiler;
---hold keeps the idle clients open that long before the proxy is stopped (for a profiler's snapshot)."""
+--hold keeps the idle clients open that long before the proxy is stopped (for a profiler's snapshot);
+--bytes prints memory in bytes, not tenths of KiB (changes of a few hundred bytes are below that rounding)."""
 import os
 import shutil
 import signal
@@ -234,7 +235,10 @@ def main():
           "| same, Pss |")
     print("|---|---|---|---|")
     for kind, rate, per_connection, pss in rows:
-        print(f"| {kind} | {rate:.0f} | about {per_connection / 1024:.1f} KiB | {pss / 1024:.1f} KiB |")
+        if "--bytes" in flags:
+            print(f"| {kind} | {rate:.0f} | {per_connection:,.0f} B | {pss:,.0f} B |")
+        else:
+            print(f"| {kind} | {rate:.0f} | about {per_connection / 1024:.1f} KiB | {pss / 1024:.1f} KiB |")
     print()
     if not relay:
         return

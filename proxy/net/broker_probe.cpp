@@ -22,7 +22,7 @@ constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 // (asio's frame allocator has a matching sized delete); silenced here only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-asio::awaitable<void> run_probe(asio::any_io_executor executor, upstream_settings where, ssl_context_ptr tls,
+asio::awaitable<void> run_probe(asio::io_context::executor_type executor, upstream_settings where, ssl_context_ptr tls,
                                 mqtt::bytes connect_packet, broker_probe_result& result, bool& finished) {
   auto stream = make_upstream_transport(executor, where, tls);
   tcp::resolver resolver(executor);

@@ -6,7 +6,6 @@
 #include <boost/asio/post.hpp>
 #include <algorithm>
 #include <random>
-#include <stdexcept>
 
 #include <openssl/rand.h>
 
@@ -30,7 +29,7 @@ std::string text_of(const tcp::endpoint& endpoint) {
   return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
 }
 
-std::string address_of(tcp::socket& socket) {
+std::string address_of(tcp_socket& socket) {
   boost::system::error_code ec;
   const auto endpoint = socket.remote_endpoint(ec);
   if (ec) return "unknown";
@@ -56,13 +55,6 @@ unsigned worker_random() {
 // Made only for a client that sends an empty client id (client_session).
 std::string generated_client_id() {
   return "proxy-" + std::to_string(worker_random()) + "-" + std::to_string(worker_random());
-}
-
-// Connections run on a worker's io_context; every socket the proxy makes has its executor.
-asio::io_context::executor_type io_executor_of(tcp::socket& socket) {
-  const auto* executor = socket.get_executor().target<asio::io_context::executor_type>();
-  if (!executor) throw std::invalid_argument("client_connection: the socket's executor is not an io_context's");
-  return *executor;
 }
 
 }  // namespace
@@ -102,22 +94,19 @@ const char* to_string(client_connection::lifecycle state) {
 client_connection::client_connection(std::unique_ptr<transport> client, const listener_settings& listener,
                                      const connection_environment& environment)
     : client_(std::move(client)),
-      executor_(io_executor_of(client_->socket())),
+      executor_(client_->socket().get_executor()),
       listener_(listener),
-      settings_(environment.settings),
+      environment_(environment),
       metrics_(environment.counters),
-      auth_(environment.auth),
-      upstream_tls_(environment.upstream_tls),
       registry_(environment.registry),
-      session_(settings_.session, metrics_, &generated_client_id),
-      client_framer_(settings_.max_packet_size),
-      upstream_framer_(std::max(settings_.max_packet_size, min_upstream_packet_limit)),
+      session_(environment.settings.session, metrics_, &generated_client_id),
+      client_framer_(settings().max_packet_size),
+      upstream_framer_(std::max(settings().max_packet_size, min_upstream_packet_limit)),
       worker_deadlines_(deadline_service::of(executor_)) {
   deadlines_.fill(time_point::max());
   session_.share_acls_through(environment.acls);
   if (listener_.acl_enforcement) session_.set_acl_mode(*listener_.acl_enforcement);
-  upstream_nodes_ = environment.upstream_nodes;
-  dial_target_ = &settings_.upstream;
+  dial_target_ = &settings().upstream;
   metrics_.connections_alive++;
 }
 
@@ -149,11 +138,11 @@ void client_connection::start() {
   metrics_.connections_by_transport[static_cast<std::size_t>(listener_.kind)]++;
   if (registry_) registry_->add(membership_, *this);
   last_client_packet_ = std::chrono::steady_clock::now();
-  arm_after(deadline::handshake, settings_.connect_timeout);
+  arm_after(deadline::handshake, settings().connect_timeout);
   // Deadlines close the socket rather than cancel operations: every stream
   // layer honours a closed socket, not all honour per-operation cancellation.
   if (listener_.proxy_protocol || listener_.kind != transport_kind::tcp)
-    arm_after(deadline::transport_handshake, settings_.handshake_timeout);
+    arm_after(deadline::transport_handshake, settings().handshake_timeout);
   spawn(read_client(shared_from_this()));
 }
 
@@ -230,7 +219,7 @@ void client_connection::validate(const std::string& token) {
   // may hold it while the answer is awaited. The cycle (connection -> pending
   // call -> callback -> connection) ends when the call completes, which its
   // deadline guarantees, or when closing drops the pending call.
-  pending_validation_ = auth_.validate(
+  pending_validation_ = environment_.auth.validate(
       token, remote_address_, [self = shared_from_this(), started, &counters = metrics_](const auth_result& result) {
         const auto elapsed = std::chrono::steady_clock::now() - started;
         counters.auth_latency.observe(elapsed);
@@ -339,7 +328,7 @@ void client_connection::fire(deadline kind) {
     case deadline::keep_alive: return keep_alive_check();
     case deadline::transport_handshake:
       if (state_ != lifecycle::handshaking) return;
-      handshake_failure_ = "no handshake within " + std::to_string(settings_.handshake_timeout.count()) + " ms";
+      handshake_failure_ = "no handshake within " + std::to_string(settings().handshake_timeout.count()) + " ms";
       client_->close();
       return;
     case deadline::upstream_dial: return upstream_dial_expired();

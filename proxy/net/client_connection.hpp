@@ -16,6 +16,7 @@
 
 #include <array>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -33,11 +34,11 @@
 #include "net/connection_snapshot.hpp"
 #include "net/deadline_service.hpp"
 #include "net/handler_memory.hpp"
-#include "net/rare_string.hpp"
 #include "net/outbound_queue.hpp"
 #include "net/proxy_context.hpp"
 #include "net/transport.hpp"
 #include "session/client_session.hpp"
+#include "support/rare_string.hpp"
 
 namespace proxy {
 
@@ -50,14 +51,15 @@ struct connection_environment {
   auth_client& auth;
   const reloadable_tls_context* upstream_tls = nullptr;  // null: plain TCP to the broker
   connection_registry* registry = nullptr;              // the worker's live connections
-  upstream_pool* upstream_nodes = nullptr;              // several brokers: which to dial (shared by all workers)
+  // Several brokers: which to dial (shared by all workers); null: the one broker of settings.upstream.
+  upstream_pool* upstream_nodes = nullptr;
   acl_pool* acls = nullptr;                             // the worker's shared ACLs (null: each session its own)
 };
 
 // Its deadlines wait in the worker's deadline_service (private deadline_entry).
 class client_connection : public std::enable_shared_from_this<client_connection>, private deadline_entry {
  public:
-  enum class lifecycle { handshaking, running, closing, closed };
+  enum class lifecycle : std::uint8_t { handshaking, running, closing, closed };
   // The connection's deadlines: the session's four kinds, then its own.
   enum class deadline : std::size_t {
     handshake, session_expiry, revalidate, upstream_ping,  // = timer_kind
@@ -68,6 +70,12 @@ class client_connection : public std::enable_shared_from_this<client_connection>
     linger,               // closed: peers that never close their side
   };
   static constexpr std::size_t deadline_count = 9;
+  // Room for one parked socket wait's operation per side, built inside the
+  // connection: 104 B with Boost 1.81 and GCC 12 on a tcp_socket (152 B on
+  // asio's tcp::socket, whose any_io_executor the operation copies).
+  // tests/unit/connection_memory_test.cpp checks it fits and that 8 B less
+  // would not (public for that test).
+  static constexpr std::size_t parked_wait_size = 104;
 
   client_connection(std::unique_ptr<transport> client, const listener_settings& listener,
                     const connection_environment& environment);
@@ -97,7 +105,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
 
  private:
   enum class side { client, upstream };
-  enum class link { none, dialing, open };  // the broker connection
+  enum class link : std::uint8_t { none, dialing, open };  // the broker connection
 
   // Counts the connection in connections_open from start() until it is
   // closed or destroyed, whichever comes first: a coroutine that dies by an
@@ -157,11 +165,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // A parked wait's handler: it keeps the connection alive and builds its
   // operation in park_memory_ (net/handler_memory.hpp).
   struct parked_wait;
-  // Room for one parked socket wait's operation per side: 152 B with Boost
-  // 1.81 and GCC 12 (tests/unit/connection_memory_test.cpp checks it fits).
-  static constexpr std::size_t parked_wait_size = 152;
   using park_memory = handler_memory<parked_wait_size>;
-  boost::asio::awaitable<void> discard_until_eof(boost::asio::ip::tcp::socket& socket);
+  boost::asio::awaitable<void> discard_until_eof(tcp_socket& socket);
   void enqueue(side to, std::span<const std::uint8_t> data);
   void enqueue(side to, mqtt::bytes&& data);
   void start_writer(side to);
@@ -198,6 +203,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void validate(const std::string& token);
   void count_handshake_failure();
   outbound_queue& queue_of(side s) { return s == side::client ? to_client_ : to_upstream_; }
+  const connection_settings& settings() const { return environment_.settings; }
   void wake_readers();
   // The single deadline timer: one deadline per kind, the timer armed for the earliest.
   void arm(deadline kind, time_point at);
@@ -215,10 +221,13 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // The worker's io_context: 8 B where an any_io_executor takes 56.
   boost::asio::io_context::executor_type executor_;
   const listener_settings& listener_;
-  const connection_settings& settings_;
+  // The worker's settings, auth client, broker TLS context and nodes, through
+  // one reference (8 B) instead of one each. The two the destructor uses are
+  // kept apart: the worker's io_context, whose destruction may destroy the
+  // last connections, outlives the environment (main's worker, the tests'
+  // harnesses).
+  const connection_environment& environment_;
   metrics& metrics_;
-  auth_client& auth_;
-  const reloadable_tls_context* upstream_tls_;
   connection_registry* registry_;
   client_session session_;
   mqtt::framer client_framer_;
@@ -240,12 +249,11 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool first_byte_seen_ = false;
   bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done
   bool forced_ = false;          // the flush deadline passed: cut, do not be polite
-  rare_string handshake_failure_;  // set by the transport handshake deadline
-  rare_string dial_failure_;       // set by the upstream dial deadline
-  upstream_pool* upstream_nodes_ = nullptr;  // null: the one broker of settings_.upstream
-  const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials
   bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
   bool disconnect_to_upstream_ = false;  // the last packet queued to the broker was a DISCONNECT
+  rare_string handshake_failure_;  // set by the transport handshake deadline
+  rare_string dial_failure_;       // set by the upstream dial deadline
+  const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials
 
   auth_client::pending_call pending_validation_;
   // Only while a host name is resolved (a literal address needs none): 80 B

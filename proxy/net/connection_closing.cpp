@@ -33,7 +33,7 @@ void client_connection::on_closing() {
     if (resolver_) resolver_->cancel();
     if (upstream_) upstream_->close();
   }
-  arm_after(deadline::flush, settings_.drain_timeout);
+  arm_after(deadline::flush, settings().drain_timeout);
   wake_readers();
 }
 
@@ -57,14 +57,14 @@ void client_connection::on_closed() {
   } else {
     // Plain TCP (or no handshake done) ends with a FIN, at once: no coroutine for it (issue 14).
     boost::system::error_code ignored;
-    client_->socket().shutdown(tcp::socket::shutdown_send, ignored);
+    client_->socket().shutdown(tcp_socket::shutdown_send, ignored);
   }
   if (upstream_ && upstream_link_ == link::open && !forced_) {
     if (ends_upstream_itself()) {
       // The broker closes after the DISCONNECT; its EOF ends the reader.
     } else if (upstream_->immediate_io()) {
       boost::system::error_code ignored;
-      upstream_->socket().shutdown(tcp::socket::shutdown_send, ignored);
+      upstream_->socket().shutdown(tcp_socket::shutdown_send, ignored);
     } else {
       spawn(end_stream(self, *upstream_));
     }

@@ -26,20 +26,20 @@ std::chrono::milliseconds attempt_timeout(std::chrono::milliseconds left, std::s
 }  // namespace
 
 asio::awaitable<std::string> client_connection::dial_with_failover(const mqtt::bytes* connect_packet) {
-  if (!upstream_nodes_) {
+  if (!environment_.upstream_nodes) {
     std::string failure = co_await dial_upstream();
     co_return failure;
   }
   using clock = std::chrono::steady_clock;
   const auto started = clock::now();
-  const auto budget = settings_.upstream.connect_timeout;
-  const auto order = upstream_nodes_->plan(started);
+  const auto budget = settings().upstream.connect_timeout;
+  const auto order = environment_.upstream_nodes->plan(started);
   std::string failures;
   for (std::size_t k = 0; k < order.size() && state_ == lifecycle::running; ++k) {
     const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started);
     if (spent >= budget) break;
-    const auto& node = upstream_nodes_->node(order[k]);
-    upstream_settings target = settings_.upstream;  // TLS settings; the node's own host for its certificate
+    const auto& node = environment_.upstream_nodes->node(order[k]);
+    upstream_settings target = settings().upstream;  // TLS settings; the node's own host for its certificate
     target.host = node.host;
     target.port = node.port;
     target.connect_timeout = attempt_timeout(budget - spent, order.size() - k);
@@ -52,13 +52,13 @@ asio::awaitable<std::string> client_connection::dial_with_failover(const mqtt::b
       std::string unanswered = co_await greet_node(*connect_packet, attempt_ends);
       failure = std::move(unanswered);
     }
-    dial_target_ = &settings_.upstream;
+    dial_target_ = &settings().upstream;
     if (failure.empty()) {
-      upstream_nodes_->report_success(order[k]);
+      environment_.upstream_nodes->report_success(order[k]);
       co_return failure;
     }
     if (state_ != lifecycle::running) co_return failure;  // closing while dialling
-    if (!dial_local_error_) upstream_nodes_->report_failure(order[k], clock::now());
+    if (!dial_local_error_) environment_.upstream_nodes->report_failure(order[k], clock::now());
     if (k + 1 < order.size()) spdlog::info("upstream {} unreachable: {}; trying the next node", node.name(), failure);
     failures += (failures.empty() ? "" : "; ") + node.name() + ": " + failure;
   }

@@ -18,12 +18,12 @@ namespace {
 constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 // Waits for the first byte without taking it: true when the peer closed instead.
-asio::awaitable<bool> closed_before_first_byte(tcp::socket& socket) {
-  auto [wait_error] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple_awaitable);
+asio::awaitable<bool> closed_before_first_byte(tcp_socket& socket) {
+  auto [wait_error] = co_await socket.async_wait(tcp_socket::wait_read, as_tuple_awaitable);
   if (wait_error) co_return false;  // the deadline closed the socket: the handshake reports it
   std::uint8_t first = 0;
   boost::system::error_code ec;
-  const std::size_t n = socket.receive(asio::buffer(&first, 1), tcp::socket::message_peek, ec);
+  const std::size_t n = socket.receive(asio::buffer(&first, 1), tcp_socket::message_peek, ec);
   co_return n == 0 && (!ec || ec == asio::error::eof);
 }
 }  // namespace
@@ -35,12 +35,12 @@ asio::awaitable<bool> client_connection::read_proxy_header() {
   auto& socket = client_->socket();
   std::vector<std::uint8_t> header;  // consumed so far, all of it header
   for (;;) {
-    auto [wait_error] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple_awaitable);
+    auto [wait_error] = co_await socket.async_wait(tcp_socket::wait_read, as_tuple_awaitable);
     if (state_ != lifecycle::handshaking) co_return false;
     std::array<std::uint8_t, proxy_protocol::max_header_size> peeked;
     boost::system::error_code ec = wait_error;
     std::size_t n = 0;
-    if (!ec) n = socket.receive(asio::buffer(peeked.data(), peeked.size() - header.size()), tcp::socket::message_peek, ec);
+    if (!ec) n = socket.receive(asio::buffer(peeked.data(), peeked.size() - header.size()), tcp_socket::message_peek, ec);
     if (!ec && n == 0) ec = asio::error::eof;
     if (ec == asio::error::eof && header.empty()) {
       begin_close("closed before the handshake");  // a load balancer's TCP health check
@@ -48,9 +48,9 @@ asio::awaitable<bool> client_connection::read_proxy_header() {
     }
     if (ec) {
       count_handshake_failure();
-      const auto why = !handshake_failure_.empty()
-                           ? "no PROXY protocol header within " + std::to_string(settings_.handshake_timeout.count()) + " ms"
-                           : "closed within the PROXY protocol header: " + ec.message();
+      const auto limit = std::to_string(settings().handshake_timeout.count());
+      const auto why = !handshake_failure_.empty() ? "no PROXY protocol header within " + limit + " ms"
+                                                   : "closed within the PROXY protocol header: " + ec.message();
       spdlog::warn("connection from {} refused: {}", remote_address_, why);
       begin_close(why);
       co_return false;

@@ -146,19 +146,20 @@ bool client_connection::process_upstream_frames() {
 }
 
 std::size_t client_connection::client_queue_limit() const {
-  if (session_.current_state() == client_session::state::relaying) return settings_.write_high_water;
-  return std::min(settings_.write_high_water, unauthenticated_queue_limit);
+  if (session_.current_state() == client_session::state::relaying) return settings().write_high_water;
+  return std::min(settings().write_high_water, unauthenticated_queue_limit);
 }
 
 // The client's reader waits while either queue is full; the broker's reader
 // while the queue to the client is (what the broker sends goes there).
 bool client_connection::over_high_water() const {
-  return to_client_.bytes_queued() > client_queue_limit() || to_upstream_.bytes_queued() > settings_.write_high_water;
+  return to_client_.bytes_queued() > client_queue_limit() || to_upstream_.bytes_queued() > settings().write_high_water;
 }
 
 asio::awaitable<void> client_connection::wait_for_room(side from) {
   for (;;) {
-    const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings_.write_high_water;
+    const bool full =
+        from == side::client ? over_high_water() : to_client_.bytes_queued() > settings().write_high_water;
     if (!full || state_ != lifecycle::running) break;
     if (from == side::client) client_paused_ = true;
     if (!room_) room_ = std::make_unique<asio::steady_timer>(executor_, time_point::max());
@@ -272,14 +273,14 @@ bool client_connection::park(side from, bool drained) {
   auto& stream = from == side::client ? *client_ : *upstream_;
   auto& framer = from == side::client ? client_framer_ : upstream_framer_;
   if (woken_[i] || framer.buffered() != 0 || !stream.readable_when_socket_is()) return false;
-  const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings_.write_high_water;
+  const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings().write_high_water;
   if (full) return false;
   framer.release_if_empty();
   parked_[i] = true;
   if (drained && stream.immediate_io()) {
     reactor_wait::async_wait_drained(stream.socket(), parked_wait{shared_from_this(), from});
   } else {
-    stream.socket().async_wait(tcp::socket::wait_read, parked_wait{shared_from_this(), from});
+    stream.socket().async_wait(tcp_socket::wait_read, parked_wait{shared_from_this(), from});
   }
   return true;
 }
@@ -310,7 +311,7 @@ bool client_connection::relay_woken(side from) {
   auto& stream = from == side::client ? *client_ : *upstream_;
   auto& framer = from == side::client ? client_framer_ : upstream_framer_;
   if (state_ != lifecycle::running || !stream.immediate_io()) return false;
-  const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings_.write_high_water;
+  const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings().write_high_water;
   if (full) return false;  // read_into waits for room
   const auto in = try_read(stream, framer, from);
   if (!in) return park(from, true);  // woken, but nothing there: the socket is empty, and nothing ran since
@@ -340,7 +341,7 @@ bool client_connection::relay_woken(side from) {
 // can destroy data the peer has not read yet: our last packets to the
 // client, or a DISCONNECT to the broker, which would then publish the will.
 // So after the final FIN the proxy reads and drops until the peer closes.
-asio::awaitable<void> client_connection::discard_until_eof(tcp::socket& socket) {
+asio::awaitable<void> client_connection::discard_until_eof(tcp_socket& socket) {
   std::array<char, 4096> sink;
   for (;;) {
     auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink), as_tuple_awaitable);

@@ -44,7 +44,7 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
 // SO_ERROR (a guard against spurious wake-ups of its reactor): one more
 // syscall per session (issue 14). epoll reports a connecting TCP socket
 // writable only once the handshake is done or failed.
-asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, const tcp::endpoint& target) {
+asio::awaitable<boost::system::error_code> connect_socket(tcp_socket& socket, const tcp::endpoint& target) {
   boost::system::error_code ec;
   if (!socket.non_blocking()) socket.non_blocking(true, ec);  // open_non_blocking: already
   if (ec) co_return ec;
@@ -54,7 +54,7 @@ asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, c
   // only say EALREADY.
   if (errno != EINPROGRESS && errno != EINTR)
     co_return boost::system::error_code(errno, boost::system::system_category());
-  auto [wait_error] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple_awaitable);
+  auto [wait_error] = co_await socket.async_wait(tcp_socket::wait_write, as_tuple_awaitable);
   if (wait_error) co_return wait_error;  // the dial deadline or closing closed the socket
   int error = 0;
   socklen_t size = sizeof error;
@@ -66,7 +66,7 @@ asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, c
 asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::bytes connect_packet) {
   // One broker: the CONNECT waits in the queue for the link. Several: the
   // failover sends it to each node it tries (connection_failover.cpp).
-  const mqtt::bytes* greeting = upstream_nodes_ ? &connect_packet : nullptr;
+  const mqtt::bytes* greeting = environment_.upstream_nodes ? &connect_packet : nullptr;
   if (!greeting) enqueue(side::upstream, std::move(connect_packet));
   const std::string failure = co_await self->dial_with_failover(greeting);
   if (state_ != lifecycle::running) co_return;  // closing while dialling: nothing left to report
@@ -89,7 +89,8 @@ asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::b
 
 asio::awaitable<std::string> client_connection::dial_upstream() {
   const auto& where = *dial_target_;
-  upstream_ = make_upstream_transport(executor_, where, upstream_tls_ ? upstream_tls_->current() : nullptr);
+  const auto* tls = environment_.upstream_tls;
+  upstream_ = make_upstream_transport(executor_, where, tls ? tls->current() : nullptr);
   arm_after(deadline::upstream_dial, where.connect_timeout);
   std::string failure;
   std::vector<tcp::endpoint> targets;

@@ -50,7 +50,7 @@ class listener {
   void note_refused_over_limit();
   void report_refusals();
 
-  boost::asio::ip::tcp::acceptor acceptor_;
+  tcp_acceptor acceptor_;  // hands out tcp_sockets, on this worker's io_context
   const listener_settings& settings_;
   const connection_environment& environment_;
   const reloadable_tls_context* tls_;

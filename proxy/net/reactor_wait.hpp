@@ -33,6 +33,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/version.hpp>
 
+#include "net/tcp_socket.hpp"
+
 #if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && \
     !defined(BOOST_ASIO_ENABLE_HANDLER_TRACKING)
 #define PROXY_HAS_REACTOR_WAIT 1
@@ -93,7 +95,6 @@ class drained_wait_op : public asio::detail::reactor_op {
   asio::detail::handler_work<Handler, IoExecutor> work_;
 };
 
-using tcp_socket = asio::ip::tcp::socket;
 using socket_service_base = asio::detail::reactive_socket_service_base;
 
 // The socket's implementation (descriptor, state, reactor data): a protected
@@ -130,7 +131,7 @@ constexpr bool skips_rearm = true;
 // cancelled), like socket.async_wait(wait_read, handler), without the
 // EPOLL_CTL_MOD. Only on the conditions above.
 template <typename Handler>
-void async_wait_drained(boost::asio::ip::tcp::socket& socket, Handler handler) {
+void async_wait_drained(tcp_socket& socket, Handler handler) {
   using op = detail::operation_for<Handler>;
   typename op::ptr p = {boost::asio::detail::addressof(handler), op::ptr::allocate(handler), 0};
   p.p = new (p.v) op(handler, socket.get_executor());
@@ -143,8 +144,8 @@ void async_wait_drained(boost::asio::ip::tcp::socket& socket, Handler handler) {
 constexpr bool skips_rearm = false;
 
 template <typename Handler>
-void async_wait_drained(boost::asio::ip::tcp::socket& socket, Handler handler) {
-  socket.async_wait(boost::asio::ip::tcp::socket::wait_read, std::move(handler));
+void async_wait_drained(tcp_socket& socket, Handler handler) {
+  socket.async_wait(tcp_socket::wait_read, std::move(handler));
 }
 
 #endif

@@ -17,7 +17,7 @@ namespace asio = boost::asio;
 constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 asio::awaitable<void> tcp_transport::wait_readable() {
-  auto [ec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, as_tuple_awaitable);
+  auto [ec] = co_await socket_.async_wait(tcp_socket::wait_read, as_tuple_awaitable);
   (void)ec;  // the read that follows reports any error
 }
 
@@ -75,7 +75,7 @@ io_result tcp_transport::try_write(const std::vector<asio::const_buffer>& buffer
 
 asio::awaitable<void> tcp_transport::shutdown() {
   boost::system::error_code ignored;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  socket_.shutdown(tcp_socket::shutdown_send, ignored);
   co_return;
 }
 

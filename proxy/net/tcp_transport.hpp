@@ -8,9 +8,9 @@ namespace proxy {
 
 class tcp_transport final : public transport {
  public:
-  explicit tcp_transport(boost::asio::ip::tcp::socket socket) : socket_(std::move(socket)) {}
+  explicit tcp_transport(tcp_socket socket) : socket_(std::move(socket)) {}
 
-  boost::asio::ip::tcp::socket& socket() override { return socket_; }
+  tcp_socket& socket() override { return socket_; }
   boost::asio::awaitable<handshake_result> handshake() override { co_return handshake_result{}; }
   boost::asio::awaitable<void> wait_readable() override;
   bool readable_when_socket_is() const override { return true; }
@@ -23,7 +23,7 @@ class tcp_transport final : public transport {
   io_result try_write(const std::vector<boost::asio::const_buffer>& buffers) override;
 
  private:
-  boost::asio::ip::tcp::socket socket_;
+  tcp_socket socket_;
 };
 
 }  // namespace proxy

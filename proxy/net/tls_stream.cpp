@@ -39,7 +39,7 @@ step classify(SSL* ssl, int result, boost::system::error_code& error) {
 
 }  // namespace tls_detail
 
-tls_stream::tls_stream(boost::asio::ip::tcp::socket socket, std::shared_ptr<boost::asio::ssl::context> context)
+tls_stream::tls_stream(tcp_socket socket, std::shared_ptr<boost::asio::ssl::context> context)
     : socket_(std::move(socket)), ssl_(SSL_new(context->native_handle())) {
   if (!ssl_) throw std::bad_alloc();
   // Partial writes give async_write_some its meaning; a retried write may
@@ -76,7 +76,7 @@ void tls_stream::shutdown_send() {
   if (SSL_is_init_finished(ssl_.get())) SSL_shutdown(ssl_.get());  // queues close_notify; the socket is non-blocking
   ERR_clear_error();
   boost::system::error_code ignored;
-  socket_.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+  socket_.shutdown(tcp_socket::shutdown_send, ignored);
 }
 
 }  // namespace proxy

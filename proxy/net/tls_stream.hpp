@@ -28,6 +28,8 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/beast/core/role.hpp>
 
+#include "net/tcp_socket.hpp"
+
 namespace proxy {
 
 namespace tls_detail {
@@ -41,17 +43,17 @@ step classify(SSL* ssl, int result, boost::system::error_code& error);
 
 class tls_stream {
  public:
-  using executor_type = boost::asio::ip::tcp::socket::executor_type;
-  using next_layer_type = boost::asio::ip::tcp::socket;
-  using lowest_layer_type = boost::asio::ip::tcp::socket;
+  using executor_type = tcp_socket::executor_type;
+  using next_layer_type = tcp_socket;
+  using lowest_layer_type = tcp_socket;
   enum class role { client, server };
 
-  tls_stream(boost::asio::ip::tcp::socket socket, std::shared_ptr<boost::asio::ssl::context> context);
+  tls_stream(tcp_socket socket, std::shared_ptr<boost::asio::ssl::context> context);
   tls_stream(tls_stream&&) = default;
 
   executor_type get_executor() { return socket_.get_executor(); }
-  boost::asio::ip::tcp::socket& next_layer() { return socket_; }
-  boost::asio::ip::tcp::socket& lowest_layer() { return socket_; }
+  tcp_socket& next_layer() { return socket_; }
+  tcp_socket& lowest_layer() { return socket_; }
   SSL* native_handle() { return ssl_.get(); }
 
   // Client role: the name sent as SNI and required in the server's certificate.
@@ -118,8 +120,8 @@ class tls_stream {
             outcome = attempt(ec);
           }
           if (outcome.next == tls_detail::step::want_read || outcome.next == tls_detail::step::want_write) {
-            socket_.async_wait(outcome.next == tls_detail::step::want_read ? boost::asio::ip::tcp::socket::wait_read
-                                                                          : boost::asio::ip::tcp::socket::wait_write,
+            socket_.async_wait(outcome.next == tls_detail::step::want_read ? tcp_socket::wait_read
+                                                                          : tcp_socket::wait_write,
                                std::move(self));
             return;
           }
@@ -155,7 +157,7 @@ class tls_stream {
     void operator()(SSL* ssl) const { SSL_free(ssl); }
   };
 
-  boost::asio::ip::tcp::socket socket_;
+  tcp_socket socket_;
   // The SSL object holds its own reference to the SSL_CTX (SSL_new takes
   // one), so the context wrapper is not kept: 16 B, and the function-pointer
   // deleter 8 B more, per TLS connection (issue 14). Contexts given here must

@@ -30,14 +30,21 @@ std::string certificate_subject(SSL* ssl) {
   return buffer;
 }
 
-tls_transport::tls_transport(asio::ip::tcp::socket socket, ssl_context_ptr context, tls_stream::role role,
+tls_transport::tls_transport(tcp_socket socket, ssl_context_ptr context, tls_stream::role role,
                              std::string server_name)
-    : stream_(std::move(socket), std::move(context)), role_(role) {
-  if (role_ == tls_stream::role::client) stream_.expect_server_name(server_name);
+    : stream_(std::move(socket), std::move(context)) {
+  // The SSL object keeps the role (SSL_is_server): no member of ours for it.
+  if (role == tls_stream::role::server) {
+    SSL_set_accept_state(stream_.native_handle());
+  } else {
+    SSL_set_connect_state(stream_.native_handle());
+    stream_.expect_server_name(server_name);
+  }
 }
 
 asio::awaitable<handshake_result> tls_transport::handshake() {
-  auto [ec, n] = co_await stream_.async_handshake(role_, as_tuple_awaitable);
+  const auto role = SSL_is_server(stream_.native_handle()) ? tls_stream::role::server : tls_stream::role::client;
+  auto [ec, n] = co_await stream_.async_handshake(role, as_tuple_awaitable);
   (void)n;
   if (ec) co_return handshake_result{ec, "TLS: " + describe_tls_error(ec, stream_.native_handle())};
   co_return handshake_result{};
@@ -47,7 +54,7 @@ asio::awaitable<handshake_result> tls_transport::handshake() {
 // on the socket without a buffer, as plain TCP does.
 asio::awaitable<void> tls_transport::wait_readable() {
   if (stream_.has_pending()) co_return;
-  auto [ec] = co_await socket().async_wait(asio::ip::tcp::socket::wait_read, as_tuple_awaitable);
+  auto [ec] = co_await socket().async_wait(tcp_socket::wait_read, as_tuple_awaitable);
   (void)ec;  // the read that follows reports any error
 }
 

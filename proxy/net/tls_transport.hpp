@@ -13,10 +13,10 @@ std::string certificate_subject(SSL* ssl);
 class tls_transport final : public transport {
  public:
   // `server_name` (client role only) is sent as SNI and checked against the certificate.
-  tls_transport(boost::asio::ip::tcp::socket socket, ssl_context_ptr context, tls_stream::role role,
+  tls_transport(tcp_socket socket, ssl_context_ptr context, tls_stream::role role,
                 std::string server_name = {});
 
-  boost::asio::ip::tcp::socket& socket() override { return stream_.next_layer(); }
+  tcp_socket& socket() override { return stream_.next_layer(); }
   boost::asio::awaitable<handshake_result> handshake() override;
   boost::asio::awaitable<void> wait_readable() override;
   bool readable_when_socket_is() const override;
@@ -27,8 +27,9 @@ class tls_transport final : public transport {
   std::string peer_certificate_subject() override { return certificate_subject(stream_.native_handle()); }
 
  private:
+  // The role and the server name (client role) are set on the SSL object at
+  // once, not kept: 56 B, one 64 B heap block per TLS client (issue 14).
   tls_stream stream_;
-  tls_stream::role role_;  // the server name (client role) is set on the SSL object at once, not kept
 };
 
 }  // namespace proxy

@@ -8,7 +8,7 @@ namespace proxy {
 
 using boost::asio::ip::tcp;
 
-std::unique_ptr<transport> make_client_transport(tcp::socket socket, const listener_settings& listener,
+std::unique_ptr<transport> make_client_transport(tcp_socket socket, const listener_settings& listener,
                                                  ssl_context_ptr tls) {
   switch (listener.kind) {
     case transport_kind::tcp:
@@ -16,7 +16,7 @@ std::unique_ptr<transport> make_client_transport(tcp::socket socket, const liste
     case transport_kind::tls:
       return std::make_unique<tls_transport>(std::move(socket), std::move(tls), tls_stream::role::server);
     case transport_kind::ws:
-      return std::make_unique<websocket_transport<tcp::socket>>(std::move(socket), listener.websocket, nullptr);
+      return std::make_unique<websocket_transport<tcp_socket>>(std::move(socket), listener.websocket, nullptr);
     case transport_kind::wss:
       return std::make_unique<websocket_transport<tls_stream>>(
           std::move(socket), listener.websocket, std::move(tls));
@@ -24,9 +24,9 @@ std::unique_ptr<transport> make_client_transport(tcp::socket socket, const liste
   return nullptr;
 }
 
-std::unique_ptr<transport> make_upstream_transport(const boost::asio::any_io_executor& executor,
+std::unique_ptr<transport> make_upstream_transport(const boost::asio::io_context::executor_type& executor,
                                                    const upstream_settings& upstream, ssl_context_ptr tls) {
-  tcp::socket socket(executor);
+  tcp_socket socket(executor);
   if (!tls) return std::make_unique<tcp_transport>(std::move(socket));
   return std::make_unique<tls_transport>(std::move(socket), std::move(tls), tls_stream::role::client,
                                          upstream.server_name.empty() ? upstream.host : upstream.server_name);

@@ -18,6 +18,7 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include "net/proxy_context.hpp"
+#include "net/tcp_socket.hpp"
 
 namespace proxy {
 
@@ -36,7 +37,7 @@ class transport {
   virtual ~transport() = default;
 
   // The TCP socket underneath: addresses, socket options, connecting, the PROXY header.
-  virtual boost::asio::ip::tcp::socket& socket() = 0;
+  virtual tcp_socket& socket() = 0;
 
   // TLS and/or WebSocket opening handshake; nothing has been read from the
   // socket before it but an exact PROXY protocol header.
@@ -87,10 +88,10 @@ class transport {
 using ssl_context_ptr = std::shared_ptr<boost::asio::ssl::context>;
 
 // A client's stream on a listener of the given kind; `tls` is required for tls and wss.
-std::unique_ptr<transport> make_client_transport(boost::asio::ip::tcp::socket socket, const listener_settings& listener,
+std::unique_ptr<transport> make_client_transport(tcp_socket socket, const listener_settings& listener,
                                                  ssl_context_ptr tls);
 // The stream to the broker: plain TCP, or TLS when `tls` is set.
-std::unique_ptr<transport> make_upstream_transport(const boost::asio::any_io_executor& executor,
+std::unique_ptr<transport> make_upstream_transport(const boost::asio::io_context::executor_type& executor,
                                                    const upstream_settings& upstream, ssl_context_ptr tls);
 
 }  // namespace proxy

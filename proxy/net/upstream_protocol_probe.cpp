@@ -34,7 +34,7 @@ bool whole_frame(const mqtt::bytes& received) {
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 // One CONNECT, the bytes of the answer (up to one whole packet or the end of
 // the stream), then a normal DISCONNECT if it was accepted.
-asio::awaitable<void> ask(asio::any_io_executor executor, upstream_settings where, ssl_context_ptr tls,
+asio::awaitable<void> ask(asio::io_context::executor_type executor, upstream_settings where, ssl_context_ptr tls,
                           mqtt::bytes connect_packet, mqtt::protocol_version version, exchange& out) {
   auto stream = make_upstream_transport(executor, where, tls);
   tcp::resolver resolver(executor);

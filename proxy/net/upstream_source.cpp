@@ -10,7 +10,7 @@
 
 namespace proxy {
 
-boost::system::error_code bind_upstream_source(boost::asio::ip::tcp::socket& socket,
+boost::system::error_code bind_upstream_source(tcp_socket& socket,
                                                const boost::asio::ip::tcp::endpoint& broker,
                                                const std::vector<boost::asio::ip::address>& sources) {
   if (sources.empty()) return {};

@@ -10,6 +10,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/system/error_code.hpp>
 
+#include "net/tcp_socket.hpp"
+
 namespace proxy {
 
 // Binds the opened, unconnected `socket` to the next of `sources` of the
@@ -17,7 +19,7 @@ namespace proxy {
 // (IP_BIND_ADDRESS_NO_PORT), so each source has the whole ephemeral range
 // per broker address rather than per source. Nothing to do when `sources`
 // is empty; an error when none is of the broker's family.
-boost::system::error_code bind_upstream_source(boost::asio::ip::tcp::socket& socket,
+boost::system::error_code bind_upstream_source(tcp_socket& socket,
                                                const boost::asio::ip::tcp::endpoint& broker,
                                                const std::vector<boost::asio::ip::address>& sources);
 

@@ -28,13 +28,13 @@ namespace proxy {
 
 template <class NextLayer>
 class websocket_transport final : public transport {
-  static constexpr bool over_tls = !std::is_same_v<NextLayer, boost::asio::ip::tcp::socket>;
+  static constexpr bool over_tls = !std::is_same_v<NextLayer, tcp_socket>;
 
  public:
-  websocket_transport(boost::asio::ip::tcp::socket socket, const websocket_options& options, ssl_context_ptr context)
+  websocket_transport(tcp_socket socket, const websocket_options& options, ssl_context_ptr context)
       : stream_(make_next_layer(std::move(socket), context)), options_(options) {}
 
-  boost::asio::ip::tcp::socket& socket() override {
+  tcp_socket& socket() override {
     if constexpr (over_tls) {
       return stream_.next_layer();
     } else {
@@ -98,7 +98,7 @@ class websocket_transport final : public transport {
 
   boost::asio::awaitable<void> wait_readable() override {
     if (!readable_when_socket_is()) co_return;
-    auto [ec] = co_await socket().async_wait(boost::asio::ip::tcp::socket::wait_read, as_tuple_awaitable());
+    auto [ec] = co_await socket().async_wait(tcp_socket::wait_read, as_tuple_awaitable());
     (void)ec;  // the read that follows reports any error
   }
 
@@ -168,7 +168,7 @@ class websocket_transport final : public transport {
   boost::asio::awaitable<void> shutdown() override {
     if (!established_) {
       boost::system::error_code ignored;
-      socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+      socket().shutdown(tcp_socket::shutdown_send, ignored);
       co_return;
     }
     if (close_sent_) co_return;
@@ -188,7 +188,7 @@ class websocket_transport final : public transport {
  private:
   static auto as_tuple_awaitable() { return boost::asio::as_tuple(boost::asio::use_awaitable); }
 
-  static NextLayer make_next_layer(boost::asio::ip::tcp::socket socket, const ssl_context_ptr& context) {
+  static NextLayer make_next_layer(tcp_socket socket, const ssl_context_ptr& context) {
     if constexpr (over_tls) {
       return NextLayer(std::move(socket), context);
     } else {
@@ -254,7 +254,7 @@ class websocket_transport final : public transport {
       stream_.shutdown_send();
     } else {
       boost::system::error_code ignored;
-      stream_.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+      stream_.shutdown(tcp_socket::shutdown_send, ignored);
     }
   }
 

@@ -170,7 +170,7 @@ void client_session::handle_connect(const mqtt::connect& c) {
   client_clean_start_ = c.clean_start;
   client_max_packet_size_ = c.props.number(mqtt::property_id::maximum_packet_size);
   // Needed only here: moved out, so its bytes go when this returns.
-  auto generated_client_id = std::move(generated_client_id_);
+  auto generated_client_id = generated_client_id_.take();
   client_id_ = c.client_id;
   client_keep_alive_ = c.keep_alive;
   bridged_ = version_ == mqtt::protocol_version::v5 && config_.protocol == upstream_protocol::v3_1_1;
@@ -374,8 +374,7 @@ client_session::actions client_session::on_auth_result(const auth_result& result
 // A valid answer (first or re-validation): remember the token it was for, so
 // that a revocation naming it is recognised and a resync can ask again.
 void client_session::admit(const auth_result& result) {
-  token_ = std::move(pending_token_);
-  pending_token_.clear();
+  token_ = pending_token_.take();
   session_digest_.clear();  // of the token before: made again when an event needs it
   if (result.expires_in.count() > 0) emit(action::arm_timer{timer_kind::session_expiry, result.expires_in});
   if (result.stale) {
@@ -524,7 +523,7 @@ client_session::actions client_session::on_auth_event(const auth_event& event) {
   switch (event.type) {
     case auth_event::kind::session_revoked:
       if (session_digest_.empty() && !token_.empty()) session_digest_ = session_digest(token_);
-      if (!event.session_digest.empty() && event.session_digest == session_digest_) revoke();
+      if (!event.session_digest.empty() && event.session_digest == session_digest_.str()) revoke();
       break;
     case auth_event::kind::user_deleted:
     case auth_event::kind::user_sessions_revoked: revoke(); break;

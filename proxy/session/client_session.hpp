@@ -31,6 +31,7 @@
 #include "session/acl_pool.hpp"
 #include "session/session_actions.hpp"
 #include "session/version_bridge.hpp"
+#include "support/rare_string.hpp"
 
 namespace proxy {
 
@@ -224,20 +225,21 @@ class client_session {
 
   const session_config& config_;
   metrics& metrics_;
-  std::string generated_client_id_;
+  rare_string generated_client_id_;  // tests' fixed id; connections use make_client_id_
   client_id_maker make_client_id_ = nullptr;
   state state_ = state::awaiting_connect;
   mqtt::protocol_version version_ = mqtt::protocol_version::v3_1_1;
+  // Flags sit beside other small members: padding is paid by every idle session.
+  bool client_clean_start_ = false;
+  bool client_id_assigned_ = false;
+  bool direct_mode_ = false;  // session came as the CONNECT password
   std::vector<session_action> actions_;
 
   // The client's CONNECT, kept only until the upstream CONNECT is answered
   // (its will, clean start and properties go into it); then freed.
   std::unique_ptr<mqtt::connect> client_connect_;
-  bool client_clean_start_ = false;
   std::optional<std::uint32_t> client_max_packet_size_;  // 5.0 CONNECT's Maximum Packet Size (bridged deliveries)
   std::string client_id_;
-  bool client_id_assigned_ = false;
-  bool direct_mode_ = false;  // session came as the CONNECT password
   std::string auth_topic_used_;
   std::string user_;
   std::string user_id_;
@@ -246,6 +248,8 @@ class client_session {
   bool acl_subscribe_valid_ = false;  // acl_.subscribe_entries_valid(), asked when acl_ is set
   bool reauth_pending_ = false;
   bool connack_sent_ = false;
+  bool bridged_ = false;  // a 5.0 client on a 3.1.1 broker
+  bool only_own_subscriptions_ = false;  // bridged Clean Start with expiry: the broker may resume an old session
   const mqtt::frame* current_client_frame_ = nullptr;  // forwarded without a copy when relayed as is
 
   std::vector<mqtt::bytes> held_;
@@ -253,9 +257,12 @@ class client_session {
 
   // Re-validation: the token the session authenticated with (re-validated on
   // a resync or in degraded mode) and its digest (what a revocation names).
+  // The token being validated and the digest are empty in an idle session
+  // (the digest is made only for a revocation of the session's own user):
+  // rare_strings, 8 B each then instead of 32 (issue 14).
   std::string token_;
-  std::string pending_token_;
-  std::string session_digest_;  // computed when an event first needs it (SHA-256: not on every admission)
+  rare_string pending_token_;
+  rare_string session_digest_;  // computed when an event first needs it (SHA-256: not on every admission)
   bool silent_revalidation_ = false;  // the proxy asked, not the client: no "ok" message
   bool expiry_check_ = false;  // the pending validation decides whether the expired session lives on
   // The client sent DISCONNECT while packets were held: it is replayed after them.
@@ -265,8 +272,6 @@ class client_session {
   std::chrono::milliseconds upstream_ping_interval_{0};
   unsigned upstream_pings_outstanding_ = 0;
   acl_mode acl_mode_ = acl_mode::enforce;
-  bool bridged_ = false;  // a 5.0 client on a 3.1.1 broker
-  bool only_own_subscriptions_ = false;  // bridged Clean Start with expiry: the broker may resume an old session
   // The packet-id and subscription bookkeeping, allocated on first use: an
   // idle QoS 0 session (most of them) carries none of it, and nine empty
   // std::set/map would cost 432 B per connection (issue 14).

@@ -48,9 +48,9 @@ struct pair_of_streams {
 
   explicit pair_of_streams(const std::string& expected_name = "localhost") {
     tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
-    tcp::socket client_socket(io);
+    proxy::tcp_socket client_socket(io);
     client_socket.connect(acceptor.local_endpoint());
-    tcp::socket server_socket = acceptor.accept();
+    proxy::tcp_socket server_socket = acceptor.accept(io);
     // Small send buffers make writes block midway. (Not receive buffers: on
     // loopback, with a 64 KiB MSS, a receive buffer far below the MSS makes
     // Linux advertise a zero window for good, which stalls any program.)

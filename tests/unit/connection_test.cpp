@@ -105,7 +105,7 @@ struct harness {
     tcp::socket peer(io);
     if (receive_buffer) peer.open(tcp::v4()), peer.set_option(asio::socket_base::receive_buffer_size(receive_buffer));
     peer.connect(acceptor.local_endpoint());
-    auto accepted = acceptor.accept();
+    auto accepted = acceptor.accept(io);  // a tcp_socket, on the io_context executor as the listener's
     connection = std::make_shared<client_connection>(make_client_transport(std::move(accepted), listener, nullptr),
                                                      listener, *environment);
     connection->start();

@@ -28,12 +28,12 @@ namespace {
 
 struct socket_pair {
   asio::io_context io;
-  tcp::socket client{io};
-  tcp::socket server{io};
+  proxy::tcp_socket client{io};  // the proxy's socket type
+  proxy::tcp_socket server{io};
   socket_pair() {
     tcp::acceptor acceptor(io, {asio::ip::address_v4::loopback(), 0});
     client.connect(acceptor.local_endpoint());
-    server = acceptor.accept();
+    server = acceptor.accept(io);
   }
   void send(std::size_t bytes) {
     const std::vector<char> data(bytes, 'x');

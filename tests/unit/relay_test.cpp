@@ -208,7 +208,7 @@ struct relay_harness {
     client.open(tcp::v4());
     if (small_buffers) client.set_option(asio::socket_base::receive_buffer_size(4096));
     client.connect(acceptor.local_endpoint());
-    connection = std::make_shared<client_connection>(make_client_transport(acceptor.accept(), listener, nullptr),
+    connection = std::make_shared<client_connection>(make_client_transport(acceptor.accept(io), listener, nullptr),
                                                      listener, *environment);
     connection->start();
     mqtt::connect c;

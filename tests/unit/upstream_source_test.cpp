@@ -18,7 +18,7 @@ namespace {
 // Connects from a socket bound by bind_upstream_source; the peer address the acceptor saw.
 std::string source_seen(boost::asio::io_context& io, tcp::acceptor& broker,
                         const std::vector<boost::asio::ip::address>& sources) {
-  tcp::socket socket(io);
+  proxy::tcp_socket socket(io);
   socket.open(tcp::v4());
   REQUIRE_FALSE(proxy::bind_upstream_source(socket, broker.local_endpoint(), sources));
   socket.connect(broker.local_endpoint());
@@ -44,10 +44,10 @@ TEST_SUITE("upstream source addresses") {
   TEST_CASE("no source of the broker's family, or one not on this host: an error, not a silent default") {
     boost::asio::io_context io;
     tcp::acceptor broker(io, tcp::endpoint(make_address("127.0.0.1"), 0));
-    tcp::socket socket(io);
+    proxy::tcp_socket socket(io);
     socket.open(tcp::v4());
     CHECK(proxy::bind_upstream_source(socket, broker.local_endpoint(), {make_address("::1")}));
-    tcp::socket other(io);
+    proxy::tcp_socket other(io);
     other.open(tcp::v4());
     // TEST-NET-1 (RFC 5737) is assigned to no interface here.
     CHECK(proxy::bind_upstream_source(other, broker.local_endpoint(), {make_address("192.0.2.1")}));
