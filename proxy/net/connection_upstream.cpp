@@ -38,11 +38,11 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
   return tcp::endpoint(address, static_cast<unsigned short>(port));
 }
 
-// A non-blocking connect and a wait for writability, then SO_ERROR.
-// asio's async_connect does the same plus a poll() of the socket before
-// SO_ERROR (a guard against spurious wake-ups of its reactor): one more
-// syscall per session (issue 14). epoll reports a connecting TCP socket
-// writable only once the handshake is done or failed.
+// A non-blocking connect and, unless it is done at once, a wait for
+// writability, then SO_ERROR. asio's async_connect does the same plus a
+// poll() of the socket before SO_ERROR (a guard against spurious wake-ups of
+// its reactor): one more syscall per session (issue 14). epoll reports a
+// connecting TCP socket writable only once the handshake is done or failed.
 asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, const tcp::endpoint& target) {
   boost::system::error_code ec;
   if (!socket.non_blocking()) socket.non_blocking(true, ec);  // open_non_blocking: already
@@ -53,6 +53,7 @@ asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, c
   // only say EALREADY.
   if (errno != EINPROGRESS && errno != EINTR)
     co_return boost::system::error_code(errno, boost::system::system_category());
+  if (const auto outcome = connect_outcome_at_once(socket)) co_return *outcome;  // net/accepted_socket.hpp
   auto [wait_error] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple_awaitable);
   if (wait_error) co_return wait_error;  // the dial deadline or closing closed the socket
   int error = 0;
