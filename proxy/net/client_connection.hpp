@@ -64,10 +64,11 @@ class client_connection : public std::enable_shared_from_this<client_connection>
     keep_alive,           // 1.5 x the client's keep-alive without a packet [MQTT-3.1.2-24]
     transport_handshake,  // PROXY header + TLS / WebSocket handshake
     upstream_dial,        // resolve + connect + TLS to the broker
+    connack_hold,         // a CONNACK held for the auth answer goes out by then (hold_connack_for_answer)
     flush,                // closing: peers that do not take our bytes
     linger,               // closed: peers that never close their side
   };
-  static constexpr std::size_t deadline_count = 9;
+  static constexpr std::size_t deadline_count = 10;
 
   client_connection(std::unique_ptr<transport> client, const listener_settings& listener,
                     const connection_environment& environment);
@@ -166,6 +167,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void start_writer(side to);
   bool write_through(side to);
   void flush_writes();
+  void hold_connack_for_answer(client_session::state before_read);
+  void release_client_writes();
   boost::asio::awaitable<void> write(self_ptr self, side to);
 
   // connection_upstream.cpp
@@ -231,6 +234,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // together once the read's frames are done; per side, the size of the next
   // read without waiting.
   bool batching_writes_ = false;
+  // The proxy's CONNACK waits in the queue for the auth answer (hold_connack_for_answer).
+  bool client_writes_held_ = false;
   std::array<std::uint32_t, 2> read_chunk_{};
   bool first_byte_seen_ = false;
   bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done

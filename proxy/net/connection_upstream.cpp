@@ -72,6 +72,7 @@ asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::b
     const auto& where = *dial_target_;
     spdlog::warn("upstream {}:{} unreachable: {}", where.host, where.port, failure);
     apply(session_.on_upstream_connect_failed(failure));
+    release_client_writes();  // no broker CONNACK will come to end a held CONNACK's wait
     co_return;
   }
   upstream_link_ = link::open;
