@@ -246,6 +246,10 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials
   bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
   bool disconnect_to_upstream_ = false;  // the last packet queued to the broker was a DISCONNECT
+  // The broker socket connected at once (plain TCP) and the event loop has
+  // not run since it was registered: its first wait need not re-arm epoll
+  // (relay_from_upstream).
+  bool upstream_never_polled_ = false;
 
   auth_client::pending_call pending_validation_;
   // Only while a host name is resolved (a literal address needs none): 80 B

@@ -115,7 +115,12 @@ asio::awaitable<void> client_connection::read_upstream(self_ptr self) {
 }
 
 asio::awaitable<bool> client_connection::relay_from_upstream() {
-  bool drained = false;  // as in relay_from_client
+  // As in relay_from_client. And for the first wait of a broker socket that
+  // connected at once: no epoll_wait has run since it was registered
+  // (EPOLL_CTL_ADD), so whatever readiness came since is still in epoll's
+  // ready list, to be reported with this wait queued: as safe as after EAGAIN
+  // (net/reactor_wait.hpp), one EPOLL_CTL_MOD less per session (issue 14).
+  bool drained = std::exchange(upstream_never_polled_, false);
   while (state_ == lifecycle::running) {
     if (park(side::upstream, drained)) co_return true;
     const auto in = co_await read_into(*upstream_, upstream_framer_, side::upstream);

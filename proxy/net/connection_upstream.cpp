@@ -43,7 +43,10 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
 // poll() of the socket before SO_ERROR (a guard against spurious wake-ups of
 // its reactor): one more syscall per session (issue 14). epoll reports a
 // connecting TCP socket writable only once the handshake is done or failed.
-asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, const tcp::endpoint& target) {
+// `at_once`: connected without a wait, so without a return to the event loop.
+asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, const tcp::endpoint& target,
+                                                          bool& at_once) {
+  at_once = false;
   boost::system::error_code ec;
   if (!socket.non_blocking()) socket.non_blocking(true, ec);  // open_non_blocking: already
   if (ec) co_return ec;
@@ -53,7 +56,10 @@ asio::awaitable<boost::system::error_code> connect_socket(tcp::socket& socket, c
   // only say EALREADY.
   if (errno != EINPROGRESS && errno != EINTR)
     co_return boost::system::error_code(errno, boost::system::system_category());
-  if (const auto outcome = connect_outcome_at_once(socket)) co_return *outcome;  // net/accepted_socket.hpp
+  if (const auto outcome = connect_outcome_at_once(socket)) {  // net/accepted_socket.hpp
+    at_once = !*outcome;
+    co_return *outcome;
+  }
   auto [wait_error] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple_awaitable);
   if (wait_error) co_return wait_error;  // the dial deadline or closing closed the socket
   int error = 0;
@@ -109,7 +115,9 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
         last_error = ec;  // out of descriptors: said as such
         continue;
       }
-      const auto connect_error = co_await connect_socket(upstream_->socket(), target);
+      bool at_once = false;
+      const auto connect_error = co_await connect_socket(upstream_->socket(), target, at_once);
+      upstream_never_polled_ = at_once && upstream_->immediate_io();
       last_error = connect_error;
       if (!connect_error) break;
     }

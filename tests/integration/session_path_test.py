@@ -53,6 +53,7 @@ class FakeBroker:
         self.close_on_disconnect = close_on_disconnect
         self.connections = []  # {"client_id", "events": [...], "times": {event: monotonic}}
         self.hold_connack = None  # a threading.Event: each CONNACK waits until it is set
+        self.close_at = None  # "accept": close each connection at once; "connect": on its CONNECT, unanswered
         self.lock = threading.Lock()
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -69,6 +70,9 @@ class FakeBroker:
             except OSError:
                 return
             self.open_sockets.append(sock)
+            if self.close_at == "accept":
+                sock.close()
+                continue
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock):
@@ -93,6 +97,10 @@ class FakeBroker:
                         at += 1 + body[10]  # property length (small)
                     (length,) = struct.unpack(">H", body[at:at + 2])
                     record["client_id"] = body[at + 2:at + 2 + length].decode()
+                    if self.close_at == "connect":
+                        note("closed at CONNECT")
+                        sock.close()
+                        return
                     gate = self.hold_connack
                     if gate:
                         gate.wait(10)
@@ -389,6 +397,26 @@ class WithFakeBrokers(unittest.TestCase):
         # linger deadline passes, though the broker never closed its side.
         self.assertEqual(self.wait_events(record, 2, LINGER + 5), ["DISCONNECT", "EOF"])
         self.assertGreater(record["times"]["EOF"] - started, LINGER - 0.5)
+
+    def test_broker_that_closes_before_its_connack_gets_the_client_a_prompt_denial(self):
+        # The broker socket's first wait (connected at once, not re-armed):
+        # the broker's FIN, at accept or right after the CONNECT, must end the
+        # session at once, not at the auth deadline (timeouts.auth_ms, 10 s).
+        self.start(close_on_disconnect=True)
+        for close_at in ("accept", "connect"):
+            self.broker.close_at = close_at
+            s = Session(self.port, timeout=5)
+            s.send(connect_packet("fake-gone-" + close_at) + publish_packet("service/auth/alice-fake", b""))
+            connack = s.packet()
+            self.assertEqual(connack[:4], b"\x20\x02\x00\x00", connack.hex())
+            answer = s.packet()
+            self.assertEqual(answer[0] & 0xF0, 0x30, answer.hex())
+            self.assertIn(b'"result":"denied"', answer)
+            self.assertNotIn(b'"timeout"', answer)
+            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+            s.close()
+        self.broker.close_at = None
+        self.session("fake-after-gone", DISCONNECT)  # and the next one is served
 
     def test_client_dropped_without_disconnect_gets_the_broker_a_fin_at_once(self):
         self.start(close_on_disconnect=False)
