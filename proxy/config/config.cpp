@@ -423,7 +423,7 @@ void load_config_file(const std::string& path, proxy_config& config) {
   conn.write_high_water = limit("write_high_water", conn.write_high_water, bytes_range);
 
   const auto& timeouts = table_at(root, "timeouts");
-  only_keys(timeouts, "timeouts.", {"connect_ms", "handshake_ms", "auth_ms", "drain_ms", "revalidate_ms"});
+  only_keys(timeouts, "timeouts.", {"connect_ms", "handshake_ms", "auth_ms", "drain_ms", "revalidate_ms", "connack_hold_ms"});
   if (timeouts.contains("revalidate_ms"))
     conn.session.revalidate_interval = millis("timeouts.revalidate_ms", integer(timeouts, "timeouts.", "revalidate_ms", 0));
   if (timeouts.contains("handshake_ms"))
@@ -431,6 +431,9 @@ void load_config_file(const std::string& path, proxy_config& config) {
   if (timeouts.contains("connect_ms")) conn.connect_timeout = millis("timeouts.connect_ms", integer(timeouts, "timeouts.", "connect_ms", 0));
   if (timeouts.contains("auth_ms")) conn.session.auth_timeout = millis("timeouts.auth_ms", integer(timeouts, "timeouts.", "auth_ms", 0));
   if (timeouts.contains("drain_ms")) conn.drain_timeout = millis("timeouts.drain_ms", integer(timeouts, "timeouts.", "drain_ms", 0));
+  if (timeouts.contains("connack_hold_ms"))  // 0: never held; at most a second, a CONNACK is no place for a wait
+    conn.connack_hold = std::chrono::milliseconds(
+        ranged("timeouts.connack_hold_ms", integer(timeouts, "timeouts.", "connack_hold_ms", 0), 0, 1000));
 
   // [drain]: what SIGTERM does to the clients' wills.
   const auto& drain = table_at(root, "drain");

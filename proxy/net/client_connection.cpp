@@ -231,6 +231,9 @@ void client_connection::validate(const std::string& token) {
         if (self->state_ != lifecycle::running) return;
         self->pending_validation_.reset();
         self->apply(self->session_.on_auth_result(result));
+        // A held CONNACK waits on for the broker's, unless no dial follows.
+        if (self->session_.current_state() != client_session::state::connecting_upstream)
+          self->release_client_writes();
       });
 }
 
@@ -332,6 +335,7 @@ void client_connection::fire(deadline kind) {
       client_->close();
       return;
     case deadline::upstream_dial: return upstream_dial_expired();
+    case deadline::connack_hold: return release_client_writes();
     case deadline::flush:
       // A peer that does not take our bytes cannot hold the connection open.
       forced_ = true;

@@ -66,10 +66,11 @@ class client_connection : public std::enable_shared_from_this<client_connection>
     keep_alive,           // 1.5 x the client's keep-alive without a packet [MQTT-3.1.2-24]
     transport_handshake,  // PROXY header + TLS / WebSocket handshake
     upstream_dial,        // resolve + connect + TLS to the broker
+    connack_hold,         // a CONNACK held for the auth answer goes out by then (hold_connack_for_answer)
     flush,                // closing: peers that do not take our bytes
     linger,               // closed: peers that never close their side
   };
-  static constexpr std::size_t deadline_count = 9;
+  static constexpr std::size_t deadline_count = 10;
   // Room for one parked socket wait's operation per side, built inside the
   // connection: 104 B with Boost 1.81 and GCC 12 on a tcp_socket (152 B on
   // asio's tcp::socket, whose any_io_executor the operation copies).
@@ -172,6 +173,8 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void start_writer(side to);
   bool write_through(side to);
   void flush_writes();
+  void hold_connack_for_answer(client_session::state before_read);
+  void release_client_writes();
   boost::asio::awaitable<void> write(self_ptr self, side to);
 
   // connection_upstream.cpp
@@ -251,6 +254,12 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   bool forced_ = false;          // the flush deadline passed: cut, do not be polite
   bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
   bool disconnect_to_upstream_ = false;  // the last packet queued to the broker was a DISCONNECT
+  // The proxy's CONNACK waits in the queue for the auth answer (hold_connack_for_answer).
+  bool client_writes_held_ = false;
+  // The broker socket connected at once (plain TCP) and the event loop has
+  // not run since it was registered: its first wait need not re-arm epoll
+  // (relay_from_upstream).
+  bool upstream_never_polled_ = false;
   rare_string handshake_failure_;  // set by the transport handshake deadline
   rare_string dial_failure_;       // set by the upstream dial deadline
   const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials

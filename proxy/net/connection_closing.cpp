@@ -35,6 +35,7 @@ void client_connection::on_closing() {
   }
   arm_after(deadline::flush, settings().drain_timeout);
   wake_readers();
+  release_client_writes();  // a held CONNACK goes before whatever ends the session (last: it may finish closing)
 }
 
 void client_connection::finish_if_flushed() {

@@ -39,12 +39,15 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
   return tcp::endpoint(address, static_cast<unsigned short>(port));
 }
 
-// A non-blocking connect and a wait for writability, then SO_ERROR.
-// asio's async_connect does the same plus a poll() of the socket before
-// SO_ERROR (a guard against spurious wake-ups of its reactor): one more
-// syscall per session (issue 14). epoll reports a connecting TCP socket
-// writable only once the handshake is done or failed.
-asio::awaitable<boost::system::error_code> connect_socket(tcp_socket& socket, const tcp::endpoint& target) {
+// A non-blocking connect and, unless it is done at once, a wait for
+// writability, then SO_ERROR. asio's async_connect does the same plus a
+// poll() of the socket before SO_ERROR (a guard against spurious wake-ups of
+// its reactor): one more syscall per session (issue 14). epoll reports a
+// connecting TCP socket writable only once the handshake is done or failed.
+// `at_once`: connected without a wait, so without a return to the event loop.
+asio::awaitable<boost::system::error_code> connect_socket(tcp_socket& socket, const tcp::endpoint& target,
+                                                          bool& at_once) {
+  at_once = false;
   boost::system::error_code ec;
   if (!socket.non_blocking()) socket.non_blocking(true, ec);  // open_non_blocking: already
   if (ec) co_return ec;
@@ -54,6 +57,10 @@ asio::awaitable<boost::system::error_code> connect_socket(tcp_socket& socket, co
   // only say EALREADY.
   if (errno != EINPROGRESS && errno != EINTR)
     co_return boost::system::error_code(errno, boost::system::system_category());
+  if (const auto outcome = connect_outcome_at_once(socket)) {  // net/accepted_socket.hpp
+    at_once = !*outcome;
+    co_return *outcome;
+  }
   auto [wait_error] = co_await socket.async_wait(tcp_socket::wait_write, as_tuple_awaitable);
   if (wait_error) co_return wait_error;  // the dial deadline or closing closed the socket
   int error = 0;
@@ -75,6 +82,7 @@ asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::b
     const auto& where = *dial_target_;
     spdlog::warn("upstream {}:{} unreachable: {}", where.host, where.port, failure);
     apply(session_.on_upstream_connect_failed(failure));
+    release_client_writes();  // no broker CONNACK will come to end a held CONNACK's wait
     co_return;
   }
   upstream_link_ = link::open;
@@ -117,7 +125,9 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
         last_error = ec;  // out of descriptors: said as such
         continue;
       }
-      const auto connect_error = co_await connect_socket(upstream_->socket(), target);
+      bool at_once = false;
+      const auto connect_error = co_await connect_socket(upstream_->socket(), target, at_once);
+      upstream_never_polled_ = at_once && upstream_->immediate_io();
       last_error = connect_error;
       if (!connect_error) break;
     }

@@ -39,7 +39,7 @@ class listener {
   listener& operator=(const listener&) = delete;
   void start();
   void stop();  // stop accepting; connections already open go on
-  boost::asio::ip::tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
+  boost::asio::ip::tcp::endpoint local_endpoint() const { return listening_.local_endpoint(); }
   transport_kind kind() const { return settings_.kind; }
 
  private:
@@ -50,7 +50,10 @@ class listener {
   void note_refused_over_limit();
   void report_refusals();
 
-  tcp_acceptor acceptor_;  // hands out tcp_sockets, on this worker's io_context
+  // The listening socket, held in a tcp::socket rather than an acceptor: the
+  // accept loop waits on it with net/reactor_wait.hpp, which needs a socket's
+  // implementation (an acceptor's is private).
+  tcp_socket listening_;  // on this worker's io_context
   const listener_settings& settings_;
   const connection_environment& environment_;
   const reloadable_tls_context* tls_;

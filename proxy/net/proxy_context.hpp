@@ -89,6 +89,10 @@ struct connection_settings {
   std::chrono::milliseconds connect_timeout{10'000};    // accept to CONNECT
   std::chrono::milliseconds handshake_timeout{10'000};  // accept to the end of the TLS / WebSocket handshake
   std::chrono::milliseconds drain_timeout{5'000};       // flushing queued bytes on close
+  // The proxy's CONNACK to a client that sent its auth PUBLISH with the
+  // CONNECT waits at most this long for the auth answer, to go out with it in
+  // one write (net/client_connection.hpp, hold_client_writes); 0: never held.
+  std::chrono::milliseconds connack_hold{50};
   std::size_t max_packet_size = 1024 * 1024;
   std::size_t max_connections = 100'000;
   // Descriptors the process holds besides its clients' (main.cpp: by workers,

@@ -23,6 +23,9 @@
 // reports, when this operation is already queued. Never after a read that
 // filled its buffer, after any suspension, for a socket's first wait, nor for
 // streams that hold bytes of their own (TLS, WebSocket): use async_wait then.
+// A listening socket (held in a tcp::socket: the acceptor's implementation
+// is private) likewise: right after accept() said EAGAIN; it has no FIN to
+// lose, and every connection queued later raises an edge.
 //
 // It reaches into Asio's detail namespace (the socket's implementation and
 // its service's start_op, through derived-class member pointers), so it is

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """A new session's path through the real mqtt-proxy, as the syscall savings of
-issue 14 (round 4) change it: the peer address taken from accept() (no
-getpeername), the validation's answer applied without a second post, and no
-shutdown() of the broker connection after a DISCONNECT (the broker closes it).
+issue 14 (rounds 4 and 5) change it: the peer address taken from accept() (no
+getpeername), the validation's answer applied without a second post, no
+shutdown() of the broker connection after a DISCONNECT (the broker closes it),
+and the CONNACK held for the auth answer when both came in one read (one write).
 Raw sockets against a real Mosquitto (and, for brokers that misbehave, a raw
 fake broker), a stub API server that lets answers be cached (max-age) and
 counts its calls. Each hostile case sits beside the polite one.
@@ -11,6 +12,7 @@ Usage: session_path_test.py PATH/TO/mqtt-proxy   (MQTT_PROXY_BINARY overrides)""
 import json
 import os
 import re
+import select
 import socket
 import struct
 import sys
@@ -23,7 +25,8 @@ from mosquitto import PASSWORD, USERNAME  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from processes import ProcessGroup, proxy_argv  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
-from wire import connect_packet, mqtt_packet, mqtt_string, publish_fields, publish_packet, read_packet  # noqa: E402
+from wire import connect_packet, mqtt_packet, mqtt_string, parse_mqtt, publish_fields, publish_packet  # noqa: E402
+from wire import read_packet  # noqa: E402
 from wire import subscribe_packet  # noqa: E402
 
 PROXY = None
@@ -49,6 +52,8 @@ class FakeBroker:
     def __init__(self, close_on_disconnect):
         self.close_on_disconnect = close_on_disconnect
         self.connections = []  # {"client_id", "events": [...], "times": {event: monotonic}}
+        self.hold_connack = None  # a threading.Event: each CONNACK waits until it is set
+        self.close_at = None  # "accept": close each connection at once; "connect": on its CONNECT, unanswered
         self.lock = threading.Lock()
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -65,6 +70,9 @@ class FakeBroker:
             except OSError:
                 return
             self.open_sockets.append(sock)
+            if self.close_at == "accept":
+                sock.close()
+                continue
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock):
@@ -89,6 +97,13 @@ class FakeBroker:
                         at += 1 + body[10]  # property length (small)
                     (length,) = struct.unpack(">H", body[at:at + 2])
                     record["client_id"] = body[at + 2:at + 2 + length].decode()
+                    if self.close_at == "connect":
+                        note("closed at CONNECT")
+                        sock.close()
+                        return
+                    gate = self.hold_connack
+                    if gate:
+                        gate.wait(10)
                     sock.sendall(b"\x20\x03\x00\x00\x00" if version == 5 else b"\x20\x02\x00\x00")
                 elif kind == 12:
                     sock.sendall(b"\xd0\x00")
@@ -383,12 +398,211 @@ class WithFakeBrokers(unittest.TestCase):
         self.assertEqual(self.wait_events(record, 2, LINGER + 5), ["DISCONNECT", "EOF"])
         self.assertGreater(record["times"]["EOF"] - started, LINGER - 0.5)
 
+    def test_broker_that_closes_before_its_connack_gets_the_client_a_prompt_denial(self):
+        # The broker socket's first wait (connected at once, not re-armed):
+        # the broker's FIN, at accept or right after the CONNECT, must end the
+        # session at once, not at the auth deadline (timeouts.auth_ms, 10 s).
+        self.start(close_on_disconnect=True)
+        for close_at in ("accept", "connect"):
+            self.broker.close_at = close_at
+            s = Session(self.port, timeout=5)
+            s.send(connect_packet("fake-gone-" + close_at) + publish_packet("service/auth/alice-fake", b""))
+            connack = s.packet()
+            self.assertEqual(connack[:4], b"\x20\x02\x00\x00", connack.hex())
+            answer = s.packet()
+            self.assertEqual(answer[0] & 0xF0, 0x30, answer.hex())
+            self.assertIn(b'"result":"denied"', answer)
+            self.assertNotIn(b'"timeout"', answer)
+            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+            s.close()
+        self.broker.close_at = None
+        self.session("fake-after-gone", DISCONNECT)  # and the next one is served
+
     def test_client_dropped_without_disconnect_gets_the_broker_a_fin_at_once(self):
         self.start(close_on_disconnect=False)
         started = self.session("fake-dropped", b"")
         record = self.broker.connection_of("fake-dropped")
         self.assertEqual(self.wait_events(record, 1, LINGER + 5), ["EOF"])
         self.assertLess(record["times"]["EOF"] - started, LINGER - 0.5, "the FIN waited for the linger deadline")
+
+
+def publish_v5(topic, payload):
+    """A 5.0 QoS 0 PUBLISH with no properties."""
+    return mqtt_packet(0x30, mqtt_string(topic) + b"\x00" + payload)
+
+
+def packets_of(data):
+    """The whole packets in `data`, in order."""
+    packets = []
+    while data:
+        parsed = parse_mqtt(data)
+        if parsed is None:
+            break
+        packet, data = parsed
+        packets.append(packet)
+    return packets
+
+
+def readable_now(sock):
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+class HeldConnack(unittest.TestCase):
+    """A client that sends its auth PUBLISH with its CONNECT gets the CONNACK
+    and the answer in one write (the CONNACK held for the answer, within
+    timeouts.connack_hold_ms); a client that sends CONNECT alone gets it at
+    once. A raw fake broker whose CONNACK the test can hold back shows when
+    the proxy wrote: "held" proxy with connack_hold_ms = 1000 (so a loaded
+    machine does not reach the bound in the middle of a test), "default" with
+    the default bound (50 ms)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.group = ProcessGroup("session-path-held-", stop_timeout=15, must_stop=True)
+        try:
+            cls.broker = FakeBroker(close_on_disconnect=True)
+            cls.group.at_close(cls.broker.close)
+
+            def answer(token):
+                if token.startswith("slow-"):
+                    time.sleep(1.5)  # an API server that takes its time (within the proxy's 3 s HTTP timeout)
+                    return {"user": "alice", "acl": ACL}
+                return {"user": "alice", "acl": ACL} if token.startswith("alice-") else None
+            cls.auth = StubAuthServer({}, anyone=answer, max_age=60)
+            cls.group.at_close(cls.auth.close)
+            conf = cls.group.write("held.toml", "[timeouts]\nconnack_hold_ms = 1000\n")
+            cls.ports = {"held": free_port(), "default": free_port()}
+            cls.proxies = {}
+            for name, extra in (("held", ["--config", conf]), ("default", [])):
+                port = cls.ports[name]
+                cls.proxies[name] = cls.group.spawn(name, proxy_argv(PROXY, port, cls.broker.port, cls.auth.url, "--threads", "1", *extra),
+                                ports=[port])
+        except BaseException:
+            cls.group.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.group.close()
+
+    def gate_broker(self):
+        gate = threading.Event()
+        self.broker.hold_connack = gate
+        self.addCleanup(gate.set)
+        self.addCleanup(setattr, self.broker, "hold_connack", None)
+        return gate
+
+    def closed_line(self, proxy, client_id, timeout=5):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for line in self.group.log_of(proxy).splitlines():
+                if "connection closed" in line and f"client_id={client_id} " in line:
+                    return line
+            time.sleep(0.05)
+        self.fail(f"no 'connection closed' line for {client_id}:\n{self.group.log_of(proxy)}")
+
+    def test_1_connack_and_answer_in_one_write_when_the_auth_came_with_connect(self):
+        for version, client_id in ((4, "held-311"), (5, "held-50"), (4, "held-311-hit")):
+            gate = self.gate_broker()
+            s = Session(self.ports["held"])
+            auth = (publish_v5 if version == 5 else publish_packet)("service/auth/alice-held", b"")
+            s.send(connect_packet(client_id, version=version) + auth)
+            self.broker.connection_of(client_id)  # validated, dialled, CONNECT sent: the broker holds its CONNACK
+            self.assertFalse(readable_now(s.sock), "the CONNACK did not wait for the auth answer")
+            gate.set()
+            packets = packets_of(s.sock.recv(65536))  # one read: both came in one write
+            self.assertEqual(len(packets), 2, [p.hex() for p in packets])
+            connack, answer = packets
+            self.assertEqual(connack[0], 0x20, connack.hex())
+            self.assertEqual(connack[3], 0x00, connack.hex())  # accepted (3.1.1 return code, 5.0 reason code)
+            self.assertEqual(answer[0] & 0xF0, 0x30, answer.hex())
+            self.assertIn(b'{"result":"ok","user":"alice"}', answer)
+            s.send(DISCONNECT)
+            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+            s.close()
+
+    def test_2_connect_alone_gets_its_connack_at_once(self):
+        # Well before the hold's bound (1 s here): a client that waits for
+        # its CONNACK before it authenticates must not wait for the bound.
+        for version, client_id in ((4, "alone-311"), (5, "alone-50")):
+            s = Session(self.ports["held"], timeout=0.8)
+            s.send(connect_packet(client_id, version=version))
+            connack = s.packet()
+            self.assertEqual(connack[0], 0x20, connack.hex())
+            s.sock.settimeout(10)
+            auth = (publish_v5 if version == 5 else publish_packet)("service/auth/alice-alone", b"")
+            s.send(auth)
+            answer = s.packet()
+            self.assertIn(b'{"result":"ok","user":"alice"}', answer)
+            s.send(DISCONNECT)
+            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+            s.close()
+
+    def test_3_slow_api_server_the_connack_comes_at_the_bound(self):
+        # The default bound (50 ms); the API server answers after 1.5 s: the
+        # CONNACK comes alone long before the answer.
+        s = Session(self.ports["default"], timeout=1)
+        s.send(connect_packet("slow-api") + publish_packet("service/auth/slow-token", b""))
+        connack = s.packet()
+        self.assertEqual(connack[:4], b"\x20\x02\x00\x00", connack.hex())
+        self.assertEqual(s.buffer, b"")
+        self.assertFalse(readable_now(s.sock), "the answer came with the CONNACK: the API server was not slow")
+        s.sock.settimeout(10)
+        answer = s.packet()
+        self.assertIn(b'{"result":"ok","user":"alice"}', answer)
+        s.send(DISCONNECT)
+        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+        s.close()
+
+    def test_4_refused_token_connack_and_denial_in_one_write(self):
+        for version, client_id in ((4, "refused-311"), (5, "refused-50")):
+            s = Session(self.ports["held"])
+            auth = (publish_v5 if version == 5 else publish_packet)("service/auth/mallory-" + client_id, b"")
+            s.send(connect_packet(client_id, version=version) + auth)
+            data = s.sock.recv(65536)  # one read: all in one write
+            packets = packets_of(data)
+            kinds = [p[0] & 0xF0 for p in packets]
+            self.assertEqual(kinds, [0x20, 0x30] + ([0xE0] if version == 5 else []), data.hex())
+            self.assertIn(b'"result":"denied"', packets[1])
+            self.assertIn(b'"reason":"invalid_session"', packets[1])
+            if version == 5:
+                self.assertEqual(packets[2][2], 0x87, packets[2].hex())  # Not authorized
+            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+            s.close()
+
+    def test_5_direct_mode_gets_the_brokers_connack(self):
+        gate = self.gate_broker()
+        s = Session(self.ports["held"])
+        s.send(connect_packet("direct-held", "any", "alice-direct"))
+        self.broker.connection_of("direct-held")
+        self.assertFalse(readable_now(s.sock), "a CONNACK before the broker's")
+        gate.set()
+        connack = s.packet()
+        self.assertEqual(connack[:4], b"\x20\x02\x00\x00", connack.hex())
+        s.send(DISCONNECT)
+        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+        s.close()
+
+    def test_6_hostile_clients_close_while_their_connack_is_held(self):
+        # FIN or RST right behind CONNECT + auth PUBLISH, while the broker
+        # holds its CONNACK: the connection ends (its line is logged) and a
+        # polite client after them is served.
+        for client_id, reset in (("gone-fin", False), ("gone-rst", True)):
+            gate = self.gate_broker()
+            raw = socket.create_connection(("127.0.0.1", self.ports["held"]), timeout=5)
+            if reset:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.sendall(connect_packet(client_id) + publish_packet("service/auth/alice-gone", b""))
+            raw.close()
+            gate.set()
+            self.closed_line("held", client_id)
+        s = Session(self.ports["held"])
+        s.send(connect_packet("after-gone") + publish_packet("service/auth/alice-gone", b""))
+        s.expect_connack_then_answer(self)
+        s.send(DISCONNECT)
+        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
+        s.close()
+        self.assertIsNone(self.proxies["held"].poll(), "the proxy died")
 
 
 if __name__ == "__main__":

@@ -227,7 +227,8 @@ TEST_CASE("tcp_socket: the proxy's sockets carry the io_context's executor, not 
 // (3 KiB TCP, 16 KiB TLS, the latter with ~300 B of margin): raise these
 // only knowingly. Sizes for GCC 12 and Boost 1.81 (x86-64).
 TEST_CASE("idle connection objects stay within their budget") {
-  CHECK(sizeof(proxy::client_connection) <= 1232);
+  // 1240: round 5 added the CONNACK hold's deadline slot (8 B) to the memory helper's 1232.
+  CHECK(sizeof(proxy::client_connection) <= 1240);
   CHECK(sizeof(proxy::tcp_transport) <= 48);
   CHECK(sizeof(proxy::tls_transport) <= 56);  // with its malloc header, one 64 B block
 }

@@ -15,6 +15,7 @@
 #include <memory>
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "parked_wait_like.hpp"
 #include "net/handler_memory.hpp"
@@ -183,4 +184,45 @@ TEST_CASE("reactor_wait: a drained wait is built in the owner's memory, freed be
   CHECK(p.drain() == 1);
   proxy::reactor_wait::async_wait_drained(p.server, parked_wait_like{o, 0});
   CHECK(o->memory.in_use());
+}
+
+TEST_CASE("reactor_wait: a listening socket's drained wait completes for a connection after accept said EAGAIN") {
+  asio::io_context io;
+  tcp::acceptor acceptor(io, {asio::ip::address_v4::loopback(), 0});
+  const auto listening_at = acceptor.local_endpoint();
+  proxy::tcp_socket listening(io);  // as net/listener.cpp holds it
+  listening.assign(tcp::v4(), acceptor.release());
+  listening.non_blocking(true);
+  const auto accept_now = [&] { return ::accept4(listening.native_handle(), nullptr, nullptr, SOCK_NONBLOCK); };
+  REQUIRE(accept_now() < 0);  // EAGAIN: nobody waits
+  bool woken = false;
+  proxy::reactor_wait::async_wait_drained(listening, [&](boost::system::error_code) { woken = true; });
+  io.run_for(50ms);  // no connection yet: the wait stays queued
+  io.restart();
+  CHECK_FALSE(woken);
+  tcp::socket client(io);
+  client.connect(listening_at);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!woken && std::chrono::steady_clock::now() < deadline) {
+    io.run_for(5ms);
+    io.restart();
+  }
+  CHECK(woken);
+  const int accepted = accept_now();
+  CHECK(accepted >= 0);
+  ::close(accepted);
+
+  // Closing the listening socket completes a pending drained wait (operation_aborted).
+  REQUIRE(accept_now() < 0);
+  boost::system::error_code result;
+  bool done = false;
+  proxy::reactor_wait::async_wait_drained(listening, [&](boost::system::error_code e) {
+    result = e;
+    done = true;
+  });
+  listening.close();
+  io.run_for(50ms);
+  io.restart();
+  CHECK(done);
+  CHECK(result == asio::error::operation_aborted);
 }
