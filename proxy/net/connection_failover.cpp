@@ -75,6 +75,10 @@ asio::awaitable<std::string> client_connection::dial_with_failover(const mqtt::b
 asio::awaitable<std::string> client_connection::greet_node(const mqtt::bytes& connect_packet,
                                                           std::chrono::steady_clock::time_point answer_by) {
   arm(deadline::upstream_dial, answer_by);
+  // The answer is read through the event loop: the first wait after it must
+  // re-arm, whatever the dial said (a persistent session's queued messages
+  // may follow the CONNACK beyond this read).
+  upstream_never_polled_ = false;
   const std::vector<asio::const_buffer> greeting{asio::buffer(connect_packet)};
   const io_result written = co_await upstream_->write(greeting);
   std::string failure;
