@@ -222,11 +222,13 @@ asio::awaitable<void> listener::accept_loop() {
     }
     if (at_connection_limit()) {
       note_refused_over_limit();
+      boost::system::error_code ignored;
+      socket.close(ignored);  // now, not after the post below: the refusal is the client's answer
     } else {
       auto stream = make_client_transport(std::move(socket), settings_, tls_ ? tls_->current() : nullptr);
       std::make_shared<client_connection>(std::move(stream), settings_, environment_)->start(peer);
     }
-    // (A refused socket closes as it goes out of scope.) One connection per
+    // One connection per
     // turn of the event loop, as asio's accept did: fair to the worker's
     // other connections, and a burst accepted at once made the new
     // connections' allocations miss malloc's per-thread cache (callgrind:

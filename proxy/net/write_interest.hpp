@@ -9,7 +9,7 @@
 //
 // forget_write_interest() takes EPOLLOUT out of asio's record of the
 // registration, so the next re-arm (asio builds its mask from that record)
-// registers reads only. Nothing is lost: a write that must wait adds EPOLLOUT
+// registers reads only. Nothing is lost: a write that must wait later adds EPOLLOUT
 // back itself (epoll_reactor::start_op checks the record for that), and an
 // EPOLLOUT still reported before the next re-arm completes nothing.
 //
@@ -71,8 +71,9 @@ descriptor_state* state_of(boost::asio::basic_socket<Protocol, Executor>& socket
 
 }  // namespace write_interest_detail
 
-// Call when no write waits on the socket (after the connect completed, with
-// the writer idle); safe at any time otherwise too: see above.
+// Call only when no write waits on the socket (after the connect completed,
+// before any writer or TLS handshake): a write already queued would lose
+// its EPOLLOUT at the next re-arm and never wake.
 template <typename Protocol, typename Executor>
 void forget_write_interest(boost::asio::basic_socket<Protocol, Executor>& socket) {
   using namespace write_interest_detail;
