@@ -27,6 +27,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/version.hpp>
 
+#include "net/accepted_socket.hpp"  // socket_state_detail::access: the socket's implementation
+
 #if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && \
     !defined(BOOST_ASIO_HAS_IOCP)
 #define PROXY_HAS_WRITE_INTEREST 1
@@ -56,17 +58,9 @@ struct mutex_tag {
 template struct expose<registered_events_tag, &descriptor_state::registered_events_>;
 template struct expose<mutex_tag, &descriptor_state::mutex_>;
 
-// The socket's implementation: a protected member of basic_socket.
-template <typename Protocol, typename Executor>
-struct socket_access : boost::asio::basic_socket<Protocol, Executor> {
-  static auto& implementation(boost::asio::basic_socket<Protocol, Executor>& socket) {
-    return (socket.*(&socket_access::impl_)).get_implementation();
-  }
-};
-
 template <typename Protocol, typename Executor>
 descriptor_state* state_of(boost::asio::basic_socket<Protocol, Executor>& socket) {
-  return socket_access<Protocol, Executor>::implementation(socket).reactor_data_;
+  return socket_state_detail::access<Protocol, Executor>::implementation(socket).reactor_data_;
 }
 
 }  // namespace write_interest_detail

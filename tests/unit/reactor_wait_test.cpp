@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "parked_wait_like.hpp"
+#include "run_until.hpp"
 #include "net/handler_memory.hpp"
 #include "net/reactor_wait.hpp"
 
@@ -48,12 +49,7 @@ struct socket_pair {
   // Runs the loop until `done` or `limit`; true when done.
   template <class Predicate>
   bool run_until(Predicate done, std::chrono::milliseconds limit = 5000ms) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (!done() && std::chrono::steady_clock::now() < deadline) {
-      io.run_for(5ms);
-      io.restart();
-    }
-    return done();
+    return test::run_until(io, done, limit);
   }
   // One turn of the event loop long enough for epoll_wait to report (and,
   // with no operation queued on the socket, drop) any pending edge.

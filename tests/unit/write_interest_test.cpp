@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "net/write_interest.hpp"
+#include "run_until.hpp"
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
@@ -39,12 +40,7 @@ struct dialled_pair {
   }
   template <class Predicate>
   bool run_until(Predicate done, std::chrono::milliseconds limit = 5000ms) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (!done() && std::chrono::steady_clock::now() < deadline) {
-      io.run_for(5ms);
-      io.restart();
-    }
-    return done();
+    return test::run_until(io, done, limit);
   }
 };
 
