@@ -144,6 +144,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void process_client_frames();
   void process_client_frames_batched();
   bool process_upstream_frames();
+  bool process_upstream_frames_batched();
   struct received {
     boost::system::error_code error;
     std::span<const std::uint8_t> bytes;  // just read, valid until the framer's next prepare()

@@ -130,17 +130,23 @@ asio::awaitable<bool> client_connection::relay_from_upstream() {
       co_return false;
     }
     if (state_ != lifecycle::running) break;
-    batching_writes_ = true;
     const bool framed = process_upstream_frames();
-    flush_writes();
     if (!framed) co_return true;
   }
   co_return true;
 }
 
-// Every complete frame from the broker; false when the relay ends (a framing
+// Every complete frame from the broker, their writes sent together after the
+// last (as process_client_frames); false when the relay ends (a framing
 // error, or the connection began closing).
 bool client_connection::process_upstream_frames() {
+  batching_writes_ = true;
+  const bool framed = process_upstream_frames_batched();
+  flush_writes();
+  return framed;
+}
+
+bool client_connection::process_upstream_frames_batched() {
   for (;;) {
     auto next = upstream_framer_.next();
     if (!next) {
@@ -337,9 +343,7 @@ bool client_connection::relay_woken(side from) {
     }
     process_client_frames();
   } else {
-    batching_writes_ = true;
     const bool framed = process_upstream_frames();
-    flush_writes();
     if (!framed) return false;
   }
   if (state_ != lifecycle::running) return false;

@@ -87,11 +87,7 @@ asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::b
   }
   upstream_link_ = link::open;
   start_writer(side::upstream);
-  if (upstream_framer_.buffered() != 0) {  // the node's answer, read by greet_node
-    batching_writes_ = true;
-    process_upstream_frames();
-    flush_writes();
-  }
+  if (upstream_framer_.buffered() != 0) process_upstream_frames();  // the node's answer, read by greet_node
   co_await read_upstream(self);
 }
 
