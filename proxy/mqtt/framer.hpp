@@ -49,6 +49,10 @@ class framer {
   result<std::optional<frame>> next();
 
   std::size_t buffered() const { return end_ - begin_; }
+  // The bytes buffered and not yet handed out, to look at without taking them.
+  std::span<const std::uint8_t> pending() const { return {buffer_.data() + begin_, end_ - begin_}; }
+  // Drops every buffered byte (a stream being abandoned).
+  void clear() { begin_ = end_ = 0; }
   // Frees the buffer when no bytes are pending, so an idle connection holds
   // no read memory. Frames handed out before become invalid.
   void release_if_empty();

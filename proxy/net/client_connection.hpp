@@ -187,6 +187,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // With several nodes, `connect_packet` is sent by it: a node counts as up
   // only once it answers (greet_node); the answer is left in upstream_framer_.
   boost::asio::awaitable<std::string> dial_with_failover(const mqtt::bytes* connect_packet);  // empty: connected
+  boost::asio::awaitable<void> leave_node_without_will();
   boost::asio::awaitable<std::string> greet_node(const mqtt::bytes& connect_packet,
                                                  std::chrono::steady_clock::time_point answer_by);
 
@@ -261,6 +262,9 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // not run since it was registered: its first wait need not re-arm epoll
   // (relay_from_upstream).
   bool upstream_never_polled_ = false;
+  // greet_node waits for a node's answer to the CONNECT: its deadline cancels
+  // the wait instead of closing, so the node can still be sent a DISCONNECT.
+  bool greeting_node_ = false;
   rare_string handshake_failure_;  // set by the transport handshake deadline
   rare_string dial_failure_;       // set by the upstream dial deadline
   const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials

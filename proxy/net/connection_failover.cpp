@@ -72,6 +72,8 @@ asio::awaitable<std::string> client_connection::dial_with_failover(const mqtt::b
 // session's handshake deadline. So with several nodes a node is up once it
 // has answered: the CONNECT goes out here, and the first bytes back (the
 // CONNACK, or whatever the session will make of them) wait in the framer.
+// A CONNACK that says the node cannot serve now (answer_rules_out_node) is
+// not an answer for the client: the next node is tried.
 asio::awaitable<std::string> client_connection::greet_node(const mqtt::bytes& connect_packet,
                                                           std::chrono::steady_clock::time_point answer_by) {
   arm(deadline::upstream_dial, answer_by);
@@ -79,6 +81,7 @@ asio::awaitable<std::string> client_connection::greet_node(const mqtt::bytes& co
   // re-arm, whatever the dial said (a persistent session's queued messages
   // may follow the CONNACK beyond this read).
   upstream_never_polled_ = false;
+  greeting_node_ = true;
   const std::vector<asio::const_buffer> greeting{asio::buffer(connect_packet)};
   const io_result written = co_await upstream_->write(greeting);
   std::string failure;
@@ -90,10 +93,32 @@ asio::awaitable<std::string> client_connection::greet_node(const mqtt::bytes& co
     else if (answer.error) failure = answer.error.message();
     else upstream_framer_.commit(answer.bytes);
   }
+  greeting_node_ = false;
   disarm(deadline::upstream_dial);
-  if (!failure.empty() && !dial_failure_.empty())
+  const bool unanswered = !failure.empty() && !dial_failure_.empty();
+  if (unanswered) {
     failure = "connected, but no answer to CONNECT within " + std::to_string(dial_target_->connect_timeout.count()) + " ms";
+    if (!written.error) co_await leave_node_without_will();
+  } else if (failure.empty() && answer_rules_out_node(upstream_framer_.pending(), session_.upstream_version())) {
+    failure = "answered the CONNECT with server unavailable or busy";
+    upstream_framer_.clear();
+  }
   co_return failure;
+}
+
+// The node given up on has the client's CONNECT, will included, and may yet
+// act on it: were the connection then to end without DISCONNECT, it would
+// publish the will of a client that is alive on another node. So it gets a
+// DISCONNECT (the same two bytes in 3.1.1 and 5.0: normal disconnection, will
+// discarded) and a FIN, within a short bound; then the next dial closes it.
+asio::awaitable<void> client_connection::leave_node_without_will() {
+  static const mqtt::bytes disconnect{0xE0, 0x00};
+  arm_after(deadline::upstream_dial, std::chrono::milliseconds(200));
+  const std::vector<asio::const_buffer> farewell{asio::buffer(disconnect)};
+  const io_result written = co_await upstream_->write(farewell);
+  disarm(deadline::upstream_dial);
+  boost::system::error_code ignored;
+  if (!written.error && upstream_->immediate_io()) upstream_->socket().shutdown(tcp_socket::shutdown_send, ignored);
 }
 
 }  // namespace proxy

@@ -152,7 +152,10 @@ void client_connection::upstream_dial_expired() {
   if (upstream_link_ != link::dialing) return;
   dial_failure_ = "no connection within " + std::to_string(dial_target_->connect_timeout.count()) + " ms";
   if (resolver_) resolver_->cancel();
-  if (upstream_) upstream_->close();
+  if (!upstream_) return;
+  boost::system::error_code ignored;
+  if (greeting_node_) upstream_->socket().cancel(ignored);  // greet_node says goodbye, then it is closed
+  else upstream_->close();
 }
 
 }  // namespace proxy

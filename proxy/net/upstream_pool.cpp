@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <sstream>
 
+#include "mqtt/codec.hpp"
+#include "mqtt/framer.hpp"
+
 namespace proxy {
 
 upstream_pool::upstream_pool(std::vector<upstream_node> nodes, upstream_backoff backoff)
@@ -89,6 +92,24 @@ std::string upstream_pool::render_metrics() const {
   family("mqtt_proxy_upstream_node_failures_total", "counter", "Failed dials of this broker node.",
          [](const node_state& s) { return s.failures; });
   return out.str();
+}
+
+bool answer_rules_out_node(std::span<const std::uint8_t> answer, mqtt::protocol_version version) {
+  constexpr std::size_t any_size = 1 << 28;  // the answer's size is not in question here
+  const auto header = mqtt::parse_frame_header(answer, any_size);
+  if (!header || !*header || (*header)->first_byte != 0x20 || answer.size() < (*header)->total_size()) return false;
+  const auto packet = mqtt::decode(answer.first((*header)->total_size()), version);
+  if (!packet) return false;
+  const auto* connack = std::get_if<mqtt::connack>(&*packet);
+  if (!connack) return false;
+  switch (connack->reason) {
+    case mqtt::reason_code::server_unavailable:  // also 3.1.1's return code 3
+    case mqtt::reason_code::server_busy:
+    case mqtt::reason_code::use_another_server:
+    case mqtt::reason_code::server_moved:
+    case mqtt::reason_code::connection_rate_exceeded: return true;
+    default: return false;
+  }
 }
 
 }  // namespace proxy

@@ -24,8 +24,11 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
+
+#include "mqtt/types.hpp"
 
 namespace proxy {
 
@@ -84,5 +87,14 @@ class upstream_pool {
   std::vector<node_state> states_;
   std::size_t cursor_ = 0;
 };
+
+// Whether a node's first answer to the CONNECT says the node itself cannot
+// serve now: a CONNACK with 3.1.1's "server unavailable", or 5.0's server
+// unavailable, server busy, use another server, server moved or connection
+// rate exceeded. Another node may serve, so the client is not refused for it.
+// Anything else (success, a refusal about the client itself such as bad
+// credentials, which every node would repeat, bytes that are not a whole
+// CONNACK) is the node's answer and goes to the session.
+bool answer_rules_out_node(std::span<const std::uint8_t> answer, mqtt::protocol_version version);
 
 }  // namespace proxy

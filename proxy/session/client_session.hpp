@@ -151,6 +151,8 @@ class client_session {
 
   state current_state() const { return state_; }
   mqtt::protocol_version version() const { return version_; }
+  // The version spoken to the broker: the client's, or 3.1.1 when bridged.
+  mqtt::protocol_version upstream_version() const;
   // 1.5 times the client's keep-alive [MQTT-3.1.2-24]; zero when it has none.
   std::chrono::milliseconds keep_alive_limit() const;
   const std::string& user() const { return user_; }
@@ -215,7 +217,6 @@ class client_session {
   void send_upstream(const mqtt::packet& p);
   void emit(session_action a) { actions_.push_back(std::move(a)); }
   // Version bridging (5.0 client, 3.1.1 broker): session/version_bridge.hpp.
-  mqtt::protocol_version upstream_version() const;
   bridge::broker_traits bridge_traits() const;
   void count_drops(const bridge::drop_counts& drops);
   mqtt::result<mqtt::bytes> encode_for_upstream(const mqtt::packet& p);

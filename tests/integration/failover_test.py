@@ -9,6 +9,7 @@ import queue
 import socket
 import sys
 import threading
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -59,7 +60,7 @@ class SilentNode:
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
-        self.accepted, self.received = [], []
+        self.accepted, self.received, self.ended = [], [], set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -72,21 +73,68 @@ class SilentNode:
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn):
+        stream = bytearray()
+        self.received.append(stream)
         while True:
             try:
                 data = conn.recv(4096)
             except OSError:
                 return
             if not data:
+                self.ended.add(id(stream))
                 return
-            self.received.append(data)
+            stream += data
 
     def got_connect_of(self, client_id):
         return any(client_id.encode() in data for data in self.received)
 
+    def stream_of(self, client_id):
+        return next(data for data in self.received if client_id.encode() in data)
+
+    def wait_for_end_of(self, client_id, timeout=5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if id(self.stream_of(client_id)) in self.ended:
+                return True
+            time.sleep(0.05)
+        return False
+
     def close(self):
         for s in self.accepted + [self.listener]:
             s.close()
+
+
+class UnavailableNode:
+    """A node that answers every CONNECT with "server unavailable" (3.1.1
+    return code 3, 5.0 reason 0x88) and closes: a broker shedding load."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.connects = []  # the CONNECTs received (the proxy's readiness probe sends some too)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                connect = conn.recv(4096)
+                if not connect:
+                    continue
+                self.connects.append(connect)
+                level = connect[connect.index(b"MQTT") + 4]
+                conn.sendall(b"\x20\x03\x00\x88\x00" if level == 5 else b"\x20\x02\x00\x03")
+
+    def connects_of(self, client_id):
+        return sum(client_id.encode() in connect for connect in self.connects)
+
+    def close(self):
+        self.listener.close()
 
 
 class System(ProcessGroup):
@@ -130,9 +178,9 @@ class System(ProcessGroup):
 class Client:
     """A paho 3.1.1 client of the proxy: CONNECT, auth PUBLISH, the answer."""
 
-    def __init__(self, system, client_id):
+    def __init__(self, system, client_id, protocol=mqtt.MQTTv311):
         self.messages, self.granted = queue.Queue(), queue.Queue()
-        self.client = mqtt.Client(client_id=client_id)
+        self.client = mqtt.Client(client_id=client_id, protocol=protocol)
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload.decode()))
         self.client.on_subscribe = lambda c, u, mid, granted: self.granted.put(granted)
         self.client.reconnect_delay_set(60, 60)
@@ -214,6 +262,10 @@ class Failover(unittest.TestCase):
         self.assertEqual(system.node_metric("connects_total", silent.port), 0)
         self.assertEqual(system.node_metric("connects_total", good), 1)
         self.assertIn("no answer to CONNECT", system.log_of("proxy"))
+        # The silent node has the CONNECT and its will: it is told DISCONNECT
+        # (so it would not publish the will of a client alive elsewhere) and FIN.
+        self.assertTrue(silent.wait_for_end_of("first"), "the proxy ended the silent node's connection")
+        self.assertTrue(silent.stream_of("first").endswith(b"\xe0\x00"), "DISCONNECT before the FIN")
         # Skipped while it backs off: the next clients go straight to the live node.
         second = Client(system, "second")
         third = Client(system, "third")
@@ -225,6 +277,27 @@ class Failover(unittest.TestCase):
         self.assertEqual(third.messages.get(timeout=5), ("a/s", "past the silent node"))
         for c in (first, second, third):
             c.close()
+
+    def test_a_node_that_answers_server_unavailable_is_skipped(self):
+        for protocol, name in ((mqtt.MQTTv311, "3.1.1"), (mqtt.MQTTv5, "5.0")):
+            with self.subTest(protocol=name):
+                busy, good = UnavailableNode(), free_port()
+                self.addCleanup(busy.close)
+                system = System([busy.port, good], "backoff_ms = 60000", brokers=[good])
+                self.addCleanup(system.close)
+                # The round robin starts at the first node: the one shedding load.
+                first = Client(system, "first", protocol)
+                self.assertEqual(first.answer["result"], "ok", "served by the node that can")
+                self.assertEqual(busy.connects_of("first"), 1, "the busy node was tried first")
+                self.assertEqual(system.node_metric("failures_total", busy.port), 1)
+                self.assertEqual(system.node_metric("up", busy.port), 0)
+                self.assertEqual(system.node_metric("connects_total", good), 1)
+                self.assertIn("server unavailable or busy", system.log_of("proxy"))
+                second = Client(system, "second", protocol)
+                self.assertEqual(second.answer["result"], "ok")
+                self.assertEqual(busy.connects_of("second"), 0, "skipped while it backs off")
+                for c in (first, second):
+                    c.close()
 
     def test_no_node_accepts_the_client_is_refused_and_readyz_says_broker_unreachable(self):
         dead = [refusing_port(), refusing_port()]

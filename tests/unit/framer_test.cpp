@@ -153,4 +153,24 @@ TEST_SUITE("framer") {
     CHECK(f.buffered() == 0);
     CHECK(f.capacity() == 0);
   }
+
+  TEST_CASE("pending shows the buffered bytes without taking them; clear drops them") {
+    mqtt::framer f(1024);
+    const bytes two = [] {
+      bytes b = publish_frame(3);
+      const bytes second = publish_frame(4);
+      b.insert(b.end(), second.begin(), second.end());
+      return b;
+    }();
+    f.feed(two);
+    CHECK(bytes(f.pending().begin(), f.pending().end()) == two);
+    CHECK(drain(f).size() == 2);  // looking took nothing
+    CHECK(f.pending().empty());
+    f.feed(two);
+    f.clear();
+    CHECK(f.buffered() == 0);
+    CHECK(drain(f).empty());
+    f.feed(publish_frame(5));
+    CHECK(drain(f) == std::vector<bytes>{publish_frame(5)});  // usable after clearing
+  }
 }

@@ -163,4 +163,29 @@ backoff_max_ms = 4000
     auto long_backoff = test::write_file("mqtt-proxy-long-backoff.toml", "[upstream]\nbackoff_ms = 60000\n");
     CHECK(test::parse({"--config", long_backoff}).config.connection.upstream.backoff.max == 60'000ms);
   }
+
+  TEST_CASE("a CONNACK that says the node cannot serve rules the node out; one about the client does not") {
+    using mqtt::protocol_version;
+    const auto v3 = protocol_version::v3_1_1;
+    const auto v5 = protocol_version::v5;
+    using bytes = std::vector<std::uint8_t>;
+    auto rules_out = [](const bytes& answer, protocol_version v) { return answer_rules_out_node(answer, v); };
+    CHECK(rules_out({0x20, 0x02, 0x00, 0x03}, v3));  // server unavailable
+    CHECK_FALSE(rules_out({0x20, 0x02, 0x00, 0x00}, v3));  // accepted
+    CHECK_FALSE(rules_out({0x20, 0x02, 0x00, 0x04}, v3));  // bad user name or password: every node says it
+    CHECK_FALSE(rules_out({0x20, 0x02, 0x00, 0x05}, v3));  // not authorised
+    CHECK_FALSE(rules_out({0x20, 0x02, 0x00, 0x02}, v3));  // identifier rejected
+    for (std::uint8_t code : {0x88, 0x89, 0x9C, 0x9D, 0x9F}) CHECK(rules_out({0x20, 0x03, 0x00, code, 0x00}, v5));
+    for (std::uint8_t code : {0x00, 0x80, 0x85, 0x86, 0x87, 0x8A, 0x97})
+      CHECK_FALSE(rules_out({0x20, 0x03, 0x00, code, 0x00}, v5));
+    // With properties (a reason string), and followed by more bytes.
+    CHECK(rules_out({0x20, 0x07, 0x00, 0x89, 0x04, 0x1F, 0x00, 0x01, 'x', 0xD0, 0x00}, v5));
+    // Not a whole CONNACK: the session decides what to make of it.
+    CHECK_FALSE(rules_out({0x20, 0x02, 0x00}, v3));
+    CHECK_FALSE(rules_out({0x20}, v3));
+    CHECK_FALSE(rules_out({}, v3));
+    CHECK_FALSE(rules_out({0x30, 0x02, 0x00, 0x03}, v3));  // a PUBLISH
+    CHECK_FALSE(rules_out({0x20, 0x02, 0x00, 0x03}, v5));  // 3 is no 5.0 reason code: malformed, not "unavailable"
+    CHECK_FALSE(rules_out({0x20, 0x02, 0x01, 0x03}, v3));  // session present on a refusal: malformed
+  }
 }
