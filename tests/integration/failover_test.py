@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
-from netutil import free_port  # noqa: E402
+from netutil import LoopbackServer, free_port  # noqa: E402
 from processes import ProcessGroup  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
 
@@ -51,28 +51,15 @@ class BlackHole:
             s.close()
 
 
-class SilentNode:
+class SilentNode(LoopbackServer):
     """A node that accepts TCP connections, reads what comes and never
     answers: a broker still starting, a hung MQTT listener."""
 
     def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self.accepted, self.received, self.ended = [], [], set()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.received, self.ended = [], set()
+        super().__init__(backlog=16)
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)  # held open, never written to
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn):
+    def serve(self, conn):
         stream = bytearray()
         self.received.append(stream)
         while True:
@@ -99,42 +86,26 @@ class SilentNode:
             time.sleep(0.05)
         return False
 
-    def close(self):
-        for s in self.accepted + [self.listener]:
-            s.close()
 
-
-class UnavailableNode:
+class UnavailableNode(LoopbackServer):
     """A node that answers every CONNECT with "server unavailable" (3.1.1
     return code 3, 5.0 reason 0x88) and closes: a broker shedding load."""
 
     def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
         self.connects = []  # the CONNECTs received (the proxy's readiness probe sends some too)
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(backlog=16)
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
+    def serve(self, conn):
+        with conn:
+            connect = conn.recv(4096)
+            if not connect:
                 return
-            with conn:
-                connect = conn.recv(4096)
-                if not connect:
-                    continue
-                self.connects.append(connect)
-                level = connect[connect.index(b"MQTT") + 4]
-                conn.sendall(b"\x20\x03\x00\x88\x00" if level == 5 else b"\x20\x02\x00\x03")
+            self.connects.append(connect)
+            level = connect[connect.index(b"MQTT") + 4]
+            conn.sendall(b"\x20\x03\x00\x88\x00" if level == 5 else b"\x20\x02\x00\x03")
 
     def connects_of(self, client_id):
         return sum(client_id.encode() in connect for connect in self.connects)
-
-    def close(self):
-        self.listener.close()
 
 
 class System(ProcessGroup):

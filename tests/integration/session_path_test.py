@@ -22,7 +22,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from mosquitto import PASSWORD, USERNAME  # noqa: E402
-from netutil import free_port, wait_for_port  # noqa: E402
+from netutil import LoopbackServer, free_port, wait_for_port  # noqa: E402
 from processes import ProcessGroup, proxy_argv  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
 from wire import connect_packet, mqtt_packet, mqtt_string, parse_mqtt, publish_fields, publish_packet  # noqa: E402
@@ -42,7 +42,7 @@ def caching_stub_auth():
                           max_age=60)
 
 
-class FakeBroker:
+class FakeBroker(LoopbackServer):
     """A raw MQTT broker on a loopback port: answers every CONNECT with an
     accepting CONNACK (3.1.1 or 5.0 as asked) and records, per connection,
     its client id and what happened: "DISCONNECT", then "EOF" or "RST".
@@ -55,27 +55,12 @@ class FakeBroker:
         self.hold_connack = None  # a threading.Event: each CONNACK waits until it is set
         self.close_at = None  # "accept": close each connection at once; "connect": on its CONNECT, unanswered
         self.lock = threading.Lock()
-        self.server = socket.socket()
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(64)
-        self.port = self.server.getsockname()[1]
-        self.open_sockets = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self):
-        while True:
-            try:
-                sock, _ = self.server.accept()
-            except OSError:
-                return
-            self.open_sockets.append(sock)
-            if self.close_at == "accept":
-                sock.close()
-                continue
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock):
+    def serve(self, sock):
+        if self.close_at == "accept":
+            sock.close()
+            return
         record = {"client_id": None, "events": [], "times": {}}
         with self.lock:
             self.connections.append(record)
@@ -130,13 +115,6 @@ class FakeBroker:
             time.sleep(0.02)
         raise AssertionError(f"no broker connection for {client_id}")
 
-    def close(self):
-        self.server.close()
-        for sock in self.open_sockets:
-            try:
-                sock.close()
-            except OSError:
-                pass
 
 
 def recv_until_closed(sock, timeout):
