@@ -155,6 +155,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   std::optional<received> try_read(transport& stream, mqtt::framer& framer, side from);
   boost::asio::awaitable<void> wait_for_room(side from);
   bool over_high_water() const;
+  bool deliveries_over_high_water() const;
   std::size_t client_queue_limit() const;
   boost::asio::awaitable<void> discard_until_eof(transport& stream);
   // An idle reader parks: its coroutine ends and a bare socket wait (a few

@@ -171,10 +171,16 @@ bool client_connection::over_high_water() const {
   return to_client_.bytes_queued() > client_queue_limit() || to_upstream_.bytes_queued() > settings().write_high_water;
 }
 
+// The broker's reader waits while what goes to the client is over the mark:
+// the client queue, and deliveries the session holds for the client's
+// Receive Maximum (a bridged 5.0 client), which go to that queue later.
+bool client_connection::deliveries_over_high_water() const {
+  return to_client_.bytes_queued() + session_.held_delivery_bytes() > settings().write_high_water;
+}
+
 asio::awaitable<void> client_connection::wait_for_room(side from) {
   for (;;) {
-    const bool full =
-        from == side::client ? over_high_water() : to_client_.bytes_queued() > settings().write_high_water;
+    const bool full = from == side::client ? over_high_water() : deliveries_over_high_water();
     if (!full || state_ != lifecycle::running) break;
     if (from == side::client) client_paused_ = true;
     if (!room_) room_ = std::make_unique<asio::steady_timer>(executor_, time_point::max());
@@ -288,7 +294,7 @@ bool client_connection::park(side from, bool drained) {
   auto& stream = from == side::client ? *client_ : *upstream_;
   auto& framer = from == side::client ? client_framer_ : upstream_framer_;
   if (woken_[i] || framer.buffered() != 0 || !stream.readable_when_socket_is()) return false;
-  const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings().write_high_water;
+  const bool full = from == side::client ? over_high_water() : deliveries_over_high_water();
   if (full) return false;
   framer.release_if_empty();
   parked_[i] = true;
@@ -326,7 +332,7 @@ bool client_connection::relay_woken(side from) {
   auto& stream = from == side::client ? *client_ : *upstream_;
   auto& framer = from == side::client ? client_framer_ : upstream_framer_;
   if (state_ != lifecycle::running || !stream.immediate_io()) return false;
-  const bool full = from == side::client ? over_high_water() : to_client_.bytes_queued() > settings().write_high_water;
+  const bool full = from == side::client ? over_high_water() : deliveries_over_high_water();
   if (full) return false;  // read_into waits for room
   const auto in = try_read(stream, framer, from);
   if (!in) return park(from, true);  // woken, but nothing there: the socket is empty, and nothing ran since

@@ -174,6 +174,9 @@ void client_session::handle_connect(const mqtt::connect& c) {
   client_id_ = c.client_id;
   client_keep_alive_ = c.keep_alive;
   bridged_ = version_ == mqtt::protocol_version::v5 && config_.protocol == upstream_protocol::v3_1_1;
+  if (const auto receive_maximum = c.props.number(mqtt::property_id::receive_maximum);
+      bridged_ && receive_maximum && *receive_maximum < 65535)
+    extra().client_receive_maximum_ = static_cast<std::uint16_t>(*receive_maximum);
   // Clean Start with a Session Expiry goes to a 3.1.1 broker as clean session
   // 0, which resumes whatever that client id left there. The client was told
   // it starts afresh, so only what it subscribes to on this connection reaches it.
@@ -685,12 +688,17 @@ void client_session::handle_delivery(const mqtt::publish& p) {
   } else {
     metrics_.acl_denied_deliver++;
   }
-  // Completed with the broker as if delivered, so its in-flight window
-  // (Receive Maximum) does not fill with messages nobody will acknowledge.
-  if (p.qos == mqtt::qos::at_least_once) send_upstream(mqtt::puback{p.packet_id, reason_code::success, {}});
-  if (p.qos == mqtt::qos::exactly_once) {
-    extra().dropped_qos2_ids_.insert(p.packet_id);
-    send_upstream(mqtt::pubrec{p.packet_id, reason_code::success, {}});
+  complete_with_broker(p.qos, p.packet_id);
+}
+
+// A delivery the client will not get, completed with the broker as if
+// delivered, so its in-flight window (Receive Maximum) does not fill with
+// messages nobody will acknowledge.
+void client_session::complete_with_broker(mqtt::qos qos, std::uint16_t packet_id) {
+  if (qos == mqtt::qos::at_least_once) send_upstream(mqtt::puback{packet_id, reason_code::success, {}});
+  if (qos == mqtt::qos::exactly_once) {
+    extra().dropped_qos2_ids_.insert(packet_id);
+    send_upstream(mqtt::pubrec{packet_id, reason_code::success, {}});
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -153,6 +154,9 @@ class client_session {
   mqtt::protocol_version version() const { return version_; }
   // The version spoken to the broker: the client's, or 3.1.1 when bridged.
   mqtt::protocol_version upstream_version() const;
+  // Bridged deliveries held back for the client's Receive Maximum: the
+  // connection counts them as queued to the client (back-pressure).
+  std::size_t held_delivery_bytes() const { return extra_ ? extra_->held_bytes_ : 0; }
   // 1.5 times the client's keep-alive [MQTT-3.1.2-24]; zero when it has none.
   std::chrono::milliseconds keep_alive_limit() const;
   const std::string& user() const { return user_; }
@@ -223,6 +227,11 @@ class client_session {
   void bridge_to_upstream(const mqtt::frame& frame);
   void bridge_from_upstream(mqtt::packet& p);
   void bridge_forwards_to_client(const mqtt::packet& p, std::size_t first_action);
+  // The client's Receive Maximum on bridged deliveries (client_session_bridge.cpp).
+  bool must_hold_delivery(const mqtt::publish& p);
+  void client_completed_delivery(std::uint16_t packet_id);
+  void release_held_deliveries();
+  void complete_with_broker(mqtt::qos qos, std::uint16_t packet_id);
 
   const session_config& config_;
   metrics& metrics_;
@@ -296,6 +305,22 @@ class client_session {
     // Client QoS 1/2 PUBLISHes the 3.1.1 broker has not completed: held to the
     // Receive Maximum the proxy advertised, which a 3.1.1 broker does not enforce.
     std::set<std::uint16_t> bridged_in_flight_;
+    // The other way: the 5.0 client's Receive Maximum, which the 3.1.1 broker
+    // never heard of, held by the proxy [MQTT-3.3.4-9]. QoS 1/2 deliveries the
+    // client has not completed, and the deliveries waiting behind them, in
+    // order (QoS 0 ones too, once one waits). Bounded by the connection: the
+    // broker's reader pauses while these and the client queue are over the
+    // high-water mark (held_delivery_bytes).
+    std::uint16_t client_receive_maximum_ = 0;  // 0: the client set none below 65535
+    std::set<std::uint16_t> deliveries_in_flight_;
+    struct held_delivery {
+      mqtt::bytes wire;  // 5.0-encoded
+      std::string topic;  // checked against the ACL again when it goes
+      mqtt::qos qos;
+      std::uint16_t packet_id;
+    };
+    std::deque<held_delivery> held_deliveries_;
+    std::size_t held_bytes_ = 0;
   };
   extra_state& extra() {
     if (!extra_) extra_ = std::make_unique<extra_state>();

@@ -4,6 +4,7 @@
 // way, and counts what they drop.
 #include "session/client_session.hpp"
 #include "session/version_bridge.hpp"
+#include "support/overloaded.hpp"
 
 namespace proxy {
 
@@ -41,6 +42,18 @@ void client_session::bridge_to_upstream(const mqtt::frame& frame) {
   // broker reads any PUBREC as success and sends PUBREL: the proxy answers it.
   if (const auto* rec = std::get_if<mqtt::pubrec>(&*decoded); rec && mqtt::is_failure(rec->reason))
     extra().dropped_qos2_ids_.insert(rec->packet_id);
+  // The client's end of a delivery's flow: PUBACK, PUBCOMP, or a failing PUBREC.
+  const std::optional<std::uint16_t> completed = std::visit(
+      support::overloaded{
+          [](const mqtt::puback& ack) { return std::optional<std::uint16_t>(ack.packet_id); },
+          [](const mqtt::pubcomp& comp) { return std::optional<std::uint16_t>(comp.packet_id); },
+          [](const mqtt::pubrec& rec) {
+            return mqtt::is_failure(rec.reason) ? std::optional<std::uint16_t>(rec.packet_id) : std::nullopt;
+          },
+          [](const auto&) { return std::optional<std::uint16_t>(); },
+      },
+      *decoded);
+  if (completed) client_completed_delivery(*completed);
   const auto* publish = std::get_if<mqtt::publish>(&*decoded);
   if (publish && publish->qos != mqtt::qos::at_most_once && config_.limits.receive_maximum) {
     extra().bridged_in_flight_.insert(publish->packet_id);
@@ -55,6 +68,7 @@ void client_session::bridge_to_upstream(const mqtt::frame& frame) {
   auto wire = mqtt::encode(*translated, mqtt::protocol_version::v3_1_1);
   if (!wire) return protocol_error(wire.error().message(), reason_code::implementation_specific_error);
   emit(action::send_to_upstream{std::move(*wire)});
+  if (completed) release_held_deliveries();
 }
 
 // A broker packet, before the session acts on it: acks in their 5.0 form.
@@ -91,6 +105,11 @@ void client_session::bridge_forwards_to_client(const mqtt::packet& p, std::size_
       too_large = true;
       continue;
     }
+    if (delivery && must_hold_delivery(*delivery)) {
+      extra().held_bytes_ += wire->size();
+      extra().held_deliveries_.push_back({std::move(*wire), delivery->topic, delivery->qos, delivery->packet_id});
+      continue;
+    }
     rewritten.push_back(action::send_to_client{std::move(*wire)});
   }
   actions_.resize(first_action);
@@ -101,6 +120,48 @@ void client_session::bridge_forwards_to_client(const mqtt::packet& p, std::size_
   if (delivery->qos == mqtt::qos::exactly_once) {
     extra().dropped_qos2_ids_.insert(delivery->packet_id);
     send_upstream(mqtt::pubrec{delivery->packet_id, reason_code::success, {}});
+  }
+}
+
+// Whether a delivery must wait for the client's Receive Maximum; one that
+// goes now and needs an acknowledgement is counted in flight. Everything
+// behind a waiting delivery waits too: deliveries keep their order.
+bool client_session::must_hold_delivery(const mqtt::publish& p) {
+  if (!extra_ || extra_->client_receive_maximum_ == 0) return false;
+  auto& e = *extra_;
+  if (!e.held_deliveries_.empty()) return true;
+  if (p.qos == mqtt::qos::at_most_once || e.deliveries_in_flight_.contains(p.packet_id)) return false;  // a resend
+  if (e.deliveries_in_flight_.size() >= e.client_receive_maximum_) return true;
+  e.deliveries_in_flight_.insert(p.packet_id);
+  return false;
+}
+
+void client_session::client_completed_delivery(std::uint16_t packet_id) {
+  if (extra_) extra_->deliveries_in_flight_.erase(packet_id);
+}
+
+// The client completed a delivery: what waited behind it goes, up to its
+// Receive Maximum again. The ACL is asked again, as it may have narrowed while
+// the delivery waited.
+void client_session::release_held_deliveries() {
+  if (!extra_) return;
+  auto& e = *extra_;
+  while (!e.held_deliveries_.empty()) {
+    auto& next = e.held_deliveries_.front();
+    const bool counted = next.qos != mqtt::qos::at_most_once;
+    if (counted && !e.deliveries_in_flight_.contains(next.packet_id) &&
+        e.deliveries_in_flight_.size() >= e.client_receive_maximum_)
+      return;
+    auto held = std::move(next);
+    e.held_deliveries_.pop_front();
+    e.held_bytes_ -= held.wire.size();
+    if (!acl_allows(acl_action::receive, held.topic)) {
+      metrics_.acl_denied_deliver++;
+      complete_with_broker(held.qos, held.packet_id);
+      continue;
+    }
+    if (counted) e.deliveries_in_flight_.insert(held.packet_id);
+    emit(action::send_to_client{std::move(held.wire)});
   }
 }
 

@@ -14,6 +14,7 @@ import os
 import queue
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from mosquitto import PASSWORD, USERNAME  # noqa: E402
 from netutil import free_port, wait_for_port  # noqa: E402
 from processes import AuthServer, ProcessGroup  # noqa: E402
 from rabbitmq_node import RabbitNode  # noqa: E402
-from wire import connect_packet, mqtt_packet, mqtt_string, packet_body, read_packet, varint  # noqa: E402
+from wire import connect_packet, mqtt_packet, mqtt_string, packet_body, read_packet, subscribe_packet, varint  # noqa: E402,E501
 
 PROXY = AUTH_SERVER = None
 USER_PASSWORD = "pw-" + "x" * 12
@@ -112,14 +113,37 @@ class App:
         self.client.loop_stop()
 
 
+def publish_id_and_payload(first, body):
+    """A 5.0 PUBLISH body: (packet id or None, payload)."""
+    (length,) = struct.unpack(">H", body[:2])
+    at = 2 + length
+    packet_id = None
+    if first & 0x06:
+        (packet_id,) = struct.unpack(">H", body[at:at + 2])
+        at += 2
+    props, at = read_varint(body, at)
+    return packet_id, body[at + props:]
+
+
+def read_varint(data, at):
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
 class Raw5:
     """A hand-rolled 5.0 client, for what paho 1.6 cannot show: it does not read
     the reason code of a DISCONNECT that carries no properties."""
 
-    def __init__(self, port, session):
+    def __init__(self, port, session, client_id="raw", props=b""):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.buffer = b""
-        self.sock.sendall(connect_packet("raw", version=5))
+        self.sock.sendall(connect_packet(client_id, version=5, props=props))
         assert self.read()[0] == 0x20
         self.publish("service/auth/" + session, b"")
         first, body = self.read()
@@ -135,6 +159,23 @@ class Raw5:
         except EOFError:
             return None, b""
         return packet[0], packet_body(packet)
+
+    def publishes(self, count, timeout):
+        """The (packet id, payload) of the PUBLISHes that arrive within `timeout`, at most `count`."""
+        got = []
+        self.sock.settimeout(timeout)
+        try:
+            while len(got) < count:
+                first, body = self.read()
+                if first is None:
+                    break
+                if first >> 4 == 3:
+                    got.append(publish_id_and_payload(first, body))
+        except socket.timeout:
+            pass
+        finally:
+            self.sock.settimeout(10)
+        return got
 
     def disconnect_reason(self):
         """The reason code of the server's DISCONNECT (0x00 when it has none)."""
@@ -269,6 +310,35 @@ class BridgeFlow:
         client = self.raw(u)
         client.publish(f"private/{u}/x", b"bad", props=b"\x0b\x03")  # Subscription Identifier 3
         self.assertEqual(client.disconnect_reason(), 0x82)
+
+    def test_the_clients_receive_maximum_holds_deliveries_the_3_1_1_broker_would_send(self):
+        """A 5.0 client with Receive Maximum 2 that does not acknowledge gets 2
+        QoS 1 deliveries, not the broker's own window (Mosquitto 20, RabbitMQ's
+        prefetch 10): the proxy holds the rest, in order, until it does."""
+        u = self.user("rmax")
+        if u not in self.sessions:
+            self.sessions[u] = self.login(u)
+        slow = Raw5(self.proxy.port, self.sessions[u], client_id="slow", props=b"\x21\x00\x02")  # Receive Maximum 2
+        self.addCleanup(slow.sock.close)
+        slow.sock.sendall(subscribe_packet(1, f"private/{u}/rm", 1, version=5))
+        first, body = slow.read()
+        self.assertEqual((first, body[-1:]), (0x90, b"\x01"), "SUBACK, QoS 1 granted")
+        sender = self.app(u, "sender")
+        for i in range(6):
+            sender.client.publish(f"private/{u}/rm", f"m{i}".encode(), qos=1).wait_for_publish(10)
+        got = slow.publishes(6, timeout=2)
+        self.assertEqual([payload for _, payload in got], [b"m0", b"m1"], "two in flight, no more")
+        slow.sock.sendall(mqtt_packet(0x40, struct.pack(">H", got[0][0])))  # PUBACK the first
+        more = slow.publishes(6, timeout=2)
+        self.assertEqual([payload for _, payload in more], [b"m2"], "one acknowledged, one more")
+        got += more
+        for packet_id, _ in got[1:3]:
+            slow.sock.sendall(mqtt_packet(0x40, struct.pack(">H", packet_id)))
+        got += slow.publishes(2, timeout=10)
+        for packet_id, _ in got[3:5]:
+            slow.sock.sendall(mqtt_packet(0x40, struct.pack(">H", packet_id)))
+        got += slow.publishes(1, timeout=10)
+        self.assertEqual([payload for _, payload in got], [f"m{i}".encode() for i in range(6)], "in order")
 
     def test_polite_raw_client_stays_connected(self):
         """The same raw client without the hostile property: its PUBLISH goes through."""

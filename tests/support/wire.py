@@ -110,12 +110,12 @@ def mqtt_packet(first_byte, body):
     return bytes([first_byte]) + varint(len(body)) + body
 
 
-def connect_packet(client_id, username=None, password=None, version=4):
-    """A clean-session CONNECT, keep-alive 30; version 5 adds an empty property list."""
+def connect_packet(client_id, username=None, password=None, version=4, props=b""):
+    """A clean-session CONNECT, keep-alive 30; version 5 adds its property list (`props`, encoded)."""
     flags = 0x02 | (0x80 if username else 0) | (0x40 if password else 0)
     payload = mqtt_string(client_id) + (mqtt_string(username) if username else b"") + (
         mqtt_string(password) if password else b"")
-    properties = b"\x00" if version == 5 else b""
+    properties = varint(len(props)) + props if version == 5 else b""
     return mqtt_packet(0x10, mqtt_string("MQTT") + bytes([version, flags]) + struct.pack(">H", 30) + properties +
                        payload)
 
@@ -125,8 +125,9 @@ def publish_packet(topic, payload, qos=0, packet_id=1):
     return mqtt_packet(0x30 | (qos << 1), body)
 
 
-def subscribe_packet(packet_id, topic, qos):
-    return mqtt_packet(0x82, struct.pack(">H", packet_id) + mqtt_string(topic) + bytes([qos]))
+def subscribe_packet(packet_id, topic, qos, version=4):
+    properties = b"\x00" if version == 5 else b""
+    return mqtt_packet(0x82, struct.pack(">H", packet_id) + properties + mqtt_string(topic) + bytes([qos]))
 
 
 def parse_mqtt(data):

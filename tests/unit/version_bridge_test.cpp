@@ -479,6 +479,76 @@ TEST_SUITE("version bridge: the session") {
     CHECK(std::get<mqtt::disconnect>(sent_to(out, true).at(0)).reason == reason_code::receive_maximum_exceeded);
   }
 
+  TEST_CASE("the client's own Receive Maximum holds the 3.1.1 broker's deliveries back [MQTT-3.3.4-9]") {
+    bridged h;
+    auto c = bridged::connect_packet();
+    c.props.add(property_id::receive_maximum, 2u);
+    h.establish(c);
+    auto deliver = [&](std::uint16_t id, mqtt::qos qos = mqtt::qos::at_least_once, std::string topic = "private/alice/x") {
+      return sent_to(h.upstream(mqtt::publish{topic, "m" + std::to_string(id), qos, false, false, id, {}}), true);
+    };
+    CHECK(deliver(1).size() == 1);
+    CHECK(deliver(2).size() == 1);
+    CHECK(deliver(3).empty());  // two in flight: the third waits
+    CHECK(deliver(0, mqtt::qos::at_most_once).empty());  // and what comes behind it, in order
+    CHECK(h.session.held_delivery_bytes() > 0);
+    // A resend of one in flight is not a new one.
+    CHECK(sent_to(h.upstream(mqtt::publish{"private/alice/x", "m2", mqtt::qos::at_least_once, false, true, 2, {}}), true)
+              .empty());  // it waits behind 3 all the same: order
+    auto out = h.client(mqtt::puback{1, reason_code::success, {}});
+    CHECK(std::get<mqtt::puback>(sent_to(out, false).at(0)).packet_id == 1);
+    auto released = sent_to(out, true);
+    REQUIRE(released.size() == 3);  // 3 takes 1's place; the QoS 0 one and the resend of 2 need none
+    CHECK(std::get<mqtt::publish>(released[0]).packet_id == 3);
+    CHECK(std::get<mqtt::publish>(released[1]).payload == "m0");
+    CHECK(std::get<mqtt::publish>(released[2]).packet_id == 2);
+    CHECK(h.session.held_delivery_bytes() == 0);
+    CHECK(deliver(4).empty());  // 2 and 3 in flight
+    // QoS 2: in flight until PUBCOMP, or a failing PUBREC that ends the flow.
+    CHECK(sent_to(h.client(mqtt::puback{2, reason_code::success, {}}), true).size() == 1);  // 4 goes
+    CHECK(deliver(5, mqtt::qos::exactly_once).empty());
+    CHECK(sent_to(h.client(mqtt::puback{3, reason_code::success, {}}), true).size() == 1);  // 5 goes
+    CHECK(deliver(6).empty());
+    CHECK(sent_to(h.client(mqtt::pubrec{5, reason_code::success, {}}), true).empty());  // still in flight
+    h.upstream(mqtt::pubrel{5, reason_code::success, {}});
+    CHECK(sent_to(h.client(mqtt::pubcomp{5, reason_code::success, {}}), true).size() == 1);  // 6 goes
+    CHECK(deliver(7, mqtt::qos::exactly_once).empty());
+    CHECK(sent_to(h.client(mqtt::puback{4, reason_code::success, {}}), true).size() == 1);  // 7 goes
+    CHECK(deliver(8).empty());
+    CHECK(sent_to(h.client(mqtt::pubrec{7, reason_code::unspecified_error, {}}), true).size() == 1);  // 7 failed: 8 goes
+  }
+
+  TEST_CASE("a held delivery is checked against the ACL again when it goes") {
+    bridged h;
+    auto c = bridged::connect_packet();
+    c.props.add(property_id::receive_maximum, 1u);
+    h.establish(c);
+    h.upstream(mqtt::publish{"private/alice/a", "1", mqtt::qos::at_least_once, false, false, 1, {}});
+    CHECK(sent_to(h.upstream(mqtt::publish{"private/alice/b", "2", mqtt::qos::at_least_once, false, false, 2, {}}), true)
+              .empty());
+    auth_event narrowed;
+    narrowed.type = auth_event::kind::acl_changed;
+    narrowed.user_id = narrowed.user = "alice";
+    narrowed.permissions = {{"private/alice/#"}, {"private/alice/a"}};
+    h.session.on_auth_event(narrowed);
+    auto out = h.client(mqtt::puback{1, reason_code::success, {}});
+    CHECK(sent_to(out, true).empty());  // b is no longer the client's to receive
+    auto up = sent_to(out, false);
+    REQUIRE(up.size() == 2);  // the client's PUBACK of 1, and the proxy's of 2: the broker's window does not fill
+    CHECK(std::get<mqtt::puback>(up[1]).packet_id == 2);
+    CHECK(h.counters.acl_denied_deliver == 1);
+    CHECK(h.session.held_delivery_bytes() == 0);
+  }
+
+  TEST_CASE("without a Receive Maximum below 65535, or not bridged, nothing is held") {
+    bridged h;
+    h.establish();
+    for (std::uint16_t id = 1; id <= 100; ++id)
+      CHECK(sent_to(h.upstream(mqtt::publish{"private/alice/x", "", mqtt::qos::at_least_once, false, false, id, {}}), true)
+                .size() == 1);
+    CHECK(h.session.held_delivery_bytes() == 0);
+  }
+
   TEST_CASE("direct mode: the broker's 3.1.1 refusal reaches the client as a 5.0 reason code") {
     bridged h;
     auto c = bridged::connect_packet();
