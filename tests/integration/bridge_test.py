@@ -52,9 +52,14 @@ class Proxy:
         self.port, self.admin = free_port(), free_port()
         config = group.write(name + ".toml", f'[upstream]\naddress = "127.0.0.1:{broker_port}"\nusername = "{USERNAME}"\n'
                                              f'password = "{PASSWORD}"\nkind = "{kind}"\nprotocol = "{protocol}"\n')
-        group.spawn(name, [PROXY, "--config", config, "--listen", f"127.0.0.1:{self.port}",
-                           "--admin", f"127.0.0.1:{self.admin}", "--auth-url", auth_url, "--auth-events", "false"])
+        self.process = group.spawn(name, [PROXY, "--config", config, "--listen", f"127.0.0.1:{self.port}",
+                                          "--admin", f"127.0.0.1:{self.admin}", "--auth-url", auth_url,
+                                          "--auth-events", "false"])
         wait_for_port(self.port, timeout=30)
+
+    def rss_kib(self):
+        with open(f"/proc/{self.process.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
     def metrics(self):
         text = http(f"http://127.0.0.1:{self.admin}/metrics")
@@ -339,6 +344,45 @@ class BridgeFlow:
             slow.sock.sendall(mqtt_packet(0x40, struct.pack(">H", packet_id)))
         got += slow.publishes(1, timeout=10)
         self.assertEqual([payload for _, payload in got], [f"m{i}".encode() for i in range(6)], "in order")
+
+    def test_hostile_client_that_never_acknowledges_costs_bounded_memory(self):
+        """Receive Maximum 1 and no PUBACK, then a flood of 16 MiB of QoS 0
+        behind the held delivery: the proxy holds at most about its write
+        high-water mark (1 MiB) and stops reading the broker side; the client is
+        served again once it acknowledges."""
+        u = self.user("hoard")
+        if u not in self.sessions:
+            self.sessions[u] = self.login(u)
+        hoarder = Raw5(self.proxy.port, self.sessions[u], client_id="hoarder", props=b"\x21\x00\x01")
+        self.addCleanup(hoarder.sock.close)
+        hoarder.sock.sendall(subscribe_packet(1, f"private/{u}/h", 1, version=5))
+        self.assertEqual(hoarder.read()[0], 0x90)
+        flooder = self.app(u, "flooder")
+        for payload in (b"first", b"second"):
+            flooder.client.publish(f"private/{u}/h", payload, qos=1).wait_for_publish(10)
+        first = hoarder.publishes(2, timeout=2)
+        self.assertEqual([p for _, p in first], [b"first"], "the second waits for the first's PUBACK")
+        before, peak, stop = self.proxy.rss_kib(), [0], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], self.proxy.rss_kib())
+                time.sleep(0.01)
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            for _ in range(256):
+                flooder.client.publish(f"private/{u}/h", b"x" * 65536, qos=0)
+            flooder.client.publish(f"private/{u}/h", b"flushed", qos=1).wait_for_publish(30)
+            time.sleep(1)
+        finally:
+            stop.set()
+            sampler.join()
+        grew = peak[0] - before
+        print(f"\nproxy VmRSS {before} KiB, peak +{grew} KiB while 16 MiB waited for an acknowledgement", file=sys.stderr)
+        self.assertLess(grew, 4 * 1024, "held deliveries stop at the high-water mark")
+        hoarder.sock.sendall(mqtt_packet(0x40, struct.pack(">H", first[0][0])))
+        self.assertEqual([p for _, p in hoarder.publishes(1, timeout=10)], [b"second"], "served again, in order")
 
     def test_polite_raw_client_stays_connected(self):
         """The same raw client without the hostile property: its PUBLISH goes through."""
