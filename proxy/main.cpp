@@ -4,11 +4,15 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <csignal>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <mutex>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -87,9 +91,8 @@ void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tl
 // True when the broker was found to refuse 5.0: then no 5.0 probe can learn
 // its limits. ("3.1.1" set by hand still asks: Mosquitto states its limits,
 // Server Keep Alive included, to a 5.0 CONNECT whatever version the proxy speaks.)
-bool resolve_upstream_protocol(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
-  auto& connection = config.connection;
-  if (connection.session.protocol != proxy::upstream_protocol::automatic) return false;
+proxy::upstream_protocol_result probe_upstream_protocol(const proxy::connection_settings& connection,
+                                                       const proxy::reloadable_tls_context* upstream_tls) {
   // Several nodes: the first one that can be reached speaks for the cluster.
   proxy::upstream_protocol_result found;
   for (const auto& node : proxy::upstream_nodes(connection.upstream)) {
@@ -102,13 +105,58 @@ bool resolve_upstream_protocol(proxy::proxy_config& config, const proxy::reloada
                                             connection.upstream.connect_timeout);
     if (found.protocol != proxy::upstream_protocol::automatic) break;
   }
-  connection.session.protocol = found.protocol;
+  return found;
+}
+
+void log_upstream_protocol(const proxy::upstream_protocol_result& found) {
   const char* spoken = found.protocol == proxy::upstream_protocol::v3_1_1 ? "3.1.1 (5.0 clients bridged)"
                        : found.protocol == proxy::upstream_protocol::v5   ? "each client's version"
                                                                           : "each client's version (not detected)";
   spdlog::info("upstream protocol: {}; {}", spoken, found.detail);
+}
+
+bool resolve_upstream_protocol(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
+  auto& connection = config.connection;
+  if (connection.session.protocol != proxy::upstream_protocol::automatic) return false;
+  const auto found = probe_upstream_protocol(connection, upstream_tls);
+  connection.session.protocol = found.protocol;
+  log_upstream_protocol(found);
   return found.protocol == proxy::upstream_protocol::v3_1_1;
 }
+
+// "auto" with a broker that was down at start-up (a host booting, a compose
+// stack starting the proxy first): were each client left on its own version
+// for good, every 5.0 client of a 3.1.1-only broker (RabbitMQ 3.10 closes on
+// a 5.0 CONNECT) would be refused for as long as the proxy runs. So it asks
+// again every few seconds until the broker says; new connections then follow
+// what it said. Off the workers' threads: a probe blocks for up to the
+// connect timeout.
+class upstream_protocol_reprobe {
+ public:
+  upstream_protocol_reprobe(const proxy::connection_settings& connection, const proxy::reloadable_tls_context* tls,
+                            std::atomic<proxy::upstream_protocol>& detected)
+      : thread_([&connection, tls, &detected](std::stop_token stop) { run(stop, connection, tls, detected); }) {}
+
+ private:
+  static void run(std::stop_token stop, const proxy::connection_settings& connection,
+                  const proxy::reloadable_tls_context* tls, std::atomic<proxy::upstream_protocol>& detected) {
+    std::mutex mutex;
+    std::condition_variable_any wake;
+    for (;;) {
+      {
+        std::unique_lock lock(mutex);
+        if (wake.wait_for(lock, stop, std::chrono::seconds(2), [] { return false; }) || stop.stop_requested()) return;
+      }
+      const auto found = probe_upstream_protocol(connection, tls);
+      if (found.protocol == proxy::upstream_protocol::automatic) continue;
+      detected.store(found.protocol, std::memory_order_relaxed);
+      log_upstream_protocol(found);
+      return;
+    }
+  }
+
+  std::jthread thread_;
+};
 
 // SIGTERM on one worker's thread: stop accepting, ask every live connection
 // to say goodbye (5.0: DISCONNECT 0x8B; the broker gets a normal DISCONNECT
@@ -269,17 +317,25 @@ int main(int argc, char** argv) {
   const auto auth_endpoint = *proxy::parse_http_url(config.auth_url);
   proxy::metrics counters;
   std::atomic<bool> draining{false};
+  // "auto" not resolved at start: found later (upstream_protocol_reprobe), read by every worker.
+  std::atomic<proxy::upstream_protocol> detected_protocol{proxy::upstream_protocol::automatic};
   std::unique_ptr<proxy::upstream_pool> upstream_nodes;  // several brokers: shared by every worker, outlives them
   std::vector<std::unique_ptr<worker>> workers;
   std::unique_ptr<proxy::admin_server> admin;
   std::unique_ptr<proxy::operator_api> operators;  // the admin port's /v1/ endpoints
   std::unique_ptr<tls_contexts> tls;
+  std::unique_ptr<upstream_protocol_reprobe> reprobe;  // stopped before what it reads goes
   std::unique_ptr<proxy::auth_event_feed> feed;  // after workers: stopped and destroyed before them
 
   try {
     tls = std::make_unique<tls_contexts>(config);
     const bool refuses_v5 = resolve_upstream_protocol(parsed.config, tls->upstream.get());
     if (!refuses_v5) learn_broker_limits(parsed.config, tls->upstream.get());
+    if (parsed.config.connection.session.protocol == proxy::upstream_protocol::automatic) {
+      parsed.config.connection.session.detected_protocol = &detected_protocol;
+      reprobe = std::make_unique<upstream_protocol_reprobe>(parsed.config.connection, tls->upstream.get(),
+                                                            detected_protocol);
+    }
     proxy::http_auth_settings auth_settings;
     auth_settings.endpoint = auth_endpoint;
     auth_settings.timeout = config.auth_http_timeout;

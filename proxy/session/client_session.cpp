@@ -173,7 +173,10 @@ void client_session::handle_connect(const mqtt::connect& c) {
   auto generated_client_id = generated_client_id_.take();
   client_id_ = c.client_id;
   client_keep_alive_ = c.keep_alive;
-  bridged_ = version_ == mqtt::protocol_version::v5 && config_.protocol == upstream_protocol::v3_1_1;
+  auto protocol = config_.protocol;
+  if (protocol == upstream_protocol::automatic && config_.detected_protocol)
+    protocol = config_.detected_protocol->load(std::memory_order_relaxed);
+  bridged_ = version_ == mqtt::protocol_version::v5 && protocol == upstream_protocol::v3_1_1;
   if (const auto receive_maximum = c.props.number(mqtt::property_id::receive_maximum);
       bridged_ && receive_maximum && *receive_maximum < 65535)
     extra().client_receive_maximum_ = static_cast<std::uint16_t>(*receive_maximum);

@@ -12,6 +12,7 @@
 // Any state can go to closed.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -93,6 +94,9 @@ struct session_config {
   // to this many; later ones are only counted.
   std::size_t max_acl_reports = 64;
   upstream_protocol protocol = upstream_protocol::automatic;
+  // "auto" that the start-up probe could not resolve (the broker was down):
+  // found later by a re-probe, read by each new connection. Null otherwise.
+  const std::atomic<upstream_protocol>* detected_protocol = nullptr;
 };
 
 // The broker-side client id: "<length of user id>:<user id>:<client id>".

@@ -28,7 +28,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from mosquitto import PASSWORD, USERNAME  # noqa: E402
-from netutil import free_port, wait_for_port  # noqa: E402
+from netutil import LoopbackServer, free_port, wait_for_port  # noqa: E402
 from processes import AuthServer, ProcessGroup  # noqa: E402
 from rabbitmq_node import RabbitNode  # noqa: E402
 from wire import connect_packet, mqtt_packet, mqtt_string, packet_body, read_packet, subscribe_packet, varint  # noqa: E402,E501
@@ -393,6 +393,64 @@ class BridgeFlow:
         client.publish(f"private/{u}/x", b"plain")
         self.assertEqual(watcher.messages.get(timeout=10)[:2], (f"private/{u}/x", "plain"))
         client.sock.sendall(b"\xe0\x00")
+
+
+class OldBroker(LoopbackServer):
+    """A broker that speaks only 3.1.1, as RabbitMQ 3.10 does: it closes the
+    connection on a 5.0 CONNECT, accepts a 3.1.1 one and answers PINGREQ and
+    SUBSCRIBE. Records (protocol level, CONNECT bytes) of each CONNECT."""
+
+    def __init__(self, port):
+        self.connects = []
+        super().__init__(port=port)
+
+    def serve(self, sock):
+        buffer = b""
+        with sock:
+            try:
+                while True:
+                    packet, buffer = read_packet(sock, buffer)
+                    kind = packet[0] >> 4
+                    if kind == 1:
+                        level = packet[packet.index(b"MQTT") + 4]
+                        self.connects.append((level, packet))
+                        if level != 4:
+                            return
+                        sock.sendall(b"\x20\x02\x00\x00")
+                    elif kind == 8:
+                        body = packet_body(packet)
+                        sock.sendall(b"\x90\x03" + body[:2] + bytes([body[-1]]))
+                    elif kind == 12:
+                        sock.sendall(b"\xd0\x00")
+                    elif kind == 14:
+                        return
+            except (EOFError, OSError):
+                return
+
+
+class BrokerDownAtStart(unittest.TestCase):
+    """`protocol = "auto"` with a 3.1.1-only broker that is down when the
+    proxy starts: the proxy asks again until it answers, so 5.0 clients are
+    bridged once it is up, not refused for as long as the proxy runs."""
+
+    def test_auto_asks_again_until_the_broker_answers(self):
+        group = ProcessGroup("bridge-late-", must_stop=True)
+        self.addCleanup(group.close)
+        auth = AuthServer(group, AUTH_SERVER)
+        broker_port = free_port()
+        proxy = Proxy(group, "mqtt-proxy", broker_port, "rabbitmq", "auto", auth.url)
+        self.assertIn("not detected", proxy.log_text())
+        broker = OldBroker(broker_port)
+        self.addCleanup(broker.close)
+        deadline = time.monotonic() + 20
+        while "3.1.1 (5.0 clients bridged)" not in proxy.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertIn("3.1.1 (5.0 clients bridged)", proxy.log_text())
+        auth.add_user("late", USER_PASSWORD, timeout=60)
+        app = App(proxy, auth.login("late", USER_PASSWORD), "late5")  # asserts the auth answer is ok
+        self.addCleanup(app.stop)
+        levels = [level for level, connect in broker.connects if b"late5" in connect]
+        self.assertEqual(levels, [4], "the 5.0 client reached the broker as 3.1.1")
 
 
 class OnMosquitto(BridgeFlow, unittest.TestCase):

@@ -29,10 +29,10 @@ class LoopbackServer:
     tests' fake brokers and nodes. close() closes the listener and every
     connection it accepted."""
 
-    def __init__(self, backlog=64):
+    def __init__(self, backlog=64, port=0):
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind(("127.0.0.1", port))
         self.listener.listen(backlog)
         self.port = self.listener.getsockname()[1]
         self.accepted = []
