@@ -13,6 +13,7 @@ show which side of each link closed first.
                           [--keep DIR]   (keeps perf.data per path for perf report)"""
 import argparse
 import collections
+import json
 import os
 import re
 import shutil
@@ -27,21 +28,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # noqa: E402
 
 
-def time_wait_by_side(ports):
-    """{'local port name': count} of TIME_WAIT sockets: the side that holds
-    TIME_WAIT is the one that closed first."""
-    out = subprocess.run(["ss", "-Htan", "state", "time-wait"], capture_output=True, text=True).stdout
+def time_wait_by_side(ports, seconds):
+    """{side: count} of the TIME_WAIT sockets created in the last `seconds`
+    (their 60 s timer has more than 60 - seconds left), by who holds them: the
+    side that closed first. Sockets of earlier runs are still there, hence
+    the timer, not a difference of two counts."""
+    out = subprocess.run(["ss", "-Htano", "state", "time-wait"], capture_output=True, text=True).stdout
     counts = collections.Counter()
     for line in out.splitlines():
+        timer = re.search(r"timewait,(\d+)sec", line)
         fields = line.split()
-        if len(fields) < 4:
+        if len(fields) < 4 or not timer or int(timer.group(1)) + 1 < 60 - seconds:
             continue
-        local, peer = fields[-2], fields[-1]
+        local, peer = fields[2], fields[3]
         lport, pport = int(local.rsplit(":", 1)[1]), int(peer.rsplit(":", 1)[1])
         if lport in ports:
-            counts[f"{ports[lport]}'s listening side"] += 1
+            counts[f"{ports[lport]}'s accepted end"] += 1
         elif pport in ports:
-            counts[f"dialer to {ports[pport]}"] += 1
+            counts[f"the dialer's end (to {ports[pport]})"] += 1
         else:
             counts["other"] += 1
     return counts
@@ -50,7 +54,6 @@ def time_wait_by_side(ports):
 def tcp_counters():
     """{counter: value} of the kernel's TCP/IP counters (nstat -az: absolute, all)."""
     out = subprocess.run(["nstat", "-az", "--json"], capture_output=True, text=True).stdout
-    import json
     return {k: v for k, v in json.loads(out)["kernel"].items() if k.startswith(("Tcp", "Ip"))}
 
 
@@ -147,9 +150,9 @@ def main():
             perf = subprocess.Popen(["perf", "record", "-a", "-g", "-e", "cpu-clock", "-o", data],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
-            tw0, nstat0 = time_wait_by_side(ports), tcp_counters()
+            nstat0, t0 = tcp_counters(), time.monotonic()
             kv, out = paths.run(name, ["sessions", args.seconds, args.inflight])
-            tw1, nstat1 = time_wait_by_side(ports), tcp_counters()
+            tw, nstat1 = time_wait_by_side(ports, time.monotonic() - t0 + 0.5), tcp_counters()
             perf.send_signal(signal.SIGINT)
             perf.wait(timeout=60)
             n = int(kv.get("sessions", 0)) or 1
@@ -157,8 +160,8 @@ def main():
             per_k = total / n * 1000
             print(f"\n## {name}: {out}")
             print(f"{name}: {total} samples, {per_k:.0f} per 1000 sessions (incl. idle and the 1 s lead-in)")
-            print(f"{name}: new TIME_WAIT sockets per session, by the side that closed first: " +
-                  ", ".join(f"{k} {(tw1[k] - tw0.get(k, 0)) / n:.2f}" for k in sorted(tw1)))
+            print(f"{name}: TIME_WAIT sockets of this run per session, by the end that closed first "
+                  "(timers of whole seconds: ± a second's worth): " + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(tw.items())))
             print(f"{name}: TCP counters per session (whole machine): " +
                   ", ".join(f"{k} {(nstat1[k] - nstat0.get(k, 0)) / n:.2f}" for k in sorted(nstat1)
                             if (nstat1[k] - nstat0.get(k, 0)) / n >= 0.05))
