@@ -380,7 +380,8 @@ class BridgeFlow:
             sampler.join()
         grew = peak[0] - before
         print(f"\nproxy VmRSS {before} KiB, peak +{grew} KiB while 16 MiB waited for an acknowledgement", file=sys.stderr)
-        self.assertLess(grew, 4 * 1024, "held deliveries stop at the high-water mark")
+        if os.environ.get("MQTT_PROXY_SANITIZED") != "1":  # ASan's shadow memory and quarantine make RSS meaningless
+            self.assertLess(grew, 4 * 1024, "held deliveries stop at the high-water mark")
         hoarder.sock.sendall(mqtt_packet(0x40, struct.pack(">H", first[0][0])))
         self.assertEqual([p for _, p in hoarder.publishes(1, timeout=10)], [b"second"], "served again, in order")
 
