@@ -59,7 +59,7 @@ io_result tcp_transport::try_read_some(asio::mutable_buffer buffer) {
 // One buffer (the relay's common case: one packet, or a batch the queue
 // coalesced) goes out with send(), as HAProxy's do: sendmsg would copy a
 // msghdr and an iovec array in from user space and check the control
-// fields first (~0.2-0.6 us more per call on this VM, docs/benchmarks.md
+// fields first (0.1-0.6 us more per call on this VM, docs/benchmarks.md
 // round 6), for the same TCP send. Several buffers keep sendmsg's gather.
 io_result tcp_transport::try_write(const std::vector<asio::const_buffer>& buffers) {
   if (buffers.size() == 1) return send_one(buffers.front());
