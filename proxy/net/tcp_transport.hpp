@@ -23,6 +23,8 @@ class tcp_transport final : public transport {
   io_result try_write(const std::vector<boost::asio::const_buffer>& buffers) override;
 
  private:
+  io_result send_one(boost::asio::const_buffer buffer);
+
   tcp_socket socket_;
 };
 
