@@ -21,6 +21,7 @@ struct number_range {
 };
 constexpr number_range millis_range{1, 86'400'000};            // up to a day
 constexpr number_range threads_range{0, 1024};                // 0: one per core
+constexpr number_range slice_range{0, 100'000};               // µs; 0: the kernel's default
 constexpr number_range packet_size_range{1, 268'435'455};     // the largest Remaining Length [MQTT-1.5.5]
 constexpr number_range connections_range{1, 10'000'000};
 constexpr number_range count_range{1, 1'000'000};
@@ -341,7 +342,7 @@ void load_config_file(const std::string& path, proxy_config& config) {
   } catch (const toml::parse_error& e) {
     throw config_error("--config", std::string("cannot parse ") + path + ": " + std::string(e.description()));
   }
-  only_keys(root, "", {"listen", "admin", "log_level", "threads", "proxy_protocol", "listeners", "upstream", "auth",
+  only_keys(root, "", {"listen", "admin", "log_level", "threads", "thread_slice_us", "proxy_protocol", "listeners", "upstream", "auth",
                        "limits", "timeouts", "acl_templates", "drain", "acl"});
   // Top-level proxy_protocol is every listener's default; a listener's table can override it.
   const bool proxy_protocol = boolean(root, "", "proxy_protocol", false);
@@ -352,6 +353,8 @@ void load_config_file(const std::string& path, proxy_config& config) {
   load_operator_keys(root, config);
   config.log_level = text(root, "", "log_level", config.log_level);
   config.threads = static_cast<unsigned>(checked("threads", integer(root, "", "threads", config.threads), threads_range));
+  config.thread_slice_us = static_cast<unsigned>(
+      checked("thread_slice_us", integer(root, "", "thread_slice_us", config.thread_slice_us), slice_range));
 
   auto& conn = config.connection;
   const auto& upstream = table_at(root, "upstream");
@@ -522,6 +525,7 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
     else if (flag == "--auth-url") config.auth_url = value;
     else if (flag == "--log-level") config.log_level = value;
     else if (flag == "--threads") config.threads = static_cast<unsigned>(number_flag(flag, value, threads_range));
+    else if (flag == "--thread-slice-us") config.thread_slice_us = static_cast<unsigned>(number_flag(flag, value, slice_range));
     else if (flag == "--auth-timeout-ms") config.auth_http_timeout = millis(flag, number_flag(flag, value, millis_range));
     else if (flag == "--max-connections") conn.max_connections = static_cast<std::size_t>(number_flag(flag, value, connections_range));
     else if (flag == "--max-packet-size") conn.max_packet_size = static_cast<std::size_t>(number_flag(flag, value, packet_size_range));
@@ -559,6 +563,10 @@ parsed_command_line parse_command_line(int argc, const char* const* argv) {
   static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
   if (!levels.contains(config.log_level)) throw config_error("log_level", "one of trace, debug, info, warn, error, critical, off");
   validate_listeners(config);
+  // The kernel takes 100 µs to 100 ms (sched_setattr); below that it would refuse at start.
+  if (config.thread_slice_us != 0 && config.thread_slice_us < 100)
+    throw config_error("thread_slice_us", "must be 0 (the kernel's default) or from 100 to 100000, got " +
+                                              std::to_string(config.thread_slice_us));
   conn.session.max_packet_size = conn.max_packet_size;
   return parsed;
 }
@@ -603,6 +611,8 @@ Flags (override the config file):
                               would have refused (default enforce; per listener: acl_mode)
   --log-level LEVEL           trace|debug|info|warn|error|critical|off (default info)
   --threads N                 worker threads, one io_context each (default: one per core)
+  --thread-slice-us N         time slice each worker thread asks of the scheduler (EEVDF,
+                              Linux >= 6.12; 100 to 100000, default 0: the kernel's own)
   --max-connections N         refuse connections beyond N (default 100000)
   --max-packet-size BYTES     largest client packet (default 1048576)
   --auth-timeout-ms MS        deadline of one call to the API server (default 3000)

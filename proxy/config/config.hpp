@@ -57,6 +57,9 @@ struct proxy_config {
   auth_client_config auth;
   std::string log_level = "info";
   unsigned threads = 0;  // 0: one per core
+  // EEVDF time slice asked for each worker thread (sched_setattr's sched_runtime,
+  // Linux >= 6.12), in µs; 0 leaves the kernel's default (issue 14, paced latency).
+  unsigned thread_slice_us = 0;
   bool drain_fire_wills = false;  // [drain] wills = "fire": SIGTERM lets the broker publish every will
   connection_settings connection;
 };

@@ -425,6 +425,41 @@ def readable_now(sock):
     return bool(select.select([sock], [], [], 0)[0])
 
 
+def slices_of(pid):
+    """se.slice (ns) of each thread of pid, from /proc/PID/task/TID/sched."""
+    slices = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/sched") as f:
+            slices += [int(line.split(":")[1]) for line in f if line.startswith("se.slice")]
+    return slices
+
+
+class ThreadSlice(unittest.TestCase):
+    """`--thread-slice-us`: each worker thread asks the scheduler for that
+    slice (EEVDF, Linux >= 6.12); sessions go through as before."""
+
+    def test_workers_run_with_the_slice_asked_for(self):
+        group = ProcessGroup("session-path-slice-", must_stop=True)
+        self.addCleanup(group.close)
+        _, broker_port = group.mosquitto()
+        auth = caching_stub_auth()
+        group.at_close(auth.close)
+        port = free_port()
+        proxy = group.spawn("proxy", proxy_argv(PROXY, port, broker_port, auth.url, "--threads", "2",
+                                                "--thread-slice-us", "250"), ports=[port])
+        slices = slices_of(proxy.pid)
+        if not slices:
+            self.skipTest("this kernel does not show se.slice")
+        if "kernel refused" in group.log_of("proxy"):
+            self.skipTest("this kernel has no custom slices (Linux < 6.12)")
+        self.assertGreaterEqual(slices.count(250_000), 2, f"both workers: {slices}")
+        s = Session(port)
+        s.send(connect_packet("sliced") + publish_packet("service/auth/alice-slice", b""))
+        topic, payload = s.expect_connack_then_answer(self)
+        self.assertEqual(json.loads(payload)["result"], "ok")
+        s.close()
+
+
 class HeldConnack(unittest.TestCase):
     """A client that sends its auth PUBLISH with its CONNECT gets the CONNACK
     and the answer in one write (the CONNACK held for the answer, within

@@ -152,7 +152,7 @@ server_name = "broker.internal"
 
   TEST_CASE("every numeric flag is range-checked and names itself") {
     for (const std::string flag : {"--threads", "--max-connections", "--max-packet-size", "--handshake-timeout-ms",
-                                   "--auth-timeout-ms"}) {
+                                   "--auth-timeout-ms", "--thread-slice-us"}) {
       CAPTURE(flag);
       for (const std::string value : {"99999999999999999999", "-1", "12abc", "", "0x10", "1e3"}) {
         CAPTURE(value);
@@ -162,6 +162,12 @@ server_name = "broker.internal"
     CHECK(error_of({"--threads", "99999999999999999999"}).find("from 0 to 1024") != std::string::npos);
     CHECK(error_of({"--threads", "1025"}).find("from 0 to 1024") != std::string::npos);
     CHECK(parse({"--threads", "0"}).config.threads == 0);
+    CHECK(parse({}).config.thread_slice_us == 0);  // the kernel's own slice unless asked
+    CHECK(parse({"--thread-slice-us", "100"}).config.thread_slice_us == 100);
+    CHECK(error_of({"--thread-slice-us", "99"}).find("'thread_slice_us'") != std::string::npos);  // the kernel's floor
+    CHECK(error_of({"--thread-slice-us", "100001"}).find("from 0 to 100000") != std::string::npos);
+    auto slice = test::write_file("mqtt-proxy-slice.toml", "thread_slice_us = 250\n");
+    CHECK(parse({"--config", slice}).config.thread_slice_us == 250);
     CHECK(error_of({"--max-packet-size", "268435456"}).find("268435455") != std::string::npos);
     CHECK(parse({"--max-packet-size", "268435455"}).config.connection.max_packet_size == 268435455);
     CHECK(error_of({"--listen", "127.0.0.1:99999999999999999999"}).find("port") != std::string::npos);
