@@ -10,10 +10,15 @@ Writes $OUT/pids-PATH (mqtt_load, Mosquitto, path process) for timeline.py. Roun
     -e raw_syscalls:sys_enter,raw_syscalls:sys_exit,sched:sched_switch,sched:sched_waking \
     -o /tmp/tl-{path}.data -- sleep 1
   bench/paced/timeline.py /tmp/tl-mqtt-proxy.data mqtt-proxy /tmp/pids-mqtt-proxy
-  bench/paced/pairs.py /tmp/tl-mqtt-proxy.data"""
+  bench/paced/pairs.py /tmp/tl-mqtt-proxy.data
+With SLICE_NS=N set, odd rounds run with an EEVDF slice of N ns on every thread of the processes in
+SLICE_ON (default mqtt-proxy), set from outside with sched_setattr (slice.py), even rounds with the
+default slice, and each line says which (round 6: the experiment behind thread_slice_us), e.g.:
+  SLICE_NS=100000 REPEAT=10 bench/paced/probe.py build/bin haproxy,mqtt-proxy,direct 3 2000"""
 import sys, os, subprocess, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import side_by_side as sbs
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__))); from slice import set_slice
 def runtime_ns(pid):
     t = 0
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -27,6 +32,10 @@ p = sbs.Paths(a)
 try:
     print("pids", p.pid, file=sys.stderr)
     for i in range(int(os.environ.get("REPEAT", "1"))):
+        ns = int(os.environ["SLICE_NS"]) if os.environ.get("SLICE_NS") and i % 2 else 0
+        if os.environ.get("SLICE_NS"):
+            for who in os.environ.get("SLICE_ON", "mqtt-proxy").split(","):
+                set_slice(p.pid[who], ns)
         for path in paths:
             pid = p.pid[p.paths[path][1]]
             p.settle("x")
@@ -49,6 +58,6 @@ try:
             split = sorted(((int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0]) - int(v)) / 1e6 for t, v in t0.items()), reverse=True)
             cpu_split = "threads_ms=" + "/".join(f"{x:.0f}" for x in split if x > 1)
             cpu = " ".join(f"{k}={(c1[k]-c0[k])/n*1e6:.1f}" for k in ("mosquitto", p.paths[path][1]) if k in c0)
-            print(i, path, out, f"load={os.getloadavg()[0]:.2f}", "cpu_us_per_msg:", cpu, cpu_split, flush=True)
+            print(i, f"slice={ns}", path, out, f"load={os.getloadavg()[0]:.2f}", "cpu_us_per_msg:", cpu, cpu_split, flush=True)
 finally:
     p.close()
