@@ -7,7 +7,18 @@ namespace mqtt {
 
 namespace {
 constexpr std::size_t retained_capacity = 64 * 1024;
+
+// A released buffer kept for the thread's next framer that needs one: a
+// session's reads took and freed a buffer about three times (issue 14).
+// One per thread and at most spare_capacity, so idle connections still hold
+// no read memory.
+constexpr std::size_t spare_capacity = 16 * 1024;
+
+std::vector<std::uint8_t>& spare_buffer() {
+  thread_local std::vector<std::uint8_t> spare;
+  return spare;
 }
+}  // namespace
 
 result<std::optional<frame_header>> parse_frame_header(std::span<const std::uint8_t> buffered,
                                                         std::size_t max_packet_size) {
@@ -32,6 +43,7 @@ result<std::optional<frame_header>> parse_frame_header(std::span<const std::uint
 
 std::span<std::uint8_t> framer::prepare(std::size_t size) {
   compact();
+  if (buffer_.capacity() == 0) buffer_.swap(spare_buffer());
   if (buffer_.size() < end_ + size) buffer_.resize(end_ + size);
   return {buffer_.data() + end_, size};
 }
@@ -59,6 +71,11 @@ void framer::release_if_empty() {
   if (begin_ != end_) return;
   // Not `buffer_ = {}`: that is assign(initializer_list), which keeps the
   // capacity (heaptrack: every idle connection still held two 512 B buffers).
+  auto& spare = spare_buffer();
+  if (spare.capacity() == 0 && buffer_.capacity() <= spare_capacity) {
+    buffer_.clear();
+    spare.swap(buffer_);
+  }
   std::vector<std::uint8_t>().swap(buffer_);
   begin_ = end_ = 0;
 }

@@ -26,7 +26,7 @@ void client_connection::begin_close(std::string reason) {
 void client_connection::on_closing() {
   for (auto kind : {deadline::handshake, deadline::session_expiry, deadline::revalidate, deadline::upstream_ping,
                     deadline::keep_alive, deadline::transport_handshake})
-    deadlines_[static_cast<std::size_t>(kind)] = time_point::max();
+    disarm(kind);
   pending_validation_.reset();  // withdraws a validation nobody waits for any more
   if (upstream_link_ == link::dialing) {
     dial_failure_ = "closing";

@@ -368,8 +368,21 @@ asio::awaitable<void> client_connection::discard_until_eof(tcp_socket& socket) {
   }
 }
 
+// Plain TCP drops the bytes with non-blocking reads, each after a socket
+// wait (as try_read: a peer that keeps sending cannot hold the worker), into
+// the worker's sink: no coroutine frame per read, and no 4 KiB sink in this
+// frame, which made it too large for asio's recycling (1 KiB): a malloc and a
+// free from the heap's slow path, twice per session (issue 14).
 asio::awaitable<void> client_connection::discard_until_eof(transport& stream) {
-  std::array<char, 4096> sink;
+  thread_local std::array<char, 4096> sink;  // written, never read
+  if (stream.immediate_io()) {
+    for (;;) {
+      const auto [ec, n] = stream.try_read_some(asio::buffer(sink));
+      if (ec && ec != asio::error::would_block) co_return;  // the EOF, or the socket failed
+      auto [wait_error] = co_await stream.socket().async_wait(tcp_socket::wait_read, as_tuple_awaitable);
+      if (wait_error) co_return;
+    }
+  }
   for (;;) {
     const auto [ec, n] = co_await stream.read_some(asio::buffer(sink));
     if (ec) co_return;

@@ -6,6 +6,9 @@
 
 #include <cerrno>
 #include <charconv>
+#include <optional>
+#include <span>
+#include <string>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
@@ -28,7 +31,7 @@ constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 // A literal address and numeric port need no resolver: asio's resolver hands
 // getaddrinfo to its own thread and back, a round trip per dial (issue 14).
-std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
+std::optional<tcp::endpoint> parse_literal_endpoint(const upstream_settings& where) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(where.host, ec);
   if (ec) return std::nullopt;
@@ -37,6 +40,20 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
   const auto [rest, error] = std::from_chars(where.port.data(), end, port);
   if (error != std::errc{} || rest != end || where.port.empty() || port > 65535) return std::nullopt;
   return tcp::endpoint(address, static_cast<unsigned short>(port));
+}
+
+// The last node's parse, kept per worker: every dial of one broker parsed
+// the same strings again (inet_pton, ~1k instructions per session, issue 14).
+// Keyed by the strings themselves, so a failover's per-attempt settings and
+// a reloaded configuration are parsed afresh.
+std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
+  struct parsed {
+    std::string host, port;
+    std::optional<tcp::endpoint> endpoint;
+  };
+  thread_local parsed last{"", "", std::nullopt};  // "" is no literal address: agrees with the parse
+  if (where.host != last.host || where.port != last.port) last = {where.host, where.port, parse_literal_endpoint(where)};
+  return last.endpoint;
 }
 
 // A non-blocking connect and, unless it is done at once, a wait for
@@ -97,14 +114,17 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
   upstream_ = make_upstream_transport(executor_, where, tls ? tls->current() : nullptr);
   arm_after(deadline::upstream_dial, where.connect_timeout);
   std::string failure;
-  std::vector<tcp::endpoint> targets;
-  if (const auto literal = literal_endpoint(where)) {
-    targets.push_back(*literal);
+  const auto literal = literal_endpoint(where);
+  std::vector<tcp::endpoint> resolved;  // a literal needs no vector: one allocation less per dial
+  std::span<const tcp::endpoint> targets;
+  if (literal) {
+    targets = {&*literal, 1};
   } else {
     resolver_ = std::make_unique<tcp::resolver>(executor_);
     auto [resolve_error, endpoints] = co_await resolver_->async_resolve(where.host, where.port, as_tuple_awaitable);
     if (resolve_error) failure = "cannot resolve " + where.host + ": " + resolve_error.message();
-    for (const auto& entry : endpoints) targets.push_back(entry.endpoint());
+    for (const auto& entry : endpoints) resolved.push_back(entry.endpoint());
+    targets = resolved;
   }
   if (failure.empty()) {
     // Each address in turn, opening the socket here: asio's range connect

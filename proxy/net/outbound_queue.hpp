@@ -63,6 +63,7 @@ class outbound_queue {
   const std::vector<boost::asio::const_buffer>& begin_write() {
     in_flight_ = std::min(buffer_count(), max_buffers_per_write);
     write_buffers_.clear();
+    if (write_buffers_.capacity() == 0) write_buffers_.swap(spare().buffers);
     for (std::size_t i = 0; i < in_flight_; ++i) write_buffers_.push_back(boost::asio::buffer(queue_[head_ + i]));
     return write_buffers_;
   }
@@ -107,6 +108,9 @@ class outbound_queue {
     queue_.clear();
     if (spare().queue.capacity() == 0 && queue_.capacity() <= max_buffers_per_write) queue_.swap(spare().queue);
     std::vector<bytes>().swap(queue_);
+    write_buffers_.clear();
+    if (spare().buffers.capacity() == 0 && write_buffers_.capacity() <= max_buffers_per_write)
+      write_buffers_.swap(spare().buffers);
     std::vector<boost::asio::const_buffer>().swap(write_buffers_);
     head_ = 0;
     bytes_ = 0;
@@ -119,6 +123,7 @@ class outbound_queue {
   struct spares {
     std::vector<bytes> queue;  // empty, with capacity
     bytes tail;                // empty, with capacity
+    std::vector<boost::asio::const_buffer> buffers;  // empty, with capacity: 3 allocations per session (issue 14)
   };
   static spares& spare() {
     thread_local spares kept;

@@ -198,3 +198,35 @@ TEST_SUITE("PUBACK PUBREC PUBREL PUBCOMP") {
     CHECK(decode_error({0x40, 2, 0, 0}, v3) == error::packet_id_zero);
   }
 }
+
+// encode() writes the body after room for the longest fixed header and puts
+// the header in front of it (issue 14): every length class of the Remaining
+// Length [MQTT-1.5.5] and both sides of the first reservation (256 bytes).
+TEST_CASE("encode: the fixed header in front of bodies of every length class") {
+  const std::size_t body_sizes[] = {7, 127, 128, 251, 252, 256, 300, 16383, 16384, 2'097'151, 2'097'152};
+  for (const std::size_t body_size : body_sizes) {
+    CAPTURE(body_size);
+    mqtt::publish p;
+    p.topic = "a/b";  // 2 + 3 bytes of body, then at least 2 of payload
+    p.payload = std::string(body_size - 5, 'x');
+    p.payload.front() = 'F';
+    p.payload.back() = 'L';
+    auto encoded = mqtt::encode(p, v3);
+    REQUIRE(encoded.has_value());
+    const bytes wire = std::move(*encoded);  // moved, not copied: the capacity is encode's
+    const std::size_t header_size = 1 + mqtt::variable_int_size(static_cast<std::uint32_t>(body_size));
+    REQUIRE(wire.size() == header_size + body_size);
+    CHECK(wire[0] == 0x30);
+    std::uint32_t length = 0;
+    for (std::size_t i = 1; i < header_size; ++i) length |= static_cast<std::uint32_t>(wire[i] & 0x7F) << (7 * (i - 1));
+    CHECK(length == body_size);
+    CHECK(wire[header_size] == 0);
+    CHECK(wire[header_size + 1] == 3);
+    CHECK(wire[header_size + 2] == 'a');
+    CHECK(wire[header_size + 5] == 'F');
+    CHECK(wire.back() == 'L');
+    CHECK(decode_ok(wire, v3) == mqtt::packet{p});
+    // A queue keeps this vector and counts its size: a large one holds no slack.
+    CHECK(wire.capacity() <= std::max<std::size_t>(wire.size(), 256));
+  }
+}

@@ -295,6 +295,25 @@ TEST_SUITE("client_connection") {
       CHECK(std::chrono::steady_clock::now() - started >= 3000ms);  // 2 s of pings + 1.5 s
       CHECK(log.str().find("keep-alive expired") != std::string::npos);
     }
+    SUBCASE("a deadline after a disarmed earliest one still fires (the early wake-up re-arms for it)") {
+      captured_log log;
+      harness h;
+      h.settings.session.auth_timeout = 300ms;  // the handshake deadline: the earliest, disarmed once relaying
+      auto peer = h.connect_client();
+      mqtt::connect c;
+      c.client_id = "relaying";
+      c.keep_alive = 1;  // 1.5 s: after the disarmed deadline's wake-up
+      asio::write(peer, asio::buffer(wire_of(c)));
+      asio::write(peer, asio::buffer(auth_publish()));
+      auto upstream = h.accept_upstream();
+      mqtt::bytes buffer;
+      auto connack = h.read_packet(peer, buffer);
+      REQUIRE(connack);
+      CHECK((*connack)[0] == 0x20);
+      CHECK(h.connection->state() == client_connection::lifecycle::running);
+      CHECK(h.run_until([&] { return h.connection->state() >= client_connection::lifecycle::closing; }, 5000ms));
+      CHECK(log.str().find("keep-alive expired") != std::string::npos);
+    }
   }
 
   TEST_CASE("the open-connections gauge returns to 0, even when a connection is never closed") {
