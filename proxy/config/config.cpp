@@ -612,7 +612,7 @@ Flags (override the config file):
   --log-level LEVEL           trace|debug|info|warn|error|critical|off (default info)
   --threads N                 worker threads, one io_context each (default: one per core)
   --thread-slice-us N         time slice each worker thread asks of the scheduler (EEVDF,
-                              Linux >= 6.12; 100 to 100000, default 0: the kernel's own)
+                              Linux >= 6.12; 100 to 100000, default 100; 0: the kernel's own)
   --max-connections N         refuse connections beyond N (default 100000)
   --max-packet-size BYTES     largest client packet (default 1048576)
   --auth-timeout-ms MS        deadline of one call to the API server (default 3000)

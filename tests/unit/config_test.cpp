@@ -162,7 +162,8 @@ server_name = "broker.internal"
     CHECK(error_of({"--threads", "99999999999999999999"}).find("from 0 to 1024") != std::string::npos);
     CHECK(error_of({"--threads", "1025"}).find("from 0 to 1024") != std::string::npos);
     CHECK(parse({"--threads", "0"}).config.threads == 0);
-    CHECK(parse({}).config.thread_slice_us == 0);  // the kernel's own slice unless asked
+    CHECK(parse({}).config.thread_slice_us == 100);  // the measured default (docs/benchmarks.md, round 6)
+    CHECK(parse({"--thread-slice-us", "0"}).config.thread_slice_us == 0);  // the kernel's own
     CHECK(parse({"--thread-slice-us", "100"}).config.thread_slice_us == 100);
     CHECK(error_of({"--thread-slice-us", "99"}).find("'thread_slice_us'") != std::string::npos);  // the kernel's floor
     CHECK(error_of({"--thread-slice-us", "100001"}).find("from 0 to 100000") != std::string::npos);
