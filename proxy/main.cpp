@@ -148,10 +148,13 @@ class upstream_protocol_reprobe {
                   const proxy::reloadable_tls_context* tls, std::atomic<proxy::upstream_protocol>& detected) {
     std::mutex mutex;
     std::condition_variable_any wake;
-    for (;;) {
+    // 2 s, doubling to a minute: a broker that answers but refuses the probe
+    // (its credentials) is not asked every 2 s for ever.
+    auto pause = std::chrono::seconds(2);
+    for (;; pause = std::min(pause * 2, std::chrono::seconds(60))) {
       {
         std::unique_lock lock(mutex);
-        if (wake.wait_for(lock, stop, std::chrono::seconds(2), [] { return false; }) || stop.stop_requested()) return;
+        if (wake.wait_for(lock, stop, pause, [] { return false; }) || stop.stop_requested()) return;
       }
       const auto found = probe_upstream_protocol(connection, tls);
       if (found.protocol == proxy::upstream_protocol::automatic) continue;
@@ -184,7 +187,12 @@ void ask_for_time_slice(unsigned slice_us) {
     std::uint32_t sched_util_min = 0;
     std::uint32_t sched_util_max = 0;
   } attr;
-  attr.sched_nice = ::getpriority(PRIO_PROCESS, 0);  // sched_setattr sets the nice value too: keep it
+  // Only the slice changes: the policy, nice value and flags stay as they are,
+  // and a thread that is not under the fair class (chrt, systemd's
+  // CPUSchedulingPolicy) is left alone.
+  if (::syscall(SYS_sched_getattr, 0, &attr, sizeof attr, 0) != 0) return;
+  if (attr.sched_policy != SCHED_OTHER && attr.sched_policy != SCHED_BATCH) return;
+  attr.size = sizeof attr;
   attr.sched_runtime = std::uint64_t{slice_us} * 1000;
   if (::syscall(SYS_sched_setattr, 0, &attr, 0) == 0) return;
   static std::once_flag said;

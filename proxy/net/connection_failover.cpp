@@ -86,6 +86,7 @@ asio::awaitable<std::string> client_connection::greet_node(const mqtt::bytes& co
   const io_result written = co_await upstream_->write(greeting);
   std::string failure;
   if (written.error) failure = "CONNECT not sent: " + written.error.message();
+  if (failure.empty() && !dial_failure_.empty()) failure = "deadline";  // the CONNECT went, the time is up
   if (failure.empty()) {
     auto space = upstream_framer_.prepare(512);
     const io_result answer = co_await upstream_->read_some(asio::buffer(space.data(), space.size()));

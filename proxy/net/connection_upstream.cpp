@@ -174,8 +174,16 @@ void client_connection::upstream_dial_expired() {
   if (resolver_) resolver_->cancel();
   if (!upstream_) return;
   boost::system::error_code ignored;
-  if (greeting_node_) upstream_->socket().cancel(ignored);  // greet_node says goodbye, then it is closed
-  else upstream_->close();
+  if (greeting_node_) {
+    // greet_node says goodbye, then the node is closed. A cancel aborts only
+    // what is pending now (an operation whose completion is already queued
+    // escapes it): should the greeting still be waiting shortly, it is closed.
+    upstream_->socket().cancel(ignored);
+    greeting_node_ = false;
+    arm_after(deadline::upstream_dial, std::chrono::milliseconds(200));
+    return;
+  }
+  upstream_->close();
 }
 
 }  // namespace proxy

@@ -159,8 +159,13 @@ class client_session {
   // The version spoken to the broker: the client's, or 3.1.1 when bridged.
   mqtt::protocol_version upstream_version() const;
   // Bridged deliveries held back for the client's Receive Maximum: the
-  // connection counts them as queued to the client (back-pressure).
-  std::size_t held_delivery_bytes() const { return extra_ ? extra_->held_bytes_ : 0; }
+  // connection counts them as queued to the client (back-pressure). Not while
+  // a QoS 2 delivery waits for the broker's PUBREL: pausing the broker side
+  // then would hold back the PUBREL that frees the client's window (a
+  // deadlock); what is read meanwhile is bounded by the broker's own queue.
+  std::size_t held_delivery_bytes() const {
+    return extra_ && extra_->awaiting_pubrel_.empty() ? extra_->held_delivery_bytes_ : 0;
+  }
   // 1.5 times the client's keep-alive [MQTT-3.1.2-24]; zero when it has none.
   std::chrono::milliseconds keep_alive_limit() const;
   const std::string& user() const { return user_; }
@@ -317,14 +322,18 @@ class client_session {
     // high-water mark (held_delivery_bytes).
     std::uint16_t client_receive_maximum_ = 0;  // 0: the client set none below 65535
     std::set<std::uint16_t> deliveries_in_flight_;
+    // QoS 2 deliveries the client has PUBRECed: they complete only once the
+    // broker's PUBREL has been read, so its side must not pause meanwhile.
+    std::set<std::uint16_t> awaiting_pubrel_;
     struct held_delivery {
       mqtt::bytes wire;  // 5.0-encoded
       std::string topic;  // checked against the ACL again when it goes
       mqtt::qos qos;
       std::uint16_t packet_id;
+      std::size_t cost;  // the bytes it holds, as counted in held_delivery_bytes_
     };
     std::deque<held_delivery> held_deliveries_;
-    std::size_t held_bytes_ = 0;
+    std::size_t held_delivery_bytes_ = 0;
   };
   extra_state& extra() {
     if (!extra_) extra_ = std::make_unique<extra_state>();

@@ -54,6 +54,9 @@ void client_session::bridge_to_upstream(const mqtt::frame& frame) {
       },
       *decoded);
   if (completed) client_completed_delivery(*completed);
+  if (const auto* rec = std::get_if<mqtt::pubrec>(&*decoded);
+      rec && !mqtt::is_failure(rec->reason) && extra_ && extra_->deliveries_in_flight_.contains(rec->packet_id))
+    extra_->awaiting_pubrel_.insert(rec->packet_id);
   const auto* publish = std::get_if<mqtt::publish>(&*decoded);
   if (publish && publish->qos != mqtt::qos::at_most_once && config_.limits.receive_maximum) {
     extra().bridged_in_flight_.insert(publish->packet_id);
@@ -73,6 +76,7 @@ void client_session::bridge_to_upstream(const mqtt::frame& frame) {
 
 // A broker packet, before the session acts on it: acks in their 5.0 form.
 void client_session::bridge_from_upstream(mqtt::packet& p) {
+  if (const auto* rel = std::get_if<mqtt::pubrel>(&p); rel && extra_) extra_->awaiting_pubrel_.erase(rel->packet_id);
   if (const auto* ack = std::get_if<mqtt::puback>(&p)) extra().bridged_in_flight_.erase(ack->packet_id);
   if (const auto* ack = std::get_if<mqtt::pubcomp>(&p)) extra().bridged_in_flight_.erase(ack->packet_id);
   if (auto* ack = std::get_if<mqtt::suback>(&p)) {
@@ -106,8 +110,11 @@ void client_session::bridge_forwards_to_client(const mqtt::packet& p, std::size_
       continue;
     }
     if (delivery && must_hold_delivery(*delivery)) {
-      extra().held_bytes_ += wire->size();
-      extra().held_deliveries_.push_back({std::move(*wire), delivery->topic, delivery->qos, delivery->packet_id});
+      wire->shrink_to_fit();  // the encoder reserves room: a small one would hold far more than it counts
+      const std::size_t cost =
+          wire->capacity() + delivery->topic.size() + sizeof(extra_state::held_delivery);
+      extra().held_delivery_bytes_ += cost;
+      extra().held_deliveries_.push_back({std::move(*wire), delivery->topic, delivery->qos, delivery->packet_id, cost});
       continue;
     }
     rewritten.push_back(action::send_to_client{std::move(*wire)});
@@ -154,7 +161,7 @@ void client_session::release_held_deliveries() {
       return;
     auto held = std::move(next);
     e.held_deliveries_.pop_front();
-    e.held_bytes_ -= held.wire.size();
+    e.held_delivery_bytes_ -= held.cost;
     if (!acl_allows(acl_action::receive, held.topic)) {
       metrics_.acl_denied_deliver++;
       complete_with_broker(held.qos, held.packet_id);

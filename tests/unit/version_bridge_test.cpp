@@ -518,6 +518,37 @@ TEST_SUITE("version bridge: the session") {
     CHECK(sent_to(h.client(mqtt::pubrec{7, reason_code::unspecified_error, {}}), true).size() == 1);  // 7 failed: 8 goes
   }
 
+  TEST_CASE("a QoS 2 delivery waiting for the broker's PUBREL keeps the broker side read (no deadlock)") {
+    bridged h;
+    auto c = bridged::connect_packet();
+    c.props.add(property_id::receive_maximum, 1u);
+    h.establish(c);
+    h.upstream(mqtt::publish{"private/alice/q2", "x", mqtt::qos::exactly_once, false, false, 1, {}});
+    h.upstream(mqtt::publish{"private/alice/q2", "z", mqtt::qos::at_least_once, false, false, 2, {}});  // waits
+    for (std::uint16_t id = 3; id < 41; ++id)
+      h.upstream(mqtt::publish{"private/alice/q2", std::string(100, 'y'), mqtt::qos::at_most_once, false, false, 0, {}});
+    const auto held = h.session.held_delivery_bytes();
+    CHECK(held > 38 * 100);  // counted as what it holds
+    h.client(mqtt::pubrec{1, reason_code::success, {}});
+    CHECK(h.session.held_delivery_bytes() == 0);  // the broker's PUBREL must be read: its side goes on
+    auto rel = h.upstream(mqtt::pubrel{1, reason_code::success, {}});
+    CHECK(std::get<mqtt::pubrel>(sent_to(rel, true).at(0)).packet_id == 1);
+    CHECK(h.session.held_delivery_bytes() == held);  // back to pausing on what is held
+    auto out = h.client(mqtt::pubcomp{1, reason_code::success, {}});
+    CHECK(sent_to(out, true).size() == 39);  // the window is free: 2 takes it, every QoS 0 one behind it goes
+    CHECK(h.session.held_delivery_bytes() == 0);
+  }
+
+  TEST_CASE("small held deliveries are counted at what they hold, not their wire size") {
+    bridged h;
+    auto c = bridged::connect_packet();
+    c.props.add(property_id::receive_maximum, 1u);
+    h.establish(c);
+    h.upstream(mqtt::publish{"private/alice/a", "1", mqtt::qos::at_least_once, false, false, 1, {}});
+    h.upstream(mqtt::publish{"private/alice/a", "2", mqtt::qos::at_least_once, false, false, 2, {}});
+    CHECK(h.session.held_delivery_bytes() >= 100);  // a 20-byte PUBLISH holds a buffer, a topic and its slot
+  }
+
   TEST_CASE("a held delivery is checked against the ACL again when it goes") {
     bridged h;
     auto c = bridged::connect_packet();
