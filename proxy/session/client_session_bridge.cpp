@@ -53,6 +53,7 @@ void client_session::bridge_to_upstream(const mqtt::frame& frame) {
           [](const auto&) { return std::optional<std::uint16_t>(); },
       },
       *decoded);
+  if (completed && acknowledges_held_delivery(*completed)) return;
   if (completed) client_completed_delivery(*completed);
   if (const auto* rec = std::get_if<mqtt::pubrec>(&*decoded);
       rec && !mqtt::is_failure(rec->reason) && extra_ && extra_->deliveries_in_flight_.contains(rec->packet_id))
@@ -140,6 +141,16 @@ bool client_session::must_hold_delivery(const mqtt::publish& p) {
   if (p.qos == mqtt::qos::at_most_once || e.deliveries_in_flight_.contains(p.packet_id)) return false;  // a resend
   if (e.deliveries_in_flight_.size() >= e.client_receive_maximum_) return true;
   e.deliveries_in_flight_.insert(p.packet_id);
+  return false;
+}
+
+// An acknowledgement of a delivery the proxy still holds, which the client
+// never got: passed on, it would tell the broker the message was delivered and
+// free its id for another while this one waits. Dropped.
+bool client_session::acknowledges_held_delivery(std::uint16_t packet_id) const {
+  if (!extra_ || extra_->deliveries_in_flight_.contains(packet_id)) return false;
+  for (const auto& held : extra_->held_deliveries_)
+    if (held.qos != mqtt::qos::at_most_once && held.packet_id == packet_id) return true;
   return false;
 }
 

@@ -539,6 +539,23 @@ TEST_SUITE("version bridge: the session") {
     CHECK(h.session.held_delivery_bytes() == 0);
   }
 
+  TEST_CASE("an acknowledgement of a delivery still held (never sent) is not passed to the broker") {
+    bridged h;
+    auto c = bridged::connect_packet();
+    c.props.add(property_id::receive_maximum, 1u);
+    h.establish(c);
+    h.upstream(mqtt::publish{"private/alice/a", "1", mqtt::qos::at_least_once, false, false, 1, {}});
+    h.upstream(mqtt::publish{"private/alice/a", "2", mqtt::qos::at_least_once, false, false, 2, {}});  // held
+    auto out = h.client(mqtt::puback{2, reason_code::success, {}});  // for a message it never got
+    CHECK(sent_to(out, false).empty());
+    CHECK(sent_to(out, true).empty());
+    out = h.client(mqtt::puback{1, reason_code::success, {}});
+    CHECK(std::get<mqtt::puback>(sent_to(out, false).at(0)).packet_id == 1);
+    CHECK(std::get<mqtt::publish>(sent_to(out, true).at(0)).packet_id == 2);  // still delivered, then acknowledged
+    out = h.client(mqtt::puback{2, reason_code::success, {}});
+    CHECK(std::get<mqtt::puback>(sent_to(out, false).at(0)).packet_id == 2);
+  }
+
   TEST_CASE("small held deliveries are counted at what they hold, not their wire size") {
     bridged h;
     auto c = bridged::connect_packet();
