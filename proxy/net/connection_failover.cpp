@@ -110,10 +110,10 @@ asio::awaitable<std::string> client_connection::greet_node(const mqtt::bytes& co
 // The node given up on has the client's CONNECT, will included, and may yet
 // act on it: were the connection then to end without DISCONNECT, it would
 // publish the will of a client that is alive on another node. So it gets a
-// DISCONNECT (the same two bytes in 3.1.1 and 5.0: normal disconnection, will
-// discarded) and a FIN, within a short bound; then the next dial closes it.
+// DISCONNECT (normal disconnection: will discarded) and a FIN, within a short
+// bound; then the next dial closes it.
 asio::awaitable<void> client_connection::leave_node_without_will() {
-  static const mqtt::bytes disconnect{0xE0, 0x00};
+  const auto disconnect = *mqtt::encode(mqtt::disconnect{}, session_.upstream_version());
   arm_after(deadline::upstream_dial, std::chrono::milliseconds(200));
   const std::vector<asio::const_buffer> farewell{asio::buffer(disconnect)};
   const io_result written = co_await upstream_->write(farewell);

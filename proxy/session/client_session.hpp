@@ -238,6 +238,7 @@ class client_session {
   void bridge_forwards_to_client(const mqtt::packet& p, std::size_t first_action);
   // The client's Receive Maximum on bridged deliveries (client_session_bridge.cpp).
   bool must_hold_delivery(const mqtt::publish& p);
+  bool takes_client_window(mqtt::qos qos, std::uint16_t packet_id) const;
   bool acknowledges_held_delivery(std::uint16_t packet_id) const;
   void client_completed_delivery(std::uint16_t packet_id);
   void release_held_deliveries();

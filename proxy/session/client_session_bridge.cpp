@@ -138,10 +138,16 @@ bool client_session::must_hold_delivery(const mqtt::publish& p) {
   if (!extra_ || extra_->client_receive_maximum_ == 0) return false;
   auto& e = *extra_;
   if (!e.held_deliveries_.empty()) return true;
-  if (p.qos == mqtt::qos::at_most_once || e.deliveries_in_flight_.contains(p.packet_id)) return false;  // a resend
+  if (!takes_client_window(p.qos, p.packet_id)) return false;  // QoS 0, or a resend of one in flight
   if (e.deliveries_in_flight_.size() >= e.client_receive_maximum_) return true;
   e.deliveries_in_flight_.insert(p.packet_id);
   return false;
+}
+
+// Whether a delivery needs a place in the client's Receive Maximum: QoS 1/2
+// and not already in flight (a resend keeps the place it has).
+bool client_session::takes_client_window(mqtt::qos qos, std::uint16_t packet_id) const {
+  return qos != mqtt::qos::at_most_once && !extra_->deliveries_in_flight_.contains(packet_id);
 }
 
 // An acknowledgement of a delivery the proxy still holds, which the client
@@ -166,10 +172,8 @@ void client_session::release_held_deliveries() {
   auto& e = *extra_;
   while (!e.held_deliveries_.empty()) {
     auto& next = e.held_deliveries_.front();
-    const bool counted = next.qos != mqtt::qos::at_most_once;
-    if (counted && !e.deliveries_in_flight_.contains(next.packet_id) &&
-        e.deliveries_in_flight_.size() >= e.client_receive_maximum_)
-      return;
+    const bool counted = takes_client_window(next.qos, next.packet_id);
+    if (counted && e.deliveries_in_flight_.size() >= e.client_receive_maximum_) return;
     auto held = std::move(next);
     e.held_deliveries_.pop_front();
     e.held_delivery_bytes_ -= held.cost;
