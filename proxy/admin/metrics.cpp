@@ -77,6 +77,11 @@ std::string metrics::render() const {
   line(out, "mqtt_proxy_auth_queue_timeouts_total", "counter",
        "Validations that timed out waiting for a free connection to the API server (auth.max_connections).",
        static_cast<std::int64_t>(auth_queue_timeouts.load()));
+  out << "# HELP mqtt_proxy_auth_overtaken_total Valid answers of the API server that an event overtook on their "
+         "way: refused (session revoked, user deleted) or asked again (the user's sessions or ACL changed, resync).\n"
+         "# TYPE mqtt_proxy_auth_overtaken_total counter\n";
+  sample(out, "mqtt_proxy_auth_overtaken_total", "{outcome=\"refused\"}", auth_overtaken_refused);
+  sample(out, "mqtt_proxy_auth_overtaken_total", "{outcome=\"asked_again\"}", auth_overtaken_asked_again);
   line(out, "mqtt_proxy_held_packets_dropped_total", "counter",
        "Packets held before authentication and dropped because it failed.",
        static_cast<std::int64_t>(held_dropped.load()));

@@ -77,6 +77,9 @@ struct metrics {
   counter auth_unavailable{0};
   counter auth_timeout{0};
   counter auth_queue_timeouts{0};  // validations that timed out waiting for a connection to the API server
+  // Valid answers an event overtook (http_auth_client::overtaken_by_events).
+  counter auth_overtaken_refused{0};      // the event revoked the session or deleted the user
+  counter auth_overtaken_asked_again{0};  // the event changed the user's sessions or ACL: asked again
   counter acl_denied_publish{0};
   counter acl_denied_subscribe{0};
   counter acl_denied_deliver{0};  // broker PUBLISHes outside the subscribe ACL, dropped

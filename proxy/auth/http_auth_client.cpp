@@ -128,6 +128,9 @@ bool plausible_token(std::string_view token) {
 struct http_auth_client::flight {
   explicit flight(asio::io_context& io) : resolver(io), deadline(io) {}
   std::string digest;
+  validation_cache::key key{};  // the digest's bytes, as events name sessions
+  std::uint64_t as_of = 0;      // events applied when this call was (last) sent for
+  int asks = 0;                 // times asked again because events overtook the answer
   std::vector<std::weak_ptr<waiter>> waiters;
   asio::ip::tcp::resolver resolver;
   asio::steady_timer deadline;
@@ -138,7 +141,7 @@ struct http_auth_client::flight {
   bool finished = false;
   bool no_store = false;  // an event arrived meanwhile: the answer may already be outdated
   bool queued = false;    // waits for a free connection (max_connections): nothing sent yet
-  std::string body;       // the request, kept while queued
+  std::string body;       // the request: sent again when an event overtakes the answer
   http_auth_client* owner = nullptr;  // for a withdrawal while queued (the client outlives its waiters' use)
   std::chrono::steady_clock::time_point started;
 
@@ -157,6 +160,12 @@ struct http_auth_client::waiter {
   completion done;
   std::weak_ptr<flight> call;
   std::weak_ptr<bool> client_alive;
+  // For asking again when an event overtakes the answer on its way.
+  std::string token;
+  std::string remote_address;
+  validation_cache::key key{};
+  std::uint64_t as_of = 0;  // events applied when the answer was known current
+  int asks = 0;
   ~waiter() {
     if (client_alive.expired()) return;  // shutdown: the io_context is going away
     auto f = call.lock();
@@ -184,14 +193,74 @@ http_auth_client::~http_auth_client() {
 }
 
 void http_auth_client::deliver_later(const std::shared_ptr<waiter>& w, auth_result result) {
+  // The answer agrees with every event applied so far (the cache forgot what
+  // they made wrong; a call's answer was checked in finish()); one applied
+  // before the handler below runs is checked there.
+  w->as_of = events_seen_;
   // Never inline: the caller may be in the middle of something.
-  asio::post(io_, [weak = std::weak_ptr<waiter>(w), result = std::move(result)] {
+  asio::post(io_, [this, weak = std::weak_ptr<waiter>(w), result = std::move(result)]() mutable {
     auto held = weak.lock();
     if (!held || !held->done) return;
-    auto done = std::move(held->done);
-    held->done = nullptr;  // the caller's closure may own the caller: break the cycle
+    if (!held->client_alive.expired()) return hand_over(held, std::move(result));
+    auto done = std::move(held->done);  // shutdown: the client is gone, events with it
+    held->done = nullptr;
     done(result);
   });
+}
+
+void http_auth_client::hand_over(const std::shared_ptr<waiter>& w, auth_result result) {
+  if (result.outcome == auth_result::verdict::valid) {
+    switch (overtaken_by_events(w->as_of, w->key, result)) {
+      case overtaken::no: break;
+      case overtaken::revoked:
+        if (metrics_) metrics_->auth_overtaken_refused++;
+        result = invalid("revoked while being validated (an event overtook the answer)");
+        break;
+      case overtaken::ask_again:
+        if (++w->asks <= max_asks) {
+          if (metrics_) metrics_->auth_overtaken_asked_again++;
+          look_up(w);
+          return;
+        }
+        result = unavailable("events kept overtaking the API server's answers");
+        break;
+    }
+  }
+  auto done = std::move(w->done);
+  w->done = nullptr;  // the caller's closure may own the caller: break the cycle
+  done(result);
+}
+
+// The event stream and the validation answers travel on different
+// connections: an event can be applied here while an answer from before it
+// is still on its way, or posted and not yet handed over. A valid answer is
+// then wrong if an event since names its session (revoked: refused) or its
+// user (deleted: refused, ids are never reused; sessions revoked or ACL
+// changed: the answer may be older or newer than the change, so the API
+// server is asked again). A resync, or events no longer remembered, ask again.
+http_auth_client::overtaken http_auth_client::overtaken_by_events(std::uint64_t as_of,
+                                                                  const validation_cache::key& digest,
+                                                                  const auth_result& result) const {
+  if (events_seen_ == as_of) return overtaken::no;
+  if (recent_events_.empty() || recent_events_.front().number > as_of + 1) return overtaken::ask_again;
+  auto verdict = overtaken::no;
+  for (const auto& mark : recent_events_) {
+    if (mark.number <= as_of) continue;
+    switch (mark.type) {
+      case auth_event::kind::session_revoked:
+        if (mark.digest == digest) return overtaken::revoked;
+        break;
+      case auth_event::kind::user_deleted:
+        if (mark.user_id == result.user_id) return overtaken::revoked;
+        break;
+      case auth_event::kind::user_sessions_revoked:
+      case auth_event::kind::acl_changed:
+        if (mark.user_id == result.user_id) verdict = overtaken::ask_again;
+        break;
+      case auth_event::kind::resync: verdict = overtaken::ask_again; break;
+    }
+  }
+  return verdict;
 }
 
 auth_client::pending_call http_auth_client::validate(const std::string& token, const std::string& remote_address,
@@ -203,7 +272,16 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
     deliver_later(w, invalid("the token cannot be a session (binary, control characters or over 4 KiB)"));
     return w;
   }
-  const auto digest = session_digest(token);
+  w->token = token;
+  w->remote_address = remote_address;
+  look_up(w);
+  return w;
+}
+
+// The cache, a call under way for the same session, or a new call.
+void http_auth_client::look_up(const std::shared_ptr<waiter>& w) {
+  const auto digest = session_digest(w->token);
+  w->key = validation_cache::key_of(digest);
   const auto now = clock::now();
   auto found = cache_.find(digest, now);
   if (found.what != validation_cache::found::kind::miss) {
@@ -211,13 +289,13 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
     if (metrics_) (hit ? metrics_->auth_cache_hit : metrics_->auth_cache_negative_hit)++;
     found.result.detail = hit ? "cached answer" : "cached refusal";
     deliver_later(w, std::move(found.result));
-    return w;
+    return;
   }
   if (metrics_) metrics_->auth_cache_miss++;
   if (auto it = in_flight_.find(digest); it != in_flight_.end() && !it->second->cancelled) {
     it->second->waiters.push_back(w);
     w->call = it->second;
-    return w;
+    return;
   }
   const auto before = breaker_.current();
   const auto opens_before = breaker_.opens();
@@ -231,7 +309,7 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
       result.detail = "stale answer used: circuit breaker open";
     }
     deliver_later(w, std::move(result));
-    return w;
+    return;
   }
   note_breaker(before, opens_before);
 
@@ -240,31 +318,36 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
   auto f = std::shared_ptr<flight>(new flight(io_));
   f->owner = this;
   f->digest = digest;
+  f->key = w->key;
+  f->as_of = events_seen_;
   f->waiters.push_back(w);
   w->call = f;
   in_flight_[digest] = f;  // replaces a cancelled call that is still winding down
-  nlohmann::json request{{"session", token}};
-  if (!remote_address.empty()) request["remote_addr"] = remote_address;
+  nlohmann::json request{{"session", w->token}};
+  if (!w->remote_address.empty()) request["remote_addr"] = w->remote_address;
+  f->body = request.dump();
   f->deadline.expires_after(settings_.timeout);  // the wait for a connection included
   f->deadline.async_wait([this, alive = std::weak_ptr<bool>(alive_), weak = std::weak_ptr<flight>(f)](error_code ec) {
     if (ec || alive.expired()) return;
     if (auto held = weak.lock(); held && !held->finished) on_deadline(held);
   });
-  if (calls_running_ < settings_.max_connections) {
-    start_call(f, request.dump());
-  } else {
-    f->queued = true;
-    f->body = request.dump();
-    queued_.push_back(f);  // weakly: in_flight_ holds it until it ends
-  }
-  return w;
+  start_or_queue(f);
 }
 
-void http_auth_client::start_call(const std::shared_ptr<flight>& f, std::string body) {
+void http_auth_client::start_or_queue(const std::shared_ptr<flight>& f) {
+  if (calls_running_ < settings_.max_connections) {
+    start_call(f);
+  } else {
+    f->queued = true;
+    queued_.push_back(f);  // weakly: in_flight_ holds it until it ends
+  }
+}
+
+void http_auth_client::start_call(const std::shared_ptr<flight>& f) {
   ++calls_running_;
   f->queued = false;
   f->started = clock::now();
-  asio::co_spawn(io_, call(f, std::move(body)), [this, f](std::exception_ptr error, auth_result result) {
+  asio::co_spawn(io_, call(f), [this, f](std::exception_ptr error, auth_result result) {
     if (error) result = unavailable("internal error in the auth client");
     --calls_running_;
     if (result.outcome != auth_result::verdict::unavailable) note_call_duration(clock::now() - f->started);
@@ -300,7 +383,7 @@ void http_auth_client::start_queued() {
                             " ms were left after waiting for a connection"));
       continue;
     }
-    start_call(f, std::move(f->body));
+    start_call(f);
   }
 }
 
@@ -324,7 +407,8 @@ void http_auth_client::on_deadline(const std::shared_ptr<flight>& f) {
                         " connections was busy"));
 }
 
-asio::awaitable<auth_result> http_auth_client::call(std::shared_ptr<flight> f, std::string body) {
+asio::awaitable<auth_result> http_auth_client::call(std::shared_ptr<flight> f) {
+  const std::string& body = f->body;  // f, a parameter, keeps it
   bool retry = false;
   auto first = co_await attempt(f, body, true, retry);
   if (!retry) co_return first;
@@ -383,6 +467,16 @@ asio::awaitable<auth_result> http_auth_client::attempt(std::shared_ptr<flight> f
 }
 
 void http_auth_client::finish(const std::shared_ptr<flight>& f, auth_result result) {
+  if (!f->cancelled && result.outcome == auth_result::verdict::valid) {
+    const auto verdict = overtaken_by_events(f->as_of, f->key, result);
+    if (verdict == overtaken::ask_again && ask_again(f)) return;
+    if (verdict == overtaken::revoked) {
+      if (metrics_) metrics_->auth_overtaken_refused++;
+      result = invalid("revoked while being validated (an event overtook the answer)");
+    } else if (verdict == overtaken::ask_again) {
+      result = unavailable("events kept overtaking the API server's answers");
+    }
+  }
   f->finished = true;
   f->deadline.cancel();
   if (auto it = in_flight_.find(f->digest); it != in_flight_.end() && it->second == f) in_flight_.erase(it);
@@ -430,10 +524,35 @@ void http_auth_client::note_breaker(circuit_breaker::state before, std::uint64_t
     spdlog::info("auth: circuit breaker closed: the API server answers again");
 }
 
+// The answer (valid) was overtaken by an event that may have changed it: the
+// same call goes again, for every waiter, within its first deadline.
+bool http_auth_client::ask_again(const std::shared_ptr<flight>& f) {
+  if (f->asks >= max_asks || f->timed_out) return false;
+  ++f->asks;
+  if (metrics_) metrics_->auth_overtaken_asked_again++;
+  const auto before = breaker_.current();
+  const auto opens_before = breaker_.opens();
+  breaker_.on_success();  // the API server did answer
+  note_breaker(before, opens_before);
+  f->as_of = events_seen_;
+  f->no_store = false;
+  f->max_age.reset();
+  start_or_queue(f);
+  return true;
+}
+
 void http_auth_client::apply(const auth_event& event) {
   cache_.apply(event);
   // A call under way may bring an answer the event has already made wrong.
   for (auto& [digest, f] : in_flight_) f->no_store = true;
+  // Remembered for the answers under way or posted (overtaken_by_events).
+  event_mark mark;
+  mark.number = ++events_seen_;
+  mark.type = event.type;
+  mark.user_id = event.user_id;
+  if (event.type == auth_event::kind::session_revoked) mark.digest = validation_cache::key_of(event.session_digest);
+  recent_events_.push_back(std::move(mark));
+  if (recent_events_.size() > kept_events) recent_events_.pop_front();
 }
 
 // ------------------------------------------------------------------ the pool

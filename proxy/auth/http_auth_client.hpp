@@ -11,10 +11,17 @@
 //    connection is retried once on a fresh one;
 //  - one deadline per call covers resolve, connect, TLS, send and receive;
 //  - dropping the pending_call withdraws the waiter; a call nobody waits for
-//    is cancelled (its socket closed).
+//    is cancelled (its socket closed);
+//  - an answer overtaken by an event is not handed on as it is: the event
+//    stream and the answers travel apart, so a logout (or an ACL change) can
+//    reach the proxy while a "valid" answer from before it is on its way or
+//    waiting to be delivered. Such an answer is refused (the session itself
+//    was revoked, or its user deleted) or asked for again (the user's
+//    sessions or ACL changed, a resync); see overtaken_by_events.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -80,12 +87,33 @@ class http_auth_client final : public auth_client {
   struct flight;
   using clock = std::chrono::steady_clock;
 
-  void start_call(const std::shared_ptr<flight>& f, std::string body);
+  // What an event named, kept for a while (kept_events) with its number.
+  struct event_mark {
+    std::uint64_t number = 0;
+    auth_event::kind type = auth_event::kind::resync;
+    std::string user_id;
+    validation_cache::key digest{};  // session_revoked
+  };
+  static constexpr std::size_t kept_events = 256;
+  // How many times one validation is asked again because events overtook
+  // its answers, before it is answered "unavailable" (the client retries).
+  static constexpr int max_asks = 3;
+  enum class overtaken { no, revoked, ask_again };
+  // Whether events applied after `as_of` (events_seen_ then) make a valid
+  // answer for the session with this digest wrong.
+  overtaken overtaken_by_events(std::uint64_t as_of, const validation_cache::key& digest,
+                                const auth_result& result) const;
+  void look_up(const std::shared_ptr<waiter>& w);
+  void hand_over(const std::shared_ptr<waiter>& w, auth_result result);
+  bool ask_again(const std::shared_ptr<flight>& f);
+
+  void start_call(const std::shared_ptr<flight>& f);
+  void start_or_queue(const std::shared_ptr<flight>& f);
   void start_queued();
   void note_call_duration(clock::duration took);
   void on_deadline(const std::shared_ptr<flight>& f);
   void withdraw(const std::shared_ptr<flight>& f);
-  boost::asio::awaitable<auth_result> call(std::shared_ptr<flight> f, std::string body);
+  boost::asio::awaitable<auth_result> call(std::shared_ptr<flight> f);
   boost::asio::awaitable<auth_result> attempt(std::shared_ptr<flight> f, const std::string& body, bool pooled,
                                               bool& retry);
   void finish(const std::shared_ptr<flight>& f, auth_result result);
@@ -108,6 +136,8 @@ class http_auth_client final : public auth_client {
   std::size_t calls_running_ = 0;                 // at most settings_.max_connections
   std::deque<std::weak_ptr<flight>> queued_;      // calls waiting for one of them, oldest first
   clock::duration typical_call_{0};               // moving average of answered calls' durations
+  std::uint64_t events_seen_ = 0;          // events applied so far
+  std::deque<event_mark> recent_events_;  // the last kept_events of them
   std::shared_ptr<bool> alive_;  // waiters outlive the client at shutdown
 };
 

@@ -3,8 +3,12 @@
 deployment: the real auth-server, its event stream, two mqtt-proxy instances
 and a real Mosquitto. A logout, a deleted user, a changed password and a
 changed group each reach live connections on both proxies at once; a new user
-with an old name inherits nothing.
+with an old name inherits nothing; and one that overtakes the "valid" answer
+of a validation under way (the stream and the answers travel apart) is not
+lost on the connection that answer admits.
 Usage: revocation_test.py PATH/TO/mqtt-proxy PATH/TO/auth-server"""
+import http.client as http_client
+import http.server as http_server
 import json
 import os
 import queue
@@ -234,6 +238,179 @@ class Revocation(OneSystemPerClass, unittest.TestCase):
                                 0, name)
         self.assertNotEqual(self.system.cli("adduser", "--user", "okname", "--password", "pw-123456789",
                                             "--group", "ops.secret").returncode, 0)
+
+
+class HeldValidations:
+    """An HTTP relay in front of the auth-server. Everything passes straight,
+    except the next validation after hold_next(): its answer is fetched from
+    the auth-server at once (so it says "valid"), then kept until release(),
+    as a slow network would keep it while the event stream runs ahead."""
+
+    def __init__(self, group, target_port):
+        self.target_port = target_port
+        self.lock = threading.Lock()
+        self.holding = False
+        self.answered, self.released = threading.Event(), threading.Event()
+        self.validations = 0
+        relay = self
+
+        class Handler(http_server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                relay.forward(self, "GET")
+
+            def do_POST(self):
+                relay.forward(self, "POST")
+
+        self.server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        group.at_close(self.close)
+
+    def hold_next(self):
+        with self.lock:
+            self.holding = True
+        self.answered.clear()
+        self.released.clear()
+
+    def release(self):
+        self.released.set()
+
+    def close(self):
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def forward(self, handler, method):
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else None
+        upstream = http_client.HTTPConnection("127.0.0.1", self.target_port, timeout=60)
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+        upstream.request(method, handler.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        upstream.close()
+        if handler.path.startswith("/v1/sessions/validate"):
+            with self.lock:
+                self.validations += 1
+                held, self.holding = self.holding, False
+            if held:
+                self.answered.set()
+                self.released.wait(30)
+        handler.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length"):
+                handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(data)))
+        try:
+            handler.end_headers()
+            handler.wfile.write(data)
+        except OSError:  # the proxy gave up on the call (its deadline), or is stopping
+            handler.close_connection = True
+
+
+class HeldSystem(ProcessGroup):
+    """Mosquitto, auth-server, the relay that holds answers, and one proxy
+    validating through it (its event stream too) and following the events."""
+
+    def __init__(self):
+        super().__init__("overtaken-")
+        self.token_file = self.write("service-token", "events-secret-0123456789\n")
+        _, self.broker_port = self.mosquitto()
+        self.auth = AuthServer(self, AUTH_SERVER, "--service-token-file", self.token_file)
+        self.relay = HeldValidations(self, self.auth.port)
+        self.port, self.admin = free_port(), free_port()
+        self.spawn("mqtt-proxy", proxy_argv(PROXY, self.port, self.broker_port, self.relay.url,
+                                            "--auth-service-token-file", self.token_file, admin_port=self.admin),
+                   ports=[self.port, self.admin])
+        self.wait_until(lambda: self.metric("mqtt_proxy_auth_events_connected") == 1, "the event stream connected")
+
+    def metric(self, name):
+        _, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
+        values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                  if line and not line.startswith("#")}
+        return values.get(name, 0)
+
+    def wait_for_events(self, count):
+        """Until the proxy has received `count` events from the stream."""
+        self.wait_until(lambda: self.metric("mqtt_proxy_auth_events_total") >= count, f"{count} events received")
+
+    @staticmethod
+    def wait_until(predicate, what, timeout=10):
+        deadline = time.time() + timeout
+        while not predicate():
+            assert time.time() < deadline, "not within %s s: %s" % (timeout, what)
+            time.sleep(0.02)
+
+
+class HeldApp(AuthAnswers):
+    """A paho client that sends its auth PUBLISH and does not wait for the answer."""
+
+    def __init__(self, port, session, client_id):
+        self.messages, self.auth_answers, self.subscribed = queue.Queue(), queue.Queue(), queue.Queue()
+        self.connected, self.disconnected = threading.Event(), threading.Event()
+        self.client = mqtt.Client(client_id=client_id)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda *args: self.connected.set()
+        self.client.on_disconnect = lambda *args: self.disconnected.set()
+        self.client.on_subscribe = lambda c, u, mid, granted, *rest: self.subscribed.put(granted_codes(granted))
+        self.client.reconnect_delay_set(60, 60)
+        self.client.connect("127.0.0.1", port, 30)
+        self.client.loop_start()
+        assert self.connected.wait(5)
+        self.client.publish("service/auth/" + session, b"", qos=1)
+
+
+class OvertakenAnswers(OneSystemPerClass, unittest.TestCase):
+    """The auth-server answers "valid", then the session is revoked or the
+    user changed, and the event reaches the proxy before that answer does."""
+    make_system = HeldSystem
+
+    def held_app(self, session, client_id):
+        """A client whose validation the auth-server has answered "valid" and the relay holds."""
+        self.system.relay.hold_next()
+        app = self.keep(HeldApp(self.system.port, session, client_id))
+        self.assertTrue(self.system.relay.answered.wait(10), "the proxy did not ask the API server")
+        return app
+
+    def overtake(self, change):
+        """Makes the change at the auth-server, waits until its event reached the proxy, releases the answer."""
+        events = self.system.metric("mqtt_proxy_auth_events_total")
+        change()
+        self.system.wait_for_events(events + 1)
+        self.system.relay.release()
+
+    def test_a_logout_that_overtakes_the_valid_answer_refuses_the_session(self):
+        system = self.system
+        system.auth.add_user("ola", "pw-" + "x" * 12)
+        session = system.auth.login("ola", "pw-" + "x" * 12)
+        app = self.held_app(session, "ola-phone")
+        self.overtake(lambda: self.assertIn(
+            http("POST", system.auth.url + "/v1/sessions/revoke", headers={"Authorization": "Bearer " + session})[0],
+            (200, 204)))
+        self.assertEqual(json.loads(app.auth_answers.get(timeout=10)), {"result": "denied", "reason": "invalid_session"})
+        self.assertTrue(app.disconnected.wait(PROMPTLY), "a revoked session stays connected")
+        self.assertEqual(system.metric('mqtt_proxy_auth_overtaken_total{outcome="refused"}'), 1)
+
+    def test_an_acl_change_that_overtakes_the_valid_answer_is_asked_for_again(self):
+        system = self.system
+        system.auth.add_user("abe", "pw-" + "x" * 12, groups=["crew"])
+        session = system.auth.login("abe", "pw-" + "x" * 12)
+        validations = system.relay.validations
+        app = self.held_app(session, "abe-phone")
+        self.overtake(lambda: self.assertEqual(
+            system.auth.cli("moduser", "--user", "abe", "--clear-groups").returncode, 0))
+        self.assertEqual(json.loads(app.auth_answers.get(timeout=10)), {"result": "ok", "user": "abe"})
+        self.assertEqual(system.relay.validations, validations + 2, "the overtaken answer was not asked for again")
+        # The ACL in force is the one after the change: the group is gone.
+        app.client.subscribe([("group/crew/#", 1), ("private/abe/#", 1)])
+        self.assertEqual(app.subscribed.get(timeout=5), [0x80, 1])
+        self.assertEqual(system.metric('mqtt_proxy_auth_overtaken_total{outcome="asked_again"}'), 1)
 
 
 class Expiry(unittest.TestCase):

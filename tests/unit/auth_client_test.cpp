@@ -536,6 +536,140 @@ TEST_SUITE("auth client: over a socket") {
     CHECK(counters.auth_cache_miss == 2);
   }
 
+  // One HTTP request as the server sees it (headers and body), read whole.
+  std::string read_request(asio::io_context& io, tcp::socket& peer) {
+    std::string got;
+    std::array<char, 4096> buf{};
+    bool failed = false;
+    const auto complete = [&] {
+      const auto end = got.find("\r\n\r\n");
+      if (end == std::string::npos) return false;
+      const auto length_at = got.find("Content-Length: ");
+      const auto length = length_at == std::string::npos ? 0 : std::stoul(got.substr(length_at + 16));
+      return got.size() >= end + 4 + length;
+    };
+    while (!complete() && !failed) {
+      bool done = false;
+      peer.async_read_some(asio::buffer(buf), [&](boost::system::error_code ec, std::size_t n) {
+        if (ec) failed = true;
+        else got.append(buf.data(), n);
+        done = true;
+      });
+      run_until(io, [&] { return done; });
+      if (!done) break;
+    }
+    return got;
+  }
+
+  std::string answer_for(const std::string& user_id, const std::string& publish_filter) {
+    const std::string body = R"({"user":"alice","user_id":")" + user_id + R"(","acl":{"publish":[")" +
+                             publish_filter + R"("]}})";
+    return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: private, max-age=30\r\n"
+           "Content-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  }
+
+  auth_event event_about(auth_event::kind type, std::string user_id, std::string digest = {}) {
+    auth_event e;
+    e.type = type;
+    e.user_id = std::move(user_id);
+    e.session_digest = std::move(digest);
+    return e;
+  }
+
+  // The event stream and the answers travel apart: a logout applied while a
+  // "valid" answer from before it is on its way must not admit the session.
+  TEST_CASE("a valid answer overtaken by its session's revocation is refused, and not cached") {
+    asio::io_context io;
+    silent_server server(io);
+    metrics counters;
+    http_auth_client client(io, server.settings(), &counters);
+    std::optional<auth_result> got;
+    auto handle = client.validate("overtaken-token-1", "", [&](const auth_result& r) { got = r; });
+    run_until(io, [&] { return server.accepted; });
+    REQUIRE(server.accepted);
+    CHECK(read_request(io, server.peer).find("overtaken-token-1") != std::string::npos);
+    client.apply(event_about(auth_event::kind::user_deleted, "someone-else"));  // not this session: no effect
+    client.apply(event_about(auth_event::kind::session_revoked, "7", session_digest("overtaken-token-1")));
+    asio::write(server.peer, asio::buffer(answer_for("7", "a/#")));
+    run_until(io, [&] { return got.has_value(); });
+    REQUIRE(got);
+    CHECK(got->outcome == auth_result::verdict::invalid);
+    CHECK(counters.auth_overtaken_refused == 1);
+    // Not kept: the next validation asks the API server.
+    std::optional<auth_result> again;
+    auto second = client.validate("overtaken-token-1", "", [&](const auth_result& r) { again = r; });
+    CHECK(read_request(io, server.peer).find("overtaken-token-1") != std::string::npos);
+    CHECK(counters.auth_cache_miss == 2);
+  }
+
+  // An ACL change may be older or newer than the answer: the answer after it is the one to use.
+  TEST_CASE("a valid answer overtaken by its user's ACL change is asked for again; the second answer is used") {
+    asio::io_context io;
+    silent_server server(io);
+    metrics counters;
+    http_auth_client client(io, server.settings(), &counters);
+    std::optional<auth_result> got;
+    auto handle = client.validate("overtaken-token-2", "10.0.0.1:1", [&](const auth_result& r) { got = r; });
+    run_until(io, [&] { return server.accepted; });
+    REQUIRE(server.accepted);
+    read_request(io, server.peer);
+    client.apply(event_about(auth_event::kind::acl_changed, "7"));
+    asio::write(server.peer, asio::buffer(answer_for("7", "old/#")));
+    const auto second_request = read_request(io, server.peer);  // on the same kept-alive connection
+    CHECK(second_request.find("overtaken-token-2") != std::string::npos);
+    CHECK(second_request.find("10.0.0.1:1") != std::string::npos);
+    CHECK_FALSE(got.has_value());
+    asio::write(server.peer, asio::buffer(answer_for("7", "new/#")));
+    run_until(io, [&] { return got.has_value(); });
+    REQUIRE(got);
+    CHECK(got->outcome == auth_result::verdict::valid);
+    REQUIRE(got->permissions.publish.size() == 1);
+    CHECK(got->permissions.publish.front() == "new/#");
+    CHECK(counters.auth_overtaken_asked_again == 1);
+  }
+
+  // A cached answer is posted, not handed over inline: an event can come between.
+  TEST_CASE("a cached answer overtaken before it is handed over: refused for a revocation, asked again for a resync") {
+    asio::io_context io;
+    silent_server server(io);
+    metrics counters;
+    http_auth_client client(io, server.settings(), &counters);
+    std::optional<auth_result> first;
+    auto warm = client.validate("overtaken-token-3", "", [&](const auth_result& r) { first = r; });
+    run_until(io, [&] { return server.accepted; });
+    read_request(io, server.peer);
+    asio::write(server.peer, asio::buffer(answer_for("7", "a/#")));
+    run_until(io, [&] { return first.has_value(); });
+    REQUIRE(first);
+    REQUIRE(first->outcome == auth_result::verdict::valid);
+
+    std::optional<auth_result> revoked;
+    auto hit = client.validate("overtaken-token-3", "", [&](const auth_result& r) { revoked = r; });
+    CHECK(counters.auth_cache_hit == 1);  // found in the cache, not yet handed over
+    client.apply(event_about(auth_event::kind::session_revoked, "7", session_digest("overtaken-token-3")));
+    run_until(io, [&] { return revoked.has_value(); });
+    REQUIRE(revoked);
+    CHECK(revoked->outcome == auth_result::verdict::invalid);
+
+    // Another token of the same user, cached, then a resync before the hand-over: asked again.
+    std::optional<auth_result> warm2;
+    auto w2 = client.validate("overtaken-token-4", "", [&](const auth_result& r) { warm2 = r; });
+    read_request(io, server.peer);
+    asio::write(server.peer, asio::buffer(answer_for("7", "a/#")));
+    run_until(io, [&] { return warm2.has_value(); });
+    std::optional<auth_result> resynced;
+    auto hit2 = client.validate("overtaken-token-4", "", [&](const auth_result& r) { resynced = r; });
+    client.apply(event_about(auth_event::kind::resync, ""));
+    CHECK(read_request(io, server.peer).find("overtaken-token-4") != std::string::npos);
+    CHECK_FALSE(resynced.has_value());
+    asio::write(server.peer, asio::buffer(answer_for("7", "b/#")));
+    run_until(io, [&] { return resynced.has_value(); });
+    REQUIRE(resynced);
+    CHECK(resynced->outcome == auth_result::verdict::valid);
+    CHECK(resynced->permissions.publish.front() == "b/#");
+  }
+
   TEST_CASE("an implausible token is invalid without a connection; a live handle gets exactly one answer") {
     asio::io_context io;
     silent_server server(io);
