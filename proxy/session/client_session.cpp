@@ -523,8 +523,9 @@ client_session::actions client_session::on_auth_event(const auth_event& event) {
     revalidate();
     return take();
   }
-  // Before a valid answer the session has no user yet: the answer it waits
-  // for is newer than the event.
+  // Before a valid answer the session has no user yet. The answer it waits
+  // for is checked against the events that overtake it on its way (the auth
+  // client's overtaken_by_events): it comes refused, asked again, or newer.
   if (user_id_.empty() || event.user_id != user_id_) return take();
   switch (event.type) {
     case auth_event::kind::session_revoked:
