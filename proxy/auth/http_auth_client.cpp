@@ -139,7 +139,6 @@ struct http_auth_client::flight {
   bool timed_out = false;
   bool cancelled = false;
   bool finished = false;
-  bool no_store = false;  // an event arrived meanwhile: the answer may already be outdated
   bool queued = false;    // waits for a free connection (max_connections): nothing sent yet
   std::string body;       // the request: sent again when an event overtakes the answer
   http_auth_client* owner = nullptr;  // for a withdrawal while queued (the client outlives its waiters' use)
@@ -467,6 +466,7 @@ asio::awaitable<auth_result> http_auth_client::attempt(std::shared_ptr<flight> f
 }
 
 void http_auth_client::finish(const std::shared_ptr<flight>& f, auth_result result) {
+  bool overtaken_too_often = false;
   if (!f->cancelled && result.outcome == auth_result::verdict::valid) {
     const auto verdict = overtaken_by_events(f->as_of, f->key, result);
     if (verdict == overtaken::ask_again && ask_again(f)) return;
@@ -475,6 +475,7 @@ void http_auth_client::finish(const std::shared_ptr<flight>& f, auth_result resu
       result = invalid("revoked while being validated (an event overtook the answer)");
     } else if (verdict == overtaken::ask_again) {
       result = unavailable("events kept overtaking the API server's answers");
+      overtaken_too_often = true;  // the API server did answer: no failure, no stale answer
     }
   }
   f->finished = true;
@@ -487,7 +488,9 @@ void http_auth_client::finish(const std::shared_ptr<flight>& f, auth_result resu
     breaker_.on_abandoned();  // no verdict on the API server either way
     return;
   }
-  if (result.outcome == auth_result::verdict::unavailable) {
+  if (overtaken_too_often) {
+    breaker_.on_success();
+  } else if (result.outcome == auth_result::verdict::unavailable) {
     if (f->queued) breaker_.on_abandoned();  // never sent: no verdict
     else breaker_.on_failure(now);
     if (auto stale = cache_.find_stale(f->digest, now)) {
@@ -500,7 +503,8 @@ void http_auth_client::finish(const std::shared_ptr<flight>& f, auth_result resu
     }
   } else {
     breaker_.on_success();
-    if (!f->no_store) cache_.store(f->digest, result, f->max_age.value_or(std::chrono::seconds(0)), now);
+    // Checked against the events since it was asked for (above): safe to keep.
+    cache_.store(f->digest, result, f->max_age.value_or(std::chrono::seconds(0)), now);
   }
   note_breaker(before, opens_before);
   for (const auto& weak : f->waiters)
@@ -535,7 +539,6 @@ bool http_auth_client::ask_again(const std::shared_ptr<flight>& f) {
   breaker_.on_success();  // the API server did answer
   note_breaker(before, opens_before);
   f->as_of = events_seen_;
-  f->no_store = false;
   f->max_age.reset();
   start_or_queue(f);
   return true;
@@ -543,9 +546,8 @@ bool http_auth_client::ask_again(const std::shared_ptr<flight>& f) {
 
 void http_auth_client::apply(const auth_event& event) {
   cache_.apply(event);
-  // A call under way may bring an answer the event has already made wrong.
-  for (auto& [digest, f] : in_flight_) f->no_store = true;
-  // Remembered for the answers under way or posted (overtaken_by_events).
+  // Remembered for the answers under way or posted (overtaken_by_events):
+  // one the event made wrong is neither used nor kept.
   event_mark mark;
   mark.number = ++events_seen_;
   mark.type = event.type;

@@ -579,7 +579,7 @@ TEST_SUITE("auth client: over a socket") {
 
   // The event stream and the answers travel apart: a logout applied while a
   // "valid" answer from before it is on its way must not admit the session.
-  TEST_CASE("a valid answer overtaken by its session's revocation is refused, and not cached") {
+  TEST_CASE("a valid answer overtaken by its session's revocation is refused, and kept as a refusal") {
     asio::io_context io;
     silent_server server(io);
     metrics counters;
@@ -596,11 +596,14 @@ TEST_SUITE("auth client: over a socket") {
     REQUIRE(got);
     CHECK(got->outcome == auth_result::verdict::invalid);
     CHECK(counters.auth_overtaken_refused == 1);
-    // Not kept: the next validation asks the API server.
+    // The valid answer is not kept; the refusal is, as a 401 would be.
     std::optional<auth_result> again;
     auto second = client.validate("overtaken-token-1", "", [&](const auth_result& r) { again = r; });
-    CHECK(read_request(io, server.peer).find("overtaken-token-1") != std::string::npos);
-    CHECK(counters.auth_cache_miss == 2);
+    run_until(io, [&] { return again.has_value(); });
+    REQUIRE(again);
+    CHECK(again->outcome == auth_result::verdict::invalid);
+    CHECK(counters.auth_cache_negative_hit == 1);
+    CHECK(counters.auth_cache_miss == 1);
   }
 
   // An ACL change may be older or newer than the answer: the answer after it is the one to use.
@@ -627,6 +630,41 @@ TEST_SUITE("auth client: over a socket") {
     REQUIRE(got->permissions.publish.size() == 1);
     CHECK(got->permissions.publish.front() == "new/#");
     CHECK(counters.auth_overtaken_asked_again == 1);
+  }
+
+  TEST_CASE("an event about someone else: the answer is used and kept; overtaken every time: unavailable, not a failure") {
+    asio::io_context io;
+    silent_server server(io);
+    metrics counters;
+    http_auth_client client(io, server.settings(), &counters);
+    std::optional<auth_result> got;
+    auto handle = client.validate("overtaken-token-5", "", [&](const auth_result& r) { got = r; });
+    run_until(io, [&] { return server.accepted; });
+    read_request(io, server.peer);
+    client.apply(event_about(auth_event::kind::acl_changed, "8"));
+    client.apply(event_about(auth_event::kind::session_revoked, "7", session_digest("another-token")));
+    asio::write(server.peer, asio::buffer(answer_for("7", "a/#")));
+    run_until(io, [&] { return got.has_value(); });
+    REQUIRE(got);
+    CHECK(got->outcome == auth_result::verdict::valid);
+    std::optional<auth_result> cached;
+    auto hit = client.validate("overtaken-token-5", "", [&](const auth_result& r) { cached = r; });
+    run_until(io, [&] { return cached.has_value(); });
+    CHECK(counters.auth_cache_hit == 1);
+
+    // Each answer overtaken by another change of the user: asked 3 times more, then unavailable.
+    std::optional<auth_result> last;
+    auto busy = client.validate("overtaken-token-6", "", [&](const auth_result& r) { last = r; });
+    for (int answer = 0; answer < 4; ++answer) {
+      CHECK(read_request(io, server.peer).find("overtaken-token-6") != std::string::npos);
+      client.apply(event_about(auth_event::kind::user_sessions_revoked, "7"));
+      asio::write(server.peer, asio::buffer(answer_for("7", "a/#")));
+    }
+    run_until(io, [&] { return last.has_value(); });
+    REQUIRE(last);
+    CHECK(last->outcome == auth_result::verdict::unavailable);
+    CHECK(counters.auth_overtaken_asked_again == 3);
+    CHECK(counters.auth_breaker_opens == 0);
   }
 
   // A cached answer is posted, not handed over inline: an event can come between.
