@@ -456,6 +456,18 @@ class LimitedBroker(LoopbackServer):
                 return
 
 
+class RefusingBroker(LoopbackServer):
+    """A 5.0 broker that refuses the proxy's credentials: CONNACK 0x86 to every CONNECT."""
+
+    def serve(self, sock):
+        with sock:
+            try:
+                read_packet(sock, b"")
+                sock.sendall(b"\x20\x03\x00\x86\x00")
+            except (EOFError, OSError):
+                return
+
+
 def proxy_connack_properties(port, client_id):
     """The properties of the CONNACK the proxy answers a 5.0 CONNECT with (auth-PUBLISH mode: its own)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -514,6 +526,24 @@ class BrokerDownAtStart(unittest.TestCase):
                 self.assertEqual(told.get(MAXIMUM_QOS), 1, "Maximum QoS learned late")
                 self.assertEqual(told.get(RETAIN_AVAILABLE), 0, "Retain Available learned late")
                 self.assertIn("broker limits learned from", proxy.log_text())
+
+
+    def test_a_broker_that_refuses_the_probe_ends_the_asking(self):
+        """Bad upstream credentials: asking again changes nothing, so the proxy stops, says so, and keeps
+        advertising the configured limits (none here)."""
+        group = ProcessGroup("limits-refused-", must_stop=True)
+        self.addCleanup(group.close)
+        broker_port = free_port()
+        proxy = Proxy(group, "mqtt-proxy", broker_port, "mosquitto", "5.0", f"http://127.0.0.1:{free_port()}")
+        self.assertIn("advertising the configured ones until the broker answers", proxy.log_text())
+        broker = RefusingBroker(port=broker_port)
+        self.addCleanup(broker.close)
+        deadline = time.monotonic() + 30
+        while "refused the probe" not in proxy.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertRegex(proxy.log_text(), r"broker limits not learned \(the broker refused the probe: [^)]*\); "
+                                           r"advertising the configured ones\n")
+        self.assertNotIn(0x24, proxy_connack_properties(proxy.port, "after"), "no Maximum QoS: none configured")
 
 
 class OnMosquitto(BridgeFlow, unittest.TestCase):
