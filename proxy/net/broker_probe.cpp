@@ -118,8 +118,13 @@ broker_probe_result broker_probe_answer(const mqtt::connack& ack) {
 bool worth_asking_again(const broker_probe_result& result, upstream_protocol protocol) {
   using mqtt::reason_code;
   if (result.ok) return false;
-  if (result.refusal) return *result.refusal == reason_code::server_unavailable || *result.refusal == reason_code::server_busy;
-  if (!result.connected) return true;
+  // Unavailable or busy now (a broker still starting, shedding load): perhaps not in a minute.
+  const auto refusal = result.refusal;
+  if (refusal) return *refusal == reason_code::server_unavailable || *refusal == reason_code::server_busy;
+  if (!result.connected) return true;  // down, or silent until the timeout
+  // It took the CONNECT and closed (or said something else): a broker that
+  // speaks only 3.1.1 always will; a load balancer with no broker behind it
+  // may not for long.
   return protocol != upstream_protocol::v3_1_1;
 }
 
