@@ -65,15 +65,12 @@ std::string read_service_token(const std::string& path) {
   return token;
 }
 
-// In auth-PUBLISH mode the proxy answers CONNACK before the broker is
-// reached, so what it advertises (Server Keep Alive, Maximum QoS, ...) must
-// be known beforehand: asked once of the broker here; `[upstream]` keys win.
-void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
-  auto& connection = config.connection;
-  if (!connection.upstream.probe) return;
-  // Several nodes: the first one that answers speaks for the cluster.
+// Several nodes: the first one that answers speaks for the cluster (`where`
+// says which). Each node that does not is logged at `failures_at`.
+proxy::broker_probe_result probe_broker_nodes(const proxy::connection_settings& connection,
+                                              const proxy::reloadable_tls_context* upstream_tls,
+                                              spdlog::level::level_enum failures_at, std::string& where) {
   proxy::broker_probe_result probe;
-  std::string where;
   for (const auto& node : proxy::upstream_nodes(connection.upstream)) {
     auto target = connection.upstream;
     target.host = node.host;
@@ -82,15 +79,44 @@ void learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tl
                                 upstream_tls ? upstream_tls->current() : nullptr, connection.upstream.connect_timeout);
     where = node.name();
     if (probe.ok) break;
-    if (!connection.upstream.nodes.empty()) spdlog::warn("broker {} not probed: {}", where, probe.error);
+    if (!connection.upstream.nodes.empty()) spdlog::log(failures_at, "broker {} not probed: {}", where, probe.error);
   }
+  return probe;
+}
+
+// In auth-PUBLISH mode the proxy answers CONNACK before the broker is
+// reached, so what it advertises (Server Keep Alive, Maximum QoS, ...) must
+// be known beforehand: asked of the broker here; `[upstream]` keys win.
+// True when they are still to be learned and the broker may yet tell
+// (broker_reprobe asks again).
+bool learn_broker_limits(proxy::proxy_config& config, const proxy::reloadable_tls_context* upstream_tls) {
+  auto& connection = config.connection;
+  if (!connection.upstream.probe) return false;
+  std::string where;
+  const auto probe = probe_broker_nodes(connection, upstream_tls, spdlog::level::warn, where);
   if (!probe.ok) {
-    spdlog::warn("broker limits not learned ({}); advertising the configured ones", probe.error);
-    return;
+    const bool again = proxy::worth_asking_again(probe, connection.session.protocol);
+    spdlog::warn("broker limits not learned ({}); advertising the configured ones{}", probe.error,
+                 again ? " until the broker answers" : "");
+    return again;
   }
   connection.session.limits = proxy::merge_limits(connection.session.limits, probe.limits);
   spdlog::info("broker limits learned from {}", where);
+  return false;
 }
+
+// Limits learned after start-up (broker_reprobe): published once to the
+// workers, whose new sessions read them (session_config::late_limits). Owned
+// by main, declared before the workers: it outlives every session.
+struct late_limits {
+  std::unique_ptr<const proxy::upstream_limits> storage;  // written by the re-probe's thread only, once
+  std::atomic<const proxy::upstream_limits*> published{nullptr};
+
+  void publish(const proxy::upstream_limits& limits) {
+    storage = std::make_unique<const proxy::upstream_limits>(limits);
+    published.store(storage.get(), std::memory_order_release);
+  }
+};
 
 // `[upstream] protocol = "auto"`: a broker that refuses a 5.0 CONNECT and
 // accepts 3.1.1 (RabbitMQ 3.10) gets 3.1.1, and 5.0 clients are bridged.
@@ -130,38 +156,81 @@ bool resolve_upstream_protocol(proxy::proxy_config& config, const proxy::reloada
   return found.protocol == proxy::upstream_protocol::v3_1_1;
 }
 
-// "auto" with a broker that was down at start-up (a host booting, a compose
-// stack starting the proxy first): were each client left on its own version
-// for good, every 5.0 client of a 3.1.1-only broker (RabbitMQ 3.10 closes on
-// a 5.0 CONNECT) would be refused for as long as the proxy runs. So it asks
-// again every few seconds until the broker says; new connections then follow
-// what it said. Off the workers' threads: a probe blocks for up to the
-// connect timeout.
-class upstream_protocol_reprobe {
+// A broker that was down at start-up (a host booting, a compose stack
+// starting the proxy first) is asked again every few seconds for what
+// start-up could not learn, off the workers' threads (a probe blocks for up
+// to the connect timeout), one thread for both questions:
+// - "auto": which version it speaks. Were each client left on its own
+//   version for good, every 5.0 client of a 3.1.1-only broker (RabbitMQ 3.10
+//   closes on a 5.0 CONNECT) would be refused for as long as the proxy runs.
+// - its limits (Maximum QoS, Retain Available, Server Keep Alive, ...): else
+//   5.0 clients would be told "QoS 2, retain available" for as long as the
+//   proxy runs, and the broker would disconnect them when they use it.
+// New connections follow what it said; open ones keep what they were told.
+class broker_reprobe {
  public:
-  upstream_protocol_reprobe(const proxy::connection_settings& connection, const proxy::reloadable_tls_context* tls,
-                            std::atomic<proxy::upstream_protocol>& detected)
-      : thread_([&connection, tls, &detected](std::stop_token stop) { run(stop, connection, tls, detected); }) {}
+  struct questions {
+    bool protocol = false;  // "auto" not resolved
+    bool limits = false;    // the limits not learned (learn_broker_limits)
+  };
+
+  broker_reprobe(const proxy::connection_settings& connection, const proxy::reloadable_tls_context* tls,
+                 questions open, std::atomic<proxy::upstream_protocol>& detected, late_limits& learned)
+      : thread_([&connection, tls, open, &detected, &learned](std::stop_token stop) {
+          run(stop, connection, tls, open, detected, learned);
+        }) {}
 
  private:
   static void run(std::stop_token stop, const proxy::connection_settings& connection,
-                  const proxy::reloadable_tls_context* tls, std::atomic<proxy::upstream_protocol>& detected) {
+                  const proxy::reloadable_tls_context* tls, questions open,
+                  std::atomic<proxy::upstream_protocol>& detected, late_limits& learned) {
     std::mutex mutex;
     std::condition_variable_any wake;
     // 2 s, doubling to a minute: a broker that answers but refuses the probe
     // (its credentials) is not asked every 2 s for ever.
     auto pause = std::chrono::seconds(2);
-    for (;; pause = std::min(pause * 2, std::chrono::seconds(60))) {
+    for (; open.protocol || open.limits; pause = std::min(pause * 2, std::chrono::seconds(60))) {
       {
         std::unique_lock lock(mutex);
         if (wake.wait_for(lock, stop, pause, [] { return false; }) || stop.stop_requested()) return;
       }
-      const auto found = probe_upstream_protocol(connection, tls);
-      if (found.protocol == proxy::upstream_protocol::automatic) continue;
-      detected.store(found.protocol, std::memory_order_relaxed);
-      log_upstream_protocol(found);
-      return;
+      if (open.protocol) open = ask_protocol(connection, tls, open, detected);
+      // The limits once the version is known: a broker that cannot say that cannot say these.
+      if (open.limits && !open.protocol) open.limits = ask_limits(connection, tls, detected, learned);
     }
+  }
+
+  static questions ask_protocol(const proxy::connection_settings& connection, const proxy::reloadable_tls_context* tls,
+                                questions open, std::atomic<proxy::upstream_protocol>& detected) {
+    const auto found = probe_upstream_protocol(connection, tls);
+    if (found.protocol == proxy::upstream_protocol::automatic) return open;
+    detected.store(found.protocol, std::memory_order_relaxed);
+    log_upstream_protocol(found);
+    open.protocol = false;
+    // A broker that refuses 5.0: no 5.0 probe can learn its limits, the
+    // configured ones stay (as when this is found at start-up).
+    if (found.protocol == proxy::upstream_protocol::v3_1_1) open.limits = false;
+    return open;
+  }
+
+  // True while the limits are still to be learned.
+  static bool ask_limits(const proxy::connection_settings& connection, const proxy::reloadable_tls_context* tls,
+                         const std::atomic<proxy::upstream_protocol>& detected, late_limits& learned) {
+    std::string where;
+    const auto probe = probe_broker_nodes(connection, tls, spdlog::level::debug, where);
+    if (probe.ok) {
+      learned.publish(proxy::merge_limits(connection.session.limits, probe.limits));
+      spdlog::info("broker limits learned from {}, late: new connections get them, open ones keep theirs", where);
+      return false;
+    }
+    auto protocol = connection.session.protocol;
+    if (protocol == proxy::upstream_protocol::automatic) protocol = detected.load(std::memory_order_relaxed);
+    if (proxy::worth_asking_again(probe, protocol)) {
+      spdlog::debug("broker limits not learned yet: {}", probe.error);
+      return true;
+    }
+    spdlog::warn("broker limits not learned ({}); advertising the configured ones", probe.error);
+    return false;
   }
 
   std::jthread thread_;
@@ -362,25 +431,29 @@ int main(int argc, char** argv) {
   const auto auth_endpoint = *proxy::parse_http_url(config.auth_url);
   proxy::metrics counters;
   std::atomic<bool> draining{false};
-  // "auto" not resolved at start: found later (upstream_protocol_reprobe), read by every worker.
+  // "auto" not resolved at start: found later (broker_reprobe), read by every worker.
   std::atomic<proxy::upstream_protocol> detected_protocol{proxy::upstream_protocol::automatic};
+  late_limits limits_learned_late;  // the broker's limits, when the re-probe learns them; outlives the workers
   std::unique_ptr<proxy::upstream_pool> upstream_nodes;  // several brokers: shared by every worker, outlives them
   std::vector<std::unique_ptr<worker>> workers;
   std::unique_ptr<proxy::admin_server> admin;
   std::unique_ptr<proxy::operator_api> operators;  // the admin port's /v1/ endpoints
   std::unique_ptr<tls_contexts> tls;
-  std::unique_ptr<upstream_protocol_reprobe> reprobe;  // stopped before what it reads goes
+  std::unique_ptr<broker_reprobe> reprobe;  // stopped before what it reads and writes goes
   std::unique_ptr<proxy::auth_event_feed> feed;  // after workers: stopped and destroyed before them
 
   try {
     tls = std::make_unique<tls_contexts>(config);
     const bool refuses_v5 = resolve_upstream_protocol(parsed.config, tls->upstream.get());
-    if (!refuses_v5) learn_broker_limits(parsed.config, tls->upstream.get());
-    if (parsed.config.connection.session.protocol == proxy::upstream_protocol::automatic) {
-      parsed.config.connection.session.detected_protocol = &detected_protocol;
-      reprobe = std::make_unique<upstream_protocol_reprobe>(parsed.config.connection, tls->upstream.get(),
-                                                            detected_protocol);
-    }
+    broker_reprobe::questions open;
+    open.limits = !refuses_v5 && learn_broker_limits(parsed.config, tls->upstream.get());
+    open.protocol = parsed.config.connection.session.protocol == proxy::upstream_protocol::automatic;
+    auto& session = parsed.config.connection.session;
+    if (open.protocol) session.detected_protocol = &detected_protocol;
+    if (open.limits) session.late_limits = &limits_learned_late.published;
+    if (open.protocol || open.limits)
+      reprobe = std::make_unique<broker_reprobe>(parsed.config.connection, tls->upstream.get(), open,
+                                                 detected_protocol, limits_learned_late);
     proxy::http_auth_settings auth_settings;
     auth_settings.endpoint = auth_endpoint;
     auth_settings.timeout = config.auth_http_timeout;

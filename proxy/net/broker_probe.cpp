@@ -51,6 +51,7 @@ asio::awaitable<void> run_probe(asio::io_context::executor_type executor, upstre
     finished = true;
     co_return;
   }
+  result.connected = true;
   mqtt::framer framer(1024 * 1024);
   for (;;) {
     auto space = framer.prepare(4096);
@@ -73,6 +74,7 @@ asio::awaitable<void> run_probe(asio::io_context::executor_type executor, upstre
       break;
     }
     result = broker_probe_answer(*ack);
+    result.connected = true;
     if (result.ok) {
       // A clean end: no will, and session expiry 0 leaves nothing behind.
       const auto goodbye = *mqtt::encode(mqtt::disconnect{}, mqtt::protocol_version::v5);
@@ -105,11 +107,25 @@ broker_probe_result broker_probe_answer(const mqtt::connack& ack) {
   broker_probe_result result;
   if (mqtt::is_failure(ack.reason)) {
     result.error = "the broker refused the probe: " + std::string(mqtt::to_string(ack.reason));
+    result.refusal = ack.reason;
     return result;
   }
   result.ok = true;
   result.limits = limits_from_connack(ack);
   return result;
+}
+
+bool worth_asking_again(const broker_probe_result& result, upstream_protocol protocol) {
+  using mqtt::reason_code;
+  if (result.ok) return false;
+  // Unavailable or busy now (a broker still starting, shedding load): perhaps not in a minute.
+  const auto refusal = result.refusal;
+  if (refusal) return *refusal == reason_code::server_unavailable || *refusal == reason_code::server_busy;
+  if (!result.connected) return true;  // down, or silent until the timeout
+  // It took the CONNECT and closed (or said something else): a broker that
+  // speaks only 3.1.1 always will; a load balancer with no broker behind it
+  // may not for long.
+  return protocol != upstream_protocol::v3_1_1;
 }
 
 broker_probe_result probe_broker(const upstream_settings& where, const std::optional<std::string>& username,

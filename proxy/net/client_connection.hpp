@@ -189,6 +189,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // only once it answers (greet_node); the answer is left in upstream_framer_.
   boost::asio::awaitable<std::string> dial_with_failover(const mqtt::bytes* connect_packet);  // empty: connected
   boost::asio::awaitable<void> leave_node_without_will();
+  boost::asio::awaitable<void> drain_left_node();
   boost::asio::awaitable<std::string> greet_node(const mqtt::bytes& connect_packet,
                                                  std::chrono::steady_clock::time_point answer_by);
 

@@ -4,6 +4,8 @@
 // next one, all within the one upstream connect timeout. A client already connected to a node that dies is not
 // moved: its connection ends as with one broker (5.0: DISCONNECT 0x89) and it
 // reconnects, through the load balancer, to a node that is up.
+#include <array>
+
 #include <boost/asio/use_awaitable.hpp>
 
 #include <spdlog/spdlog.h>
@@ -117,9 +119,26 @@ asio::awaitable<void> client_connection::leave_node_without_will() {
   arm_after(deadline::upstream_dial, std::chrono::milliseconds(200));
   const std::vector<asio::const_buffer> farewell{asio::buffer(disconnect)};
   const io_result written = co_await upstream_->write(farewell);
+  if (!written.error) {
+    boost::system::error_code ignored;
+    if (upstream_->immediate_io()) upstream_->socket().shutdown(tcp_socket::shutdown_send, ignored);
+    co_await drain_left_node();
+  }
   disarm(deadline::upstream_dial);
-  boost::system::error_code ignored;
-  if (!written.error && upstream_->immediate_io()) upstream_->socket().shutdown(tcp_socket::shutdown_send, ignored);
+}
+
+// Closed with bytes unread (the node's late CONNACK, say), the socket would
+// send RST instead of FIN, and a broker that reads the RST before the
+// DISCONNECT may take the connection as lost and publish the will. So what
+// the node sends is read and dropped until it closes its side, or until the
+// deadline armed by leave_node_without_will closes the socket. The buffer is
+// small and fixed: a node that talks on costs time (bounded), not memory.
+asio::awaitable<void> client_connection::drain_left_node() {
+  std::array<std::uint8_t, 256> discarded;
+  for (;;) {
+    const io_result read = co_await upstream_->read_some(asio::buffer(discarded));
+    if (read.error) break;  // eof, or the deadline closed the socket
+  }
 }
 
 }  // namespace proxy

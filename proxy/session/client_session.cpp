@@ -72,10 +72,19 @@ upstream_limits merge_limits(upstream_limits configured, const upstream_limits& 
 
 client_session::client_session(const session_config& config, metrics& counters, std::string generated_client_id)
     : config_(config), metrics_(counters), generated_client_id_(std::move(generated_client_id)),
-      acl_mode_(config.acl_enforcement) {}
+      acl_mode_(config.acl_enforcement) {
+  take_late_limits();
+}
 
 client_session::client_session(const session_config& config, metrics& counters, client_id_maker make_client_id)
-    : config_(config), metrics_(counters), make_client_id_(make_client_id), acl_mode_(config.acl_enforcement) {}
+    : config_(config), metrics_(counters), make_client_id_(make_client_id), acl_mode_(config.acl_enforcement) {
+  take_late_limits();
+}
+
+// One atomic load per new connection; none when nothing is left to learn.
+void client_session::take_late_limits() {
+  limits_late_ = config_.late_limits && config_.late_limits->load(std::memory_order_acquire) != nullptr;
+}
 
 const std::set<std::string>& client_session::subscriptions() const {
   static const std::set<std::string> none;
@@ -201,13 +210,14 @@ void client_session::handle_connect(const mqtt::connect& c) {
     client_id_ = make_client_id_ ? make_client_id_() : std::move(generated_client_id);
     client_id_assigned_ = true;
   }
-  if (c.will && config_.limits.maximum_qos && c.will->qos > *config_.limits.maximum_qos) {
+  const auto& broker = limits();
+  if (c.will && broker.maximum_qos && c.will->qos > *broker.maximum_qos) {
     // [MQTT-3.2.2-12]: a will the broker cannot take refuses the connection.
     send_to_client(mqtt::connack{false, reason_code::qos_not_supported, {}});
     close("will QoS above the broker's maximum");
     return;
   }
-  if (c.will && c.will->retain && config_.limits.retain_available == false) {
+  if (c.will && c.will->retain && broker.retain_available == false) {
     send_to_client(mqtt::connack{false, reason_code::retain_not_supported, {}});  // [MQTT-3.2.2-13]
     close("retained will, the broker has no retained messages");
     return;
@@ -232,7 +242,7 @@ void client_session::handle_connect(const mqtt::connect& c) {
 // The longest keep-alive the broker grants: `upstream.max_keep_alive` or the
 // probe's Server Keep Alive, whichever is shorter; none when neither is known.
 std::optional<std::uint16_t> client_session::broker_keep_alive_cap() const {
-  std::optional<std::uint16_t> cap = config_.limits.server_keep_alive;
+  std::optional<std::uint16_t> cap = limits().server_keep_alive;
   if (config_.upstream_max_keep_alive && (!cap || *config_.upstream_max_keep_alive < *cap))
     cap = config_.upstream_max_keep_alive;
   if (cap && *cap == 0) return std::nullopt;
@@ -243,17 +253,17 @@ std::optional<std::uint16_t> client_session::broker_keep_alive_cap() const {
 // 5.0 clients, so they hold for the whole path ([MQTT-3.2.2-9] and on).
 void client_session::advertise_limits(mqtt::connack& ack) {
   using mqtt::property_id;
-  const auto& limits = config_.limits;
-  const auto packet_size = std::min<std::size_t>(limits.maximum_packet_size.value_or(UINT32_MAX), config_.max_packet_size);
+  const auto& broker = limits();
+  const auto packet_size = std::min<std::size_t>(broker.maximum_packet_size.value_or(UINT32_MAX), config_.max_packet_size);
   ack.props.add(property_id::maximum_packet_size, static_cast<std::uint32_t>(packet_size));
-  if (limits.maximum_qos && *limits.maximum_qos != mqtt::qos::exactly_once)
-    ack.props.add(property_id::maximum_qos, static_cast<std::uint32_t>(*limits.maximum_qos));
-  if (limits.retain_available == false) ack.props.add(property_id::retain_available, 0u);
-  if (limits.receive_maximum) ack.props.add(property_id::receive_maximum, static_cast<std::uint32_t>(*limits.receive_maximum));
-  if (limits.wildcard_subscription_available == false) ack.props.add(property_id::wildcard_subscription_available, 0u);
-  if (limits.subscription_identifiers_available == false)
+  if (broker.maximum_qos && *broker.maximum_qos != mqtt::qos::exactly_once)
+    ack.props.add(property_id::maximum_qos, static_cast<std::uint32_t>(*broker.maximum_qos));
+  if (broker.retain_available == false) ack.props.add(property_id::retain_available, 0u);
+  if (broker.receive_maximum) ack.props.add(property_id::receive_maximum, static_cast<std::uint32_t>(*broker.receive_maximum));
+  if (broker.wildcard_subscription_available == false) ack.props.add(property_id::wildcard_subscription_available, 0u);
+  if (broker.subscription_identifiers_available == false)
     ack.props.add(property_id::subscription_identifier_available, 0u);
-  if (limits.shared_subscription_available == false) ack.props.add(property_id::shared_subscription_available, 0u);
+  if (broker.shared_subscription_available == false) ack.props.add(property_id::shared_subscription_available, 0u);
   // Server Keep Alive only when it is shorter than what the client asked
   // for (0 is "never"): the client must then use it [MQTT-3.2.2-21]. Some
   // clients ignore it (paho-mqtt 1.6), so the proxy still holds the client
@@ -869,19 +879,19 @@ void client_session::handle_publish(const mqtt::publish& p, const mqtt::frame& f
 // client's delivery guarantee, so those clients are disconnected too (the
 // broker would do the same, with a will).
 bool client_session::within_limits(const mqtt::publish& p, const mqtt::frame& frame) {
-  const auto& limits = config_.limits;
-  if (limits.maximum_qos && p.qos > *limits.maximum_qos) {
+  const auto& broker = limits();
+  if (broker.maximum_qos && p.qos > *broker.maximum_qos) {
     protocol_error("QoS " + std::to_string(static_cast<int>(p.qos)) + " PUBLISH to " + escape_for_log(p.topic) +
                        " above the broker's maximum",
                    reason_code::qos_not_supported);
     return false;
   }
-  if (p.retain && limits.retain_available == false) {
+  if (p.retain && broker.retain_available == false) {
     protocol_error("retained PUBLISH to " + escape_for_log(p.topic) + ", the broker has no retained messages",
                    reason_code::retain_not_supported);
     return false;
   }
-  if (limits.maximum_packet_size && frame.bytes.size() > *limits.maximum_packet_size) {
+  if (broker.maximum_packet_size && frame.bytes.size() > *broker.maximum_packet_size) {
     protocol_error("PUBLISH larger than the broker's maximum packet size", reason_code::packet_too_large);
     return false;
   }
@@ -891,10 +901,10 @@ bool client_session::within_limits(const mqtt::publish& p, const mqtt::frame& fr
 // A filter the broker said it does not support (5.0 CONNACK, or config):
 // refused with the code the broker would use [MQTT-3.2.2-16] [MQTT-3.2.2-17].
 std::optional<reason_code> client_session::unsupported_by_broker(std::string_view filter) const {
-  const auto& limits = config_.limits;
+  const auto& broker = limits();
   const bool shared = mqtt::topic::parse_shared(filter).has_value();
-  if (shared && limits.shared_subscription_available == false) return reason_code::shared_subscriptions_not_supported;
-  if (limits.wildcard_subscription_available == false && mqtt::topic::has_wildcard(mqtt::topic::effective_filter(filter)))
+  if (shared && broker.shared_subscription_available == false) return reason_code::shared_subscriptions_not_supported;
+  if (broker.wildcard_subscription_available == false && mqtt::topic::has_wildcard(mqtt::topic::effective_filter(filter)))
     return reason_code::wildcard_subscriptions_not_supported;
   return std::nullopt;
 }

@@ -38,7 +38,8 @@
 namespace proxy {
 
 // What the broker behind the proxy accepts, from `[upstream]` keys or learned
-// by a probe CONNECT at start-up (config wins). Unset: the broker's default
+// by a probe CONNECT at start-up, or later if the broker was down then
+// (session_config::late_limits; config wins). Unset: the broker's default
 // (no limit). In auth-PUBLISH mode the proxy answers CONNACK itself, so it
 // advertises these to 5.0 clients and enforces what it cannot advertise.
 struct upstream_limits {
@@ -97,6 +98,12 @@ struct session_config {
   // "auto" that the start-up probe could not resolve (the broker was down):
   // found later by a re-probe, read by each new connection. Null otherwise.
   const std::atomic<upstream_protocol>* detected_protocol = nullptr;
+  // The broker's limits when the start-up probe could not learn them (the
+  // broker was down): published once by a re-probe, null until then (over
+  // `limits`, which holds the configured ones). A session takes them if they
+  // are there when it begins and keeps what it began with: its CONNACK
+  // cannot be taken back. Null when nothing is left to learn.
+  const std::atomic<const upstream_limits*>* late_limits = nullptr;
 };
 
 // The broker-side client id: "<length of user id>:<user id>:<client id>".
@@ -181,6 +188,7 @@ class client_session {
 
  private:
   void begin();
+  void take_late_limits();
   actions take() { return std::exchange(actions_, {}); }
   // Client packets, by state.
   void handle_connect(const mqtt::connect& c);
@@ -211,6 +219,12 @@ class client_session {
   bool subscribed_here(std::string_view topic) const;
   void broker_error(std::string reason);
   void start_upstream_pings(std::uint16_t broker_keep_alive);
+  // The broker's limits this session states and enforces: the configured
+  // (and start-up) ones, or the late ones if published before it began. They
+  // are published once, so a flag says which (no pointer per session).
+  const upstream_limits& limits() const {
+    return limits_late_ ? *config_.late_limits->load(std::memory_order_acquire) : config_.limits;
+  }
   void advertise_limits(mqtt::connack& ack);
   std::optional<std::uint16_t> broker_keep_alive_cap() const;
   bool within_limits(const mqtt::publish& p, const mqtt::frame& frame);
@@ -271,6 +285,7 @@ class client_session {
   bool connack_sent_ = false;
   bool bridged_ = false;  // a 5.0 client on a 3.1.1 broker
   bool only_own_subscriptions_ = false;  // bridged Clean Start with expiry: the broker may resume an old session
+  bool limits_late_ = false;  // began after late limits were published: limits() are those
   const mqtt::frame* current_client_frame_ = nullptr;  // forwarded without a copy when relayed as is
 
   std::vector<mqtt::bytes> held_;

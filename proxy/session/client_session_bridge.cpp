@@ -59,9 +59,9 @@ void client_session::bridge_to_upstream(const mqtt::frame& frame) {
       rec && !mqtt::is_failure(rec->reason) && extra_ && extra_->deliveries_in_flight_.contains(rec->packet_id))
     extra_->awaiting_pubrel_.insert(rec->packet_id);
   const auto* publish = std::get_if<mqtt::publish>(&*decoded);
-  if (publish && publish->qos != mqtt::qos::at_most_once && config_.limits.receive_maximum) {
+  if (publish && publish->qos != mqtt::qos::at_most_once && limits().receive_maximum) {
     extra().bridged_in_flight_.insert(publish->packet_id);
-    if (extra().bridged_in_flight_.size() > *config_.limits.receive_maximum)
+    if (extra().bridged_in_flight_.size() > *limits().receive_maximum)
       return protocol_error("more QoS 1/2 PUBLISHes in flight than Receive Maximum [MQTT-3.3.4-7]",
                             reason_code::receive_maximum_exceeded);
   }

@@ -31,7 +31,8 @@ from mosquitto import PASSWORD, USERNAME  # noqa: E402
 from netutil import LoopbackServer, free_port, wait_for_port  # noqa: E402
 from processes import AuthServer, ProcessGroup  # noqa: E402
 from rabbitmq_node import RabbitNode  # noqa: E402
-from wire import connect_packet, mqtt_packet, mqtt_string, packet_body, read_packet, subscribe_packet, varint  # noqa: E402,E501
+from wire import (connack_properties, connect_packet, mqtt_packet, mqtt_string, packet_body, read_packet,  # noqa: E402
+                  subscribe_packet, varint)
 
 PROXY = AUTH_SERVER = None
 USER_PASSWORD = "pw-" + "x" * 12
@@ -429,10 +430,57 @@ class OldBroker(LoopbackServer):
                 return
 
 
+class LimitedBroker(LoopbackServer):
+    """A 5.0 broker that takes QoS 1 at most and keeps no retained messages
+    (Mosquitto's `max_qos 1`, `retain_available false`): its CONNACK to a
+    5.0 CONNECT says so (Maximum QoS 1, Retain Available 0). Accepts 3.1.1
+    too; answers PINGREQ; ends on DISCONNECT."""
+
+    CONNACK_V5 = b"\x20\x07\x00\x00\x04\x24\x01\x25\x00"
+
+    def serve(self, sock):
+        buffer = b""
+        with sock:
+            try:
+                while True:
+                    packet, buffer = read_packet(sock, buffer)
+                    kind = packet[0] >> 4
+                    if kind == 1:
+                        level = packet[packet.index(b"MQTT") + 4]
+                        sock.sendall(self.CONNACK_V5 if level == 5 else b"\x20\x02\x00\x00")
+                    elif kind == 12:
+                        sock.sendall(b"\xd0\x00")
+                    elif kind == 14:
+                        return
+            except (EOFError, OSError):
+                return
+
+
+class RefusingBroker(LoopbackServer):
+    """A 5.0 broker that refuses the proxy's credentials: CONNACK 0x86 to every CONNECT."""
+
+    def serve(self, sock):
+        with sock:
+            try:
+                read_packet(sock, b"")
+                sock.sendall(b"\x20\x03\x00\x86\x00")
+            except (EOFError, OSError):
+                return
+
+
+def proxy_connack_properties(port, client_id):
+    """The properties of the CONNACK the proxy answers a 5.0 CONNECT with (auth-PUBLISH mode: its own)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(connect_packet(client_id, version=5))
+        packet, _ = read_packet(sock, b"")
+    return connack_properties(packet)
+
+
 class BrokerDownAtStart(unittest.TestCase):
-    """`protocol = "auto"` with a 3.1.1-only broker that is down when the
-    proxy starts: the proxy asks again until it answers, so 5.0 clients are
-    bridged once it is up, not refused for as long as the proxy runs."""
+    """A broker that is down when the proxy starts: the proxy asks again
+    until it answers. `protocol = "auto"` with a 3.1.1-only broker: 5.0
+    clients are bridged once it is up, not refused for as long as the proxy
+    runs. A 5.0 broker's limits: new clients are told them once it is up."""
 
     def test_auto_asks_again_until_the_broker_answers(self):
         group = ProcessGroup("bridge-late-", must_stop=True)
@@ -452,6 +500,50 @@ class BrokerDownAtStart(unittest.TestCase):
         self.addCleanup(app.stop)
         levels = [level for level, connect in broker.connects if b"late5" in connect]
         self.assertEqual(levels, [4], "the 5.0 client reached the broker as 3.1.1")
+
+    def test_limits_are_learned_once_the_broker_answers(self):
+        """The broker's Maximum QoS and Retain Available, which the proxy states in its own CONNACK, are
+        asked again until the broker answers: new 5.0 clients are then told them. Whether the version is
+        found late too ("auto") or set."""
+        MAXIMUM_QOS, RETAIN_AVAILABLE = 0x24, 0x25
+        for protocol in ("auto", "5.0"):
+            with self.subTest(protocol=protocol):
+                group = ProcessGroup("limits-late-", must_stop=True)
+                self.addCleanup(group.close)
+                broker_port = free_port()
+                no_auth = f"http://127.0.0.1:{free_port()}"  # the proxy's own CONNACK needs no auth answer
+                proxy = Proxy(group, "mqtt-proxy", broker_port, "mosquitto", protocol, no_auth)
+                self.assertIn("broker limits not learned", proxy.log_text())
+                told = proxy_connack_properties(proxy.port, "early")
+                self.assertNotIn(MAXIMUM_QOS, told, "nothing learned yet: QoS 2 (the default)")
+                broker = LimitedBroker(port=broker_port)
+                self.addCleanup(broker.close)
+                deadline, n = time.monotonic() + 30, 0
+                while MAXIMUM_QOS not in told and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    n += 1
+                    told = proxy_connack_properties(proxy.port, f"late{n}")
+                self.assertEqual(told.get(MAXIMUM_QOS), 1, "Maximum QoS learned late")
+                self.assertEqual(told.get(RETAIN_AVAILABLE), 0, "Retain Available learned late")
+                self.assertIn("broker limits learned from", proxy.log_text())
+
+
+    def test_a_broker_that_refuses_the_probe_ends_the_asking(self):
+        """Bad upstream credentials: asking again changes nothing, so the proxy stops, says so, and keeps
+        advertising the configured limits (none here)."""
+        group = ProcessGroup("limits-refused-", must_stop=True)
+        self.addCleanup(group.close)
+        broker_port = free_port()
+        proxy = Proxy(group, "mqtt-proxy", broker_port, "mosquitto", "5.0", f"http://127.0.0.1:{free_port()}")
+        self.assertIn("advertising the configured ones until the broker answers", proxy.log_text())
+        broker = RefusingBroker(port=broker_port)
+        self.addCleanup(broker.close)
+        deadline = time.monotonic() + 30
+        while "refused the probe" not in proxy.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertRegex(proxy.log_text(), r"broker limits not learned \(the broker refused the probe: [^)]*\); "
+                                           r"advertising the configured ones\n")
+        self.assertNotIn(0x24, proxy_connack_properties(proxy.port, "after"), "no Maximum QoS: none configured")
 
 
 class OnMosquitto(BridgeFlow, unittest.TestCase):

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 from netutil import LoopbackServer, free_port  # noqa: E402
 from processes import ProcessGroup  # noqa: E402
 from stub_auth import StubAuthServer  # noqa: E402
+from wire import read_packet  # noqa: E402
 
 PROXY, BROKER = None, None
 ACL = {"publish": ["a/#"], "subscribe": ["a/#"]}
@@ -85,6 +86,81 @@ class SilentNode(LoopbackServer):
                 return True
             time.sleep(0.05)
         return False
+
+
+class LateNode(LoopbackServer):
+    """A node that answers the CONNECT too late: its CONNACK goes out right
+    after the proxy's DISCONNECT (the proxy has given up on it, and has yet to
+    close), then it reads on to the proxy's end of the stream, waits for the
+    proxy to close its socket, closes its own side and waits for the end.
+    Records, with each CONNECT that was followed by a DISCONNECT, how the
+    connection ended: "eof" (FIN both ways, no RST), or what went wrong."""
+
+    TCP_CLOSE = 7  # tcp_info.tcpi_state of a connection that is over
+
+    def __init__(self):
+        self.endings = []  # (CONNECT bytes, how it ended)
+        super().__init__(backlog=16)
+
+    def serve(self, conn):
+        buffer, connect = b"", b""
+        try:
+            ends = conn.getpeername(), conn.getsockname()
+            while True:
+                packet, buffer = read_packet(conn, buffer)
+                if packet[0] >> 4 == 1:
+                    connect = packet
+                elif packet[0] == 0xE0:
+                    break
+            conn.sendall(b"\x20\x02\x00\x00")  # the late CONNACK
+        except (EOFError, OSError):
+            return  # a probe that gave up without DISCONNECT
+        self.endings.append((connect, self._ending(conn, ends)))
+
+    def _ending(self, conn, ends):
+        try:
+            while conn.recv(4096):
+                pass
+            # Only once the proxy has closed its socket (else the FIN below
+            # could end the connection before the close, RST or not).
+            if not self._wait_until_proxy_closed(ends):
+                return "the proxy never closed its socket"
+            conn.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            return f"reset: {e}"
+        deadline = time.monotonic() + 5
+        while conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] != self.TCP_CLOSE:
+            if time.monotonic() > deadline:
+                return "the connection never ended"
+            time.sleep(0.01)
+        error = conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # an RST leaves EPIPE or ECONNRESET
+        return "eof" if error == 0 else f"reset: {os.strerror(error)}"
+
+    @staticmethod
+    def _wait_until_proxy_closed(ends, timeout=5):
+        """The proxy's end of this connection in /proc/net/tcp: a socket its
+        process has closed has inode 0 (orphaned, or TIME_WAIT); after an RST
+        it is gone."""
+        (proxy_host, proxy_port), (node_host, node_port) = ends
+        local, remote = f"0100007F:{proxy_port:04X}", f"0100007F:{node_port:04X}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open("/proc/net/tcp") as f:
+                entries = [line.split() for line in f.readlines()[1:]]
+            inodes = [fields[9] for fields in entries if fields[1] == local and fields[2] == remote]
+            if not inodes or inodes == ["0"]:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def ending_of(self, client_id, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for connect, ending in self.endings:
+                if client_id.encode() in connect:
+                    return ending
+            time.sleep(0.05)
+        return None
 
 
 class UnavailableNode(LoopbackServer):
@@ -248,6 +324,19 @@ class Failover(unittest.TestCase):
         self.assertEqual(third.messages.get(timeout=5), ("a/s", "past the silent node"))
         for c in (first, second, third):
             c.close()
+
+    def test_the_node_given_up_on_gets_fin_not_rst_when_its_connack_comes_late(self):
+        """A CONNACK left unread when the proxy closes the socket would turn its FIN into an RST, and a
+        broker that reads the RST first may publish the will: the proxy reads the late answer and drops it."""
+        late, good = LateNode(), free_port()
+        self.addCleanup(late.close)
+        system = System([late.port, good], "backoff_ms = 60000", brokers=[good])
+        self.addCleanup(system.close)
+        first = Client(system, "first")  # the round robin starts at the late node
+        self.addCleanup(first.close)
+        self.assertEqual(first.answer["result"], "ok", "moved on to the node that answers")
+        self.assertIn("no answer to CONNECT", system.log_of("proxy"))
+        self.assertEqual(late.ending_of("first"), "eof", "DISCONNECT, then an orderly close")
 
     def test_a_node_that_answers_server_unavailable_is_skipped(self):
         for protocol, name in ((mqtt.MQTTv311, "3.1.1"), (mqtt.MQTTv5, "5.0")):

@@ -188,3 +188,41 @@ def publish_fields(packet):
     rest = rest[1:]
     n = struct.unpack(">H", rest[:2])[0]
     return rest[2:2 + n].decode(), rest[2 + n:]
+
+
+# 5.0 property identifiers by the size of their value [MQTT-2.2.2.2]: those a CONNACK may carry.
+_BYTE_PROPS = {0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A, 0x01}
+_TWO_BYTE_PROPS = {0x13, 0x21, 0x22}
+_FOUR_BYTE_PROPS = {0x02, 0x11, 0x27}
+_STRING_PROPS = {0x03, 0x08, 0x09, 0x12, 0x15, 0x16, 0x1A, 0x1C, 0x1F}  # and binary data: same shape
+
+
+def connack_properties(packet):
+    """The properties of a whole 5.0 CONNACK, {identifier: value} (user properties left out)."""
+    body = packet_body(packet)
+    at, length, shift = 2, 0, 0
+    while True:
+        length |= (body[at] & 0x7F) << shift
+        shift += 7
+        at += 1
+        if not body[at - 1] & 0x80:
+            break
+    props, end = {}, at + length
+    while at < end:
+        ident, at = body[at], at + 1
+        if ident in _BYTE_PROPS:
+            props[ident], at = body[at], at + 1
+        elif ident in _TWO_BYTE_PROPS:
+            props[ident], at = struct.unpack(">H", body[at:at + 2])[0], at + 2
+        elif ident in _FOUR_BYTE_PROPS:
+            props[ident], at = struct.unpack(">I", body[at:at + 4])[0], at + 4
+        elif ident in _STRING_PROPS:
+            n = struct.unpack(">H", body[at:at + 2])[0]
+            props[ident], at = body[at + 2:at + 2 + n], at + 2 + n
+        elif ident == 0x26:  # user property: a string pair
+            n = struct.unpack(">H", body[at:at + 2])[0]
+            m = struct.unpack(">H", body[at + 2 + n:at + 4 + n])[0]
+            at += 4 + n + m
+        else:
+            raise ValueError(f"property 0x{ident:02x} in a CONNACK")
+    return props

@@ -1097,6 +1097,32 @@ TEST_SUITE("session: broker limits") {
     }
   }
 
+  TEST_CASE("limits learned late go to sessions that begin after they are published; older ones keep theirs") {
+    std::atomic<const upstream_limits*> late{nullptr};
+    session_config cfg = harness::make_config();
+    cfg.late_limits = &late;
+    harness before(protocol_version::v5, cfg), relaying_before(protocol_version::v5, cfg);
+    upstream_limits learned;
+    learned.maximum_qos = mqtt::qos::at_least_once;
+    learned.retain_available = false;
+    late.store(&learned);
+    harness after(protocol_version::v5, cfg), relaying_after(protocol_version::v5, cfg);
+    auto told_before = std::get<mqtt::connack>(to_client(before.client(before.connect_packet()), before.v).at(0));
+    CHECK_FALSE(told_before.props.number(mqtt::property_id::maximum_qos));
+    CHECK_FALSE(told_before.props.number(mqtt::property_id::retain_available));
+    auto told_after = std::get<mqtt::connack>(to_client(after.client(after.connect_packet()), after.v).at(0));
+    CHECK(told_after.props.number(mqtt::property_id::maximum_qos) == 1u);
+    CHECK(told_after.props.number(mqtt::property_id::retain_available) == 0u);
+    // Each is held to what it was told: QoS 2 passes for the older one only.
+    relaying_before.establish();
+    relaying_after.establish();
+    const mqtt::publish qos2{"private/alice/x", "", mqtt::qos::exactly_once, false, false, 2, {}};
+    CHECK(has<action::forward_to_upstream>(relaying_before.client(qos2)));
+    auto out = relaying_after.client(qos2);
+    CHECK_FALSE(has<action::forward_to_upstream>(out));
+    CHECK(std::get<mqtt::disconnect>(to_client(out, relaying_after.v).at(0)).reason == reason_code::qos_not_supported);
+  }
+
   TEST_CASE("wildcard and shared subscriptions the broker does not support are refused per filter") {
     session_config cfg = harness::make_config();
     cfg.limits.wildcard_subscription_available = false;
@@ -1207,6 +1233,24 @@ TEST_SUITE("session: broker probe and config") {
     auto refused = broker_probe_answer(mqtt::connack{false, reason_code::bad_user_name_or_password, {}});
     CHECK_FALSE(refused.ok);
     CHECK(refused.error.find("refused") != std::string::npos);
+  }
+
+  TEST_CASE("a probe that learned nothing is asked again while the broker may yet answer") {
+    broker_probe_result down;  // refused the connection, or silent until the timeout
+    CHECK(worth_asking_again(down, upstream_protocol::v5));
+    CHECK(worth_asking_again(down, upstream_protocol::v3_1_1));
+    auto learned = broker_probe_answer(mqtt::connack{false, reason_code::success, {}});
+    CHECK_FALSE(worth_asking_again(learned, upstream_protocol::automatic));
+    for (auto busy : {reason_code::server_unavailable, reason_code::server_busy})
+      CHECK(worth_asking_again(broker_probe_answer(mqtt::connack{false, busy, {}}), upstream_protocol::automatic));
+    // Credentials refused: asking again every minute changes nothing.
+    CHECK_FALSE(worth_asking_again(broker_probe_answer(mqtt::connack{false, reason_code::not_authorized, {}}),
+                                   upstream_protocol::automatic));
+    // Took the CONNECT and closed without a 5.0 CONNACK: a 3.1.1-only broker never will answer it.
+    broker_probe_result closed;
+    closed.connected = true;
+    CHECK_FALSE(worth_asking_again(closed, upstream_protocol::v3_1_1));
+    CHECK(worth_asking_again(closed, upstream_protocol::automatic));
   }
 
   TEST_CASE("a broker that cannot be reached is an error, not an exception") {
