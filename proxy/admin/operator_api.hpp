@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <map>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,6 +73,8 @@ class operator_api {
   boost::asio::awaitable<response> explain(const request& req, std::map<std::string, std::string> query);
   // GET /v1/users/{name} of the API server: (status, body); status 0 when unreachable.
   boost::asio::awaitable<std::pair<unsigned, std::string>> fetch_user(std::string name);
+  boost::asio::awaitable<nlohmann::json> page_by_offset(std::string user, std::size_t limit, std::size_t offset);
+  boost::asio::awaitable<nlohmann::json> page_after(std::string user, std::size_t limit, std::uint64_t after);
   bool authorized(const request& req) const;
   std::optional<response> check(const request& req) const;
   std::optional<response> check_explain(const request& req, const std::map<std::string, std::string>& query) const;

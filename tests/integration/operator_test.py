@@ -286,6 +286,87 @@ class Operator(OneSystemPerClass, unittest.TestCase):
             self.assertEqual(status, 400, bad)
             self.assertEqual(body["error"], "invalid_value", bad)
 
+    def page(self, query):
+        status, _, body = self.admin("GET", "/v1/connections?" + query)
+        self.assertEqual(status, 200, body)
+        return body
+
+    def wait_for_total(self, user, total):
+        """Until the proxy lists `total` connections of `user` (a closed
+        client's connection ends a moment after its DISCONNECT)."""
+        deadline = time.time() + 10
+        while self.page(f"user={user}&limit=1")["total"] != total and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.page(f"user={user}&limit=1")["total"], total)
+
+    def walk_with_churn(self, user, by_cursor):
+        """Pages through `user`'s connections 3 at a time; between pages two
+        clients already listed leave (before the page boundary, whichever
+        order the pages follow) and a new one connects. Returns the client ids
+        in the order listed and those of the clients open throughout."""
+        session = self.user(user)
+        apps = {f"{user}-{i}": self.app(self.system.a_port, session, f"{user}-{i}") for i in range(14)}
+        initial, closed, seen, fresh = set(apps), set(), [], 0
+        query = f"user={user}&limit=3" + ("&after=0" if by_cursor else "")
+        while True:
+            body = self.page(query)
+            self.assertEqual(body["count"], len(body["connections"]))
+            seen += [c["client_id"] for c in body["connections"]]
+            following = body.get("next_after" if by_cursor else "next_offset")
+            if following is None:
+                break
+            query = f"user={user}&limit=3&" + (f"after={following}" if by_cursor else f"offset={following}")
+            for client_id in [c for c in dict.fromkeys(seen) if c not in closed][:2]:
+                apps[client_id].stop()
+                closed.add(client_id)
+            fresh += 1
+            apps[f"{user}-new-{fresh}"] = self.app(self.system.a_port, session, f"{user}-new-{fresh}")
+            self.wait_for_total(user, len(apps) - len(closed))
+        for client_id, app in apps.items():
+            if client_id not in closed:
+                app.stop()
+        self.assertGreaterEqual(len(closed), 6, "churn happened on most pages")
+        return seen, sorted(initial - closed)
+
+    def test_cursor_pages_list_each_client_open_throughout_exactly_once_whoever_comes_and_goes(self):
+        seen, stayed = self.walk_with_churn("rita", by_cursor=True)
+        self.assertEqual(sorted(c for c in seen if c in stayed), stayed)
+
+    def test_offset_pages_skip_clients_when_others_leave_before_the_boundary(self):
+        # The same churn with offset paging: the race the cursor removes, so
+        # the test above would catch paging that still had it.
+        seen, stayed = self.walk_with_churn("rolf", by_cursor=False)
+        self.assertNotEqual(sorted(c for c in seen if c in stayed), stayed)
+
+    def test_cursor_pages_are_in_id_order_and_carry_next_after(self):
+        session = self.user("ruth")
+        apps = [self.app(self.system.a_port, session, f"ruth-{i}") for i in range(5)]
+        first = self.page("user=ruth&limit=2&after=0")
+        self.assertEqual((first["count"], first["total"], first["after"]), (2, 5, 0))
+        ids = [c["id"] for c in first["connections"]]
+        self.assertEqual(first["next_after"], ids[-1])
+        second = self.page(f"user=ruth&limit=2&after={first['next_after']}")
+        last = self.page(f"user=ruth&limit=2&after={second['next_after']}")
+        self.assertNotIn("next_after", last, "the last page")
+        ids += [c["id"] for c in second["connections"] + last["connections"]]
+        self.assertEqual(len(ids), 5)
+        self.assertEqual(ids, sorted(set(ids)))  # increasing, none twice
+        self.assertEqual(self.page(f"user=ruth&after={ids[-1]}")["count"], 0)
+        # The ids are the connections' own: the same in an offset listing.
+        by_offset = {c["client_id"]: c["id"] for c in self.page("user=ruth")["connections"]}
+        by_cursor = {c["client_id"]: c["id"] for c in
+                     first["connections"] + second["connections"] + last["connections"]}
+        self.assertEqual(by_offset, by_cursor)
+        for app in apps:
+            app.stop()
+
+    def test_hostile_paging_parameters_are_refused(self):
+        for bad in ("after=-1", "after=x", "after=", "after=1e3", "after=99999999999999999999"):
+            status, _, body = self.admin("GET", "/v1/connections?" + bad)
+            self.assertEqual((status, body["error"]), (400, "invalid_value"), bad)
+        status, _, body = self.admin("GET", "/v1/connections?after=0&offset=0")
+        self.assertEqual((status, body["error"]), (400, "conflicting_parameters"))
+
     # ------------------------------------------------------------ kick
 
     def test_kick_by_user_ends_that_users_connections_only(self):
@@ -337,6 +418,28 @@ class Operator(OneSystemPerClass, unittest.TestCase):
         self.assertEqual(self.admin("GET", "/v1/connections/kick?user=finn")[0], 405)
         self.assertEqual(self.admin("POST", "/v1/connections/kick?user=finn&user=x")[0], 400)
         self.assertFalse(b.disconnected.is_set())
+        b.stop()
+
+    def test_kick_by_id_ends_that_connection_only(self):
+        session = self.user("kira")
+        a = self.app(self.system.a_port, session, "kira-a")
+        b = self.app(self.system.a_port, session, "kira-b")
+        ids = {c["client_id"]: c["id"] for c in self.connections("kira")}
+        status, _, body = self.admin("POST", f"/v1/connections/kick?id={ids['kira-a']}")
+        self.assertEqual((status, body), (200, {"kicked": 1}))
+        self.assertTrue(a.disconnected.wait(5))
+        self.assertFalse(b.disconnected.wait(0.5))
+        # With a user too, both must match.
+        status, _, body = self.admin("POST", f"/v1/connections/kick?id={ids['kira-b']}&user=someone-else")
+        self.assertEqual((status, body["kicked"]), (404, 0))
+        # A connection already gone: nothing to kick.
+        status, _, body = self.admin("POST", f"/v1/connections/kick?id={ids['kira-a']}")
+        self.assertEqual((status, body["kicked"]), (404, 0))
+        for bad in ("id=0", "id=-1", "id=x", "id="):
+            status, _, body = self.admin("POST", "/v1/connections/kick?" + bad)
+            self.assertEqual((status, body["error"]), (400, "invalid_value"), bad)
+        self.assertFalse(b.disconnected.is_set())
+        self.assertEqual([c["client_id"] for c in self.connections("kira")], ["kira-b"])
         b.stop()
 
     # ------------------------------------------------------------ explain
