@@ -492,6 +492,13 @@ std::optional<operator_api::response> operator_api::check_explain(const request&
     return error(req, http::status::bad_request, "invalid_value", "'topic' must be 1-65535 bytes of UTF-8");
   if (*action != acl_action::subscribe && !mqtt::topic::is_valid_name(*topic))
     return error(req, http::status::bad_request, "invalid_value", "a topic name (publish, receive) has no wildcards");
+  const auto listener = name_param(query, "listener");
+  if (listener && !settings_.listener_modes.contains(*listener)) {
+    std::string enabled;
+    for (const auto& [name, mode] : settings_.listener_modes) enabled += (enabled.empty() ? "" : ", ") + name;
+    return error(req, http::status::bad_request, "unknown_listener",
+                 "no enabled listener by that name (tcp, tls, ws, wss as in [listeners.NAME]); enabled: " + enabled);
+  }
   return std::nullopt;
 }
 
@@ -505,6 +512,7 @@ asio::awaitable<operator_api::response> operator_api::explain(const request& req
   const auto action = *parse_acl_action(query.at("action"));
   const auto topic = query.at("topic");
   const auto client_id = name_param(query, "client_id").value_or("");
+  const auto listener = name_param(query, "listener");
   auto fetched = co_await fetch_user(user);
   const auto& [status, body] = fetched;
   if (status == 404) {
@@ -519,12 +527,12 @@ asio::awaitable<operator_api::response> operator_api::explain(const request& req
                             : "API server answered " + std::to_string(status) + ": " + parsed.detail);
     co_return out;
   }
-  out = answer(req, http::status::ok, explanation_json(parsed, action, topic, client_id));
+  out = answer(req, http::status::ok, explanation_json(parsed, action, topic, client_id, listener));
   co_return out;
 }
 
 json operator_api::explanation_json(const auth_result& parsed, acl_action action, const std::string& topic,
-                                    const std::string& client_id) const {
+                                    const std::string& client_id, const std::optional<std::string>& listener) const {
   const auto e = proxy::explain(parsed.permissions, settings_.templates, parsed.user, client_id, action, topic);
   json out{{"user", parsed.user},
            {"user_id", parsed.user_id},
@@ -534,10 +542,9 @@ json operator_api::explanation_json(const auth_result& parsed, acl_action action
            {"decision", e.decision.allowed ? "allow" : "deny"},
            {"allowed", e.decision.allowed},
            {"why", e.decision.why},
-           {"acl_mode", to_string(settings_.mode)},
-           {"enforced", settings_.mode == acl_mode::enforce},
            {"acl", {{"publish", parsed.permissions.publish}, {"subscribe", parsed.permissions.subscribe}}},
            {"dropped_templates", e.dropped_templates}};
+  add_acl_mode(out, listener);
   if (e.decision.rule) {
     out["rule"] = {{"filter", e.rule}, {"origin", e.origin}, {"index", *e.decision.rule}};
     if (!e.pattern.empty()) out["rule"]["template"] = e.pattern;
@@ -545,6 +552,24 @@ json operator_api::explanation_json(const auth_result& parsed, acl_action action
     out["rule"] = nullptr;
   }
   return out;
+}
+
+// Whether the decision is enforced: the listener's mode when one is named,
+// else the global one and the listeners that override it ([listeners.ws]
+// acl_mode = "report"), so an `enforced: true` does not hide a listener that
+// lets everything through.
+void operator_api::add_acl_mode(json& out, const std::optional<std::string>& listener) const {
+  const auto mode = listener ? settings_.listener_modes.at(*listener) : settings_.mode;
+  out["acl_mode"] = to_string(mode);
+  out["enforced"] = mode == acl_mode::enforce;
+  if (listener) {
+    out["listener"] = *listener;
+    return;
+  }
+  json differing = json::object();
+  for (const auto& [name, own] : settings_.listener_modes)
+    if (own != settings_.mode) differing[name] = to_string(own);
+  out["listener_modes"] = std::move(differing);
 }
 
 #pragma GCC diagnostic pop

@@ -444,10 +444,12 @@ class Operator(OneSystemPerClass, unittest.TestCase):
 
     # ------------------------------------------------------------ explain
 
-    def explain(self, user, action, topic, client_id=None):
+    def explain(self, user, action, topic, client_id=None, listener=None):
         query = {"user": user, "action": action, "topic": topic}
         if client_id:
             query["client_id"] = client_id
+        if listener:
+            query["listener"] = listener
         status, _, body = self.admin("GET", "/v1/explain?" + urllib.parse.urlencode(query))
         self.assertEqual(status, 200, body)
         return body
@@ -483,6 +485,33 @@ class Operator(OneSystemPerClass, unittest.TestCase):
         self.assertIn("group/ops/#", e["acl"]["subscribe"])
         self.assertEqual(e["acl_mode"], "enforce")
         gail.stop()
+
+    def test_explain_names_the_mode_of_the_listener_asked_about(self):
+        self.user("lena")
+        # Proxy A enforces globally and on TCP; its WebSocket listener only reports.
+        e = self.explain("lena", "subscribe", "private/other/#")
+        self.assertEqual((e["decision"], e["acl_mode"], e["enforced"]), ("deny", "enforce", True))
+        self.assertEqual(e["listener_modes"], {"ws": "report"})
+        e = self.explain("lena", "subscribe", "private/other/#", listener="ws")
+        self.assertEqual((e["decision"], e["acl_mode"], e["enforced"], e["listener"]), ("deny", "report", False, "ws"))
+        self.assertNotIn("listener_modes", e)
+        e = self.explain("lena", "subscribe", "private/other/#", listener="tcp")
+        self.assertEqual((e["acl_mode"], e["enforced"], e["listener"]), ("enforce", True, "tcp"))
+        # What a connection on that listener gets is what explain says.
+        modes = {}
+        for transport, port in (("tcp", self.system.a_port), ("websockets", self.system.a_ws_port)):
+            app = self.app(port, self.system.login("lena"), f"lena-{transport}", transport=transport)
+            modes[transport] = app.subscribe("private/other/#")
+            app.stop()
+        self.assertEqual(modes, {"tcp": 0x87, "websockets": 1})
+
+    def test_explain_refuses_a_listener_it_does_not_have(self):
+        self.user("lars")
+        for name in ("wss", "tls", "mqtt", "WS", ""):  # wss and tls are not enabled on proxy A
+            query = urllib.parse.urlencode({"user": "lars", "action": "publish", "topic": "a", "listener": name})
+            status, _, body = self.admin("GET", "/v1/explain?" + query)
+            self.assertEqual((status, body["error"]), (400, "unknown_listener"), name)
+            self.assertIn("enabled: tcp, ws", body["detail"])
 
     def test_explain_refuses_what_it_cannot_answer(self):
         status, _, body = self.admin("GET", "/v1/explain?user=nobody-at-all&action=publish&topic=a")
