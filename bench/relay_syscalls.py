@@ -18,9 +18,7 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # noqa: E402
@@ -43,11 +41,7 @@ def main():
     parser.add_argument("--loads", default="paced,qos0,qos1")
     parser.add_argument("--paths", default="haproxy,mqtt-proxy")
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="relay_syscalls.")
-    for name in ("auth-server", "mqtt_load", "mqtt-proxy"):
-        source = args.proxy if name == "mqtt-proxy" and args.proxy else os.path.join(args.bin, name)
-        os.symlink(os.path.abspath(source), os.path.join(work, name))
-    paths = side_by_side.Paths(types.SimpleNamespace(bin=work, proxy_args=""))
+    work, paths = side_by_side.paths_of(args.bin, args.proxy, prefix="relay_syscalls.")
     try:
         for path in ("haproxy", "mqtt-proxy"):  # warm-up
             paths.run(path, ["relay", 1, 0, 64, 4], tokens=paths.user0_file)

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # noqa: E402
@@ -74,11 +73,7 @@ def main():
     parser.add_argument("--proxy-args", default="")
     parser.add_argument("--no-strace", action="store_true", help="CPU and threads only")
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="session_cost.")
-    for name in ("auth-server", "mqtt_load"):
-        os.symlink(os.path.abspath(os.path.join(args.bin, name)), os.path.join(work, name))
-    os.symlink(os.path.abspath(args.proxy or os.path.join(args.bin, "mqtt-proxy")), os.path.join(work, "mqtt-proxy"))
-    paths = side_by_side.Paths(types.SimpleNamespace(bin=work, proxy_args=args.proxy_args))
+    _, paths = side_by_side.paths_of(args.bin, args.proxy, args.proxy_args, prefix="session_cost.")
     mode = ["sessions", args.seconds, args.inflight]
     try:
         print(f"# session_cost: {args.proxy or 'mqtt-proxy of ' + args.bin}, {args.inflight} in flight, "

@@ -20,9 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # noqa: E402
@@ -133,11 +131,7 @@ def main():
     parser.add_argument("--paths", default="haproxy,mqtt-proxy")
     parser.add_argument("--keep", help="directory to keep perf.data files in")
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="session_perf.")
-    for name in ("auth-server", "mqtt_load"):
-        os.symlink(os.path.abspath(os.path.join(args.bin, name)), os.path.join(work, name))
-    os.symlink(os.path.abspath(args.proxy or os.path.join(args.bin, "mqtt-proxy")), os.path.join(work, "mqtt-proxy"))
-    paths = side_by_side.Paths(types.SimpleNamespace(bin=work, proxy_args=""))
+    work, paths = side_by_side.paths_of(args.bin, args.proxy, prefix="session_perf.")
     ports = {paths.stack.broker_port: "mosquitto", paths.haproxy_port: "haproxy",
              paths.stack.proxy_port: "mqtt-proxy"}
     try:

@@ -27,7 +27,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -102,6 +104,18 @@ class Paths:
 
     def close(self):
         self.stack.close()
+
+
+def paths_of(bin_dir, proxy=None, proxy_args="", prefix="side_by_side."):
+    """Paths for a script that measures one mqtt-proxy binary (`proxy`, else
+    the one in bin_dir) with the auth-server and mqtt_load of bin_dir: Paths
+    takes the three from one directory, so they are linked into a fresh one.
+    Returns (that directory, for the script's own files too; the Paths)."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    for name in ("auth-server", "mqtt_load"):
+        os.symlink(os.path.abspath(os.path.join(bin_dir, name)), os.path.join(work, name))
+    os.symlink(os.path.abspath(proxy or os.path.join(bin_dir, "mqtt-proxy")), os.path.join(work, "mqtt-proxy"))
+    return work, Paths(types.SimpleNamespace(bin=work, proxy_args=proxy_args))
 
 
 def main():

@@ -364,6 +364,9 @@ std::unique_ptr<proxy::operator_api> make_operator_api(const proxy::proxy_config
   settings.auth_timeout = config.auth_http_timeout;
   settings.templates = config.connection.session.templates;
   settings.mode = config.connection.session.acl_enforcement;
+  for (const auto& l : config.listeners)
+    if (l.enabled)
+      settings.listener_modes[proxy::to_string(l.settings.kind)] = l.settings.acl_enforcement.value_or(settings.mode);
   std::vector<proxy::operator_worker> reach;
   for (const auto& w : workers) reach.push_back({&w->io, &w->registry});
   auto api = std::make_unique<proxy::operator_api>(workers[0]->io, std::move(settings), std::move(reach));

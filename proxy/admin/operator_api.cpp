@@ -112,7 +112,8 @@ std::string iso_time(std::chrono::system_clock::time_point t) {
 }
 
 json to_json(const connection_snapshot& s) {
-  return json{{"user", s.user},
+  return json{{"id", s.id},
+              {"user", s.user},
               {"user_id", s.user_id},
               {"client_id", s.client_id},
               {"upstream_client_id", s.upstream_client_id},
@@ -134,31 +135,60 @@ json to_json(const connection_snapshot& s) {
 // count, not for 100,000 snapshots.
 struct worker_page {
   std::size_t matched = 0;
+  std::size_t following = 0;  // cursor paging: matched with an id after the cursor
   std::vector<connection_snapshot> snapshots;
 };
+
+bool listed(const client_connection& c, const std::string& user) {
+  return c.state() < client_connection::lifecycle::closing && (user.empty() || c.user() == user);
+}
 
 // These run on a worker's own thread (co_spawn onto its io_context).
 asio::awaitable<worker_page> snapshots_on(connection_registry* registry, std::string user, std::size_t skip,
                                           std::size_t take) {
   worker_page page;
   registry->for_each([&](client_connection& c) {
-    if (c.state() >= client_connection::lifecycle::closing) return;
-    if (!user.empty() && c.user() != user) return;
+    if (!listed(c, user)) return;
     const std::size_t position = page.matched++;
     if (position >= skip && position - skip < take) page.snapshots.push_back(c.snapshot());
   });
   co_return page;
 }
 
-asio::awaitable<std::size_t> kick_on(connection_registry* registry, std::string user, std::string client_id) {
+// Cursor paging: the first `take` matching connections with after < id <
+// below. The registry lists a worker's connections in id order, so these are
+// its smallest ids past the cursor; `below` spares copying those that the
+// workers asked before already beat.
+asio::awaitable<worker_page> snapshots_after_on(connection_registry* registry, std::string user,
+                                                std::uint64_t after, std::uint64_t below, std::size_t take) {
+  worker_page page;
+  registry->for_each([&](client_connection& c) {
+    if (!listed(c, user)) return;
+    ++page.matched;
+    if (c.id() <= after) return;
+    ++page.following;
+    if (c.id() < below && page.snapshots.size() < take) page.snapshots.push_back(c.snapshot());
+  });
+  co_return page;
+}
+
+// What a kick matches: each given field must match (an empty one matches all).
+struct kick_target {
+  std::string user;
+  std::string client_id;
+  std::uint64_t id = 0;
+};
+
+asio::awaitable<std::size_t> kick_on(connection_registry* registry, kick_target target) {
   std::size_t kicked = 0;
   // for_each iterates a snapshot: kick() may end the connection inline.
   registry->for_each([&](client_connection& c) {
     if (c.state() >= client_connection::lifecycle::closing) return;
+    if (target.id != 0 && c.id() != target.id) return;
     const auto s = c.snapshot();
-    if (!user.empty() && s.user != user) return;
-    if (!client_id.empty() && s.client_id != client_id) return;
-    spdlog::info("operator kick remote={} client_id={} user={}", s.remote_address, log_field(s.client_id),
+    if (!target.user.empty() && s.user != target.user) return;
+    if (!target.client_id.empty() && s.client_id != target.client_id) return;
+    spdlog::info("operator kick id={} remote={} client_id={} user={}", s.id, s.remote_address, log_field(s.client_id),
                  s.user.empty() ? "-" : log_field(s.user));
     c.kick();
     ++kicked;
@@ -308,19 +338,41 @@ asio::awaitable<operator_api::response> operator_api::list(const request& req, s
     out = error(req, http::status::bad_request, "invalid_value", "'user' must be 1-256 printable UTF-8 bytes");
     co_return out;
   }
+  constexpr std::uint64_t most = std::numeric_limits<std::int64_t>::max();
   const auto limit = count_param(query, "limit", default_page, max_page);
-  const auto offset = count_param(query, "offset", 0, std::numeric_limits<std::int64_t>::max());
-  if (!limit || *limit == 0 || !offset) {
+  const auto offset = count_param(query, "offset", 0, most);
+  const auto after = count_param(query, "after", 0, most);
+  if (!limit || *limit == 0 || !offset || !after) {
     out = error(req, http::status::bad_request, "invalid_value",
-                "'limit' must be 1-" + std::to_string(max_page) + " and 'offset' a count (0 or more)");
+                "'limit' must be 1-" + std::to_string(max_page) + ", 'offset' and 'after' counts (0 or more)");
     co_return out;
   }
+  // Two orders cannot make one page: refused rather than one silently ignored.
+  if (query.contains("after") && query.contains("offset")) {
+    out = error(req, http::status::bad_request, "conflicting_parameters",
+                "'after' (cursor paging, in id order) and 'offset' do not combine");
+    co_return out;
+  }
+  if (query.contains("after")) {
+    auto body = co_await page_after(user, *limit, *after);
+    out = answer(req, http::status::ok, body);
+  } else {
+    auto body = co_await page_by_offset(user, *limit, *offset);
+    out = answer(req, http::status::ok, body);
+  }
+  co_return out;
+}
+
+// Offset paging, worker by worker: connections that come and go on the
+// workers before the offset shift it, so a client may be skipped or repeated
+// (README). Kept for the clients that use it; `after` does not have the race.
+asio::awaitable<json> operator_api::page_by_offset(std::string user, std::size_t limit, std::size_t offset) {
   json list = json::array();
   std::size_t total = 0;
   for (const auto& w : workers_) {
     // Gathered on the worker's own thread; the registry is touched nowhere else.
-    const std::size_t skip = *offset > total ? *offset - total : 0;
-    const std::size_t take = *limit - list.size();
+    const std::size_t skip = offset > total ? offset - total : 0;
+    const std::size_t take = limit - list.size();
     auto task = snapshots_on(w.registry, user, skip, take);
     auto [failure, part] = co_await asio::co_spawn(w.io->get_executor(), std::move(task), as_tuple_awaitable);
     if (failure) continue;
@@ -328,32 +380,62 @@ asio::awaitable<operator_api::response> operator_api::list(const request& req, s
     for (const auto& s : part.snapshots) list.push_back(to_json(s));
   }
   const auto count = list.size();
-  json body{{"connections", std::move(list)}, {"count", count}, {"total", total}, {"offset", *offset}};
-  if (*offset + count < total) body["next_offset"] = *offset + count;
-  out = answer(req, http::status::ok, std::move(body));
-  co_return out;
+  json body{{"connections", std::move(list)}, {"count", count}, {"total", total}, {"offset", offset}};
+  if (offset + count < total) body["next_offset"] = offset + count;
+  co_return body;
+}
+
+// Cursor paging: the `limit` smallest ids past `after`, from all workers. Ids
+// never repeat and a connection keeps its own, so one that stays open is on
+// exactly one page of a walk from after=0, whoever comes and goes meanwhile.
+asio::awaitable<json> operator_api::page_after(std::string user, std::size_t limit, std::uint64_t after) {
+  std::vector<connection_snapshot> page;
+  std::size_t total = 0, following = 0;
+  for (const auto& w : workers_) {
+    // Once the page is full, a worker need only copy ids below its last one.
+    const std::uint64_t below = page.size() == limit ? page.back().id : std::numeric_limits<std::uint64_t>::max();
+    auto task = snapshots_after_on(w.registry, user, after, below, limit);
+    auto [failure, part] = co_await asio::co_spawn(w.io->get_executor(), std::move(task), as_tuple_awaitable);
+    if (failure) continue;
+    total += part.matched;
+    following += part.following;
+    const auto middle = page.insert(page.end(), std::make_move_iterator(part.snapshots.begin()),
+                                    std::make_move_iterator(part.snapshots.end()));
+    std::inplace_merge(page.begin(), middle, page.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    if (page.size() > limit) page.resize(limit);
+  }
+  json list = json::array();
+  for (const auto& s : page) list.push_back(to_json(s));
+  json body{{"connections", std::move(list)}, {"count", page.size()}, {"total", total}, {"after", after}};
+  if (following > page.size() && !page.empty()) body["next_after"] = page.back().id;
+  co_return body;
 }
 
 asio::awaitable<operator_api::response> operator_api::kick(const request& req, std::map<std::string, std::string> query) {
   const auto user = name_param(query, "user");
   const auto client_id = name_param(query, "client_id");
+  const auto id = count_param(query, "id", 0, std::numeric_limits<std::int64_t>::max());
   response out;
-  if (!user && !client_id) {
-    out = error(req, http::status::bad_request, "missing_field", "kick needs ?user=NAME and/or ?client_id=ID");
+  if (!user && !client_id && !query.contains("id")) {
+    out = error(req, http::status::bad_request, "missing_field", "kick needs ?user=NAME, ?client_id=ID and/or ?id=N");
     co_return out;
   }
   if ((user && !plausible_name(*user)) || (client_id && (client_id->empty() || client_id->size() > 65535))) {
     out = error(req, http::status::bad_request, "invalid_value", "'user' or 'client_id' is empty or too long");
     co_return out;
   }
+  if (!id || (query.contains("id") && *id == 0)) {
+    out = error(req, http::status::bad_request, "invalid_value", "'id' must be a connection's id (1 or more)");
+    co_return out;
+  }
   std::size_t kicked = 0;
   for (const auto& w : workers_) {
-    auto task = kick_on(w.registry, user.value_or(""), client_id.value_or(""));
+    auto task = kick_on(w.registry, kick_target{user.value_or(""), client_id.value_or(""), *id});
     auto [failure, n] = co_await asio::co_spawn(w.io->get_executor(), std::move(task), as_tuple_awaitable);
     if (!failure) kicked += n;
   }
-  spdlog::info("operator kick user={} client_id={}: {} connections", user ? log_field(*user) : "-",
-               client_id ? log_field(*client_id) : "-", kicked);
+  spdlog::info("operator kick user={} client_id={} id={}: {} connections", user ? log_field(*user) : "-",
+               client_id ? log_field(*client_id) : "-", *id, kicked);
   if (kicked == 0) out = answer(req, http::status::not_found, json{{"error", "no_connection"}, {"kicked", 0}});
   else out = answer(req, http::status::ok, json{{"kicked", kicked}});
   co_return out;
@@ -410,6 +492,13 @@ std::optional<operator_api::response> operator_api::check_explain(const request&
     return error(req, http::status::bad_request, "invalid_value", "'topic' must be 1-65535 bytes of UTF-8");
   if (*action != acl_action::subscribe && !mqtt::topic::is_valid_name(*topic))
     return error(req, http::status::bad_request, "invalid_value", "a topic name (publish, receive) has no wildcards");
+  const auto listener = name_param(query, "listener");
+  if (listener && !settings_.listener_modes.contains(*listener)) {
+    std::string enabled;
+    for (const auto& [name, mode] : settings_.listener_modes) enabled += (enabled.empty() ? "" : ", ") + name;
+    return error(req, http::status::bad_request, "unknown_listener",
+                 "no enabled listener by that name (tcp, tls, ws, wss as in [listeners.NAME]); enabled: " + enabled);
+  }
   return std::nullopt;
 }
 
@@ -423,6 +512,7 @@ asio::awaitable<operator_api::response> operator_api::explain(const request& req
   const auto action = *parse_acl_action(query.at("action"));
   const auto topic = query.at("topic");
   const auto client_id = name_param(query, "client_id").value_or("");
+  const auto listener = name_param(query, "listener");
   auto fetched = co_await fetch_user(user);
   const auto& [status, body] = fetched;
   if (status == 404) {
@@ -437,12 +527,12 @@ asio::awaitable<operator_api::response> operator_api::explain(const request& req
                             : "API server answered " + std::to_string(status) + ": " + parsed.detail);
     co_return out;
   }
-  out = answer(req, http::status::ok, explanation_json(parsed, action, topic, client_id));
+  out = answer(req, http::status::ok, explanation_json(parsed, action, topic, client_id, listener));
   co_return out;
 }
 
 json operator_api::explanation_json(const auth_result& parsed, acl_action action, const std::string& topic,
-                                    const std::string& client_id) const {
+                                    const std::string& client_id, const std::optional<std::string>& listener) const {
   const auto e = proxy::explain(parsed.permissions, settings_.templates, parsed.user, client_id, action, topic);
   json out{{"user", parsed.user},
            {"user_id", parsed.user_id},
@@ -452,10 +542,9 @@ json operator_api::explanation_json(const auth_result& parsed, acl_action action
            {"decision", e.decision.allowed ? "allow" : "deny"},
            {"allowed", e.decision.allowed},
            {"why", e.decision.why},
-           {"acl_mode", to_string(settings_.mode)},
-           {"enforced", settings_.mode == acl_mode::enforce},
            {"acl", {{"publish", parsed.permissions.publish}, {"subscribe", parsed.permissions.subscribe}}},
            {"dropped_templates", e.dropped_templates}};
+  add_acl_mode(out, listener);
   if (e.decision.rule) {
     out["rule"] = {{"filter", e.rule}, {"origin", e.origin}, {"index", *e.decision.rule}};
     if (!e.pattern.empty()) out["rule"]["template"] = e.pattern;
@@ -463,6 +552,24 @@ json operator_api::explanation_json(const auth_result& parsed, acl_action action
     out["rule"] = nullptr;
   }
   return out;
+}
+
+// Whether the decision is enforced: the listener's mode when one is named,
+// else the global one and the listeners that override it ([listeners.ws]
+// acl_mode = "report"), so an `enforced: true` does not hide a listener that
+// lets everything through.
+void operator_api::add_acl_mode(json& out, const std::optional<std::string>& listener) const {
+  const auto mode = listener ? settings_.listener_modes.at(*listener) : settings_.mode;
+  out["acl_mode"] = to_string(mode);
+  out["enforced"] = mode == acl_mode::enforce;
+  if (listener) {
+    out["listener"] = *listener;
+    return;
+  }
+  json differing = json::object();
+  for (const auto& [name, own] : settings_.listener_modes)
+    if (own != settings_.mode) differing[name] = to_string(own);
+  out["listener_modes"] = std::move(differing);
 }
 
 #pragma GCC diagnostic pop

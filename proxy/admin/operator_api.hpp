@@ -1,7 +1,8 @@
 // The operator endpoints on the admin port (README "Operating"):
-//   GET  /v1/connections[?user=U]                 live connections, all workers
-//   POST /v1/connections/kick?user=U|client_id=C   end them (5.0: DISCONNECT 0x98)
-//   GET  /v1/explain?user=U&action=A&topic=T[&client_id=C]
+//   GET  /v1/connections[?user=U][&limit=N][&after=ID|&offset=M]
+//                                                 live connections, all workers, in pages
+//   POST /v1/connections/kick?user=U|client_id=C|id=N   end them (5.0: DISCONNECT 0x98)
+//   GET  /v1/explain?user=U&action=A&topic=T[&client_id=C][&listener=L]
 //                                                 allow/deny and the ACL entry that decided
 // Each needs "Authorization: Bearer <token>" with the token of
 // `[admin] token_file` (401 without it or with another); with no token
@@ -11,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -48,6 +50,9 @@ struct operator_settings {
   std::chrono::milliseconds auth_timeout{3'000};
   acl templates;                                    // [acl_templates], as connections expand them
   acl_mode mode = acl_mode::enforce;                // [acl] mode, for explain's answer
+  // The enabled listeners by their config name (tcp, tls, ws, wss), each
+  // with the mode its connections get (its own acl_mode, else [acl] mode).
+  std::map<std::string, acl_mode> listener_modes;
 };
 
 // A query string split into decoded parameters (pure, unit-tested). nullopt:
@@ -68,6 +73,8 @@ class operator_api {
 
  private:
   boost::asio::awaitable<response> list(const request& req, std::map<std::string, std::string> query);
+  boost::asio::awaitable<nlohmann::json> page_by_offset(std::string user, std::size_t limit, std::size_t offset);
+  boost::asio::awaitable<nlohmann::json> page_after(std::string user, std::size_t limit, std::uint64_t after);
   boost::asio::awaitable<response> kick(const request& req, std::map<std::string, std::string> query);
   boost::asio::awaitable<response> explain(const request& req, std::map<std::string, std::string> query);
   // GET /v1/users/{name} of the API server: (status, body); status 0 when unreachable.
@@ -76,7 +83,8 @@ class operator_api {
   std::optional<response> check(const request& req) const;
   std::optional<response> check_explain(const request& req, const std::map<std::string, std::string>& query) const;
   nlohmann::json explanation_json(const auth_result& parsed, acl_action action, const std::string& topic,
-                                  const std::string& client_id) const;
+                                  const std::string& client_id, const std::optional<std::string>& listener) const;
+  void add_acl_mode(nlohmann::json& out, const std::optional<std::string>& listener) const;
 
   boost::asio::io_context& io_;
   operator_settings settings_;

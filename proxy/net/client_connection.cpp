@@ -112,7 +112,6 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
       listener_(listener),
       environment_(environment),
       metrics_(environment.counters),
-      registry_(environment.registry),
       session_(environment.settings.session, metrics_, &generated_client_id),
       client_framer_(settings().max_packet_size),
       upstream_framer_(std::max(settings().max_packet_size, min_upstream_packet_limit)),
@@ -127,10 +126,13 @@ client_connection::client_connection(std::unique_ptr<transport> client, const li
 client_connection::~client_connection() {
   // Large queues: their memory is freed now; the worker may give it back.
   constexpr std::size_t large = 256 * 1024;
-  if (registry_ && peak_queued_ >= large) {
+  // The registry through the membership, which knows whether it still
+  // exists (the environment may not, see client_connection.hpp).
+  auto* registry = membership_.registry();
+  if (registry && peak_queued_ >= large) {
     to_client_.clear();
     to_upstream_.clear();
-    registry_->released(peak_queued_);
+    registry->released(peak_queued_);
   }
   // The sockets close with the members, just after this: another worker's
   // accept may meanwhile count one connection too many, which the
@@ -150,7 +152,7 @@ void client_connection::start() {
   gauge_.acquire(metrics_);
   metrics_.connections_total++;
   metrics_.connections_by_transport[static_cast<std::size_t>(listener_.kind)]++;
-  if (registry_) registry_->add(membership_, *this);
+  if (environment_.registry) environment_.registry->add(membership_, *this);
   last_client_packet_ = std::chrono::steady_clock::now();
   arm_after(deadline::handshake, settings().connect_timeout);
   // Deadlines close the socket rather than cancel operations: every stream

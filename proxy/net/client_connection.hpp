@@ -97,6 +97,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // lists, and POST /v1/connections/kick. On the connection's thread only.
   connection_snapshot snapshot() const;
   const std::string& user() const { return session_.user(); }  // empty until authenticated
+  std::uint64_t id() const { return membership_.id(); }          // 0 until started
   void kick();
 
   lifecycle state() const { return state_; }
@@ -229,13 +230,12 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::io_context::executor_type executor_;
   const listener_settings& listener_;
   // The worker's settings, auth client, broker TLS context and nodes, through
-  // one reference (8 B) instead of one each. The two the destructor uses are
-  // kept apart: the worker's io_context, whose destruction may destroy the
-  // last connections, outlives the environment (main's worker, the tests'
-  // harnesses).
+  // one reference (8 B) instead of one each. What the destructor uses is
+  // kept apart (the metrics here, the registry in membership_): the worker's
+  // io_context, whose destruction may destroy the last connections, outlives
+  // the environment (main's worker, the tests' harnesses).
   const connection_environment& environment_;
   metrics& metrics_;
-  connection_registry* registry_;
   client_session session_;
   mqtt::framer client_framer_;
   mqtt::framer upstream_framer_;

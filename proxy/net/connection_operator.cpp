@@ -24,6 +24,7 @@ const char* to_string(client_session::state state) {
 
 connection_snapshot client_connection::snapshot() const {
   connection_snapshot s;
+  s.id = membership_.id();
   s.user = session_.user();
   s.user_id = session_.user_id();
   s.client_id = session_.client_id();

@@ -10,6 +10,7 @@
 namespace proxy {
 
 struct connection_snapshot {
+  std::uint64_t id = 0;            // process-unique, increasing (connection_registry)
   std::string user;                // empty until authenticated
   std::string user_id;
   std::string client_id;           // as the client sent it (or the one the proxy assigned)

@@ -286,6 +286,87 @@ class Operator(OneSystemPerClass, unittest.TestCase):
             self.assertEqual(status, 400, bad)
             self.assertEqual(body["error"], "invalid_value", bad)
 
+    def page(self, query):
+        status, _, body = self.admin("GET", "/v1/connections?" + query)
+        self.assertEqual(status, 200, body)
+        return body
+
+    def wait_for_total(self, user, total):
+        """Until the proxy lists `total` connections of `user` (a closed
+        client's connection ends a moment after its DISCONNECT)."""
+        deadline = time.time() + 10
+        while self.page(f"user={user}&limit=1")["total"] != total and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.page(f"user={user}&limit=1")["total"], total)
+
+    def walk_with_churn(self, user, by_cursor):
+        """Pages through `user`'s connections 3 at a time; between pages two
+        clients already listed leave (before the page boundary, whichever
+        order the pages follow) and a new one connects. Returns the client ids
+        in the order listed and those of the clients open throughout."""
+        session = self.user(user)
+        apps = {f"{user}-{i}": self.app(self.system.a_port, session, f"{user}-{i}") for i in range(14)}
+        initial, closed, seen, fresh = set(apps), set(), [], 0
+        query = f"user={user}&limit=3" + ("&after=0" if by_cursor else "")
+        while True:
+            body = self.page(query)
+            self.assertEqual(body["count"], len(body["connections"]))
+            seen += [c["client_id"] for c in body["connections"]]
+            following = body.get("next_after" if by_cursor else "next_offset")
+            if following is None:
+                break
+            query = f"user={user}&limit=3&" + (f"after={following}" if by_cursor else f"offset={following}")
+            for client_id in [c for c in dict.fromkeys(seen) if c not in closed][:2]:
+                apps[client_id].stop()
+                closed.add(client_id)
+            fresh += 1
+            apps[f"{user}-new-{fresh}"] = self.app(self.system.a_port, session, f"{user}-new-{fresh}")
+            self.wait_for_total(user, len(apps) - len(closed))
+        for client_id, app in apps.items():
+            if client_id not in closed:
+                app.stop()
+        self.assertGreaterEqual(len(closed), 6, "churn happened on most pages")
+        return seen, sorted(initial - closed)
+
+    def test_cursor_pages_list_each_client_open_throughout_exactly_once_whoever_comes_and_goes(self):
+        seen, stayed = self.walk_with_churn("rita", by_cursor=True)
+        self.assertEqual(sorted(c for c in seen if c in stayed), stayed)
+
+    def test_offset_pages_skip_clients_when_others_leave_before_the_boundary(self):
+        # The same churn with offset paging: the race the cursor removes, so
+        # the test above would catch paging that still had it.
+        seen, stayed = self.walk_with_churn("rolf", by_cursor=False)
+        self.assertNotEqual(sorted(c for c in seen if c in stayed), stayed)
+
+    def test_cursor_pages_are_in_id_order_and_carry_next_after(self):
+        session = self.user("ruth")
+        apps = [self.app(self.system.a_port, session, f"ruth-{i}") for i in range(5)]
+        first = self.page("user=ruth&limit=2&after=0")
+        self.assertEqual((first["count"], first["total"], first["after"]), (2, 5, 0))
+        ids = [c["id"] for c in first["connections"]]
+        self.assertEqual(first["next_after"], ids[-1])
+        second = self.page(f"user=ruth&limit=2&after={first['next_after']}")
+        last = self.page(f"user=ruth&limit=2&after={second['next_after']}")
+        self.assertNotIn("next_after", last, "the last page")
+        ids += [c["id"] for c in second["connections"] + last["connections"]]
+        self.assertEqual(len(ids), 5)
+        self.assertEqual(ids, sorted(set(ids)))  # increasing, none twice
+        self.assertEqual(self.page(f"user=ruth&after={ids[-1]}")["count"], 0)
+        # The ids are the connections' own: the same in an offset listing.
+        by_offset = {c["client_id"]: c["id"] for c in self.page("user=ruth")["connections"]}
+        by_cursor = {c["client_id"]: c["id"] for c in
+                     first["connections"] + second["connections"] + last["connections"]}
+        self.assertEqual(by_offset, by_cursor)
+        for app in apps:
+            app.stop()
+
+    def test_hostile_paging_parameters_are_refused(self):
+        for bad in ("after=-1", "after=x", "after=", "after=1e3", "after=99999999999999999999"):
+            status, _, body = self.admin("GET", "/v1/connections?" + bad)
+            self.assertEqual((status, body["error"]), (400, "invalid_value"), bad)
+        status, _, body = self.admin("GET", "/v1/connections?after=0&offset=0")
+        self.assertEqual((status, body["error"]), (400, "conflicting_parameters"))
+
     # ------------------------------------------------------------ kick
 
     def test_kick_by_user_ends_that_users_connections_only(self):
@@ -339,12 +420,36 @@ class Operator(OneSystemPerClass, unittest.TestCase):
         self.assertFalse(b.disconnected.is_set())
         b.stop()
 
+    def test_kick_by_id_ends_that_connection_only(self):
+        session = self.user("kira")
+        a = self.app(self.system.a_port, session, "kira-a")
+        b = self.app(self.system.a_port, session, "kira-b")
+        ids = {c["client_id"]: c["id"] for c in self.connections("kira")}
+        status, _, body = self.admin("POST", f"/v1/connections/kick?id={ids['kira-a']}")
+        self.assertEqual((status, body), (200, {"kicked": 1}))
+        self.assertTrue(a.disconnected.wait(5))
+        self.assertFalse(b.disconnected.wait(0.5))
+        # With a user too, both must match.
+        status, _, body = self.admin("POST", f"/v1/connections/kick?id={ids['kira-b']}&user=someone-else")
+        self.assertEqual((status, body["kicked"]), (404, 0))
+        # A connection already gone: nothing to kick.
+        status, _, body = self.admin("POST", f"/v1/connections/kick?id={ids['kira-a']}")
+        self.assertEqual((status, body["kicked"]), (404, 0))
+        for bad in ("id=0", "id=-1", "id=x", "id="):
+            status, _, body = self.admin("POST", "/v1/connections/kick?" + bad)
+            self.assertEqual((status, body["error"]), (400, "invalid_value"), bad)
+        self.assertFalse(b.disconnected.is_set())
+        self.assertEqual([c["client_id"] for c in self.connections("kira")], ["kira-b"])
+        b.stop()
+
     # ------------------------------------------------------------ explain
 
-    def explain(self, user, action, topic, client_id=None):
+    def explain(self, user, action, topic, client_id=None, listener=None):
         query = {"user": user, "action": action, "topic": topic}
         if client_id:
             query["client_id"] = client_id
+        if listener:
+            query["listener"] = listener
         status, _, body = self.admin("GET", "/v1/explain?" + urllib.parse.urlencode(query))
         self.assertEqual(status, 200, body)
         return body
@@ -380,6 +485,33 @@ class Operator(OneSystemPerClass, unittest.TestCase):
         self.assertIn("group/ops/#", e["acl"]["subscribe"])
         self.assertEqual(e["acl_mode"], "enforce")
         gail.stop()
+
+    def test_explain_names_the_mode_of_the_listener_asked_about(self):
+        self.user("lena")
+        # Proxy A enforces globally and on TCP; its WebSocket listener only reports.
+        e = self.explain("lena", "subscribe", "private/other/#")
+        self.assertEqual((e["decision"], e["acl_mode"], e["enforced"]), ("deny", "enforce", True))
+        self.assertEqual(e["listener_modes"], {"ws": "report"})
+        e = self.explain("lena", "subscribe", "private/other/#", listener="ws")
+        self.assertEqual((e["decision"], e["acl_mode"], e["enforced"], e["listener"]), ("deny", "report", False, "ws"))
+        self.assertNotIn("listener_modes", e)
+        e = self.explain("lena", "subscribe", "private/other/#", listener="tcp")
+        self.assertEqual((e["acl_mode"], e["enforced"], e["listener"]), ("enforce", True, "tcp"))
+        # What a connection on that listener gets is what explain says.
+        modes = {}
+        for transport, port in (("tcp", self.system.a_port), ("websockets", self.system.a_ws_port)):
+            app = self.app(port, self.system.login("lena"), f"lena-{transport}", transport=transport)
+            modes[transport] = app.subscribe("private/other/#")
+            app.stop()
+        self.assertEqual(modes, {"tcp": 0x87, "websockets": 1})
+
+    def test_explain_refuses_a_listener_it_does_not_have(self):
+        self.user("lars")
+        for name in ("wss", "tls", "mqtt", "WS", ""):  # wss and tls are not enabled on proxy A
+            query = urllib.parse.urlencode({"user": "lars", "action": "publish", "topic": "a", "listener": name})
+            status, _, body = self.admin("GET", "/v1/explain?" + query)
+            self.assertEqual((status, body["error"]), (400, "unknown_listener"), name)
+            self.assertIn("enabled: tcp, ws", body["detail"])
 
     def test_explain_refuses_what_it_cannot_answer(self):
         status, _, body = self.admin("GET", "/v1/explain?user=nobody-at-all&action=publish&topic=a")

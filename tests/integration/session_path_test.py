@@ -160,6 +160,16 @@ class Session:
         test.assertEqual(answer[0] & 0xF0, 0x30, answer.hex())
         return publish_fields(answer)
 
+    def ends(self, test, msg=None):
+        """The proxy closes this connection within its linger deadline."""
+        test.assertTrue(recv_until_closed(self.sock, LINGER - 0.5), msg)
+        self.close()
+
+    def leave(self, test):
+        """DISCONNECT, and the proxy closes the connection."""
+        self.send(DISCONNECT)
+        self.ends(test, "the proxy did not close after DISCONNECT")
+
     def close(self):
         self.sock.close()
 
@@ -242,9 +252,7 @@ class WithMosquitto(unittest.TestCase):
             if attempt == 0:
                 self.assertEqual(self.auth.remote_addrs[-1], f"127.0.0.1:{s.local_port}")
             port = s.local_port
-            s.send(DISCONNECT)
-            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5), "the proxy did not close after DISCONNECT")
-            s.close()
+            s.leave(self)
             line = self.closed_line_of(client_id)
             self.assertIn(f"remote=127.0.0.1:{port} ", line)
             self.assertIn('reason="client disconnected', line)
@@ -259,9 +267,7 @@ class WithMosquitto(unittest.TestCase):
             s.send(publish_packet("service/auth/alice-two", b""))
             answer = s.packet()
             self.assertEqual(json.loads(publish_fields(answer)[1]), {"result": "ok", "user": "alice"})
-            s.send(DISCONNECT)
-            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-            s.close()
+            s.leave(self)
         self.assertEqual(self.auth.calls.get("alice-two"), 1)
 
     def test_3_auth_and_more_publishes_in_one_segment_are_relayed_in_order(self):
@@ -272,8 +278,7 @@ class WithMosquitto(unittest.TestCase):
                    b"".join(publish_packet("private/alice/three", f"{token}-{i}".encode()) for i in range(3)) +
                    DISCONNECT)
             s.expect_connack_then_answer(self)
-            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-            s.close()
+            s.ends(self)
             got = observer.publishes_within(1.0)
             self.assertEqual(got, [("private/alice/three", f"{token}-{i}".encode()) for i in range(3)])
         observer.close()
@@ -283,8 +288,7 @@ class WithMosquitto(unittest.TestCase):
         s.send(connect_packet("refused") + publish_packet("service/auth/mallory-token", b""))
         topic, payload = s.expect_connack_then_answer(self)
         self.assertEqual(json.loads(payload), {"result": "denied", "reason": "invalid_session"})
-        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-        s.close()
+        s.ends(self)
 
     def test_5_hostile_client_closes_right_after_the_auth_publish(self):
         # Cache hit and miss: a fresh token, then the same token again; the
@@ -302,9 +306,7 @@ class WithMosquitto(unittest.TestCase):
         s = Session(self.port)
         s.send(connect_packet("after-gone") + publish_packet("service/auth/alice-gone", b""))
         s.expect_connack_then_answer(self)
-        s.send(DISCONNECT)
-        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-        s.close()
+        s.leave(self)
         self.assertIsNone(self.proxy.poll(), "the proxy died")
         self.assertNotIn("connection task failed", self.log())
 
@@ -314,9 +316,7 @@ class WithMosquitto(unittest.TestCase):
         s.send(connect_with_will("will-polite", "private/alice/will", b"gone") +
                publish_packet("service/auth/alice-will", b""))
         s.expect_connack_then_answer(self)
-        s.send(DISCONNECT)
-        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-        s.close()
+        s.leave(self)
         self.assertEqual(observer.publishes_within(1.0), [])
         # The control: dropped without DISCONNECT, the will goes out (the
         # proxy's FIN to the broker is still sent when no DISCONNECT went).
@@ -391,8 +391,7 @@ class WithFakeBrokers(unittest.TestCase):
             self.assertEqual(answer[0] & 0xF0, 0x30, answer.hex())
             self.assertIn(b'"result":"denied"', answer)
             self.assertNotIn(b'"timeout"', answer)
-            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-            s.close()
+            s.ends(self)
         self.broker.close_at = None
         self.session("fake-after-gone", DISCONNECT)  # and the next one is served
 
@@ -407,6 +406,11 @@ class WithFakeBrokers(unittest.TestCase):
 def publish_v5(topic, payload):
     """A 5.0 QoS 0 PUBLISH with no properties."""
     return mqtt_packet(0x30, mqtt_string(topic) + b"\x00" + payload)
+
+
+def auth_publish(version, topic):
+    """The auth PUBLISH (empty payload) in the client's protocol version."""
+    return (publish_v5 if version == 5 else publish_packet)(topic, b"")
 
 
 def packets_of(data):
@@ -518,7 +522,7 @@ class HeldConnack(unittest.TestCase):
         for version, client_id in ((4, "held-311"), (5, "held-50"), (4, "held-311-hit")):
             gate = self.gate_broker()
             s = Session(self.ports["held"])
-            auth = (publish_v5 if version == 5 else publish_packet)("service/auth/alice-held", b"")
+            auth = auth_publish(version, "service/auth/alice-held")
             s.send(connect_packet(client_id, version=version) + auth)
             self.broker.connection_of(client_id)  # validated, dialled, CONNECT sent: the broker holds its CONNACK
             self.assertFalse(readable_now(s.sock), "the CONNACK did not wait for the auth answer")
@@ -530,9 +534,7 @@ class HeldConnack(unittest.TestCase):
             self.assertEqual(connack[3], 0x00, connack.hex())  # accepted (3.1.1 return code, 5.0 reason code)
             self.assertEqual(answer[0] & 0xF0, 0x30, answer.hex())
             self.assertIn(b'{"result":"ok","user":"alice"}', answer)
-            s.send(DISCONNECT)
-            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-            s.close()
+            s.leave(self)
 
     def test_2_connect_alone_gets_its_connack_at_once(self):
         # Well before the hold's bound (1 s here): a client that waits for
@@ -543,13 +545,11 @@ class HeldConnack(unittest.TestCase):
             connack = s.packet()
             self.assertEqual(connack[0], 0x20, connack.hex())
             s.sock.settimeout(10)
-            auth = (publish_v5 if version == 5 else publish_packet)("service/auth/alice-alone", b"")
+            auth = auth_publish(version, "service/auth/alice-alone")
             s.send(auth)
             answer = s.packet()
             self.assertIn(b'{"result":"ok","user":"alice"}', answer)
-            s.send(DISCONNECT)
-            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-            s.close()
+            s.leave(self)
 
     def test_3_slow_api_server_the_connack_comes_at_the_bound(self):
         # The default bound (50 ms); the API server answers after 1.5 s: the
@@ -563,14 +563,12 @@ class HeldConnack(unittest.TestCase):
         s.sock.settimeout(10)
         answer = s.packet()
         self.assertIn(b'{"result":"ok","user":"alice"}', answer)
-        s.send(DISCONNECT)
-        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-        s.close()
+        s.leave(self)
 
     def test_4_refused_token_connack_and_denial_in_one_write(self):
         for version, client_id in ((4, "refused-311"), (5, "refused-50")):
             s = Session(self.ports["held"])
-            auth = (publish_v5 if version == 5 else publish_packet)("service/auth/mallory-" + client_id, b"")
+            auth = auth_publish(version, "service/auth/mallory-" + client_id)
             s.send(connect_packet(client_id, version=version) + auth)
             data = s.sock.recv(65536)  # one read: all in one write
             packets = packets_of(data)
@@ -580,8 +578,7 @@ class HeldConnack(unittest.TestCase):
             self.assertIn(b'"reason":"invalid_session"', packets[1])
             if version == 5:
                 self.assertEqual(packets[2][2], 0x87, packets[2].hex())  # Not authorized
-            self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-            s.close()
+            s.ends(self)
 
     def test_5_direct_mode_gets_the_brokers_connack(self):
         gate = self.gate_broker()
@@ -592,9 +589,7 @@ class HeldConnack(unittest.TestCase):
         gate.set()
         connack = s.packet()
         self.assertEqual(connack[:4], b"\x20\x02\x00\x00", connack.hex())
-        s.send(DISCONNECT)
-        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-        s.close()
+        s.leave(self)
 
     def test_6_hostile_clients_close_while_their_connack_is_held(self):
         # FIN or RST right behind CONNECT + auth PUBLISH, while the broker
@@ -612,9 +607,7 @@ class HeldConnack(unittest.TestCase):
         s = Session(self.ports["held"])
         s.send(connect_packet("after-gone") + publish_packet("service/auth/alice-gone", b""))
         s.expect_connack_then_answer(self)
-        s.send(DISCONNECT)
-        self.assertTrue(recv_until_closed(s.sock, LINGER - 0.5))
-        s.close()
+        s.leave(self)
         self.assertIsNone(self.proxies["held"].poll(), "the proxy died")
 
 

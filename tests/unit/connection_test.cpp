@@ -11,6 +11,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "mqtt/codec.hpp"
@@ -121,6 +122,14 @@ struct harness {
       if (done()) return true;
     }
     return false;
+  }
+  // Runs the io_context for `span`, whatever happens meanwhile.
+  void run_for(std::chrono::milliseconds span) {
+    run_until([] { return false; }, span);
+  }
+  // Whether the connection starts closing within `limit` (a deadline fired, a peer left).
+  bool closes_within(std::chrono::milliseconds limit) {
+    return run_until([&] { return connection->state() >= client_connection::lifecycle::closing; }, limit);
   }
 
   // Reads one whole MQTT packet from a socket, running the io_context meanwhile.
@@ -257,25 +266,23 @@ TEST_SUITE("client_connection") {
   }
 
   TEST_CASE("deadlines fire earliest first, from one timer") {
-    SUBCASE("the transport handshake deadline before the connect timeout") {
+    // A PROXY-protocol client that sends nothing meets two deadlines; the
+    // log says which ended it.
+    const auto log_when_first_fires = [](std::chrono::milliseconds handshake, std::chrono::milliseconds connect) {
       captured_log log;
       harness h;
       h.listener.proxy_protocol = true;
-      h.settings.handshake_timeout = 50ms;
-      h.settings.connect_timeout = 2000ms;
+      h.settings.handshake_timeout = handshake;
+      h.settings.connect_timeout = connect;
       auto peer = h.connect_client();
-      CHECK(h.run_until([&] { return h.connection->state() >= client_connection::lifecycle::closing; }, 1000ms));
-      CHECK(log.str().find("no PROXY protocol header within 50 ms") != std::string::npos);
+      CHECK(h.closes_within(1000ms));
+      return log.str();
+    };
+    SUBCASE("the transport handshake deadline before the connect timeout") {
+      CHECK(log_when_first_fires(50ms, 2000ms).find("no PROXY protocol header within 50 ms") != std::string::npos);
     }
     SUBCASE("the connect timeout before the transport handshake deadline") {
-      captured_log log;
-      harness h;
-      h.listener.proxy_protocol = true;
-      h.settings.handshake_timeout = 2000ms;
-      h.settings.connect_timeout = 50ms;
-      auto peer = h.connect_client();
-      CHECK(h.run_until([&] { return h.connection->state() >= client_connection::lifecycle::closing; }, 1000ms));
-      CHECK(log.str().find("no CONNECT within the connect timeout") != std::string::npos);
+      CHECK(log_when_first_fires(2000ms, 50ms).find("no CONNECT within the connect timeout") != std::string::npos);
     }
     SUBCASE("keep-alive: 1.5 times the client's, moved by every packet") {
       captured_log log;
@@ -287,11 +294,11 @@ TEST_SUITE("client_connection") {
       asio::write(peer, asio::buffer(wire_of(c)));
       const auto started = std::chrono::steady_clock::now();
       for (int i = 0; i < 4; ++i) {  // a PINGREQ every 0.5 s keeps it open for 2 s
-        h.run_until([] { return false; }, 500ms);
+        h.run_for(500ms);
         asio::write(peer, asio::buffer(wire_of(mqtt::pingreq{})));
       }
       CHECK(h.connection->state() == client_connection::lifecycle::running);
-      CHECK(h.run_until([&] { return h.connection->state() >= client_connection::lifecycle::closing; }, 3000ms));
+      CHECK(h.closes_within(3000ms));
       CHECK(std::chrono::steady_clock::now() - started >= 3000ms);  // 2 s of pings + 1.5 s
       CHECK(log.str().find("keep-alive expired") != std::string::npos);
     }
@@ -311,7 +318,7 @@ TEST_SUITE("client_connection") {
       REQUIRE(connack);
       CHECK((*connack)[0] == 0x20);
       CHECK(h.connection->state() == client_connection::lifecycle::running);
-      CHECK(h.run_until([&] { return h.connection->state() >= client_connection::lifecycle::closing; }, 5000ms));
+      CHECK(h.closes_within(5000ms));
       CHECK(log.str().find("keep-alive expired") != std::string::npos);
     }
   }
@@ -322,7 +329,7 @@ TEST_SUITE("client_connection") {
       harness h(counters);
       auto peer = h.connect_client();
       auto second = h.connect_client();
-      h.run_until([] { return false; }, 50ms);
+      h.run_for(50ms);
       CHECK(counters.connections_open == 2);
       CHECK(counters.connections_alive == 2);
       peer.set_option(asio::socket_base::linger(true, 0));
@@ -379,13 +386,31 @@ TEST_SUITE("client_connection") {
     CHECK(h.ends(peer));
   }
 
+  TEST_CASE("registry: each connection gets an id as it joins, increasing along the list, never reused") {
+    harness h;
+    std::vector<tcp::socket> peers;
+    for (int i = 0; i < 3; ++i) peers.push_back(h.connect_client());
+    std::vector<std::uint64_t> ids;
+    h.registry.for_each([&](client_connection& c) { ids.push_back(c.id()); });
+    REQUIRE(ids.size() == 3);
+    CHECK(ids[0] > 0);
+    CHECK(std::is_sorted(ids.begin(), ids.end()));
+    CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end());
+    CHECK(h.connection->snapshot().id == ids.back());
+    // One leaves, one joins: the newcomer's id is above every id given before.
+    peers.front().close();
+    CHECK(h.run_until([&] { return h.registry.size() == 2; }));
+    peers.push_back(h.connect_client());
+    CHECK(h.connection->id() > ids.back());
+  }
+
   TEST_CASE("registry: for_each is safe when the callback closes connections") {
     captured_log log;
     harness h;
     std::vector<tcp::socket> peers;
     for (int i = 0; i < 5; ++i) peers.push_back(h.connect_client());
     h.connection.reset();
-    h.run_until([] { return false; }, 20ms);
+    h.run_for(20ms);
     CHECK(h.registry.size() == 5);
     int visited = 0;
     h.registry.for_each([&](client_connection& c) {

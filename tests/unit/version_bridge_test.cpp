@@ -253,6 +253,12 @@ struct bridged {
     c.props.add(property_id::maximum_packet_size, 200u);
     return c;
   }
+  // The same with one more numeric property, e.g. the client's Receive Maximum.
+  static mqtt::connect connect_packet_with(property_id id, std::uint32_t value) {
+    auto c = connect_packet();
+    c.props.add(id, value);
+    return c;
+  }
 
   mqtt::connect establish(mqtt::connect c = connect_packet()) {
     client(c);
@@ -422,9 +428,8 @@ TEST_SUITE("version bridge: the session") {
     // this client id; the client was told session-present 0, so it gets only
     // what it subscribes to on this connection.
     bridged h;
-    auto c = bridged::connect_packet();
+    auto c = bridged::connect_packet_with(property_id::session_expiry_interval, 3600u);
     c.clean_start = true;
-    c.props.add(property_id::session_expiry_interval, 3600u);
     CHECK_FALSE(h.establish(c).clean_start);
     auto out = h.upstream(mqtt::publish{"private/alice/old", "queued", mqtt::qos::at_least_once, false, false, 5, {}});
     CHECK(all_of<action::forward_to_client>(out).empty());
@@ -442,9 +447,8 @@ TEST_SUITE("version bridge: the session") {
 
   TEST_CASE("a resumed session the client asked for (Clean Start 0) delivers its old subscriptions") {
     bridged h;
-    auto c = bridged::connect_packet();
+    auto c = bridged::connect_packet_with(property_id::session_expiry_interval, 3600u);
     c.clean_start = false;
-    c.props.add(property_id::session_expiry_interval, 3600u);
     h.establish(c);
     auto out = h.upstream(mqtt::publish{"private/alice/old", "queued", mqtt::qos::at_least_once, false, false, 5, {}});
     CHECK(std::get<mqtt::publish>(sent_to(out, true).at(0)).payload == "queued");
@@ -481,9 +485,7 @@ TEST_SUITE("version bridge: the session") {
 
   TEST_CASE("the client's own Receive Maximum holds the 3.1.1 broker's deliveries back [MQTT-3.3.4-9]") {
     bridged h;
-    auto c = bridged::connect_packet();
-    c.props.add(property_id::receive_maximum, 2u);
-    h.establish(c);
+    h.establish(bridged::connect_packet_with(property_id::receive_maximum, 2u));
     auto deliver = [&](std::uint16_t id, mqtt::qos qos = mqtt::qos::at_least_once, std::string topic = "private/alice/x") {
       return sent_to(h.upstream(mqtt::publish{topic, "m" + std::to_string(id), qos, false, false, id, {}}), true);
     };
@@ -520,9 +522,7 @@ TEST_SUITE("version bridge: the session") {
 
   TEST_CASE("a QoS 2 delivery waiting for the broker's PUBREL keeps the broker side read (no deadlock)") {
     bridged h;
-    auto c = bridged::connect_packet();
-    c.props.add(property_id::receive_maximum, 1u);
-    h.establish(c);
+    h.establish(bridged::connect_packet_with(property_id::receive_maximum, 1u));
     h.upstream(mqtt::publish{"private/alice/q2", "x", mqtt::qos::exactly_once, false, false, 1, {}});
     h.upstream(mqtt::publish{"private/alice/q2", "z", mqtt::qos::at_least_once, false, false, 2, {}});  // waits
     for (std::uint16_t id = 3; id < 41; ++id)
@@ -541,9 +541,7 @@ TEST_SUITE("version bridge: the session") {
 
   TEST_CASE("an acknowledgement of a delivery still held (never sent) is not passed to the broker") {
     bridged h;
-    auto c = bridged::connect_packet();
-    c.props.add(property_id::receive_maximum, 1u);
-    h.establish(c);
+    h.establish(bridged::connect_packet_with(property_id::receive_maximum, 1u));
     h.upstream(mqtt::publish{"private/alice/a", "1", mqtt::qos::at_least_once, false, false, 1, {}});
     h.upstream(mqtt::publish{"private/alice/a", "2", mqtt::qos::at_least_once, false, false, 2, {}});  // held
     auto out = h.client(mqtt::puback{2, reason_code::success, {}});  // for a message it never got
@@ -558,9 +556,7 @@ TEST_SUITE("version bridge: the session") {
 
   TEST_CASE("small held deliveries are counted at what they hold, not their wire size") {
     bridged h;
-    auto c = bridged::connect_packet();
-    c.props.add(property_id::receive_maximum, 1u);
-    h.establish(c);
+    h.establish(bridged::connect_packet_with(property_id::receive_maximum, 1u));
     h.upstream(mqtt::publish{"private/alice/a", "1", mqtt::qos::at_least_once, false, false, 1, {}});
     h.upstream(mqtt::publish{"private/alice/a", "2", mqtt::qos::at_least_once, false, false, 2, {}});
     CHECK(h.session.held_delivery_bytes() >= 100);  // a 20-byte PUBLISH holds a buffer, a topic and its slot
@@ -568,9 +564,7 @@ TEST_SUITE("version bridge: the session") {
 
   TEST_CASE("a held delivery is checked against the ACL again when it goes") {
     bridged h;
-    auto c = bridged::connect_packet();
-    c.props.add(property_id::receive_maximum, 1u);
-    h.establish(c);
+    h.establish(bridged::connect_packet_with(property_id::receive_maximum, 1u));
     h.upstream(mqtt::publish{"private/alice/a", "1", mqtt::qos::at_least_once, false, false, 1, {}});
     CHECK(sent_to(h.upstream(mqtt::publish{"private/alice/b", "2", mqtt::qos::at_least_once, false, false, 2, {}}), true)
               .empty());
