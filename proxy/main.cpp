@@ -44,6 +44,7 @@ using asio::ip::tcp;
 namespace {
 
 struct worker {
+  explicit worker(std::atomic<std::uint64_t>& connection_ids) : registry(connection_ids) {}
   // Before io: connections still in io's handlers leave it as io is destroyed.
   proxy::connection_registry registry;  // this worker's live connections, touched on its thread only
   proxy::acl_pool acls;                 // one copy of each distinct ACL its sessions hold
@@ -438,6 +439,7 @@ int main(int argc, char** argv) {
   std::atomic<proxy::upstream_protocol> detected_protocol{proxy::upstream_protocol::automatic};
   late_limits limits_learned_late;  // the broker's limits, when the re-probe learns them; outlives the workers
   std::unique_ptr<proxy::upstream_pool> upstream_nodes;  // several brokers: shared by every worker, outlives them
+  std::atomic<std::uint64_t> connection_ids{1};  // the workers' registries give them (operator paging)
   std::vector<std::unique_ptr<worker>> workers;
   std::unique_ptr<proxy::admin_server> admin;
   std::unique_ptr<proxy::operator_api> operators;  // the admin port's /v1/ endpoints
@@ -480,7 +482,7 @@ int main(int argc, char** argv) {
       counters.upstream_nodes = upstream_nodes.get();
     }
     for (unsigned i = 0; i < thread_count; ++i) {
-      auto w = std::make_unique<worker>();
+      auto w = std::make_unique<worker>(connection_ids);
       w->auth = std::make_unique<proxy::http_auth_client>(w->io, auth_settings, &counters);
       w->environment = std::make_unique<proxy::connection_environment>(
           proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get(), &w->registry,

@@ -8,7 +8,7 @@
 // invalidating the iteration.
 //
 // Each connection gets an id as it joins: process-unique (one counter for all
-// workers) and increasing, so along each worker's list the ids increase and
+// workers, owned by main) and increasing, so along each worker's list the ids increase and
 // the operator can page by id (GET /v1/connections?after=ID) without skipping
 // or repeating a connection that stays open.
 #pragma once
@@ -57,7 +57,10 @@ class connection_registry {
     std::uint64_t id_ = 0;
   };
 
+  // Ids of its own (a test, a single worker).
   connection_registry() = default;
+  // Ids from a counter the workers share (main owns it, before the workers).
+  explicit connection_registry(std::atomic<std::uint64_t>& shared_ids) : ids_(&shared_ids) {}
   connection_registry(const connection_registry&) = delete;
   connection_registry& operator=(const connection_registry&) = delete;
   // Connections that outlive the registry leave nothing behind.
@@ -74,7 +77,7 @@ class connection_registry {
     member.connection_ = &connection;
     // Taken here, on this worker's thread, just before the push_back: the
     // list stays in id order whatever the other workers take meanwhile.
-    member.id_ = next_id_.fetch_add(1, std::memory_order_relaxed);
+    member.id_ = ids_->fetch_add(1, std::memory_order_relaxed);
     members_.push_back(member);
   }
 
@@ -104,7 +107,8 @@ class connection_registry {
       boost::intrusive::constant_time_size<true>>;
   member_list members_;
   std::size_t released_since_trim_ = 0;
-  static inline std::atomic<std::uint64_t> next_id_{1};
+  std::atomic<std::uint64_t> own_ids_{1};
+  std::atomic<std::uint64_t>* ids_ = &own_ids_;  // the next id to give
 };
 
 }  // namespace proxy
