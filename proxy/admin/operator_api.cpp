@@ -443,7 +443,7 @@ asio::awaitable<operator_api::response> operator_api::explain(const request& req
 
 json operator_api::explanation_json(const auth_result& parsed, acl_action action, const std::string& topic,
                                     const std::string& client_id) const {
-  const auto e = proxy::explain(parsed.permissions, settings_.templates, parsed.user, client_id, action, topic);
+  const auto e = proxy::explain(*parsed.permissions, settings_.templates, parsed.user, client_id, action, topic);
   json out{{"user", parsed.user},
            {"user_id", parsed.user_id},
            {"action", to_string(action)},
@@ -454,7 +454,7 @@ json operator_api::explanation_json(const auth_result& parsed, acl_action action
            {"why", e.decision.why},
            {"acl_mode", to_string(settings_.mode)},
            {"enforced", settings_.mode == acl_mode::enforce},
-           {"acl", {{"publish", parsed.permissions.publish}, {"subscribe", parsed.permissions.subscribe}}},
+           {"acl", {{"publish", parsed.permissions->publish}, {"subscribe", parsed.permissions->subscribe}}},
            {"dropped_templates", e.dropped_templates}};
   if (e.decision.rule) {
     out["rule"] = {{"filter", e.rule}, {"origin", e.origin}, {"index", *e.decision.rule}};
