@@ -533,7 +533,7 @@ asio::awaitable<operator_api::response> operator_api::explain(const request& req
 
 json operator_api::explanation_json(const auth_result& parsed, acl_action action, const std::string& topic,
                                     const std::string& client_id, const std::optional<std::string>& listener) const {
-  const auto e = proxy::explain(parsed.permissions, settings_.templates, parsed.user, client_id, action, topic);
+  const auto e = proxy::explain(*parsed.permissions, settings_.templates, parsed.user, client_id, action, topic);
   json out{{"user", parsed.user},
            {"user_id", parsed.user_id},
            {"action", to_string(action)},
@@ -542,7 +542,7 @@ json operator_api::explanation_json(const auth_result& parsed, acl_action action
            {"decision", e.decision.allowed ? "allow" : "deny"},
            {"allowed", e.decision.allowed},
            {"why", e.decision.why},
-           {"acl", {{"publish", parsed.permissions.publish}, {"subscribe", parsed.permissions.subscribe}}},
+           {"acl", {{"publish", parsed.permissions->publish}, {"subscribe", parsed.permissions->subscribe}}},
            {"dropped_templates", e.dropped_templates}};
   add_acl_mode(out, listener);
   if (e.decision.rule) {

@@ -2,6 +2,8 @@
 // session logic does not care whether the answer comes over HTTP or a test.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -34,8 +36,13 @@ class auth_client {
 // "abcd...wxyz": enough of a token to correlate logs, never enough to use it.
 std::string redact(std::string_view secret);
 
-// Lowercase hex SHA-256 of a session token: the key the validation cache
-// uses and the form in which revocation events name a session.
+// Lowercase hex SHA-256 of a session token: the form in which revocation
+// events name a session, and the validation cache's key as text.
 std::string session_digest(std::string_view token);
+// The same SHA-256 as its 32 bytes, which is what the validation cache keys
+// on: a cached answer needs no hex string made and parsed back (issue 14).
+using session_key = std::array<std::uint8_t, 32>;
+session_key session_key_of(std::string_view token);
+std::string hex_of(const session_key& key);  // session_digest() of the same token
 
 }  // namespace proxy

@@ -2,11 +2,37 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "session/acl.hpp"
 
 namespace proxy {
+
+// An answer's ACL, held by pointer and never changed once made: the
+// validation cache hands the same rules to every answer for a user instead
+// of a copy each (two vectors and their filters, twice per new session,
+// issue 14). Empty rules when none were given.
+class shared_acl {
+ public:
+  shared_acl() = default;
+  shared_acl(acl rules) : rules_(std::make_shared<const acl>(std::move(rules))) {}  // implicit: answers are built from acls
+  shared_acl(std::vector<std::string> publish, std::vector<std::string> subscribe)
+      : shared_acl(acl{std::move(publish), std::move(subscribe)}) {}
+  const acl& operator*() const { return rules_ ? *rules_ : none(); }
+  const acl* operator->() const { return &**this; }
+  // The rules as a pointer that sessions may hold (null when empty).
+  const std::shared_ptr<const acl>& shared() const { return rules_; }
+
+ private:
+  static const acl& none() {
+    static const acl empty;
+    return empty;
+  }
+  std::shared_ptr<const acl> rules_;
+};
 
 struct auth_result {
   enum class verdict {
@@ -20,7 +46,7 @@ struct auth_result {
   // the answer); the user name when the API server sends none. The broker-side
   // client id is built from it, so a new user with an old name starts afresh.
   std::string user_id;
-  acl permissions;
+  shared_acl permissions;
   std::chrono::seconds expires_in{0};
   // Degraded mode: the API server could not be reached and this is a cached
   // answer past its max-age (within stale-if-error). The session admits the

@@ -83,8 +83,8 @@ auth_result parse_validation_response(unsigned status, std::string_view body) {
     else if (id->is_number_integer()) r.user_id = std::to_string(id->get<long long>());
   }
   if (auto acl_json = json.find("acl"); acl_json != json.end() && acl_json->is_object()) {
-    r.permissions.publish = filters_from(acl_json->value("publish", nlohmann::json::array()));
-    r.permissions.subscribe = filters_from(acl_json->value("subscribe", nlohmann::json::array()));
+    r.permissions = {filters_from(acl_json->value("publish", nlohmann::json::array())),
+                     filters_from(acl_json->value("subscribe", nlohmann::json::array()))};
   }
   if (auto expires = json.find("expires_in"); expires != json.end() && expires->is_number_integer())
     r.expires_in = std::chrono::seconds(expires->get<long long>());
@@ -279,10 +279,10 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
 
 // The cache, a call under way for the same session, or a new call.
 void http_auth_client::look_up(const std::shared_ptr<waiter>& w) {
-  const auto digest = session_digest(w->token);
-  w->key = validation_cache::key_of(digest);
+  w->key = session_key_of(w->token);
+  const auto& key = w->key;
   const auto now = clock::now();
-  auto found = cache_.find(digest, now);
+  auto found = cache_.find(key, now);
   if (found.what != validation_cache::found::kind::miss) {
     const bool hit = found.what == validation_cache::found::kind::hit;
     if (metrics_) (hit ? metrics_->auth_cache_hit : metrics_->auth_cache_negative_hit)++;
@@ -291,6 +291,7 @@ void http_auth_client::look_up(const std::shared_ptr<waiter>& w) {
     return;
   }
   if (metrics_) metrics_->auth_cache_miss++;
+  const auto digest = hex_of(key);  // a miss: the call and the logs name the session by it
   if (auto it = in_flight_.find(digest); it != in_flight_.end() && !it->second->cancelled) {
     it->second->waiters.push_back(w);
     w->call = it->second;

@@ -1,5 +1,6 @@
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 
 #include "auth/auth_client.hpp"
@@ -29,19 +30,27 @@ struct sha256_engine {
 
 }  // namespace
 
-std::string session_digest(std::string_view token) {
+session_key session_key_of(std::string_view token) {
   thread_local sha256_engine engine;
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int size = 0;
   if (!engine.digest(token, digest.data(), &size))
     EVP_Digest(token.data(), token.size(), digest.data(), &size, EVP_sha256(), nullptr);
+  session_key key{};
+  std::copy_n(digest.begin(), key.size(), key.begin());
+  return key;
+}
+
+std::string hex_of(const session_key& key) {
   static constexpr char hex[] = "0123456789abcdef";
-  std::string out(size * 2, '\0');
-  for (unsigned int i = 0; i < size; ++i) {
-    out[2 * i] = hex[digest[i] >> 4];
-    out[2 * i + 1] = hex[digest[i] & 0x0F];
+  std::string out(key.size() * 2, '\0');
+  for (std::size_t i = 0; i < key.size(); ++i) {
+    out[2 * i] = hex[key[i] >> 4];
+    out[2 * i + 1] = hex[key[i] & 0x0F];
   }
   return out;
 }
+
+std::string session_digest(std::string_view token) { return hex_of(session_key_of(token)); }
 
 }  // namespace proxy

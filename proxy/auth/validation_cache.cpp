@@ -53,7 +53,7 @@ std::size_t validation_cache::key_hash::operator()(const key& k) const noexcept 
 validation_cache::identity_ptr validation_cache::share(const auth_result& result) {
   if (auto it = identities_.find(result.user_id); it != identities_.end()) {
     const auto& held = *it->second;
-    if (held.user == result.user && same_acl(held.permissions, result.permissions)) return it->second;
+    if (held.user == result.user && same_acl(*held.permissions, *result.permissions)) return it->second;
     identities_.erase(it);  // the entries holding it keep it
   }
   auto made = std::make_shared<const identity>(identity{result.user, result.user_id, result.permissions});
@@ -97,7 +97,11 @@ auth_result validation_cache::aged(const entry& e, time_point now) {
 }
 
 validation_cache::found validation_cache::find(const std::string& digest, time_point now) {
-  const auto it = entries_.find(key_of(digest));
+  return find(key_of(digest), now);
+}
+
+validation_cache::found validation_cache::find(const key& k, time_point now) {
+  const auto it = entries_.find(k);
   if (it == entries_.end()) return {};
   auto& e = it->second;
   if (now >= e.usable_until) {

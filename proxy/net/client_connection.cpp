@@ -157,8 +157,17 @@ void client_connection::start() {
   arm_after(deadline::handshake, settings().connect_timeout);
   // Deadlines close the socket rather than cancel operations: every stream
   // layer honours a closed socket, not all honour per-operation cancellation.
-  if (listener_.proxy_protocol || listener_.kind != transport_kind::tcp)
+  if (listener_.proxy_protocol || listener_.kind != transport_kind::tcp) {
     arm_after(deadline::transport_handshake, settings().handshake_timeout);
+  } else if (client_->immediate_io()) {
+    // Plain TCP: nothing to negotiate, and the reader starts as a woken one
+    // does (read_client's first read: the CONNECT is often there already).
+    // A coroutine only if the reader must wait in one (unpark): no co_spawn
+    // and no chain of frames per session for it (issue 14).
+    enter(lifecycle::running);
+    unpark(side::client);
+    return;
+  }
   spawn(read_client(shared_from_this()));
 }
 
@@ -208,7 +217,7 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
                    [&](action::connect_upstream& c) {
                      if (upstream_link_ != link::none || state_ != lifecycle::running) return;
                      upstream_link_ = link::dialing;
-                     spawn(connect_upstream(shared_from_this(), std::move(c.connect_packet)));
+                     start_upstream(std::move(c.connect_packet));
                    },
                    [&](action::arm_timer& t) {
                      if (state_ < lifecycle::closing) arm_after(static_cast<deadline>(t.kind), t.after);

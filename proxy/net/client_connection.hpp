@@ -157,8 +157,11 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<void> wait_for_room(side from);
   bool over_high_water() const;
   bool deliveries_over_high_water() const;
+  bool queues_full(side from) const;
   std::size_t client_queue_limit() const;
-  boost::asio::awaitable<void> discard_until_eof(transport& stream);
+  boost::asio::awaitable<void> discard_until_eof(transport& stream);  // TLS, WebSocket
+  void discard(side from);  // the same on plain TCP, without a coroutine
+  struct discard_wait;
   // An idle reader parks: its coroutine ends and a bare socket wait (a few
   // dozen bytes) stands in for the chain of coroutine frames (~2.4 KiB per
   // side, profiled), which is most of what an idle connection cost.
@@ -181,8 +184,11 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<void> write(self_ptr self, side to);
 
   // connection_upstream.cpp
-  boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet);
-  boost::asio::awaitable<std::string> dial_upstream();  // empty: connected
+  void start_upstream(mqtt::bytes connect_packet);
+  boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet, bool connecting);
+  bool upstream_dialled(const std::string& failure);
+  void upstream_connected();
+  boost::asio::awaitable<std::string> dial_upstream(bool connecting = false);  // empty: connected
   void upstream_dial_expired();
 
   // connection_failover.cpp: dial_upstream() on each planned node in turn.

@@ -23,6 +23,8 @@ constexpr std::size_t max_read = 64 * 1024;
 // Before the session relays, the client is not authenticated: the proxy's
 // own answers to it (PINGRESP, CONNACK, refusals) need little room.
 constexpr std::size_t unauthenticated_queue_limit = 64 * 1024;
+// What the readers drop after the relay (discard): written, never read.
+thread_local std::array<char, 4096> discard_sink;
 }  // namespace
 
 asio::awaitable<void> client_connection::read_client(self_ptr self) {
@@ -32,6 +34,8 @@ asio::awaitable<void> client_connection::read_client(self_ptr self) {
     const bool header_read = co_await self->read_proxy_header();
     still_readable = header_read;
   }
+  if (still_readable && state_ == lifecycle::handshaking && listener_.kind == transport_kind::tcp)
+    enter(lifecycle::running);  // nothing to negotiate (client_handshake): no coroutine frame for it
   if (still_readable && state_ == lifecycle::handshaking) {
     const bool established = co_await self->client_handshake();
     still_readable = established;
@@ -44,7 +48,13 @@ asio::awaitable<void> client_connection::read_client(self_ptr self) {
     still_readable = relayed;
     if (parked_[static_cast<std::size_t>(side::client)]) co_return;  // resume_client goes on
   }
-  if (still_readable && client_established_) co_await discard_until_eof(*client_);
+  if (still_readable && client_established_) {
+    if (client_->immediate_io()) {
+      discard(side::client);
+      co_return;
+    }
+    co_await discard_until_eof(*client_);
+  }
   // A refused handshake (an HTTP error, a TLS alert) was the last thing sent:
   // drain so that closing with unread bytes does not turn it into an RST.
   if (!client_established_) co_await discard_until_eof(client_->socket());
@@ -83,7 +93,12 @@ void client_connection::process_client_frames_batched() {
 asio::awaitable<void> client_connection::resume_client(self_ptr self) {
   const bool relayed = co_await self->relay_from_client();
   if (parked_[static_cast<std::size_t>(side::client)]) co_return;
-  if (relayed && client_established_) co_await discard_until_eof(*client_);
+  if (!relayed || !client_established_) co_return;
+  if (client_->immediate_io()) {
+    discard(side::client);
+    co_return;
+  }
+  co_await discard_until_eof(*client_);
 }
 
 asio::awaitable<bool> client_connection::relay_from_client() {
@@ -111,7 +126,12 @@ asio::awaitable<bool> client_connection::relay_from_client() {
 asio::awaitable<void> client_connection::read_upstream(self_ptr self) {
   const bool still_readable = co_await self->relay_from_upstream();
   if (parked_[static_cast<std::size_t>(side::upstream)]) co_return;  // unpark() calls read_upstream again
-  if (still_readable) co_await discard_until_eof(*upstream_);
+  if (!still_readable) co_return;
+  if (upstream_->immediate_io()) {
+    discard(side::upstream);
+    co_return;
+  }
+  co_await discard_until_eof(*upstream_);
 }
 
 asio::awaitable<bool> client_connection::relay_from_upstream() {
@@ -178,10 +198,14 @@ bool client_connection::deliveries_over_high_water() const {
   return to_client_.bytes_queued() + session_.held_delivery_bytes() > settings().write_high_water;
 }
 
+// Whether the reader of `from` must wait for room before it reads.
+bool client_connection::queues_full(side from) const {
+  return from == side::client ? over_high_water() : deliveries_over_high_water();
+}
+
 asio::awaitable<void> client_connection::wait_for_room(side from) {
   for (;;) {
-    const bool full = from == side::client ? over_high_water() : deliveries_over_high_water();
-    if (!full || state_ != lifecycle::running) break;
+    if (!queues_full(from) || state_ != lifecycle::running) break;
     if (from == side::client) client_paused_ = true;
     if (!room_) room_ = std::make_unique<asio::steady_timer>(executor_, time_point::max());
     co_await room_->async_wait(as_tuple_awaitable);
@@ -199,7 +223,8 @@ void client_connection::wake_readers() {
 // read without waiting found nothing.
 asio::awaitable<client_connection::received> client_connection::read_into(transport& stream, mqtt::framer& framer,
                                                                           side from) {
-  co_await wait_for_room(from);
+  // Only a full queue needs the wait's coroutine: a frame per read otherwise (issue 14).
+  if (queues_full(from)) co_await wait_for_room(from);
   if (state_ != lifecycle::running) co_return received{};
   if (stream.immediate_io()) {
     // Read first, wait only when nothing is there (and then hold no buffer).
@@ -294,8 +319,7 @@ bool client_connection::park(side from, bool drained) {
   auto& stream = from == side::client ? *client_ : *upstream_;
   auto& framer = from == side::client ? client_framer_ : upstream_framer_;
   if (woken_[i] || framer.buffered() != 0 || !stream.readable_when_socket_is()) return false;
-  const bool full = from == side::client ? over_high_water() : deliveries_over_high_water();
-  if (full) return false;
+  if (queues_full(from)) return false;
   framer.release_if_empty();
   parked_[i] = true;
   if (drained && stream.immediate_io()) {
@@ -331,9 +355,12 @@ void client_connection::unpark(side from) {
 bool client_connection::relay_woken(side from) {
   auto& stream = from == side::client ? *client_ : *upstream_;
   auto& framer = from == side::client ? client_framer_ : upstream_framer_;
-  if (state_ != lifecycle::running || !stream.immediate_io()) return false;
-  const bool full = from == side::client ? over_high_water() : deliveries_over_high_water();
-  if (full) return false;  // read_into waits for room
+  if (!stream.immediate_io()) return false;
+  if (state_ != lifecycle::running) {  // the coroutine would only drain the socket: done here
+    discard(from);
+    return true;
+  }
+  if (queues_full(from)) return false;  // read_into waits for room
   const auto in = try_read(stream, framer, from);
   if (!in) return park(from, true);  // woken, but nothing there: the socket is empty, and nothing ran since
   if (in->error) {  // as the relay loops: report, and the reader ends
@@ -350,9 +377,14 @@ bool client_connection::relay_woken(side from) {
     process_client_frames();
   } else {
     const bool framed = process_upstream_frames();
-    if (!framed) return false;
+    if (!framed && state_ == lifecycle::running) return false;
   }
-  if (state_ != lifecycle::running) return false;
+  // The relay ended: the socket is read to the peer's EOF here, not in a
+  // coroutine spawned for it (two per session, issue 14).
+  if (state_ != lifecycle::running) {
+    discard(from);
+    return true;
+  }
   return park(from);  // bytes came: the wait re-arms (see try_read)
 }
 
@@ -368,25 +400,37 @@ asio::awaitable<void> client_connection::discard_until_eof(tcp_socket& socket) {
   }
 }
 
-// Plain TCP drops the bytes with non-blocking reads, each after a socket
-// wait (as try_read: a peer that keeps sending cannot hold the worker), into
-// the worker's sink: no coroutine frame per read, and no 4 KiB sink in this
-// frame, which made it too large for asio's recycling (1 KiB): a malloc and a
-// free from the heap's slow path, twice per session (issue 14).
+// TLS and WebSocket: through the stream, which decodes what it drops.
 asio::awaitable<void> client_connection::discard_until_eof(transport& stream) {
-  thread_local std::array<char, 4096> sink;  // written, never read
-  if (stream.immediate_io()) {
-    for (;;) {
-      const auto [ec, n] = stream.try_read_some(asio::buffer(sink));
-      if (ec && ec != asio::error::would_block) co_return;  // the EOF, or the socket failed
-      auto [wait_error] = co_await stream.socket().async_wait(tcp_socket::wait_read, as_tuple_awaitable);
-      if (wait_error) co_return;
-    }
-  }
   for (;;) {
-    const auto [ec, n] = co_await stream.read_some(asio::buffer(sink));
+    const auto [ec, n] = co_await stream.read_some(asio::buffer(discard_sink));
     if (ec) co_return;
   }
+}
+
+// Plain TCP: a non-blocking read into the worker's sink, then a bare socket
+// wait (as try_read: a peer that keeps sending goes through the reactor at
+// every read, so it cannot hold the worker), until the peer's EOF. Neither a
+// coroutine frame per read nor one for the loop (issue 14): the wait's
+// handler holds the connection, as the coroutine did, and builds its
+// operation in the side's park memory (the reader is not parked meanwhile).
+struct client_connection::discard_wait {
+  self_ptr self;
+  side from;
+  using allocator_type = handler_allocator<void, parked_wait_size>;
+  allocator_type get_allocator() const noexcept {
+    return allocator_type(self->park_memory_[static_cast<std::size_t>(from)]);
+  }
+  void operator()(boost::system::error_code ec) const {
+    if (!ec) self->discard(from);  // an error: the socket was closed (linger) or failed
+  }
+};
+
+void client_connection::discard(side from) {
+  auto& stream = from == side::client ? *client_ : *upstream_;
+  const auto [ec, n] = stream.try_read_some(asio::buffer(discard_sink));
+  if (ec && ec != asio::error::would_block) return;  // the EOF, or the socket failed
+  stream.socket().async_wait(tcp_socket::wait_read, discard_wait{shared_from_this(), from});
 }
 
 // ------------------------------------------------------------------ writers

@@ -9,6 +9,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
@@ -56,63 +57,134 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
   return last.endpoint;
 }
 
-// A non-blocking connect and, unless it is done at once, a wait for
-// writability, then SO_ERROR. asio's async_connect does the same plus a
-// poll() of the socket before SO_ERROR (a guard against spurious wake-ups of
-// its reactor): one more syscall per session (issue 14). epoll reports a
-// connecting TCP socket writable only once the handshake is done or failed.
-// `at_once`: connected without a wait, so without a return to the event loop.
-asio::awaitable<boost::system::error_code> connect_socket(tcp_socket& socket, const tcp::endpoint& target,
-                                                          bool& at_once) {
+// A non-blocking connect: its outcome when it is known at once, else
+// std::nullopt, and the caller waits for writability, then reads SO_ERROR
+// (connect_error). asio's async_connect does the same plus a poll() of the
+// socket before SO_ERROR (a guard against spurious wake-ups of its reactor):
+// one more syscall per session (issue 14). epoll reports a connecting TCP
+// socket writable only once the handshake is done or failed. A plain function
+// and the wait in dial_upstream's own frame: a coroutine here cost a frame
+// per dial. `at_once`: connected without a wait, so without a return to the
+// event loop.
+std::optional<boost::system::error_code> start_connect(tcp_socket& socket, const tcp::endpoint& target,
+                                                       bool& at_once) {
   at_once = false;
   boost::system::error_code ec;
   if (!socket.non_blocking()) socket.non_blocking(true, ec);  // open_non_blocking: already
-  if (ec) co_return ec;
-  if (::connect(socket.native_handle(), target.data(), static_cast<socklen_t>(target.size())) == 0) co_return ec;
+  if (ec) return ec;
+  if (::connect(socket.native_handle(), target.data(), static_cast<socklen_t>(target.size())) == 0) return ec;
   // EINTR: a signal came first, and the handshake goes on regardless (POSIX
   // connect()): wait for it as for EINPROGRESS; calling connect again would
   // only say EALREADY.
-  if (errno != EINPROGRESS && errno != EINTR)
-    co_return boost::system::error_code(errno, boost::system::system_category());
+  if (errno != EINPROGRESS && errno != EINTR) return boost::system::error_code(errno, boost::system::system_category());
   if (const auto outcome = connect_outcome_at_once(socket)) {  // net/accepted_socket.hpp
     at_once = !*outcome;
-    co_return *outcome;
+    return *outcome;
   }
-  auto [wait_error] = co_await socket.async_wait(tcp_socket::wait_write, as_tuple_awaitable);
-  if (wait_error) co_return wait_error;  // the dial deadline or closing closed the socket
+  return std::nullopt;
+}
+
+// After the wait for writability: how the handshake ended.
+boost::system::error_code connect_error(tcp_socket& socket) {
   int error = 0;
   socklen_t size = sizeof error;
   if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &error, &size) != 0) error = errno;
-  co_return boost::system::error_code(error, boost::system::system_category());
+  return boost::system::error_code(error, boost::system::system_category());
 }
 }  // namespace
 
-asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::bytes connect_packet) {
+// One plain-TCP broker at a literal address is dialled right here: to a
+// broker on this host the connect is done within connect() (see
+// connect_outcome_at_once), so the session goes on without a coroutine. A
+// connect still under way, a host name, TLS or several nodes go on in
+// connect_upstream's coroutine, whose co_spawn and frames were a fifth of the
+// allocations left per session (issue 14).
+void client_connection::start_upstream(mqtt::bytes connect_packet) {
+  const auto& where = *dial_target_;
+  const bool plain = !environment_.upstream_nodes && !environment_.upstream_tls;
+  const auto literal = plain ? literal_endpoint(where) : std::nullopt;
+  if (!literal) return spawn(connect_upstream(shared_from_this(), std::move(connect_packet), false));
+  enqueue(side::upstream, std::move(connect_packet));  // waits in the queue for the link
+  upstream_ = make_upstream_transport(executor_, where, nullptr);
+  boost::system::error_code ec;
+  open_non_blocking(upstream_->socket(), literal->protocol(), ec);  // no FIONBIO later
+  if (!ec) ec = bind_upstream_source(upstream_->socket(), *literal, where.bind_addresses);
+  bool at_once = false;
+  std::optional<boost::system::error_code> outcome = ec;
+  if (ec) {
+    dial_local_error_ = true;  // out of descriptors: said as such
+  } else {
+    outcome = start_connect(upstream_->socket(), *literal, at_once);
+  }
+  if (!outcome) {
+    // Under way: the coroutine waits for it, within the dial deadline.
+    arm_after(deadline::upstream_dial, where.connect_timeout);
+    return spawn(connect_upstream(shared_from_this(), {}, true));
+  }
+  upstream_never_polled_ = at_once && upstream_->immediate_io();
+  const std::string failure = *outcome ? outcome->message() : std::string();
+  if (failure.empty()) upstream_connected();
+  if (!upstream_dialled(failure)) spawn(read_upstream(shared_from_this()));
+}
+
+// `connecting`: start_upstream's connect is under way; it is waited for, not started again.
+asio::awaitable<void> client_connection::connect_upstream(self_ptr self, mqtt::bytes connect_packet, bool connecting) {
   // One broker: the CONNECT waits in the queue for the link. Several: the
   // failover sends it to each node it tries (connection_failover.cpp).
   const mqtt::bytes* greeting = environment_.upstream_nodes ? &connect_packet : nullptr;
-  if (!greeting) enqueue(side::upstream, std::move(connect_packet));
-  const std::string failure = co_await self->dial_with_failover(greeting);
-  if (state_ != lifecycle::running) co_return;  // closing while dialling: nothing left to report
+  if (!greeting && !connecting) enqueue(side::upstream, std::move(connect_packet));
+  std::string failure;
+  if (greeting) {
+    std::string from_nodes = co_await self->dial_with_failover(greeting);
+    failure = std::move(from_nodes);
+  } else {
+    std::string from_broker = co_await self->dial_upstream(connecting);  // one broker: no failover frame around it
+    failure = std::move(from_broker);
+  }
+  if (self->upstream_dialled(failure)) co_return;
+  co_await read_upstream(self);
+}
+
+// The dial's outcome: reported when it failed, else the link opens and its
+// reader parks (relay_from_upstream's first step, done here so that its two
+// coroutine frames are made only when it cannot, issue 14). false: the
+// reader could not park and must run (read_upstream).
+bool client_connection::upstream_dialled(const std::string& failure) {
+  if (state_ != lifecycle::running) return true;  // closing while dialling: nothing left to report
   if (!failure.empty()) {
     upstream_link_ = link::none;
     const auto& where = *dial_target_;
     spdlog::warn("upstream {}:{} unreachable: {}", where.host, where.port, failure);
     apply(session_.on_upstream_connect_failed(failure));
     release_client_writes();  // no broker CONNACK will come to end a held CONNACK's wait
-    co_return;
+    return true;
   }
   upstream_link_ = link::open;
   start_writer(side::upstream);
   if (upstream_framer_.buffered() != 0) process_upstream_frames();  // the node's answer, read by greet_node
-  co_await read_upstream(self);
+  if (state_ == lifecycle::running && park(side::upstream, upstream_never_polled_)) {
+    upstream_never_polled_ = false;
+    return true;
+  }
+  return false;
 }
 
-asio::awaitable<std::string> client_connection::dial_upstream() {
+// A connected broker socket: no Nagle, and no EPOLLOUT left registered by
+// the connect's wait for writability, which the first read wait would
+// re-arm (net/write_interest.hpp).
+void client_connection::upstream_connected() {
+  boost::system::error_code ignored;
+  upstream_->socket().set_option(tcp::no_delay(true), ignored);
+  forget_write_interest(upstream_->socket());
+}
+
+asio::awaitable<std::string> client_connection::dial_upstream(bool connecting) {
   const auto& where = *dial_target_;
   const auto* tls = environment_.upstream_tls;
-  upstream_ = make_upstream_transport(executor_, where, tls ? tls->current() : nullptr);
-  arm_after(deadline::upstream_dial, where.connect_timeout);
+  if (!connecting) {
+    upstream_ = make_upstream_transport(executor_, where, tls ? tls->current() : nullptr);
+    arm_after(deadline::upstream_dial, where.connect_timeout);
+  }
   std::string failure;
   const auto literal = literal_endpoint(where);
   std::vector<tcp::endpoint> resolved;  // a literal needs no vector: one allocation less per dial
@@ -132,30 +204,32 @@ asio::awaitable<std::string> client_connection::dial_upstream() {
     boost::system::error_code last_error = asio::error::host_not_found;
     for (const auto& target : targets) {
       if (state_ != lifecycle::running || !dial_failure_.empty()) break;
-      boost::system::error_code ec;
-      upstream_->socket().close(ec);
-      open_non_blocking(upstream_->socket(), target.protocol(), ec);  // no FIONBIO later
-      if (!ec) ec = bind_upstream_source(upstream_->socket(), target, where.bind_addresses);
-      if (ec) {
-        dial_local_error_ = true;
-        last_error = ec;  // out of descriptors: said as such
-        continue;
-      }
       bool at_once = false;
-      const auto connect_error = co_await connect_socket(upstream_->socket(), target, at_once);
+      std::optional<boost::system::error_code> outcome;  // none: under way, wait for it
+      if (!std::exchange(connecting, false)) {
+        boost::system::error_code ec;
+        upstream_->socket().close(ec);
+        open_non_blocking(upstream_->socket(), target.protocol(), ec);  // no FIONBIO later
+        if (!ec) ec = bind_upstream_source(upstream_->socket(), target, where.bind_addresses);
+        if (ec) {
+          dial_local_error_ = true;
+          last_error = ec;  // out of descriptors: said as such
+          continue;
+        }
+        outcome = start_connect(upstream_->socket(), target, at_once);
+      }
+      if (!outcome) {
+        auto [wait_error] = co_await upstream_->socket().async_wait(tcp_socket::wait_write, as_tuple_awaitable);
+        // An error of the wait: the dial deadline or closing closed the socket.
+        outcome = wait_error ? wait_error : connect_error(upstream_->socket());
+      }
       upstream_never_polled_ = at_once && upstream_->immediate_io();
-      last_error = connect_error;
-      if (!connect_error) break;
+      last_error = *outcome;
+      if (!last_error) break;
     }
     if (last_error) failure = last_error.message();
   }
-  if (failure.empty() && state_ == lifecycle::running) {
-    boost::system::error_code ignored;
-    upstream_->socket().set_option(tcp::no_delay(true), ignored);
-    // The connect's wait for writability left EPOLLOUT registered: drop it
-    // before the first read wait re-arms (net/write_interest.hpp).
-    forget_write_interest(upstream_->socket());
-  }
+  if (failure.empty() && state_ == lifecycle::running) upstream_connected();
   // Plain TCP (immediate_io) has no handshake: no coroutine frame for it.
   if (failure.empty() && state_ == lifecycle::running && !upstream_->immediate_io()) {
     const auto result = co_await upstream_->handshake();

@@ -42,11 +42,27 @@ acl_pool::acl_pool() : table_(std::make_shared<table>()) {}
 acl_pool::~acl_pool() = default;
 
 std::shared_ptr<const acl> acl_pool::intern(acl permissions) {
+  if (auto found = held(permissions)) return found;
+  return add(std::move(permissions));
+}
+
+std::shared_ptr<const acl> acl_pool::intern_copy_of(const acl& permissions) {
+  if (auto found = held(permissions)) return found;
+  return add(permissions);
+}
+
+// An equal ACL some session holds, or null.
+std::shared_ptr<const acl> acl_pool::held(const acl& permissions) {
   auto& entries = table_->entries;
-  if (auto found = entries.find(entry{&permissions, {}}); found != entries.end()) {
-    if (auto held = found->holder.lock()) return held;
-    entries.erase(found);  // its last holder is going: its deleter finds no entry of its own to erase
-  }
+  const auto found = entries.find(entry{&permissions, {}});
+  if (found == entries.end()) return nullptr;
+  if (auto holder = found->holder.lock()) return holder;
+  entries.erase(found);  // its last holder is going: its deleter finds no entry of its own to erase
+  return nullptr;
+}
+
+std::shared_ptr<const acl> acl_pool::add(acl permissions) {
+  auto& entries = table_->entries;
   std::weak_ptr<table> owner = table_;
   auto deleter = [owner](const acl* rules) {
     if (auto t = owner.lock()) {

@@ -25,11 +25,17 @@ class acl_pool {
   // The pool's copy of `permissions`: the one already held by some session
   // when there is one (equal filters in the same order), else a new one.
   std::shared_ptr<const acl> intern(acl permissions);
+  // The same, copying `permissions` only when the pool holds no equal ACL:
+  // an answer's rules (shared with the validation cache) are not copied to
+  // be looked up (issue 14).
+  std::shared_ptr<const acl> intern_copy_of(const acl& permissions);
   // Distinct ACLs held now.
   std::size_t size() const;
 
  private:
   struct table;
+  std::shared_ptr<const acl> held(const acl& permissions);
+  std::shared_ptr<const acl> add(acl permissions);
   // Shared with each ACL's deleter (weakly), so that a session outliving
   // the pool still frees its ACL safely.
   std::shared_ptr<table> table_;

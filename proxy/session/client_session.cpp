@@ -1,5 +1,7 @@
 #include "session/client_session.hpp"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "auth/auth_client.hpp"
@@ -375,7 +377,7 @@ client_session::actions client_session::on_auth_result(const auth_result& result
   }
   user_ = result.user;
   user_id_ = result.user_id.empty() ? result.user : result.user_id;
-  set_acl(with_templates(result.permissions, config_.templates, user_, client_id_));
+  set_answered_acl(result.permissions);
   if (client_connect_->will &&
       (!acl_allows(acl_action::publish, client_connect_->will->topic) || !broker_safe(client_connect_->will->topic))) {
     deny("will_not_allowed", reason_code::not_authorized);
@@ -411,7 +413,7 @@ void client_session::handle_reauth(const auth_result& result) {
   if (result.outcome == auth_result::verdict::valid && result.user == user_ && id == user_id_) {
     metrics_.auth_ok++;
     admit(result);
-    apply_acl(with_templates(result.permissions, config_.templates, user_, client_id_));
+    apply_acl(with_templates(*result.permissions, config_.templates, user_, client_id_));
     if (!silent) send_auth_message(nlohmann::json{{"result", "ok"}, {"user", user_}}.dump());
     return;
   }
@@ -490,6 +492,21 @@ void client_session::set_acl(acl permissions) {
   acl_subscribe_valid_ = acl_->subscribe_entries_valid();
 }
 
+// An admitting answer's ACL. With the deployment's templates it is a new
+// ACL; without, the answer's own rules, not copied to be looked up: the
+// pool's equal ACL (copied into the pool only when it holds none), or the
+// answer's own, shared with the validation cache (issue 14).
+void client_session::set_answered_acl(const shared_acl& answered) {
+  if (!config_.templates.publish.empty() || !config_.templates.subscribe.empty())
+    return set_acl(with_templates(*answered, config_.templates, user_, client_id_));
+  if (acl_pool_) {
+    acl_ = acl_pool_->intern_copy_of(*answered);
+  } else {
+    acl_ = answered.shared() ? answered.shared() : std::make_shared<const acl>();
+  }
+  acl_subscribe_valid_ = acl_->subscribe_entries_valid();
+}
+
 // A new ACL on a live connection (re-authentication, acl_changed, resync):
 // deliveries are checked against it from now on (handle_delivery), and the
 // broker is told to drop every subscription it no longer allows, in one
@@ -564,9 +581,18 @@ void client_session::deny(std::string_view reason, mqtt::reason_code code) {
 
 // {"result":"ok","user":...}, byte for byte what nlohmann::json{{"result",
 // "ok"}, {"user", user}}.dump() writes (keys in order), without building the
-// object's map for every admitted session.
+// object's map for every admitted session. A name of printable ASCII without
+// '"' and '\\' (which JSON writes as they are) is copied in, one allocation
+// instead of four (issue 14); any other is escaped by the library.
 std::string auth_ok_message(const std::string& user) {
-  return R"({"result":"ok","user":)" + nlohmann::json(user).dump() + "}";
+  constexpr std::string_view head = R"({"result":"ok","user":")";
+  const bool as_is =
+      std::all_of(user.begin(), user.end(), [](char c) { return c >= 0x20 && c < 0x7F && c != '"' && c != '\\'; });
+  if (!as_is) return R"({"result":"ok","user":)" + nlohmann::json(user).dump() + "}";
+  std::string out;
+  out.reserve(head.size() + user.size() + 2);
+  out.append(head).append(user).append("\"}");
+  return out;
 }
 
 void client_session::send_auth_message(std::string json) {

@@ -208,6 +208,7 @@ class client_session {
   void revoke();
   void apply_acl(acl permissions);
   void set_acl(acl permissions);
+  void set_answered_acl(const shared_acl& answered);
   std::optional<std::uint16_t> free_packet_id() const;
   void deny(std::string_view reason, mqtt::reason_code code);
   void connect_upstream();

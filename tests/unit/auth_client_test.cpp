@@ -627,8 +627,8 @@ TEST_SUITE("auth client: over a socket") {
     run_until(io, [&] { return got.has_value(); });
     REQUIRE(got);
     CHECK(got->outcome == auth_result::verdict::valid);
-    REQUIRE(got->permissions.publish.size() == 1);
-    CHECK(got->permissions.publish.front() == "new/#");
+    REQUIRE(got->permissions->publish.size() == 1);
+    CHECK(got->permissions->publish.front() == "new/#");
     CHECK(counters.auth_overtaken_asked_again == 1);
   }
 
@@ -705,7 +705,7 @@ TEST_SUITE("auth client: over a socket") {
     run_until(io, [&] { return resynced.has_value(); });
     REQUIRE(resynced);
     CHECK(resynced->outcome == auth_result::verdict::valid);
-    CHECK(resynced->permissions.publish.front() == "b/#");
+    CHECK(resynced->permissions->publish.front() == "b/#");
   }
 
   TEST_CASE("an implausible token is invalid without a connection; a live handle gets exactly one answer") {

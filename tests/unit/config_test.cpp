@@ -227,7 +227,7 @@ server_name = "broker.internal"
     auto ok = parse_validation_response(200, R"({"user":"u","acl":{"publish":["a/#","bad/#/x"],"subscribe":["s/+"]},"expires_in":60})");
     CHECK(ok.outcome == auth_result::verdict::valid);
     CHECK(ok.user == "u");
-    CHECK(ok.permissions.publish == std::vector<std::string>{"a/#"});  // invalid filters are dropped
+    CHECK(ok.permissions->publish == std::vector<std::string>{"a/#"});  // invalid filters are dropped
     CHECK(ok.expires_in == std::chrono::seconds(60));
     CHECK(parse_validation_response(401, "{}").outcome == auth_result::verdict::invalid);
     CHECK(parse_validation_response(404, "").outcome == auth_result::verdict::invalid);

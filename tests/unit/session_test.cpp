@@ -245,7 +245,9 @@ TEST_SUITE("session: authentication") {
   }
 
   TEST_CASE("auth_ok_message is what the JSON library writes for the same object") {
-    for (std::string user : {"alice", "", "quote\"back\\slash", "j\xC3\xBCrgen", "tab\tnew\nline\x01"}) {
+    // Both ways of writing it: copied in as it is, and escaped by the library.
+    for (std::string user : {"alice", "", "a name with spaces", "quote\"back\\slash", "j\xC3\xBCrgen",
+                             "tab\tnew\nline\x01", "del\x7F", "~!@#$%^&*()_+{}|:<>?"}) {
       CHECK(auth_ok_message(user) == nlohmann::json{{"result", "ok"}, {"user", user}}.dump());
     }
   }
@@ -1318,6 +1320,44 @@ TEST_SUITE("session: ACLs shared through the worker's pool") {
       CHECK(&phone.session.permissions() == &tablet.session.permissions());
       CHECK(pool.size() == 1);  // the old ACL left with its last holder
     }
+  }
+
+  // Issue 14: the ACL of an answer is not copied on its way into the session.
+  TEST_CASE("an answer's ACL is taken as it is: shared with the answer, or the pool's equal one") {
+    for (auto v : {protocol_version::v3_1_1, protocol_version::v5}) {
+      const auto answer = harness::valid("alice", harness::default_acl());
+      harness alone(v);  // no pool: the answer's own rules (the validation cache's, in the proxy)
+      alone.client(alone.connect_packet());
+      alone.client(mqtt::publish{"service/auth/tok", "", mqtt::qos::at_most_once, false, false, 0, {}});
+      alone.auth(answer);
+      CHECK(&alone.session.permissions() == answer.permissions.shared().get());
+
+      acl_pool pool;
+      harness phone(v);
+      harness tablet(v);
+      phone.session.share_acls_through(&pool);
+      tablet.session.share_acls_through(&pool);
+      phone.establish();
+      tablet.client(tablet.connect_packet());
+      tablet.client(mqtt::publish{"service/auth/tok", "", mqtt::qos::at_most_once, false, false, 0, {}});
+      tablet.auth(answer);  // equal rules, another answer: the pool's copy, not the answer's
+      CHECK(&tablet.session.permissions() == &phone.session.permissions());
+      CHECK(&tablet.session.permissions() != answer.permissions.shared().get());
+      CHECK(pool.size() == 1);
+    }
+  }
+
+  TEST_CASE("an answer's ACL with templates is the answer's rules and the expanded templates") {
+    session_config config = harness::make_config();
+    config.templates = {{"devices/%c/out"}, {}};
+    harness h(protocol_version::v5, config);
+    const auto answer = harness::valid("alice", harness::default_acl());
+    h.client(h.connect_packet());
+    h.client(mqtt::publish{"service/auth/tok", "", mqtt::qos::at_most_once, false, false, 0, {}});
+    h.auth(answer);
+    CHECK(h.session.permissions().publish == std::vector<std::string>{"private/alice/#", "devices/phone/out"});
+    CHECK(h.session.permissions().subscribe == answer.permissions->subscribe);
+    CHECK(answer.permissions->publish.size() == 1);  // the answer's own rules are left as they were
   }
 
   TEST_CASE("before admission a session allows nothing") {

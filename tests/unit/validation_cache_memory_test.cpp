@@ -52,8 +52,8 @@ TEST_SUITE("validation cache: compact entries") {
     CHECK(hit.result.outcome == auth_result::verdict::valid);
     CHECK(hit.result.user == "alice");
     CHECK(hit.result.user_id == "7");
-    CHECK(hit.result.permissions.publish == acl_of("alice").publish);
-    CHECK(hit.result.permissions.subscribe == acl_of("alice").subscribe);
+    CHECK(hit.result.permissions->publish == acl_of("alice").publish);
+    CHECK(hit.result.permissions->subscribe == acl_of("alice").subscribe);
     CHECK(hit.result.expires_in == 3590s);
     CHECK_FALSE(hit.result.stale);
     CHECK(hit.result.detail.empty());
@@ -61,8 +61,27 @@ TEST_SUITE("validation cache: compact entries") {
     REQUIRE(stale);
     CHECK(stale->stale);
     CHECK(stale->user == "alice");
-    CHECK(stale->permissions.subscribe == acl_of("alice").subscribe);
+    CHECK(stale->permissions->subscribe == acl_of("alice").subscribe);
     CHECK(stale->expires_in == 3530s);
+  }
+
+  // Issue 14: a hit hands out the stored ACL, not a copy, and is looked up by the digest's bytes.
+  TEST_CASE("hits share the stored answer's ACL; a token's key is its digest's bytes") {
+    validation_cache cache({100, 2000ms, 0ms});
+    const auto answer = valid_for("alice", "7", acl_of("alice"), 3600s);
+    cache.store(session_digest(token(1)), answer, 60s, t0);
+    cache.store(session_digest(token(2)), valid_for("alice", "7", acl_of("alice"), 3600s), 60s, t0);
+    const auto one = cache.find(session_digest(token(1)), t0 + 1s);
+    const auto two = cache.find(session_key_of(token(2)), t0 + 1s);
+    REQUIRE(one.what == found::hit);
+    REQUIRE(two.what == found::hit);
+    CHECK(one.result.permissions.shared() == answer.permissions.shared());
+    CHECK(two.result.permissions.shared() == answer.permissions.shared());  // the user's identity: the first answer's
+    for (int i = 0; i < 3; ++i) {
+      CHECK(validation_cache::key_of(session_digest(token(i))) == session_key_of(token(i)));
+      CHECK(hex_of(session_key_of(token(i))) == session_digest(token(i)));
+    }
+    CHECK(cache.find(session_key_of(token(3)), t0 + 1s).what == found::miss);
   }
 
   TEST_CASE("the tokens of one user share one identity, which leaves with the last of them") {
@@ -78,7 +97,7 @@ TEST_SUITE("validation cache: compact entries") {
     CHECK(cache.find(session_digest(token(49)), t0).result.user == "alice");
     cache.apply(event_of(auth_event::kind::session_revoked, "7", session_digest(token(49))));
     CHECK(cache.identities() == 1);
-    CHECK(cache.find(session_digest("bob's"), t0).result.permissions.publish == acl_of("bob").publish);
+    CHECK(cache.find(session_digest("bob's"), t0).result.permissions->publish == acl_of("bob").publish);
     CHECK(cache.find(session_digest("refused"), t0).what == found::negative_hit);
     cache.clear();
     CHECK(cache.identities() == 0);
@@ -89,14 +108,14 @@ TEST_SUITE("validation cache: compact entries") {
     cache.store("old", valid_for("alice", "7", acl_of("alice")), 60s, t0);
     cache.store("new", valid_for("alice", "7", acl_of("alice-v2")), 60s, t0);
     cache.store("renamed", valid_for("alicia", "7", acl_of("alice-v2")), 60s, t0);
-    CHECK(cache.find("old", t0).result.permissions.publish == acl_of("alice").publish);
-    CHECK(cache.find("new", t0).result.permissions.publish == acl_of("alice-v2").publish);
+    CHECK(cache.find("old", t0).result.permissions->publish == acl_of("alice").publish);
+    CHECK(cache.find("new", t0).result.permissions->publish == acl_of("alice-v2").publish);
     CHECK(cache.find("new", t0).result.user == "alice");
     CHECK(cache.find("renamed", t0).result.user == "alicia");
     // Same user id, same name, ACL empty: not the same as an ACL with entries.
     cache.store("empty", valid_for("alicia", "7", acl{}), 60s, t0);
-    CHECK(cache.find("empty", t0).result.permissions.publish.empty());
-    CHECK(cache.find("renamed", t0).result.permissions.publish == acl_of("alice-v2").publish);
+    CHECK(cache.find("empty", t0).result.permissions->publish.empty());
+    CHECK(cache.find("renamed", t0).result.permissions->publish == acl_of("alice-v2").publish);
     // The user's event reaches every token, whichever identity it holds.
     cache.apply(event_of(auth_event::kind::acl_changed, "7"));
     CHECK(cache.size() == 0);
