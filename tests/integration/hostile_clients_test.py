@@ -81,9 +81,14 @@ def authenticated_socket(port, client_id):
     return sock
 
 
-def flood(sock, chunk, limit_seconds=30, stall_seconds=1.5):
+def flood(sock, chunk, limit_seconds=None, stall_seconds=1.5):
     """Sends `chunk` again and again without reading. 'paused' once sends
-    have stalled for stall_seconds, 'closed' when the proxy closed."""
+    have stalled for stall_seconds, 'closed' when the proxy closed. The proxy
+    pauses once its answers fill the kernel's buffers towards the client (a
+    few MiB, autotuned): an ASan build on a loaded machine reads the flood
+    several times slower, so it gets longer to get there."""
+    if limit_seconds is None:
+        limit_seconds = 120 if SANITIZED else 30
     sock.setblocking(False)
     sent, view, last_progress = 0, memoryview(chunk), time.time()
     deadline = time.time() + limit_seconds
@@ -167,7 +172,11 @@ class HostileClients(OneSystemPerClass, unittest.TestCase):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         count = 300000  # ~1.2 MB of PUBACKs: more than the proxy queues, so it must pause and resume
         data = denied_publishes(count)
-        sender = threading.Thread(target=lambda: sock.sendall(data))
+        # Its own socket object: Python's timeout bounds a whole sendall(), and
+        # the proxy pauses this one for as long as the reader below is slow.
+        sending = sock.dup()
+        sending.settimeout(None)
+        sender = threading.Thread(target=lambda: sending.sendall(data))
         sender.start()
         time.sleep(1)
         received, buffer = 0, b""
@@ -178,6 +187,7 @@ class HostileClients(OneSystemPerClass, unittest.TestCase):
             self.assertEqual(int.from_bytes(packet[2:4], "big"), 1 + received % 65535)
             received += 1
         sender.join()
+        sending.close()
         sock.close()
 
     def test_6_memory_goes_back_after_floods(self):
