@@ -165,7 +165,7 @@ void client_connection::start() {
     // A coroutine only if the reader must wait in one (unpark): no co_spawn
     // and no chain of frames per session for it (issue 14).
     enter(lifecycle::running);
-    unpark(side::client);
+    guarded([this] { unpark(side::client); });
     return;
   }
   spawn(read_client(shared_from_this()));
@@ -255,10 +255,12 @@ void client_connection::validate(const std::string& token) {
         // second post and a second copy of the result (issue 14).
         if (self->state_ != lifecycle::running) return;
         self->pending_validation_.reset();
-        self->apply(self->session_.on_auth_result(result));
-        // A held CONNACK waits on for the broker's, unless no dial follows.
-        if (self->session_.current_state() != client_session::state::connecting_upstream)
-          self->release_client_writes();
+        self->guarded([&self, &result] {
+          self->apply(self->session_.on_auth_result(result));
+          // A held CONNACK waits on for the broker's, unless no dial follows.
+          if (self->session_.current_state() != client_session::state::connecting_upstream)
+            self->release_client_writes();
+        });
       });
 }
 
@@ -287,18 +289,21 @@ void client_connection::cut(const std::string& reason) {
 // and cut the connection so it does not hang half-alive.
 void client_connection::spawn(asio::awaitable<void> task) {
   asio::co_spawn(executor_, std::move(task), [weak = weak_from_this()](std::exception_ptr error) {
-    if (!error) return;
-    std::string what = "unknown exception";
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    auto self = weak.lock();
-    spdlog::error("connection task failed: remote={} {}", self ? self->remote_address_ : "-", what);
-    if (self) self->cut("internal error: " + what);
+    if (error) report_internal_error(weak, error);
   });
+}
+
+void client_connection::report_internal_error(const std::weak_ptr<client_connection>& weak, std::exception_ptr error) {
+  std::string what = "unknown exception";
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  auto self = weak.lock();
+  spdlog::error("connection task failed: remote={} {}", self ? self->remote_address_ : "-", what);
+  if (self) self->cut("internal error: " + what);
 }
 
 void client_connection::count_handshake_failure() {

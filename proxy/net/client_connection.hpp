@@ -132,6 +132,20 @@ class client_connection : public std::enable_shared_from_this<client_connection>
 
   void enter(lifecycle next);
   void spawn(boost::asio::awaitable<void> task);
+  // What a connection's task threw: logged, and the connection cut (not the
+  // listener whose accept loop, or the worker whose io.run(), called it).
+  static void report_internal_error(const std::weak_ptr<client_connection>& weak, std::exception_ptr error);
+  // The plain-TCP paths run inline what a spawned coroutine used to run
+  // (start, the parked and draining waits, the answer's dial): with the same
+  // guard as spawn()'s completion handler.
+  template <class Step>
+  void guarded(Step&& step) noexcept {
+    try {
+      step();
+    } catch (...) {
+      report_internal_error(weak_from_this(), std::current_exception());
+    }
+  }
 
   // connection_handshake.cpp
   boost::asio::awaitable<bool> read_proxy_header();

@@ -304,7 +304,7 @@ struct client_connection::parked_wait {
     return allocator_type(self->park_memory_[static_cast<std::size_t>(from)]);
   }
   void operator()(boost::system::error_code) const {
-    self->unpark(from);  // an error is the next read's to report
+    self->guarded([this] { self->unpark(from); });  // an error is the next read's to report
   }
 };
 
@@ -348,10 +348,11 @@ void client_connection::unpark(side from) {
 // A woken reader's common case, without starting its coroutine again: one
 // read of a plain TCP stream, its frames and their writes, and the reader
 // parks again. It does what one turn of relay_from_client's or
-// relay_from_upstream's loop does, in the same order. false: the coroutine
-// takes over where this stopped (the queues are full, a frame is cut, the
-// relay ended and the reader must drain the socket): what was read is in
-// the framer, which the coroutine processes first.
+// relay_from_upstream's loop does, in the same order; once the relay has
+// ended it drains the socket to EOF itself (discard). false: the coroutine
+// takes over where this stopped (not a plain TCP stream, the queues are
+// full, a frame is cut): what was read is in the framer, which the
+// coroutine processes first.
 bool client_connection::relay_woken(side from) {
   auto& stream = from == side::client ? *client_ : *upstream_;
   auto& framer = from == side::client ? client_framer_ : upstream_framer_;
@@ -422,7 +423,7 @@ struct client_connection::discard_wait {
     return allocator_type(self->park_memory_[static_cast<std::size_t>(from)]);
   }
   void operator()(boost::system::error_code ec) const {
-    if (!ec) self->discard(from);  // an error: the socket was closed (linger) or failed
+    if (!ec) self->guarded([this] { self->discard(from); });  // an error: the socket was closed (linger) or failed
   }
 };
 
