@@ -577,135 +577,129 @@ TEST_SUITE("auth client: over a socket") {
     return e;
   }
 
+  // A client of a silent_server whose answers the test writes by hand.
+  struct hand_answered {
+    asio::io_context io;
+    silent_server server{io};
+    metrics counters;
+    http_auth_client client{io, server.settings(), &counters};
+
+    auth_client::pending_call ask(const std::string& token, std::optional<auth_result>& into,
+                                  const std::string& remote_address = "") {
+      return client.validate(token, remote_address, [&into](const auth_result& r) { into = r; });
+    }
+    std::string next_request() {
+      run_until(io, [&] { return server.accepted; });
+      REQUIRE(server.accepted);
+      return read_request(io, server.peer);
+    }
+    void answer(const std::string& user_id, const std::string& publish_filter) {
+      asio::write(server.peer, asio::buffer(answer_for(user_id, publish_filter)));
+    }
+    const auth_result& wait(std::optional<auth_result>& result) {
+      run_until(io, [&] { return result.has_value(); });
+      REQUIRE(result);
+      return *result;
+    }
+  };
+
   // The event stream and the answers travel apart: a logout applied while a
   // "valid" answer from before it is on its way must not admit the session.
   TEST_CASE("a valid answer overtaken by its session's revocation is refused, and kept as a refusal") {
-    asio::io_context io;
-    silent_server server(io);
-    metrics counters;
-    http_auth_client client(io, server.settings(), &counters);
+    hand_answered h;
     std::optional<auth_result> got;
-    auto handle = client.validate("overtaken-token-1", "", [&](const auth_result& r) { got = r; });
-    run_until(io, [&] { return server.accepted; });
-    REQUIRE(server.accepted);
-    CHECK(read_request(io, server.peer).find("overtaken-token-1") != std::string::npos);
-    client.apply(event_about(auth_event::kind::user_deleted, "someone-else"));  // not this session: no effect
-    client.apply(event_about(auth_event::kind::session_revoked, "7", session_digest("overtaken-token-1")));
-    asio::write(server.peer, asio::buffer(answer_for("7", "a/#")));
-    run_until(io, [&] { return got.has_value(); });
-    REQUIRE(got);
-    CHECK(got->outcome == auth_result::verdict::invalid);
-    CHECK(counters.auth_overtaken_refused == 1);
+    auto handle = h.ask("overtaken-token-1", got);
+    CHECK(h.next_request().find("overtaken-token-1") != std::string::npos);
+    h.client.apply(event_about(auth_event::kind::user_deleted, "someone-else"));  // not this session: no effect
+    h.client.apply(event_about(auth_event::kind::session_revoked, "7", session_digest("overtaken-token-1")));
+    h.answer("7", "a/#");
+    CHECK(h.wait(got).outcome == auth_result::verdict::invalid);
+    CHECK(h.counters.auth_overtaken_refused == 1);
     // The valid answer is not kept; the refusal is, as a 401 would be.
     std::optional<auth_result> again;
-    auto second = client.validate("overtaken-token-1", "", [&](const auth_result& r) { again = r; });
-    run_until(io, [&] { return again.has_value(); });
-    REQUIRE(again);
-    CHECK(again->outcome == auth_result::verdict::invalid);
-    CHECK(counters.auth_cache_negative_hit == 1);
-    CHECK(counters.auth_cache_miss == 1);
+    auto second = h.ask("overtaken-token-1", again);
+    CHECK(h.wait(again).outcome == auth_result::verdict::invalid);
+    CHECK(h.counters.auth_cache_negative_hit == 1);
+    CHECK(h.counters.auth_cache_miss == 1);
   }
 
   // An ACL change may be older or newer than the answer: the answer after it is the one to use.
   TEST_CASE("a valid answer overtaken by its user's ACL change is asked for again; the second answer is used") {
-    asio::io_context io;
-    silent_server server(io);
-    metrics counters;
-    http_auth_client client(io, server.settings(), &counters);
+    hand_answered h;
     std::optional<auth_result> got;
-    auto handle = client.validate("overtaken-token-2", "10.0.0.1:1", [&](const auth_result& r) { got = r; });
-    run_until(io, [&] { return server.accepted; });
-    REQUIRE(server.accepted);
-    read_request(io, server.peer);
-    client.apply(event_about(auth_event::kind::acl_changed, "7"));
-    asio::write(server.peer, asio::buffer(answer_for("7", "old/#")));
-    const auto second_request = read_request(io, server.peer);  // on the same kept-alive connection
+    auto handle = h.ask("overtaken-token-2", got, "10.0.0.1:1");
+    h.next_request();
+    h.client.apply(event_about(auth_event::kind::acl_changed, "7"));
+    h.answer("7", "old/#");
+    const auto second_request = h.next_request();  // on the same kept-alive connection
     CHECK(second_request.find("overtaken-token-2") != std::string::npos);
     CHECK(second_request.find("10.0.0.1:1") != std::string::npos);
     CHECK_FALSE(got.has_value());
-    asio::write(server.peer, asio::buffer(answer_for("7", "new/#")));
-    run_until(io, [&] { return got.has_value(); });
-    REQUIRE(got);
-    CHECK(got->outcome == auth_result::verdict::valid);
-    REQUIRE(got->permissions->publish.size() == 1);
-    CHECK(got->permissions->publish.front() == "new/#");
-    CHECK(counters.auth_overtaken_asked_again == 1);
+    h.answer("7", "new/#");
+    const auto& used = h.wait(got);
+    CHECK(used.outcome == auth_result::verdict::valid);
+    REQUIRE(used.permissions->publish.size() == 1);
+    CHECK(used.permissions->publish.front() == "new/#");
+    CHECK(h.counters.auth_overtaken_asked_again == 1);
   }
 
   TEST_CASE("an event about someone else: the answer is used and kept; overtaken every time: unavailable, not a failure") {
-    asio::io_context io;
-    silent_server server(io);
-    metrics counters;
-    http_auth_client client(io, server.settings(), &counters);
+    hand_answered h;
     std::optional<auth_result> got;
-    auto handle = client.validate("overtaken-token-5", "", [&](const auth_result& r) { got = r; });
-    run_until(io, [&] { return server.accepted; });
-    read_request(io, server.peer);
-    client.apply(event_about(auth_event::kind::acl_changed, "8"));
-    client.apply(event_about(auth_event::kind::session_revoked, "7", session_digest("another-token")));
-    asio::write(server.peer, asio::buffer(answer_for("7", "a/#")));
-    run_until(io, [&] { return got.has_value(); });
-    REQUIRE(got);
-    CHECK(got->outcome == auth_result::verdict::valid);
+    auto handle = h.ask("overtaken-token-5", got);
+    h.next_request();
+    h.client.apply(event_about(auth_event::kind::acl_changed, "8"));
+    h.client.apply(event_about(auth_event::kind::session_revoked, "7", session_digest("another-token")));
+    h.answer("7", "a/#");
+    CHECK(h.wait(got).outcome == auth_result::verdict::valid);
     std::optional<auth_result> cached;
-    auto hit = client.validate("overtaken-token-5", "", [&](const auth_result& r) { cached = r; });
-    run_until(io, [&] { return cached.has_value(); });
-    CHECK(counters.auth_cache_hit == 1);
+    auto hit = h.ask("overtaken-token-5", cached);
+    h.wait(cached);
+    CHECK(h.counters.auth_cache_hit == 1);
 
     // Each answer overtaken by another change of the user: asked 3 times more, then unavailable.
     std::optional<auth_result> last;
-    auto busy = client.validate("overtaken-token-6", "", [&](const auth_result& r) { last = r; });
+    auto busy = h.ask("overtaken-token-6", last);
     for (int answer = 0; answer < 4; ++answer) {
-      CHECK(read_request(io, server.peer).find("overtaken-token-6") != std::string::npos);
-      client.apply(event_about(auth_event::kind::user_sessions_revoked, "7"));
-      asio::write(server.peer, asio::buffer(answer_for("7", "a/#")));
+      CHECK(h.next_request().find("overtaken-token-6") != std::string::npos);
+      h.client.apply(event_about(auth_event::kind::user_sessions_revoked, "7"));
+      h.answer("7", "a/#");
     }
-    run_until(io, [&] { return last.has_value(); });
-    REQUIRE(last);
-    CHECK(last->outcome == auth_result::verdict::unavailable);
-    CHECK(counters.auth_overtaken_asked_again == 3);
-    CHECK(counters.auth_breaker_opens == 0);
+    CHECK(h.wait(last).outcome == auth_result::verdict::unavailable);
+    CHECK(h.counters.auth_overtaken_asked_again == 3);
+    CHECK(h.counters.auth_breaker_opens == 0);
   }
 
   // A cached answer is posted, not handed over inline: an event can come between.
   TEST_CASE("a cached answer overtaken before it is handed over: refused for a revocation, asked again for a resync") {
-    asio::io_context io;
-    silent_server server(io);
-    metrics counters;
-    http_auth_client client(io, server.settings(), &counters);
+    hand_answered h;
     std::optional<auth_result> first;
-    auto warm = client.validate("overtaken-token-3", "", [&](const auth_result& r) { first = r; });
-    run_until(io, [&] { return server.accepted; });
-    read_request(io, server.peer);
-    asio::write(server.peer, asio::buffer(answer_for("7", "a/#")));
-    run_until(io, [&] { return first.has_value(); });
-    REQUIRE(first);
-    REQUIRE(first->outcome == auth_result::verdict::valid);
+    auto warm = h.ask("overtaken-token-3", first);
+    h.next_request();
+    h.answer("7", "a/#");
+    REQUIRE(h.wait(first).outcome == auth_result::verdict::valid);
 
     std::optional<auth_result> revoked;
-    auto hit = client.validate("overtaken-token-3", "", [&](const auth_result& r) { revoked = r; });
-    CHECK(counters.auth_cache_hit == 1);  // found in the cache, not yet handed over
-    client.apply(event_about(auth_event::kind::session_revoked, "7", session_digest("overtaken-token-3")));
-    run_until(io, [&] { return revoked.has_value(); });
-    REQUIRE(revoked);
-    CHECK(revoked->outcome == auth_result::verdict::invalid);
+    auto hit = h.ask("overtaken-token-3", revoked);
+    CHECK(h.counters.auth_cache_hit == 1);  // found in the cache, not yet handed over
+    h.client.apply(event_about(auth_event::kind::session_revoked, "7", session_digest("overtaken-token-3")));
+    CHECK(h.wait(revoked).outcome == auth_result::verdict::invalid);
 
     // Another token of the same user, cached, then a resync before the hand-over: asked again.
     std::optional<auth_result> warm2;
-    auto w2 = client.validate("overtaken-token-4", "", [&](const auth_result& r) { warm2 = r; });
-    read_request(io, server.peer);
-    asio::write(server.peer, asio::buffer(answer_for("7", "a/#")));
-    run_until(io, [&] { return warm2.has_value(); });
+    auto w2 = h.ask("overtaken-token-4", warm2);
+    h.next_request();
+    h.answer("7", "a/#");
+    h.wait(warm2);
     std::optional<auth_result> resynced;
-    auto hit2 = client.validate("overtaken-token-4", "", [&](const auth_result& r) { resynced = r; });
-    client.apply(event_about(auth_event::kind::resync, ""));
-    CHECK(read_request(io, server.peer).find("overtaken-token-4") != std::string::npos);
+    auto hit2 = h.ask("overtaken-token-4", resynced);
+    h.client.apply(event_about(auth_event::kind::resync, ""));
+    CHECK(h.next_request().find("overtaken-token-4") != std::string::npos);
     CHECK_FALSE(resynced.has_value());
-    asio::write(server.peer, asio::buffer(answer_for("7", "b/#")));
-    run_until(io, [&] { return resynced.has_value(); });
-    REQUIRE(resynced);
-    CHECK(resynced->outcome == auth_result::verdict::valid);
-    CHECK(resynced->permissions->publish.front() == "b/#");
+    h.answer("7", "b/#");
+    const auto& used = h.wait(resynced);
+    CHECK(used.outcome == auth_result::verdict::valid);
+    CHECK(used.permissions->publish.front() == "b/#");
   }
 
   TEST_CASE("an implausible token is invalid without a connection; a live handle gets exactly one answer") {
