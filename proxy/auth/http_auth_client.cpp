@@ -209,25 +209,25 @@ void http_auth_client::deliver_later(const std::shared_ptr<waiter>& w, auth_resu
 
 void http_auth_client::hand_over(const std::shared_ptr<waiter>& w, auth_result result) {
   if (result.outcome == auth_result::verdict::valid) {
-    switch (overtaken_by_events(w->as_of, w->key, result)) {
-      case overtaken::no: break;
-      case overtaken::revoked:
-        if (metrics_) metrics_->auth_overtaken_refused++;
-        result = invalid("revoked while being validated (an event overtook the answer)");
-        break;
-      case overtaken::ask_again:
-        if (++w->asks <= max_asks) {
-          if (metrics_) metrics_->auth_overtaken_asked_again++;
-          look_up(w);
-          return;
-        }
-        result = unavailable("events kept overtaking the API server's answers");
-        break;
+    const auto verdict = overtaken_by_events(w->as_of, w->key, result);
+    if (verdict == overtaken::ask_again && ++w->asks <= max_asks) {
+      if (metrics_) metrics_->auth_overtaken_asked_again++;
+      look_up(w);
+      return;
     }
+    if (verdict != overtaken::no) result = overtaken_answer(verdict);
   }
   auto done = std::move(w->done);
   w->done = nullptr;  // the caller's closure may own the caller: break the cycle
   done(result);
+}
+
+// A valid answer that events overtook and that is not asked for again:
+// refused when they revoked it, else (asked max_asks times) "unavailable".
+auth_result http_auth_client::overtaken_answer(overtaken verdict) {
+  if (verdict != overtaken::revoked) return unavailable("events kept overtaking the API server's answers");
+  if (metrics_) metrics_->auth_overtaken_refused++;
+  return invalid("revoked while being validated (an event overtook the answer)");
 }
 
 // The event stream and the validation answers travel on different
@@ -471,12 +471,10 @@ void http_auth_client::finish(const std::shared_ptr<flight>& f, auth_result resu
   if (!f->cancelled && result.outcome == auth_result::verdict::valid) {
     const auto verdict = overtaken_by_events(f->as_of, f->key, result);
     if (verdict == overtaken::ask_again && ask_again(f)) return;
-    if (verdict == overtaken::revoked) {
-      if (metrics_) metrics_->auth_overtaken_refused++;
-      result = invalid("revoked while being validated (an event overtook the answer)");
-    } else if (verdict == overtaken::ask_again) {
-      result = unavailable("events kept overtaking the API server's answers");
-      overtaken_too_often = true;  // the API server did answer: no failure, no stale answer
+    if (verdict != overtaken::no) {
+      // Asked too often: the API server did answer, so no failure and no stale answer.
+      overtaken_too_often = verdict == overtaken::ask_again;
+      result = overtaken_answer(verdict);
     }
   }
   f->finished = true;

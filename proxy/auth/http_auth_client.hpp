@@ -103,6 +103,7 @@ class http_auth_client final : public auth_client {
   // answer for the session with this digest wrong.
   overtaken overtaken_by_events(std::uint64_t as_of, const validation_cache::key& digest,
                                 const auth_result& result) const;
+  auth_result overtaken_answer(overtaken verdict);
   void look_up(const std::shared_ptr<waiter>& w);
   void hand_over(const std::shared_ptr<waiter>& w, auth_result result);
   bool ask_again(const std::shared_ptr<flight>& f);
