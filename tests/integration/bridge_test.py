@@ -397,7 +397,27 @@ class BridgeFlow:
         client.sock.sendall(b"\xe0\x00")
 
 
-class OldBroker(LoopbackServer):
+class FakeBroker(LoopbackServer):
+    """Reads packets until EOF and hands each to answer(sock, kind, packet),
+    which returns False to end the connection."""
+
+    def serve(self, sock):
+        buffer = b""
+        with sock:
+            try:
+                while True:
+                    packet, buffer = read_packet(sock, buffer)
+                    if not self.answer(sock, packet[0] >> 4, packet):
+                        return
+            except (EOFError, OSError):
+                return
+
+    @staticmethod
+    def protocol_level(connect):
+        return connect[connect.index(b"MQTT") + 4]
+
+
+class OldBroker(FakeBroker):
     """A broker that speaks only 3.1.1, as RabbitMQ 3.10 does: it closes the
     connection on a 5.0 CONNECT, accepts a 3.1.1 one and answers PINGREQ and
     SUBSCRIBE. Records (protocol level, CONNECT bytes) of each CONNECT."""
@@ -406,31 +426,22 @@ class OldBroker(LoopbackServer):
         self.connects = []
         super().__init__(port=port)
 
-    def serve(self, sock):
-        buffer = b""
-        with sock:
-            try:
-                while True:
-                    packet, buffer = read_packet(sock, buffer)
-                    kind = packet[0] >> 4
-                    if kind == 1:
-                        level = packet[packet.index(b"MQTT") + 4]
-                        self.connects.append((level, packet))
-                        if level != 4:
-                            return
-                        sock.sendall(b"\x20\x02\x00\x00")
-                    elif kind == 8:
-                        body = packet_body(packet)
-                        sock.sendall(b"\x90\x03" + body[:2] + bytes([body[-1]]))
-                    elif kind == 12:
-                        sock.sendall(b"\xd0\x00")
-                    elif kind == 14:
-                        return
-            except (EOFError, OSError):
-                return
+    def answer(self, sock, kind, packet):
+        if kind == 1:
+            level = self.protocol_level(packet)
+            self.connects.append((level, packet))
+            if level != 4:
+                return False
+            sock.sendall(b"\x20\x02\x00\x00")
+        elif kind == 8:
+            body = packet_body(packet)
+            sock.sendall(b"\x90\x03" + body[:2] + bytes([body[-1]]))
+        elif kind == 12:
+            sock.sendall(b"\xd0\x00")
+        return kind != 14
 
 
-class LimitedBroker(LoopbackServer):
+class LimitedBroker(FakeBroker):
     """A 5.0 broker that takes QoS 1 at most and keeps no retained messages
     (Mosquitto's `max_qos 1`, `retain_available false`): its CONNACK to a
     5.0 CONNECT says so (Maximum QoS 1, Retain Available 0). Accepts 3.1.1
@@ -438,22 +449,12 @@ class LimitedBroker(LoopbackServer):
 
     CONNACK_V5 = b"\x20\x07\x00\x00\x04\x24\x01\x25\x00"
 
-    def serve(self, sock):
-        buffer = b""
-        with sock:
-            try:
-                while True:
-                    packet, buffer = read_packet(sock, buffer)
-                    kind = packet[0] >> 4
-                    if kind == 1:
-                        level = packet[packet.index(b"MQTT") + 4]
-                        sock.sendall(self.CONNACK_V5 if level == 5 else b"\x20\x02\x00\x00")
-                    elif kind == 12:
-                        sock.sendall(b"\xd0\x00")
-                    elif kind == 14:
-                        return
-            except (EOFError, OSError):
-                return
+    def answer(self, sock, kind, packet):
+        if kind == 1:
+            sock.sendall(self.CONNACK_V5 if self.protocol_level(packet) == 5 else b"\x20\x02\x00\x00")
+        elif kind == 12:
+            sock.sendall(b"\xd0\x00")
+        return kind != 14
 
 
 class RefusingBroker(LoopbackServer):
