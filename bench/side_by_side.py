@@ -41,7 +41,8 @@ class Paths:
         proxy_args = shlex.split(args.proxy_args)
         # The broker must not drop QoS 0 messages queued for a busy subscriber.
         self.stack = Stack(os.path.join(binary, "mqtt-proxy"), os.path.join(binary, "auth-server"),
-                           proxy_args=proxy_args, broker_conf="max_queued_messages 0\nmax_inflight_messages 0\n")
+                           proxy_args=proxy_args, broker_conf="max_queued_messages 0\nmax_inflight_messages 0\n",
+                           broker_auth=getattr(args, "broker_auth", "password"))
         self.load = os.path.join(binary, "mqtt_load")
         self.tokens = self.stack.sessions(1000)
         self.token_file = os.path.join(self.stack.dir, "tokens")
@@ -83,7 +84,10 @@ class Paths:
         return dict(kv.split("=", 1) for kv in out.split() if "=" in kv), out
 
     def cpu(self):
-        return {name: cpu_seconds(pid) for name, pid in self.pid.items()}
+        """CPU seconds of each process of the stack, and of the generator runs so far."""
+        times = os.times()
+        return {**{name: cpu_seconds(pid) for name, pid in self.pid.items()},
+                "generator": times.children_user + times.children_system}
 
     def idle(self, path, count):
         argv = [self.load, *self.paths[path][0]]
@@ -128,12 +132,14 @@ def main():
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--proxy-args", default="")
     parser.add_argument("--skip", default="", help="comma list of parts to leave out: idle,sessions,relay,latency")
+    parser.add_argument("--broker-auth", choices=["password", "none"], default="password",
+                        help="none: Mosquitto checks no password, so its PBKDF2 per CONNECT does not set the pace")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     paths = Paths(args)
     names = ["direct", "haproxy", "mqtt-proxy"]
     try:
-        print(f"# side_by_side: {args.rounds} rounds, {args.seconds} s per measure, "
+        print(f"# side_by_side: {args.rounds} rounds, {args.seconds} s per measure, broker auth {args.broker_auth}, "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}")
         if "idle" not in skip:
             print(f"\n## idle authenticated TCP clients ({args.idle}, 200 handshakes in flight)\n")
@@ -141,7 +147,7 @@ def main():
             for name in names:
                 ready, own, broker = paths.idle(name, args.idle)
                 print(f"| {name} | `{ready}` | {own:.0f} B | {broker:.0f} B |", flush=True)
-        results = {n: {"sessions": [], "cpu": [], "q0": [], "q1": [], "p50": [], "p99": []} for n in names}
+        results = {n: {"sessions": [], "cpu": [], "broker_core": [], "q0": [], "q1": [], "p50": [], "p99": []} for n in names}
         for r in range(args.rounds):
             for name in names:
                 res = results[name]
@@ -153,7 +159,10 @@ def main():
                     n = int(kv.get("sessions", 0)) or 1
                     res["sessions"].append(float(kv.get("per_second", 0)))
                     res["cpu"].append({k: (c1[k] - c0[k]) / n * 1e6 for k in c0})
-                    print(f"round {r} {name} sessions: {out}", file=sys.stderr, flush=True)
+                    broker_core = (c1["mosquitto"] - c0["mosquitto"]) / float(kv.get("seconds", args.seconds))
+                    res["broker_core"].append(broker_core)
+                    print(f"round {r} {name} sessions: {out} broker_core={broker_core:.2f}", file=sys.stderr,
+                          flush=True)
                 if "relay" not in skip:
                     paths.settle(f"{name} qos0")
                     kv, out = paths.run(name, ["relay", args.seconds, 0, 64, 4], tokens=paths.user0_file)
@@ -173,16 +182,24 @@ def main():
         if "sessions" not in skip:
             print(f"\n## new sessions, {args.inflight} in flight, 1000 distinct tokens through mqtt-proxy "
                   f"(median of {args.rounds})\n")
-            print("| path | sessions/s | ratio to HAProxy | CPU µs per session: path process | Mosquitto | "
-                  "auth-server |\n|---|---|---|---|---|---|")
-            h = med(results["haproxy"]["sessions"])
+            print("| path | sessions/s | ratio to HAProxy | per-round ratios | CPU µs per session: path process | "
+                  "Mosquitto | auth-server | generator | whole stack | Mosquitto's core use |\n"
+                  "|---|---|---|---|---|---|---|---|---|---|")
+            hap = results["haproxy"]["sessions"]
             for name in names:
                 res = results[name]
                 own = paths.paths[name][1]
                 cpu = lambda k: med([c[k] for c in res["cpu"]])  # noqa: E731
+                whole = med([sum(c.values()) - (c["haproxy"] if name != "haproxy" else 0)
+                             - (c["mqtt-proxy"] if name != "mqtt-proxy" else 0) for c in res["cpu"]])
                 auth = f"{cpu('auth-server'):.0f}" if name == "mqtt-proxy" else "-"
-                print(f"| {name} | {med(res['sessions']):.0f} | {med(res['sessions']) / h:.2f} | "
-                      f"{cpu(own):.0f} | {cpu('mosquitto'):.0f} | {auth} |")
+                ratios = [a / b for a, b in zip(res["sessions"], hap) if b]
+                print(f"| {name} | {med(res['sessions']):.0f} | {med(ratios):.2f} | "
+                      f"{', '.join(f'{x:.2f}' for x in ratios)} | {cpu(own):.0f} | {cpu('mosquitto'):.0f} | {auth} | "
+                      f"{cpu('generator'):.0f} | {whole:.0f} | {med(res['broker_core']):.2f} |")
+            print("\nratio: median of the per-round ratios to HAProxy. whole stack: CPU µs per session of the path "
+                  "process, Mosquitto, auth-server and the generator. Mosquitto's core use near 1.00 means the "
+                  "single-threaded broker set the pace, not the path.")
         if "relay" not in skip:
             print(f"\n## relay, messages/s at the subscriber (median of {args.rounds}; ratio: median of the "
                   "per-round ratios to HAProxy)\n")
