@@ -202,6 +202,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet, bool connecting);
   bool upstream_dialled(const std::string& failure);
   void upstream_connected();
+  void quick_ack_if_resumed(const mqtt::frame& broker_connack);
   boost::asio::awaitable<std::string> dial_upstream(bool connecting = false);  // empty: connected
   void upstream_dial_expired();
 

@@ -175,6 +175,7 @@ bool client_connection::process_upstream_frames_batched() {
     }
     if (!*next) return true;
     release_client_writes();  // the broker's CONNACK: the auth answer follows the held CONNACK in this batch
+    if (session_.current_state() == client_session::state::connecting_upstream) quick_ack_if_resumed(**next);
     apply(session_.on_upstream_frame(**next), nullptr, &**next);
     if (state_ != lifecycle::running) return false;
   }

@@ -2,6 +2,8 @@
 // all within the upstream connect timeout (the upstream_dial deadline closes
 // the socket and cancels the resolver). Errors are error codes reported as
 // themselves: out of file descriptors is EMFILE, not a timeout.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -57,6 +59,20 @@ std::optional<tcp::endpoint> literal_endpoint(const upstream_settings& where) {
   return last.endpoint;
 }
 
+// The handshake's last ACK waits for our first bytes (the CONNECT, a TLS
+// ClientHello) and goes out with them: one segment fewer per dial, and the
+// broker accepts a connection whose CONNECT is already there (HAProxy calls
+// this tcp-smart-connect; its mode tcp leaves it off). TCP_DEFER_ACCEPT on a
+// connecting socket delays that one ACK only (Linux, tcp_rcv_synsent_state_process),
+// at most 200 ms; TCP_QUICKACK 0 would delay later ACKs too, and Nagle in a
+// broker without TCP_NODELAY (Mosquitto's default) would hold its second
+// packet after the CONNACK for our delayed ACK. Best effort: a refusal only
+// costs the segment.
+void hold_handshake_ack(tcp_socket& socket) {
+  const int seconds = 1;
+  ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds);
+}
+
 // A non-blocking connect: its outcome when it is known at once, else
 // std::nullopt, and the caller waits for writability, then reads SO_ERROR
 // (connect_error). asio's async_connect does the same plus a poll() of the
@@ -72,6 +88,7 @@ std::optional<boost::system::error_code> start_connect(tcp_socket& socket, const
   boost::system::error_code ec;
   if (!socket.non_blocking()) socket.non_blocking(true, ec);  // open_non_blocking: already
   if (ec) return ec;
+  hold_handshake_ack(socket);
   if (::connect(socket.native_handle(), target.data(), static_cast<socklen_t>(target.size())) == 0) return ec;
   // EINTR: a signal came first, and the handshake goes on regardless (POSIX
   // connect()): wait for it as for EINPROGRESS; calling connect again would
@@ -176,6 +193,20 @@ void client_connection::upstream_connected() {
   boost::system::error_code ignored;
   upstream_->socket().set_option(tcp::no_delay(true), ignored);
   forget_write_interest(upstream_->socket());
+}
+
+// hold_handshake_ack sent the CONNECT within Linux's delayed-ACK time of the
+// SYN-ACK, which makes the link "interactive": our ACKs wait to ride on our
+// next packet (or the timer, 40 ms). For the CONNACK that saves a segment
+// when the broker has nothing more to send unasked: a new session has no
+// subscriptions yet. A resumed one (Session Present) may have messages
+// queued right behind the CONNACK, and a broker with Nagle on (Mosquitto's
+// default) would hold them for that ACK: it goes now, and ACKs stay quick.
+void client_connection::quick_ack_if_resumed(const mqtt::frame& broker_connack) {
+  const bool connack = (broker_connack.first_byte >> 4) == 2;
+  if (!connack || broker_connack.body.empty() || (broker_connack.body[0] & 0x01) == 0) return;
+  const int on = 1;
+  ::setsockopt(upstream_->socket().native_handle(), IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
 }
 
 asio::awaitable<std::string> client_connection::dial_upstream(bool connecting) {

@@ -82,6 +82,7 @@ class FakeBroker(LoopbackServer):
                         at += 1 + body[10]  # property length (small)
                     (length,) = struct.unpack(">H", body[at:at + 2])
                     record["client_id"] = body[at + 2:at + 2 + length].decode()
+                    record["segments_at_connect"] = segments_received(sock)
                     if self.close_at == "connect":
                         note("closed at CONNECT")
                         sock.close()
@@ -115,6 +116,15 @@ class FakeBroker(LoopbackServer):
             time.sleep(0.02)
         raise AssertionError(f"no broker connection for {client_id}")
 
+
+
+def segments_received(sock):
+    """(segments, segments with data) the socket has received: Linux's
+    tcp_info tcpi_segs_in and tcpi_data_segs_in."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    (segs_in,) = struct.unpack_from("I", info, 140)
+    (data_segs_in,) = struct.unpack_from("I", info, 152)
+    return segs_in, data_segs_in
 
 
 def recv_until_closed(sock, timeout):
@@ -394,6 +404,17 @@ class WithFakeBrokers(unittest.TestCase):
             s.ends(self)
         self.broker.close_at = None
         self.session("fake-after-gone", DISCONNECT)  # and the next one is served
+
+    def test_the_connect_rides_on_the_handshakes_last_ack(self):
+        # hold_handshake_ack (issue 14): the broker's socket gets no bare ACK
+        # before the CONNECT. By then it has received the SYN (Linux counts
+        # it on the accepted socket) and segments with data, nothing else.
+        self.start(close_on_disconnect=True)
+        for client_id in ("fake-smart-1", "fake-smart-2"):
+            self.session(client_id, DISCONNECT)
+            segments, with_data = self.broker.connection_of(client_id)["segments_at_connect"]
+            self.assertGreaterEqual(with_data, 1)
+            self.assertEqual(segments, 1 + with_data, "a bare ACK reached the broker before the CONNECT")
 
     def test_client_dropped_without_disconnect_gets_the_broker_a_fin_at_once(self):
         self.start(close_on_disconnect=False)
