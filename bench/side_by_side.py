@@ -60,6 +60,16 @@ class Paths:
                     f"backend broker\n  server mosquitto 127.0.0.1:{self.stack.broker_port}\n")
         self.stack.spawn("haproxy", [shutil.which("haproxy") or "/usr/sbin/haproxy", "-f", cfg, "-db"])
         wait_for_port(self.haproxy_port)
+        proxy_b = getattr(args, "proxy_b", None)
+        if proxy_b:  # a second mqtt-proxy build in the same stack, for an A/B under the same noise
+            self.proxy_b_port, admin_b = free_port(), free_port()
+            self.stack.spawn("mqtt-proxy-b", [
+                os.path.abspath(proxy_b), "--listen", f"127.0.0.1:{self.proxy_b_port}",
+                "--upstream", f"127.0.0.1:{self.stack.broker_port}", "--upstream-username", "proxy",
+                "--upstream-password", "proxy-secret", "--auth-url", self.stack.auth_url,
+                "--auth-service-token-file", self.stack.token_file, "--admin", f"127.0.0.1:{admin_b}",
+                "--log-level", "warn", "--max-connections", "20000", *proxy_args])
+            wait_for_port(self.proxy_b_port)
         self.pid = {name: p.pid for name, (p, _) in self.stack.processes.items()}
         creds = ["--user", "proxy", "--pass", "proxy-secret"]
         self.paths = {
@@ -67,6 +77,8 @@ class Paths:
             "haproxy": (["--port", str(self.haproxy_port)] + creds, "haproxy"),
             "mqtt-proxy": (["--port", str(self.stack.proxy_port)], "mqtt-proxy"),
         }
+        if proxy_b:
+            self.paths["mqtt-proxy-b"] = (["--port", str(self.proxy_b_port)], "mqtt-proxy-b")
 
     def settle(self, what):
         """Every measure starts on a quiet stack, whichever path left work behind
@@ -77,7 +89,7 @@ class Paths:
 
     def run(self, path, mode, *, tokens=None, timeout=120):
         argv = [self.load, *self.paths[path][0]]
-        if path == "mqtt-proxy":
+        if path.startswith("mqtt-proxy"):
             argv += ["--tokens", tokens or self.token_file]
         argv += ["--topic", "private/user0/bench", *map(str, mode)]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout).stdout.strip()
@@ -91,7 +103,7 @@ class Paths:
 
     def idle(self, path, count):
         argv = [self.load, *self.paths[path][0]]
-        if path == "mqtt-proxy":
+        if path.startswith("mqtt-proxy"):
             argv += ["--tokens", self.token_file]
         owner = self.paths[path][1]
         before = {name: pss_kib(pid) for name, pid in self.pid.items()}
@@ -108,6 +120,48 @@ class Paths:
 
     def close(self):
         self.stack.close()
+
+
+def interleaved_sessions(paths, names, slices, seconds, inflight):
+    """Sessions through each path in short slices, taken in turn (the order
+    rotating each time) until each path had `slices`: a slow spell of a
+    shared host falls on all paths alike, where 4 s rounds one after another
+    let it fall on one. Sums over the slices: sessions/s, and the CPU
+    seconds of every process per session."""
+    totals = {n: {"sessions": 0, "seconds": 0.0, "cpu": {}} for n in names}
+    pairs = []
+    for i in range(slices):
+        order = names[i % len(names):] + names[:i % len(names)]
+        rates = {}
+        for name in order:
+            paths.settle(f"{name} slice")
+            c0 = paths.cpu()
+            kv, _ = paths.run(name, ["sessions", seconds, inflight])
+            c1 = paths.cpu()
+            t = totals[name]
+            t["sessions"] += int(kv.get("sessions", 0))
+            t["seconds"] += float(kv.get("seconds", seconds))
+            for k in c0:
+                t["cpu"][k] = t["cpu"].get(k, 0.0) + c1[k] - c0[k]
+            rates[name] = float(kv.get("per_second", 0))
+        pairs.append(rates)
+    print(f"\n## new sessions, interleaved: {slices} slices of {seconds} s per path, {inflight} in flight\n")
+    others = [n for n in names if n != "haproxy"]
+    print("| path | sessions/s | ratio to HAProxy | slices above HAProxy's neighbour | CPU µs per session: path process "
+          "| Mosquitto | generator | whole stack |\n|---|---|---|---|---|---|---|---|")
+    h = totals["haproxy"]["sessions"] / totals["haproxy"]["seconds"]
+    for name in names:
+        t = totals[name]
+        n = t["sessions"] or 1
+        own = paths.paths[name][1]
+        per = {k: v / n * 1e6 for k, v in t["cpu"].items()}
+        whole = per[own] + per["mosquitto"] + per["generator"] + per.get("auth-server", 0.0)
+        if own == "mosquitto":
+            whole -= per["mosquitto"]
+        above = sum(1 for r in pairs if r.get(name, 0) > r["haproxy"]) if name in others else "-"
+        rate = t["sessions"] / t["seconds"]
+        print(f"| {name} | {rate:.0f} | {rate / h:.3f} | {above} of {slices} | {per[own]:.1f} | "
+              f"{per['mosquitto']:.1f} | {per['generator']:.1f} | {whole:.1f} |")
 
 
 def paths_of(bin_dir, proxy=None, proxy_args="", prefix="side_by_side."):
@@ -132,12 +186,16 @@ def main():
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--proxy-args", default="")
     parser.add_argument("--skip", default="", help="comma list of parts to leave out: idle,sessions,relay,latency")
+    parser.add_argument("--slices", type=int, default=0,
+                        help="also measure sessions interleaved: this many slices per path (see interleaved_sessions)")
+    parser.add_argument("--slice-seconds", type=float, default=1.0)
+    parser.add_argument("--proxy-b", help="a second mqtt-proxy binary, measured beside the first as mqtt-proxy-b")
     parser.add_argument("--broker-auth", choices=["password", "none"], default="password",
                         help="none: Mosquitto checks no password, so its PBKDF2 per CONNECT does not set the pace")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     paths = Paths(args)
-    names = ["direct", "haproxy", "mqtt-proxy"]
+    names = ["direct", "haproxy", "mqtt-proxy"] + (["mqtt-proxy-b"] if args.proxy_b else [])
     try:
         print(f"# side_by_side: {args.rounds} rounds, {args.seconds} s per measure, broker auth {args.broker_auth}, "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}")
@@ -190,9 +248,9 @@ def main():
                 res = results[name]
                 own = paths.paths[name][1]
                 cpu = lambda k: med([c[k] for c in res["cpu"]])  # noqa: E731
-                whole = med([sum(c.values()) - (c["haproxy"] if name != "haproxy" else 0)
-                             - (c["mqtt-proxy"] if name != "mqtt-proxy" else 0) for c in res["cpu"]])
-                auth = f"{cpu('auth-server'):.0f}" if name == "mqtt-proxy" else "-"
+                whole = med([c["mosquitto"] + c["generator"] + c["auth-server"] + (c[own] if own != "mosquitto" else 0)
+                             for c in res["cpu"]])
+                auth = f"{cpu('auth-server'):.0f}" if name.startswith("mqtt-proxy") else "-"
                 ratios = [a / b for a, b in zip(res["sessions"], hap) if b]
                 print(f"| {name} | {med(res['sessions']):.0f} | {med(ratios):.2f} | "
                       f"{', '.join(f'{x:.2f}' for x in ratios)} | {cpu(own):.0f} | {cpu('mosquitto'):.0f} | {auth} | "
@@ -200,6 +258,8 @@ def main():
             print("\nratio: median of the per-round ratios to HAProxy. whole stack: CPU µs per session of the path "
                   "process, Mosquitto, auth-server and the generator. Mosquitto's core use near 1.00 means the "
                   "single-threaded broker set the pace, not the path.")
+        if args.slices:
+            interleaved_sessions(paths, names, args.slices, args.slice_seconds, args.inflight)
         if "relay" not in skip:
             print(f"\n## relay, messages/s at the subscriber (median of {args.rounds}; ratio: median of the "
                   "per-round ratios to HAProxy)\n")
