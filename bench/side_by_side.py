@@ -56,6 +56,8 @@ class Paths:
         with open(cfg, "w") as f:
             f.write("global\n  maxconn 9900\n"
                     "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
+                    + "".join(f"  option {o}\n" for o in getattr(args, "haproxy_option", None) or [])
+                    +
                     f"frontend mqtt\n  bind 127.0.0.1:{self.haproxy_port}\n  default_backend broker\n"
                     f"backend broker\n  server mosquitto 127.0.0.1:{self.stack.broker_port}\n")
         self.stack.spawn("haproxy", [shutil.which("haproxy") or "/usr/sbin/haproxy", "-f", cfg, "-db"])
@@ -189,6 +191,8 @@ def main():
     parser.add_argument("--slices", type=int, default=0,
                         help="also measure sessions interleaved: this many slices per path (see interleaved_sessions)")
     parser.add_argument("--slice-seconds", type=float, default=1.0)
+    parser.add_argument("--haproxy-option", action="append",
+                        help="an `option` line for HAProxy's defaults (e.g. tcp-smart-connect); repeatable")
     parser.add_argument("--proxy-b", help="a second mqtt-proxy binary, measured beside the first as mqtt-proxy-b")
     parser.add_argument("--broker-auth", choices=["password", "none"], default="password",
                         help="none: Mosquitto checks no password, so its PBKDF2 per CONNECT does not set the pace")
@@ -198,6 +202,7 @@ def main():
     names = ["direct", "haproxy", "mqtt-proxy"] + (["mqtt-proxy-b"] if args.proxy_b else [])
     try:
         print(f"# side_by_side: {args.rounds} rounds, {args.seconds} s per measure, broker auth {args.broker_auth}, "
+              f"HAProxy options {args.haproxy_option or 'none'}, "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}")
         if "idle" not in skip:
             print(f"\n## idle authenticated TCP clients ({args.idle}, 200 handshakes in flight)\n")
