@@ -196,6 +196,7 @@ struct http_auth_client::waiter {
   validation_cache::key key{};
   std::uint64_t as_of = 0;  // events applied when the answer was known current
   int asks = 0;
+  auth_result answer;  // on its way to `done` (deliver_later), empty otherwise
   ~waiter() {
     if (client_alive.expired()) return;  // shutdown: the io_context is going away
     auto f = call.lock();
@@ -227,18 +228,24 @@ void http_auth_client::deliver_later(const std::shared_ptr<waiter>& w, auth_resu
   // they made wrong; a call's answer was checked in finish()); one applied
   // before the handler below runs is checked there.
   w->as_of = events_seen_;
+  // The answer waits in the waiter, not in the handler: asio moves a handler
+  // several times on its way, and an answer is three strings and a pointer
+  // (six moves per new session, issue 14). A waiter has one answer on its
+  // way at a time: it asks again (look_up) only once this one is handed over.
+  w->answer = std::move(result);
   // Never inline: the caller may be in the middle of something.
-  asio::post(io_, [this, weak = std::weak_ptr<waiter>(w), result = std::move(result)]() mutable {
+  asio::post(io_, [this, weak = std::weak_ptr<waiter>(w)] {
     auto held = weak.lock();
     if (!held || !held->done) return;
-    if (!held->client_alive.expired()) return hand_over(held, std::move(result));
+    auto answer = std::move(held->answer);
+    if (!held->client_alive.expired()) return hand_over(held, answer);
     auto done = std::move(held->done);  // shutdown: the client is gone, events with it
     held->done = nullptr;
-    done(result);
+    done(answer);
   });
 }
 
-void http_auth_client::hand_over(const std::shared_ptr<waiter>& w, auth_result result) {
+void http_auth_client::hand_over(const std::shared_ptr<waiter>& w, auth_result& result) {
   if (result.outcome == auth_result::verdict::valid) {
     const auto verdict = overtaken_by_events(w->as_of, w->key, result);
     if (verdict == overtaken::ask_again && ++w->asks <= max_asks) {

@@ -105,7 +105,7 @@ class http_auth_client final : public auth_client {
                                 const auth_result& result) const;
   auth_result overtaken_answer(overtaken verdict);
   void look_up(const std::shared_ptr<waiter>& w);
-  void hand_over(const std::shared_ptr<waiter>& w, auth_result result);
+  void hand_over(const std::shared_ptr<waiter>& w, auth_result& result);
   bool ask_again(const std::shared_ptr<flight>& f);
 
   void start_call(const std::shared_ptr<flight>& f);
