@@ -300,7 +300,7 @@ http_auth_client::overtaken http_auth_client::overtaken_by_events(std::uint64_t 
   return verdict;
 }
 
-auth_client::pending_call http_auth_client::validate(const std::string& token, const std::string& remote_address,
+auth_client::pending_call http_auth_client::validate(std::string token, const std::string& remote_address,
                                                      completion done) {
   auto w = std::make_shared<waiter>();
   w->done = std::move(done);
@@ -309,7 +309,7 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
     deliver_later(w, invalid("the token cannot be a session (binary, control characters or over 4 KiB)"));
     return w;
   }
-  w->token = token;
+  w->token = std::move(token);
   w->remote_address = remote_address;
   look_up(w);
   return w;
