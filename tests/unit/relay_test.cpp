@@ -14,6 +14,7 @@
 #include <array>
 #include <optional>
 
+#include "auth/auth_result.hpp"
 #include "mqtt/codec.hpp"
 #include "net/client_connection.hpp"
 #include "net/connection_registry.hpp"
@@ -533,6 +534,22 @@ TEST_SUITE("acl receive, validated once") {
     CHECK_FALSE(acl{{}, {"$share//x"}}.subscribe_entries_valid());
     CHECK_FALSE(acl{{}, {"a+"}}.subscribe_entries_valid());
     CHECK_FALSE(acl{{}, {""}}.subscribe_entries_valid());
+  }
+
+  TEST_CASE("an answer's ACL knows its subscribe entries' validity from when it was made") {
+    // The session takes the answer's word instead of validating the rules
+    // again (set_answered_acl): the word must be the rules' own.
+    const std::vector<std::vector<std::string>> lists = {
+        {"private/alice/#", "$share/g/x/+", "+/y"}, {}, {"private/alice/#", "a/#/b"}, {"$share//x"}, {"a+"}, {""}};
+    for (const auto& subscribe : lists) {
+      const shared_acl answered(acl{{"p"}, subscribe});
+      const shared_acl copied = answered;  // as the validation cache hands it out
+      const bool expected = acl{{}, subscribe}.subscribe_entries_valid();
+      CHECK(answered.subscribe_entries_valid() == expected);
+      CHECK(copied.subscribe_entries_valid() == expected);
+      CHECK(answered->subscribe == subscribe);
+    }
+    CHECK(shared_acl{}.subscribe_entries_valid());  // no rules: nothing invalid
   }
 
   TEST_CASE("allows_receive_of_valid answers as allows(receive) for valid entries") {
