@@ -25,8 +25,9 @@ class auth_client {
   // Calls `done` exactly once, on the caller's io_context, unless the
   // returned handle is dropped first. Never from within validate(): always
   // from a handler of its own (posted), so the caller may act on the answer
-  // at once. `done` may drop the handle.
-  [[nodiscard]] virtual pending_call validate(const std::string& token, const std::string& remote_address,
+  // at once. `done` may drop the handle. The token is taken by value: the
+  // session's action hands its copy over instead of a fourth one (issue 14).
+  [[nodiscard]] virtual pending_call validate(std::string token, const std::string& remote_address,
                                               completion done) = 0;
   // An event from the API server's stream: cached answers it makes wrong are
   // forgotten at once (a revoked session is never admitted from the cache).

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
+#include <cstring>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -110,8 +112,37 @@ std::optional<std::chrono::seconds> parse_max_age(std::string_view cache_control
   return max_age;
 }
 
+namespace {
+
+// Whether the token's bytes are all printable ASCII (0x20..0x7E), eight at a
+// time: a session token almost always is, and such bytes are valid UTF-8 and
+// no control character, so the byte-wise checks below have nothing to find
+// (they were ~1k instructions per new session, issue 14).
+bool printable_ascii(std::string_view token) {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL;
+  constexpr std::uint64_t highs = 0x8080808080808080ULL;
+  std::size_t i = 0;
+  for (; i + 8 <= token.size(); i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, token.data() + i, sizeof word);
+    // A byte below 0x20 borrows in word - 0x20..20; 0x7F carries into its
+    // high bit in word + 0x01..01; a byte >= 0x80 has its high bit set.
+    const std::uint64_t below_space = (word - 0x20 * ones) & ~word;
+    const std::uint64_t del_or_high = (word + ones) | word;
+    if ((below_space | del_or_high) & highs) return false;
+  }
+  for (; i < token.size(); ++i) {
+    const auto c = static_cast<unsigned char>(token[i]);
+    if (c < 0x20 || c >= 0x7F) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 bool plausible_token(std::string_view token) {
   if (token.empty() || token.size() > max_token_size) return false;
+  if (printable_ascii(token)) return true;
   if (mqtt::check_utf8(token)) return false;
   for (std::size_t i = 0; i < token.size(); ++i) {
     const auto c = static_cast<unsigned char>(token[i]);
@@ -165,6 +196,7 @@ struct http_auth_client::waiter {
   validation_cache::key key{};
   std::uint64_t as_of = 0;  // events applied when the answer was known current
   int asks = 0;
+  auth_result answer;  // on its way to `done` (deliver_later), empty otherwise
   ~waiter() {
     if (client_alive.expired()) return;  // shutdown: the io_context is going away
     auto f = call.lock();
@@ -196,18 +228,24 @@ void http_auth_client::deliver_later(const std::shared_ptr<waiter>& w, auth_resu
   // they made wrong; a call's answer was checked in finish()); one applied
   // before the handler below runs is checked there.
   w->as_of = events_seen_;
+  // The answer waits in the waiter, not in the handler: asio moves a handler
+  // several times on its way, and an answer is three strings and a pointer
+  // (six moves per new session, issue 14). A waiter has one answer on its
+  // way at a time: it asks again (look_up) only once this one is handed over.
+  w->answer = std::move(result);
   // Never inline: the caller may be in the middle of something.
-  asio::post(io_, [this, weak = std::weak_ptr<waiter>(w), result = std::move(result)]() mutable {
+  asio::post(io_, [this, weak = std::weak_ptr<waiter>(w)] {
     auto held = weak.lock();
     if (!held || !held->done) return;
-    if (!held->client_alive.expired()) return hand_over(held, std::move(result));
+    auto answer = std::move(held->answer);
+    if (!held->client_alive.expired()) return hand_over(held, answer);
     auto done = std::move(held->done);  // shutdown: the client is gone, events with it
     held->done = nullptr;
-    done(result);
+    done(answer);
   });
 }
 
-void http_auth_client::hand_over(const std::shared_ptr<waiter>& w, auth_result result) {
+void http_auth_client::hand_over(const std::shared_ptr<waiter>& w, auth_result& result) {
   if (result.outcome == auth_result::verdict::valid) {
     const auto verdict = overtaken_by_events(w->as_of, w->key, result);
     if (verdict == overtaken::ask_again && ++w->asks <= max_asks) {
@@ -262,7 +300,7 @@ http_auth_client::overtaken http_auth_client::overtaken_by_events(std::uint64_t 
   return verdict;
 }
 
-auth_client::pending_call http_auth_client::validate(const std::string& token, const std::string& remote_address,
+auth_client::pending_call http_auth_client::validate(std::string token, const std::string& remote_address,
                                                      completion done) {
   auto w = std::make_shared<waiter>();
   w->done = std::move(done);
@@ -271,7 +309,7 @@ auth_client::pending_call http_auth_client::validate(const std::string& token, c
     deliver_later(w, invalid("the token cannot be a session (binary, control characters or over 4 KiB)"));
     return w;
   }
-  w->token = token;
+  w->token = std::move(token);
   w->remote_address = remote_address;
   look_up(w);
   return w;

@@ -77,7 +77,7 @@ class http_auth_client final : public auth_client {
   http_auth_client(boost::asio::io_context& io, http_auth_settings settings, metrics* counters = nullptr);
   ~http_auth_client() override;
 
-  pending_call validate(const std::string& token, const std::string& remote_address, completion done) override;
+  pending_call validate(std::string token, const std::string& remote_address, completion done) override;
   void apply(const auth_event& event) override;
 
   std::size_t idle_connections() const { return idle_.size(); }
@@ -105,7 +105,7 @@ class http_auth_client final : public auth_client {
                                 const auth_result& result) const;
   auth_result overtaken_answer(overtaken verdict);
   void look_up(const std::shared_ptr<waiter>& w);
-  void hand_over(const std::shared_ptr<waiter>& w, auth_result result);
+  void hand_over(const std::shared_ptr<waiter>& w, auth_result& result);
   bool ask_again(const std::shared_ptr<flight>& f);
 
   void start_call(const std::shared_ptr<flight>& f);

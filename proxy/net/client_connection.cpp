@@ -213,7 +213,7 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
                      metrics_.bytes_upstream_to_client += upstream_frame->bytes.size();
                      enqueue(side::client, upstream_frame->bytes);
                    },
-                   [&](action::validate_session& v) { validate(v.token); },
+                   [&](action::validate_session& v) { validate(std::move(v.token)); },
                    [&](action::connect_upstream& c) {
                      if (upstream_link_ != link::none || state_ != lifecycle::running) return;
                      upstream_link_ = link::dialing;
@@ -234,7 +234,7 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
   client_session::recycle(std::move(actions));
 }
 
-void client_connection::validate(const std::string& token) {
+void client_connection::validate(std::string token) {
   const auto started = std::chrono::steady_clock::now();
   // The arguments are built before spdlog looks at the level: only when logged.
   if (spdlog::should_log(spdlog::level::debug))
@@ -245,7 +245,7 @@ void client_connection::validate(const std::string& token) {
   // call -> callback -> connection) ends when the call completes, which its
   // deadline guarantees, or when closing drops the pending call.
   pending_validation_ = environment_.auth.validate(
-      token, remote_address_, [self = shared_from_this(), started, &counters = metrics_](const auth_result& result) {
+      std::move(token), remote_address_, [self = shared_from_this(), started, &counters = metrics_](const auth_result& result) {
         const auto elapsed = std::chrono::steady_clock::now() - started;
         counters.auth_latency.observe(elapsed);
         if (result.outcome != auth_result::verdict::valid)

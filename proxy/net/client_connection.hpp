@@ -229,7 +229,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // client_connection.cpp
   void apply(session_actions actions, const mqtt::frame* client_frame = nullptr,
              const mqtt::frame* upstream_frame = nullptr);
-  void validate(const std::string& token);
+  void validate(std::string token);
   void count_handshake_failure();
   outbound_queue& queue_of(side s) { return s == side::client ? to_client_ : to_upstream_; }
   const connection_settings& settings() const { return environment_.settings; }

@@ -101,6 +101,9 @@ class outbound_queue {
   }
   // Drops everything (the peer is gone) and gives the memory back.
   void clear() {
+    // Already cleared (a closing connection clears both queues, which its
+    // last write has mostly emptied): nothing to hand to the spares.
+    if (queue_.capacity() == 0 && write_buffers_.capacity() == 0) return;
     // A relay that writes through drains its queue at every packet: one spare
     // of each kind per thread spares it two allocations per burst, and an
     // idle connection still holds nothing.

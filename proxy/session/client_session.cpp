@@ -500,11 +500,11 @@ void client_session::set_answered_acl(const shared_acl& answered) {
   if (!config_.templates.publish.empty() || !config_.templates.subscribe.empty())
     return set_acl(with_templates(*answered, config_.templates, user_, client_id_));
   if (acl_pool_) {
-    acl_ = acl_pool_->intern_copy_of(*answered);
+    acl_ = acl_pool_->intern_copy_of(*answered);  // equal rules: their validity is the answer's
   } else {
     acl_ = answered.shared() ? answered.shared() : std::make_shared<const acl>();
   }
-  acl_subscribe_valid_ = acl_->subscribe_entries_valid();
+  acl_subscribe_valid_ = answered.subscribe_entries_valid();
 }
 
 // A new ACL on a live connection (re-authentication, acl_changed, resync):

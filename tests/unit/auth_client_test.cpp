@@ -17,6 +17,7 @@
 #include "auth/http_auth_client.hpp"
 #include "auth/validation_cache.hpp"
 #include "auth_answers.hpp"
+#include "mqtt/utf8.hpp"
 #include "command_line_helpers.hpp"
 #include "config/config.hpp"
 
@@ -85,6 +86,40 @@ TEST_SUITE("auth client: answers") {
     CHECK_FALSE(plausible_token("\xff\xfe\x00x"));  // binary
     CHECK_FALSE(plausible_token("\xC3"));          // truncated UTF-8
     CHECK_FALSE(plausible_token("\xED\xA0\x80"));  // a surrogate
+  }
+
+  TEST_CASE("token screening: the printable-ASCII shortcut agrees with the byte-wise checks") {
+    // The byte-wise rules plausible_token applies after its eight-bytes-a-step
+    // shortcut for printable ASCII: every byte value at every position of
+    // tokens 1 to 20 bytes long (the word and the tail loop) must get the same
+    // verdict from both.
+    const auto byte_wise = [](std::string_view token) {
+      if (token.empty() || token.size() > 4096 || mqtt::check_utf8(token)) return false;
+      for (std::size_t i = 0; i < token.size(); ++i) {
+        const auto c = static_cast<unsigned char>(token[i]);
+        if (c < 0x20 || c == 0x7F) return false;
+        if (c == 0xC2 && i + 1 < token.size() && static_cast<unsigned char>(token[i + 1]) <= 0x9F) return false;
+      }
+      return true;
+    };
+    int refused = 0;
+    for (std::size_t size = 1; size <= 20; ++size) {
+      for (std::size_t at = 0; at < size; ++at) {
+        for (int value = 0; value < 256; ++value) {
+          std::string token(size, 'k');
+          token[at] = static_cast<char>(value);
+          const bool expected = byte_wise(token);
+          refused += expected ? 0 : 1;
+          CHECK_MESSAGE(plausible_token(token) == expected, "size ", size, " byte ", value, " at ", at);
+        }
+      }
+    }
+    CHECK(refused > 0);
+    // Neighbours of the borders the word test draws (0x1F/0x20, 0x7E/0x7F, 0x80) in every lane at once.
+    for (const char fill : {'\x1F', ' ', '~', '\x7F', '\x80', '\xC2'}) {
+      const std::string token(16, fill);
+      CHECK_MESSAGE(plausible_token(token) == byte_wise(token), static_cast<int>(static_cast<unsigned char>(fill)));
+    }
   }
 
   TEST_CASE("session_digest: lowercase hex SHA-256, the same again and on another thread") {

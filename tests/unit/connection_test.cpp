@@ -29,7 +29,7 @@ namespace {
 class fake_auth final : public auth_client {
  public:
   explicit fake_auth(asio::io_context& io) : io_(io) {}
-  pending_call validate(const std::string&, const std::string&, completion done) override {
+  pending_call validate(std::string, const std::string&, completion done) override {
     auto call = std::make_shared<int>(0);
     asio::post(io_, [weak = std::weak_ptr<int>(call), done, answer = answer] {
       if (weak.lock()) done(answer);

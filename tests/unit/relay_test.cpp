@@ -14,6 +14,7 @@
 #include <array>
 #include <optional>
 
+#include "auth/auth_result.hpp"
 #include "mqtt/codec.hpp"
 #include "net/client_connection.hpp"
 #include "net/connection_registry.hpp"
@@ -105,7 +106,7 @@ namespace {
 class valid_auth final : public auth_client {
  public:
   explicit valid_auth(asio::io_context& io) : io_(io) {}
-  pending_call validate(const std::string&, const std::string&, completion done) override {
+  pending_call validate(std::string, const std::string&, completion done) override {
     auto call = std::make_shared<int>(0);
     asio::post(io_, [weak = std::weak_ptr<int>(call), done] {
       if (weak.lock())
@@ -533,6 +534,22 @@ TEST_SUITE("acl receive, validated once") {
     CHECK_FALSE(acl{{}, {"$share//x"}}.subscribe_entries_valid());
     CHECK_FALSE(acl{{}, {"a+"}}.subscribe_entries_valid());
     CHECK_FALSE(acl{{}, {""}}.subscribe_entries_valid());
+  }
+
+  TEST_CASE("an answer's ACL knows its subscribe entries' validity from when it was made") {
+    // The session takes the answer's word instead of validating the rules
+    // again (set_answered_acl): the word must be the rules' own.
+    const std::vector<std::vector<std::string>> lists = {
+        {"private/alice/#", "$share/g/x/+", "+/y"}, {}, {"private/alice/#", "a/#/b"}, {"$share//x"}, {"a+"}, {""}};
+    for (const auto& subscribe : lists) {
+      const shared_acl answered(acl{{"p"}, subscribe});
+      const shared_acl copied = answered;  // as the validation cache hands it out
+      const bool expected = acl{{}, subscribe}.subscribe_entries_valid();
+      CHECK(answered.subscribe_entries_valid() == expected);
+      CHECK(copied.subscribe_entries_valid() == expected);
+      CHECK(answered->subscribe == subscribe);
+    }
+    CHECK(shared_acl{}.subscribe_entries_valid());  // no rules: nothing invalid
   }
 
   TEST_CASE("allows_receive_of_valid answers as allows(receive) for valid entries") {

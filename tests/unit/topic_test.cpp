@@ -15,6 +15,27 @@ TEST_SUITE("topic names and filters [MQTT-4.7]") {
     for (auto name : {"", "a/+", "#", "a+b", "a/#"}) CHECK_MESSAGE(!is_valid_name(name), name);
   }
 
+  TEST_CASE("has_wildcard finds '+' and '#' at every position, eight bytes a step or one") {
+    // Sizes 1 to 20 reach every lane of the word test and the tail loop; the
+    // bytes next to '+' (0x2B) and '#' (0x23), and 0x80 and 0xFF, must not count.
+    for (std::size_t size = 1; size <= 20; ++size) {
+      CHECK_FALSE(has_wildcard(std::string(size, 'a')));
+      for (std::size_t at = 0; at < size; ++at) {
+        for (const char c : {'+', '#'}) {
+          std::string text(size, 'a');
+          text[at] = c;
+          CHECK_MESSAGE(has_wildcard(text), text);
+          CHECK_MESSAGE(!is_valid_name(text), text);
+        }
+        for (const char c : {'\x22', '\x24', '\x2A', '\x2C', '\x80', '\xFF', '\0'}) {
+          std::string text(size, 'a');
+          text[at] = c;
+          CHECK_FALSE_MESSAGE(has_wildcard(text), size, " ", at, " ", static_cast<int>(static_cast<unsigned char>(c)));
+        }
+      }
+    }
+  }
+
   TEST_CASE("valid and invalid filters [MQTT-4.7.1-2] [MQTT-4.7.1-3]") {
     for (auto filter : {"#", "+", "+/+", "/+", "a/#", "a/+/b", "+/#", "a//b", "$SYS/#", "$share/g/a/#",
                         "$share/g/#", "$share", "$sharex/y", "a/$share/b"})
