@@ -55,14 +55,20 @@ struct harness {
     return c;
   }
 
+  // CONNECT (`c`, else connect_packet()), auth PUBLISH, then `answer`: a
+  // valid one sends the session to the broker, whose CONNACK has not come.
+  void admit(auth_result answer, std::optional<mqtt::connect> c = {}) {
+    client(c ? *c : connect_packet());
+    client(mqtt::publish{"service/auth/tok", "", mqtt::qos::at_most_once, false, false, 0, {}});
+    auth(std::move(answer));
+  }
+
   // CONNECT, auth PUBLISH, valid answer, broker CONNACK: the session relays.
   void establish(acl permissions = default_acl(), std::optional<mqtt::will_message> will = {}) {
     auto c = connect_packet();
     c.username.reset();
     c.will = std::move(will);
-    client(c);
-    client(mqtt::publish{"service/auth/tok", "", mqtt::qos::at_most_once, false, false, 0, {}});
-    auth(valid("alice", std::move(permissions)));
+    admit(valid("alice", std::move(permissions)), std::move(c));
     upstream(mqtt::connack{});
     REQUIRE(session.current_state() == client_session::state::relaying);
   }
@@ -1327,9 +1333,7 @@ TEST_SUITE("session: ACLs shared through the worker's pool") {
     for (auto v : {protocol_version::v3_1_1, protocol_version::v5}) {
       const auto answer = harness::valid("alice", harness::default_acl());
       harness alone(v);  // no pool: the answer's own rules (the validation cache's, in the proxy)
-      alone.client(alone.connect_packet());
-      alone.client(mqtt::publish{"service/auth/tok", "", mqtt::qos::at_most_once, false, false, 0, {}});
-      alone.auth(answer);
+      alone.admit(answer);
       CHECK(&alone.session.permissions() == answer.permissions.shared().get());
 
       acl_pool pool;
@@ -1338,9 +1342,7 @@ TEST_SUITE("session: ACLs shared through the worker's pool") {
       phone.session.share_acls_through(&pool);
       tablet.session.share_acls_through(&pool);
       phone.establish();
-      tablet.client(tablet.connect_packet());
-      tablet.client(mqtt::publish{"service/auth/tok", "", mqtt::qos::at_most_once, false, false, 0, {}});
-      tablet.auth(answer);  // equal rules, another answer: the pool's copy, not the answer's
+      tablet.admit(answer);  // equal rules, another answer: the pool's copy, not the answer's
       CHECK(&tablet.session.permissions() == &phone.session.permissions());
       CHECK(&tablet.session.permissions() != answer.permissions.shared().get());
       CHECK(pool.size() == 1);
@@ -1352,9 +1354,7 @@ TEST_SUITE("session: ACLs shared through the worker's pool") {
     config.templates = {{"devices/%c/out"}, {}};
     harness h(protocol_version::v5, config);
     const auto answer = harness::valid("alice", harness::default_acl());
-    h.client(h.connect_packet());
-    h.client(mqtt::publish{"service/auth/tok", "", mqtt::qos::at_most_once, false, false, 0, {}});
-    h.auth(answer);
+    h.admit(answer);
     CHECK(h.session.permissions().publish == std::vector<std::string>{"private/alice/#", "devices/phone/out"});
     CHECK(h.session.permissions().subscribe == answer.permissions->subscribe);
     CHECK(answer.permissions->publish.size() == 1);  // the answer's own rules are left as they were
