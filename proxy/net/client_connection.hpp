@@ -183,8 +183,9 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void unpark(side from);
   bool relay_woken(side from);  // a woken reader's common case, without its coroutine
   boost::asio::awaitable<void> resume_client(self_ptr self);
-  // A parked wait's handler: it keeps the connection alive and builds its
-  // operation in park_memory_ (net/handler_memory.hpp).
+  // A side's socket wait (parked_wait, discard_wait): its handler keeps the
+  // connection alive and builds its operation in park_memory_ (net/handler_memory.hpp).
+  struct side_wait;
   struct parked_wait;
   using park_memory = handler_memory<parked_wait_size>;
   boost::asio::awaitable<void> discard_until_eof(tcp_socket& socket);

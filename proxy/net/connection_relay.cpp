@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <optional>
+#include <type_traits>
 
 #include "net/client_connection.hpp"
 #include "net/reactor_wait.hpp"
@@ -297,13 +298,16 @@ asio::awaitable<std::size_t> client_connection::readable(transport& stream, mqtt
 
 // Holding the connection, it may build its operation in the connection's
 // own memory: asio frees that before it calls or destroys the handler.
-struct client_connection::parked_wait {
+struct client_connection::side_wait {
   self_ptr self;
   side from;
   using allocator_type = handler_allocator<void, parked_wait_size>;
   allocator_type get_allocator() const noexcept {
     return allocator_type(self->park_memory_[static_cast<std::size_t>(from)]);
   }
+};
+
+struct client_connection::parked_wait : side_wait {
   void operator()(boost::system::error_code) const {
     self->guarded([this] { self->unpark(from); });  // an error is the next read's to report
   }
@@ -323,10 +327,12 @@ bool client_connection::park(side from, bool drained) {
   if (queues_full(from)) return false;
   framer.release_if_empty();
   parked_[i] = true;
+  // asio finds the park memory's allocator through the base (side_wait).
+  static_assert(std::is_same_v<asio::associated_allocator_t<parked_wait>, side_wait::allocator_type>);
   if (drained && stream.immediate_io()) {
-    reactor_wait::async_wait_drained(stream.socket(), parked_wait{shared_from_this(), from});
+    reactor_wait::async_wait_drained(stream.socket(), parked_wait{{shared_from_this(), from}});
   } else {
-    stream.socket().async_wait(tcp_socket::wait_read, parked_wait{shared_from_this(), from});
+    stream.socket().async_wait(tcp_socket::wait_read, parked_wait{{shared_from_this(), from}});
   }
   return true;
 }
@@ -416,13 +422,7 @@ asio::awaitable<void> client_connection::discard_until_eof(transport& stream) {
 // coroutine frame per read nor one for the loop (issue 14): the wait's
 // handler holds the connection, as the coroutine did, and builds its
 // operation in the side's park memory (the reader is not parked meanwhile).
-struct client_connection::discard_wait {
-  self_ptr self;
-  side from;
-  using allocator_type = handler_allocator<void, parked_wait_size>;
-  allocator_type get_allocator() const noexcept {
-    return allocator_type(self->park_memory_[static_cast<std::size_t>(from)]);
-  }
+struct client_connection::discard_wait : side_wait {
   void operator()(boost::system::error_code ec) const {
     if (!ec) self->guarded([this] { self->discard(from); });  // an error: the socket was closed (linger) or failed
   }
@@ -432,7 +432,8 @@ void client_connection::discard(side from) {
   auto& stream = from == side::client ? *client_ : *upstream_;
   const auto [ec, n] = stream.try_read_some(asio::buffer(discard_sink));
   if (ec && ec != asio::error::would_block) return;  // the EOF, or the socket failed
-  stream.socket().async_wait(tcp_socket::wait_read, discard_wait{shared_from_this(), from});
+  static_assert(std::is_same_v<asio::associated_allocator_t<discard_wait>, side_wait::allocator_type>);
+  stream.socket().async_wait(tcp_socket::wait_read, discard_wait{{shared_from_this(), from}});
 }
 
 // ------------------------------------------------------------------ writers
