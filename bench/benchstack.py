@@ -115,15 +115,21 @@ class Stack:
         self.auth_args = list(auth_args)
         self.start_auth_server()
         wait_for_port(self.broker_port)
-        self.proxy_port, self.admin_port = free_port(), free_port()
-        self.spawn("mqtt-proxy", [
-            proxy, "--listen", f"127.0.0.1:{self.proxy_port}", "--upstream", f"127.0.0.1:{self.broker_port}",
-            "--upstream-username", "proxy", "--upstream-password", "proxy-secret", "--auth-url", self.auth_url,
-            "--auth-service-token-file", self.token_file, "--admin", f"127.0.0.1:{self.admin_port}",
-            "--log-level", "warn", "--max-connections", "20000", *proxy_args])
-        wait_for_port(self.proxy_port)
-        wait_for_port(self.admin_port)
+        self.proxy_port, self.admin_port = self.spawn_proxy("mqtt-proxy", proxy, proxy_args)
         time.sleep(0.3)
+
+    def spawn_proxy(self, name, binary, proxy_args=()):
+        """An mqtt-proxy in front of this stack's broker and API server, on
+        free ports; returns (listen port, admin port) once both listen."""
+        port, admin_port = free_port(), free_port()
+        self.spawn(name, [
+            binary, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{self.broker_port}",
+            "--upstream-username", "proxy", "--upstream-password", "proxy-secret", "--auth-url", self.auth_url,
+            "--auth-service-token-file", self.token_file, "--admin", f"127.0.0.1:{admin_port}",
+            "--log-level", "warn", "--max-connections", "20000", *proxy_args])
+        wait_for_port(port)
+        wait_for_port(admin_port)
+        return port, admin_port
 
     def spawn(self, name, argv):
         log = open(os.path.join(self.dir, name + ".log"), "a")

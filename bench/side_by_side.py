@@ -64,14 +64,7 @@ class Paths:
         wait_for_port(self.haproxy_port)
         proxy_b = getattr(args, "proxy_b", None)
         if proxy_b:  # a second mqtt-proxy build in the same stack, for an A/B under the same noise
-            self.proxy_b_port, admin_b = free_port(), free_port()
-            self.stack.spawn("mqtt-proxy-b", [
-                os.path.abspath(proxy_b), "--listen", f"127.0.0.1:{self.proxy_b_port}",
-                "--upstream", f"127.0.0.1:{self.stack.broker_port}", "--upstream-username", "proxy",
-                "--upstream-password", "proxy-secret", "--auth-url", self.stack.auth_url,
-                "--auth-service-token-file", self.stack.token_file, "--admin", f"127.0.0.1:{admin_b}",
-                "--log-level", "warn", "--max-connections", "20000", *proxy_args])
-            wait_for_port(self.proxy_b_port)
+            self.proxy_b_port, _ = self.stack.spawn_proxy("mqtt-proxy-b", os.path.abspath(proxy_b), proxy_args)
         self.pid = {name: p.pid for name, (p, _) in self.stack.processes.items()}
         creds = ["--user", "proxy", "--pass", "proxy-secret"]
         self.paths = {
@@ -124,6 +117,12 @@ class Paths:
         self.stack.close()
 
 
+def whole_stack(cpu, own):
+    """CPU per session of everything a session through a path wakes: the
+    path's own process, Mosquitto, the auth-server and the generator."""
+    return cpu["mosquitto"] + cpu["generator"] + cpu["auth-server"] + (cpu[own] if own != "mosquitto" else 0)
+
+
 def interleaved_sessions(paths, names, slices, seconds, inflight):
     """Sessions through each path in short slices, taken in turn (the order
     rotating each time) until each path had `slices`: a slow spell of a
@@ -157,9 +156,7 @@ def interleaved_sessions(paths, names, slices, seconds, inflight):
         n = t["sessions"] or 1
         own = paths.paths[name][1]
         per = {k: v / n * 1e6 for k, v in t["cpu"].items()}
-        whole = per[own] + per["mosquitto"] + per["generator"] + per.get("auth-server", 0.0)
-        if own == "mosquitto":
-            whole -= per["mosquitto"]
+        whole = whole_stack(per, own)
         above = sum(1 for r in pairs if r.get(name, 0) > r["haproxy"]) if name in others else "-"
         rate = t["sessions"] / t["seconds"]
         print(f"| {name} | {rate:.0f} | {rate / h:.3f} | {above} of {slices} | {per[own]:.1f} | "
@@ -253,8 +250,7 @@ def main():
                 res = results[name]
                 own = paths.paths[name][1]
                 cpu = lambda k: med([c[k] for c in res["cpu"]])  # noqa: E731
-                whole = med([c["mosquitto"] + c["generator"] + c["auth-server"] + (c[own] if own != "mosquitto" else 0)
-                             for c in res["cpu"]])
+                whole = med([whole_stack(c, own) for c in res["cpu"]])
                 auth = f"{cpu('auth-server'):.0f}" if name.startswith("mqtt-proxy") else "-"
                 ratios = [a / b for a, b in zip(res["sessions"], hap) if b]
                 print(f"| {name} | {med(res['sessions']):.0f} | {med(ratios):.2f} | "
