@@ -140,15 +140,15 @@ client_connection::~client_connection() {
   metrics_.connections_alive--;
 }
 
-void client_connection::start(const tcp::endpoint& remote) {
+void client_connection::start(const tcp::endpoint& remote, bool no_delay_inherited) {
   remote_address_ = text_of(remote);
-  start();
+  begin(no_delay_inherited);
 }
 
-void client_connection::start() {
+void client_connection::begin(bool no_delay_inherited) {
   if (remote_address_.empty()) remote_address_ = address_of(client_->socket());
   boost::system::error_code ignored;
-  client_->socket().set_option(tcp::no_delay(true), ignored);
+  if (!no_delay_inherited) client_->socket().set_option(tcp::no_delay(true), ignored);
   gauge_.acquire(metrics_);
   metrics_.connections_total++;
   metrics_.connections_by_transport[static_cast<std::size_t>(listener_.kind)]++;
@@ -224,6 +224,7 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
                    },
                    [&](action::disarm_timer& t) { disarm(static_cast<deadline>(t.kind)); },
                    [&](action::close& c) {
+                     client_left_ = client_left_ || c.client_left;
                      flush_writes();  // what this read's frames queued goes before the end
                      begin_close(std::move(c.reason));
                    },

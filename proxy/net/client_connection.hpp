@@ -81,9 +81,11 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   client_connection(std::unique_ptr<transport> client, const listener_settings& listener,
                     const connection_environment& environment);
   ~client_connection();
-  void start();
+  void start() { begin(false); }
   // The same, with the peer's address as accept() gave it (no getpeername()).
-  void start(const boost::asio::ip::tcp::endpoint& remote);
+  // `no_delay_inherited`: the listening socket had TCP_NODELAY, which Linux
+  // copies to the sockets it accepts (no setsockopt per connection).
+  void start(const boost::asio::ip::tcp::endpoint& remote, bool no_delay_inherited = false);
 
   // An event from the API server's stream (revocation, ACL change, resync).
   void on_auth_event(const auth_event& event);
@@ -199,10 +201,12 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   boost::asio::awaitable<void> write(self_ptr self, side to);
 
   // connection_upstream.cpp
+  void begin(bool no_delay_inherited);
   void start_upstream(mqtt::bytes connect_packet);
   boost::asio::awaitable<void> connect_upstream(self_ptr self, mqtt::bytes connect_packet, bool connecting);
   bool upstream_dialled(const std::string& failure);
   void upstream_connected();
+  std::optional<boost::system::error_code> send_while_connecting();
   void quick_ack_if_resumed(const mqtt::frame& broker_connack);
   boost::asio::awaitable<std::string> dial_upstream(bool connecting = false);  // empty: connected
   void upstream_dial_expired();
@@ -277,7 +281,9 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   std::array<std::uint32_t, 2> read_chunk_{};
   bool first_byte_seen_ = false;
   bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done
-  bool forced_ = false;          // the flush deadline passed: cut, do not be polite
+  // Two rare flags in one byte: a ninth bool here would cost 8 B per connection.
+  bool forced_ : 1 = false;       // the flush deadline passed: cut, do not be polite
+  bool client_left_ : 1 = false;  // the client sent DISCONNECT: its socket closes without waiting for its FIN
   bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
   bool disconnect_to_upstream_ = false;  // the last packet queued to the broker was a DISCONNECT
   // The proxy's CONNACK waits in the queue for the auth answer (hold_connack_for_answer).

@@ -430,6 +430,7 @@ struct client_connection::discard_wait : side_wait {
 
 void client_connection::discard(side from) {
   auto& stream = from == side::client ? *client_ : *upstream_;
+  if (!stream.socket().is_open()) return;  // closed already (a client that left, the linger deadline)
   const auto [ec, n] = stream.try_read_some(asio::buffer(discard_sink));
   if (ec && ec != asio::error::would_block) return;  // the EOF, or the socket failed
   static_assert(std::is_same_v<asio::associated_allocator_t<discard_wait>, side_wait::allocator_type>);

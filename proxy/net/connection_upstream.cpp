@@ -82,8 +82,11 @@ void hold_handshake_ack(tcp_socket& socket) {
 // and the wait in dial_upstream's own frame: a coroutine here cost a frame
 // per dial. `at_once`: connected without a wait, so without a return to the
 // event loop.
+// `probe`: sees whether a connect() that said EINPROGRESS is done already
+// (connect_outcome_at_once, or the queued CONNECT's own send).
+template <typename Probe>
 std::optional<boost::system::error_code> start_connect(tcp_socket& socket, const tcp::endpoint& target,
-                                                       bool& at_once) {
+                                                       bool& at_once, Probe probe) {
   at_once = false;
   boost::system::error_code ec;
   if (!socket.non_blocking()) socket.non_blocking(true, ec);  // open_non_blocking: already
@@ -94,11 +97,16 @@ std::optional<boost::system::error_code> start_connect(tcp_socket& socket, const
   // connect()): wait for it as for EINPROGRESS; calling connect again would
   // only say EALREADY.
   if (errno != EINPROGRESS && errno != EINTR) return boost::system::error_code(errno, boost::system::system_category());
-  if (const auto outcome = connect_outcome_at_once(socket)) {  // net/accepted_socket.hpp
+  if (const auto outcome = probe()) {
     at_once = !*outcome;
     return *outcome;
   }
   return std::nullopt;
+}
+
+std::optional<boost::system::error_code> start_connect(tcp_socket& socket, const tcp::endpoint& target,
+                                                       bool& at_once) {
+  return start_connect(socket, target, at_once, [&socket] { return connect_outcome_at_once(socket); });
 }
 
 // After the wait for writability: how the handshake ended.
@@ -131,7 +139,7 @@ void client_connection::start_upstream(mqtt::bytes connect_packet) {
   if (ec) {
     dial_local_error_ = true;  // out of descriptors: said as such
   } else {
-    outcome = start_connect(upstream_->socket(), *literal, at_once);
+    outcome = start_connect(upstream_->socket(), *literal, at_once, [this] { return send_while_connecting(); });
   }
   if (!outcome) {
     // Under way: the coroutine waits for it, within the dial deadline.
@@ -142,6 +150,20 @@ void client_connection::start_upstream(mqtt::bytes connect_packet) {
   const std::string failure = *outcome ? outcome->message() : std::string();
   if (failure.empty()) upstream_connected();
   if (!upstream_dialled(failure)) spawn(read_upstream(shared_from_this()));
+}
+
+// A connect() that said EINPROGRESS, seen through by sending the CONNECT
+// queued for the link (as connect_outcome_at_once's zero-length send, which
+// Linux answers the same way: EAGAIN while the handshake goes on, the
+// connect's error if it failed): the dial and the CONNECT's write in one
+// syscall instead of two (issue 14). What the send took leaves the queue;
+// the writer sends any rest once the link is open.
+std::optional<boost::system::error_code> client_connection::send_while_connecting() {
+  if (to_upstream_.empty()) return connect_outcome_at_once(upstream_->socket());
+  const auto [ec, n] = upstream_->try_write(to_upstream_.begin_write());
+  to_upstream_.commit_written(ec ? 0 : n);
+  if (ec == asio::error::would_block) return std::nullopt;
+  return ec;
 }
 
 // `connecting`: start_upstream's connect is under way; it is waited for, not started again.

@@ -51,6 +51,13 @@ listener::listener(asio::io_context& io, const tcp::endpoint& endpoint, const li
   acceptor.set_option(tcp::acceptor::reuse_address(true));
   const int on = 1;
   ::setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
+  // Linux copies TCP_NODELAY to the sockets accept() returns: one setsockopt
+  // per listener instead of one per connection (issue 14).
+  boost::system::error_code no_delay_error;
+  acceptor.set_option(tcp::no_delay(true), no_delay_error);
+#if defined(__linux__)
+  accepted_no_delay_ = !no_delay_error;
+#endif
   acceptor.bind(endpoint);
   acceptor.listen(asio::socket_base::max_listen_connections);
   listening_.assign(endpoint.protocol(), acceptor.release());
@@ -226,7 +233,7 @@ asio::awaitable<void> listener::accept_loop() {
       socket.close(ignored);  // now, not after the post below: the refusal is the client's answer
     } else {
       auto stream = make_client_transport(std::move(socket), settings_, tls_ ? tls_->current() : nullptr);
-      std::make_shared<client_connection>(std::move(stream), settings_, environment_)->start(peer);
+      std::make_shared<client_connection>(std::move(stream), settings_, environment_)->start(peer, accepted_no_delay_);
     }
     // One connection per
     // turn of the event loop, as asio's accept did: fair to the worker's

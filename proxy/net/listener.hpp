@@ -57,6 +57,7 @@ class listener {
   const listener_settings& settings_;
   const connection_environment& environment_;
   const reloadable_tls_context* tls_;
+  bool accepted_no_delay_ = false;  // the listening socket has TCP_NODELAY, which accepted sockets inherit
   int reserve_fd_ = -1;  // /dev/null, closed for a moment when descriptors run out
   std::size_t refused_without_descriptors_ = 0;
   std::chrono::steady_clock::time_point last_descriptor_warning_{};

@@ -306,7 +306,7 @@ void client_session::handle_before_relay(const mqtt::packet& p, const mqtt::fram
                    }
                    // CONNECT is already queued upstream: let the broker see a clean end, so no will.
                    if (state_ == state::connecting_upstream) forward_upstream(frame);
-                   close("client disconnected before the relay began");
+                   close("client disconnected before the relay began", true);
                  },
                  [&](const mqtt::connect&) { protocol_error("second CONNECT [MQTT-3.1.0-2]", reason_code::protocol_error); },
                  [&](const mqtt::auth&) { protocol_error("AUTH is not supported", reason_code::protocol_error); },
@@ -840,7 +840,7 @@ void client_session::handle_relay(const mqtt::packet& p, const mqtt::frame& fram
                  },
                  [&](const mqtt::disconnect&) {
                    forward_upstream(frame);
-                   close("client disconnected");
+                   close("client disconnected", true);
                  },
                  [&](const mqtt::connect&) { protocol_error("second CONNECT [MQTT-3.1.0-2]", reason_code::protocol_error); },
                  [&](const mqtt::auth&) { protocol_error("AUTH is not supported", reason_code::protocol_error); },
@@ -1037,7 +1037,7 @@ void client_session::send_upstream(const mqtt::packet& p) {
   if (wire) emit(action::send_to_upstream{std::move(*wire)});
 }
 
-void client_session::close(std::string reason) {
+void client_session::close(std::string reason, bool client_left) {
   if (state_ != state::relaying && !held_.empty()) {
     metrics_.held_dropped += held_.size();  // authentication failed or never finished
     held_.clear();
@@ -1045,7 +1045,7 @@ void client_session::close(std::string reason) {
   }
   disconnect_held_ = false;
   state_ = state::closed;
-  emit(action::close{std::move(reason)});
+  emit(action::close{std::move(reason), client_left});
 }
 
 client_session::actions client_session::on_timer(timer_kind kind) {

@@ -241,7 +241,7 @@ class client_session {
   void send_to_client(const mqtt::packet& p);
   void send_auth_message(std::string json);
   void protocol_error(std::string reason, mqtt::reason_code code);
-  void close(std::string reason);
+  void close(std::string reason, bool client_left = false);
   void send_upstream(const mqtt::packet& p);
   void emit(session_action a) { actions_.push_back(std::move(a)); }
   // Version bridging (5.0 client, 3.1.1 broker): session/version_bridge.hpp.

@@ -58,6 +58,9 @@ struct disarm_timer {
 // publishes the will exactly when it should.
 struct close {
   std::string reason;
+  // The client sent DISCONNECT: it reads nothing more and closes its side
+  // [MQTT-3.14.4-1], so the driver need not wait for its FIN.
+  bool client_left = false;
 };
 // Report-only ACL: the ACL would have refused this; the driver logs it. The
 // session sends each (action, name) once per connection, up to a bound.

@@ -360,21 +360,19 @@ class OutOfDescriptors(unittest.TestCase):
             self.assertIn(b"mqtt_proxy_connections_open", response.read())
         self.assertIsNone(self.system.proxy.poll(), "the proxy died")
 
-    def test_closing_connections_still_hold_descriptors(self):
-        """Clients that send DISCONNECT and then neither read nor close keep
-        their descriptors in the proxy for up to the linger (2 s) after they
-        stopped counting as open. Clients arriving meanwhile are refused at
-        accept, not accepted only to fail their broker dial with EMFILE; once
-        the lingering ones are gone, clients are authenticated again."""
-        lingering = [authenticated_socket(self.system.port, f"linger-{i}") for i in range(16)]
+    def lingering_then_newcomers(self, goodbye, prefix):
+        """16 authenticated clients send `goodbye` and then neither read nor
+        close; 0.3 s later 16 newcomers try. Returns their outcomes and the log."""
+        lingering = [authenticated_socket(self.system.port, f"{prefix}-{i}") for i in range(16)]
         for sock in lingering:
-            sock.sendall(b"\xe0\x00")  # DISCONNECT; the socket stays open and unread
+            sock.sendall(goodbye)  # the socket stays open and unread
         time.sleep(0.3)  # every session ended: none counts as open any more
         newcomers = []
         for i in range(16):
             try:
                 sock = socket.create_connection(("127.0.0.1", self.system.port), timeout=5)
-                sock.sendall(connect_packet(f"newcomer-{i}") + publish_packet("service/auth/alice-token", b"", qos=0))
+                sock.sendall(connect_packet(f"{prefix}-newcomer-{i}") + publish_packet("service/auth/alice-token", b"",
+                                                                                         qos=0))
                 newcomers.append(sock)
             except OSError:
                 pass
@@ -384,11 +382,30 @@ class OutOfDescriptors(unittest.TestCase):
             sock.close()
         self.assertIsNone(self.system.proxy.poll(), "the proxy died")
         self.assertTrue(all(o in ("refused", "authenticated") for o in outcomes), outcomes)
-        self.assertIn("refused", outcomes)  # the lingering connections were counted
         self.assertNotIn("unreachable", logs)
         self.assertNotIn("Too many open files", logs)
+        return outcomes
+
+    def test_closing_connections_still_hold_descriptors(self):
+        """Clients whose session the proxy ended (a protocol error: a second
+        CONNECT) and that then neither read nor close keep their descriptors
+        in the proxy for up to the linger (2 s), waiting for their FIN, after
+        they stopped counting as open. Clients arriving meanwhile are refused
+        at accept, not accepted only to fail their broker dial with EMFILE;
+        once the lingering ones are gone, clients are authenticated again."""
+        outcomes = self.lingering_then_newcomers(connect_packet("again"), "linger")
+        self.assertIn("refused", outcomes)  # the lingering connections were counted
         time.sleep(2.5)  # the linger passes
         authenticated_socket(self.system.port, "after-the-linger").close()
+
+    def test_clients_that_said_disconnect_free_their_descriptors_at_once(self):
+        """A client that sent DISCONNECT closes its side itself
+        [MQTT-3.14.4-1]: the proxy closes its socket at once instead of
+        waiting (up to the linger) for the client's FIN, so 16 such clients
+        that never close leave room for 16 newcomers right away."""
+        time.sleep(2.5)  # another test's lingering connections are gone
+        outcomes = self.lingering_then_newcomers(b"\xe0\x00", "goodbye")
+        self.assertEqual(outcomes, ["authenticated"] * 16)
 
     def test_more_clients_than_descriptors(self):
         clients = []

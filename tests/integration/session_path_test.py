@@ -138,6 +138,45 @@ def recv_until_closed(sock, timeout):
         return False
 
 
+def sockets_of(pid):
+    """{(local port, remote port): descriptor number} of pid's IPv4 TCP sockets."""
+    inodes = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes[target[8:-1]] = int(fd)
+    result = {}
+    with open(f"/proc/{pid}/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                result[(int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16))] = inodes[fields[9]]
+    return result
+
+
+def tcp_nodelay_of(pid, fd):
+    """TCP_NODELAY of another process's socket, through a duplicate taken
+    with pidfd_getfd (Linux 5.6; the test runs the proxy as its child)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        dup = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd on x86-64 and arm64
+        if dup < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+    finally:
+        os.close(pidfd)
+    sock = socket.socket(fileno=dup)
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        sock.detach()
+        os.close(dup)
+
+
 def connect_with_will(client_id, will_topic, will_payload):
     """A 3.1.1 clean-session CONNECT with a QoS 0 will."""
     flags = 0x02 | 0x04
@@ -337,6 +376,24 @@ class WithMosquitto(unittest.TestCase):
         s.close()
         self.assertEqual(observer.publishes_within(LINGER - 0.5), [("private/alice/will", b"gone")])
         observer.close()
+
+
+    def test_7_both_sockets_of_a_session_have_nodelay(self):
+        # The client side gets TCP_NODELAY from the listening socket (Linux
+        # copies it to accepted sockets; no setsockopt per connection), the
+        # broker side from a setsockopt once connected. Without it a relayed
+        # packet could wait for the ACK of the one before (Nagle).
+        s = Session(self.port)
+        s.send(connect_packet("nodelay") + publish_packet("service/auth/alice-nodelay", b""))
+        s.expect_connack_then_answer(self)
+        sockets = sockets_of(self.proxy.pid)
+        client_side = sockets.get((self.port, s.local_port))
+        broker_side = [fd for (local, remote), fd in sockets.items() if remote == self.broker_port]
+        self.assertIsNotNone(client_side, sockets)
+        self.assertEqual(len(broker_side), 1, sockets)
+        self.assertTrue(tcp_nodelay_of(self.proxy.pid, client_side), "the client's socket has Nagle on")
+        self.assertTrue(tcp_nodelay_of(self.proxy.pid, broker_side[0]), "the broker's socket has Nagle on")
+        s.leave(self)
 
 
 class WithFakeBrokers(unittest.TestCase):
