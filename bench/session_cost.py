@@ -68,12 +68,15 @@ def main():
                         help="where auth-server, mqtt_load (and mqtt-proxy unless --proxy) are")
     parser.add_argument("--proxy", help="the mqtt-proxy binary to measure")
     parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--broker-auth", choices=["password", "none"], default="password",
+                        help="none: Mosquitto checks no password (its PBKDF2 would set every path's rate)")
     parser.add_argument("--inflight", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="CPU rounds (median)")
     parser.add_argument("--proxy-args", default="")
     parser.add_argument("--no-strace", action="store_true", help="CPU and threads only")
     args = parser.parse_args()
-    _, paths = side_by_side.paths_of(args.bin, args.proxy, args.proxy_args, prefix="session_cost.")
+    _, paths = side_by_side.paths_of(args.bin, args.proxy, args.proxy_args, prefix="session_cost.",
+                                       broker_auth=args.broker_auth)
     mode = ["sessions", args.seconds, args.inflight]
     try:
         print(f"# session_cost: {args.proxy or 'mqtt-proxy of ' + args.bin}, {args.inflight} in flight, "

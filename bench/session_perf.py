@@ -126,12 +126,15 @@ def main():
     parser.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
     parser.add_argument("--proxy", help="the mqtt-proxy binary to measure")
     parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--broker-auth", choices=["password", "none"], default="password",
+                        help="none: Mosquitto checks no password (its PBKDF2 would set every path's rate)")
     parser.add_argument("--inflight", type=int, default=100)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--paths", default="haproxy,mqtt-proxy")
     parser.add_argument("--keep", help="directory to keep perf.data files in")
     args = parser.parse_args()
-    work, paths = side_by_side.paths_of(args.bin, args.proxy, prefix="session_perf.")
+    work, paths = side_by_side.paths_of(args.bin, args.proxy, prefix="session_perf.",
+                                              broker_auth=args.broker_auth)
     ports = {paths.stack.broker_port: "mosquitto", paths.haproxy_port: "haproxy",
              paths.stack.proxy_port: "mqtt-proxy"}
     try:

@@ -163,7 +163,7 @@ def interleaved_sessions(paths, names, slices, seconds, inflight):
               f"{per['mosquitto']:.1f} | {per['generator']:.1f} | {whole:.1f} |")
 
 
-def paths_of(bin_dir, proxy=None, proxy_args="", prefix="side_by_side."):
+def paths_of(bin_dir, proxy=None, proxy_args="", prefix="side_by_side.", broker_auth="password"):
     """Paths for a script that measures one mqtt-proxy binary (`proxy`, else
     the one in bin_dir) with the auth-server and mqtt_load of bin_dir: Paths
     takes the three from one directory, so they are linked into a fresh one.
@@ -172,7 +172,7 @@ def paths_of(bin_dir, proxy=None, proxy_args="", prefix="side_by_side."):
     for name in ("auth-server", "mqtt_load"):
         os.symlink(os.path.abspath(os.path.join(bin_dir, name)), os.path.join(work, name))
     os.symlink(os.path.abspath(proxy or os.path.join(bin_dir, "mqtt-proxy")), os.path.join(work, "mqtt-proxy"))
-    return work, Paths(types.SimpleNamespace(bin=work, proxy_args=proxy_args))
+    return work, Paths(types.SimpleNamespace(bin=work, proxy_args=proxy_args, broker_auth=broker_auth))
 
 
 def main():
