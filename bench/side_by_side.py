@@ -64,7 +64,9 @@ class Paths:
         wait_for_port(self.haproxy_port)
         proxy_b = getattr(args, "proxy_b", None)
         if proxy_b:  # a second mqtt-proxy build in the same stack, for an A/B under the same noise
-            self.proxy_b_port, _ = self.stack.spawn_proxy("mqtt-proxy-b", os.path.abspath(proxy_b), proxy_args)
+            b_args = getattr(args, "proxy_b_args", None)
+            self.proxy_b_port, _ = self.stack.spawn_proxy("mqtt-proxy-b", os.path.abspath(proxy_b),
+                                                          proxy_args if b_args is None else shlex.split(b_args))
         self.pid = {name: p.pid for name, (p, _) in self.stack.processes.items()}
         creds = ["--user", "proxy", "--pass", "proxy-secret"]
         self.paths = {
@@ -191,6 +193,8 @@ def main():
     parser.add_argument("--haproxy-option", action="append",
                         help="an `option` line for HAProxy's defaults (e.g. tcp-smart-connect); repeatable")
     parser.add_argument("--proxy-b", help="a second mqtt-proxy binary, measured beside the first as mqtt-proxy-b")
+    parser.add_argument("--proxy-b-args", help="mqtt-proxy-b's extra arguments (default: --proxy-args); with "
+                        "--proxy-b naming the same binary, an A/B of a setting")
     parser.add_argument("--broker-auth", choices=["password", "none"], default="password",
                         help="none: Mosquitto checks no password, so its PBKDF2 per CONNECT does not set the pace")
     args = parser.parse_args()
