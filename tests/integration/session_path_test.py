@@ -396,6 +396,38 @@ class WithMosquitto(unittest.TestCase):
         s.leave(self)
 
 
+    def test_8_bytes_after_disconnect_are_not_relayed_and_cost_no_will(self):
+        # Hostile: DISCONNECT with a PUBLISH behind it in the same segment,
+        # then more bytes later, the socket never closed. The proxy closes
+        # its side at once (the client said goodbye; the later bytes may get
+        # an RST), relays nothing after the DISCONNECT and, since the broker
+        # got the DISCONNECT, no will is published.
+        observer = BrokerSubscriber(self.broker_port, "private/alice/#")
+        s = Session(self.port)
+        s.send(connect_with_will("after-goodbye", "private/alice/will", b"gone") +
+               publish_packet("service/auth/alice-after", b""))
+        s.expect_connack_then_answer(self)
+        s.send(DISCONNECT + publish_packet("private/alice/late", b"after the goodbye"))
+        time.sleep(0.2)
+        try:
+            s.send(publish_packet("private/alice/later", b"much later"))
+        except OSError:
+            pass  # reset already: the proxy had closed
+        try:
+            closed = recv_until_closed(s.sock, LINGER - 0.5)
+        except ConnectionResetError:
+            closed = True  # the RST for the later bytes came first: closed all the same
+        self.assertTrue(closed, "the proxy kept the connection open")
+        s.close()
+        self.assertEqual(observer.publishes_within(1.0), [])
+        observer.close()
+        self.assertIn('client_id=after-goodbye user=alice reason="client disconnected"', self.log())
+        s = Session(self.port)  # and the proxy serves the next one
+        s.send(connect_packet("after-goodbye-next") + publish_packet("service/auth/alice-after", b""))
+        s.expect_connack_then_answer(self)
+        s.leave(self)
+
+
 class WithFakeBrokers(unittest.TestCase):
     """The proxy in front of a raw broker: what the broker sees of the end of a session."""
 
