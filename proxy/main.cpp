@@ -51,7 +51,11 @@ struct worker {
   // One thread runs it, and every socket and timer on it is used from that
   // thread only (other threads post to it: the scheduler keeps its lock), so
   // the reactor's per-descriptor mutex is dropped: ~13 lock/unlock pairs per
-  // session (issue 14).
+  // session (issue 14). Not the fully unsafe hint: other threads post here,
+  // and asio's resolver and signal_set need the scheduler's locking. Anything
+  // that would touch a worker's socket or timer from another thread must
+  // post to the worker instead (the operator API, the event feed and the
+  // drain do).
   asio::io_context io{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::unique_ptr<proxy::http_auth_client> auth;
   std::unique_ptr<proxy::connection_environment> environment;

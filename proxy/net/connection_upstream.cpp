@@ -269,7 +269,13 @@ asio::awaitable<std::string> client_connection::dial_upstream(bool connecting) {
           last_error = ec;  // out of descriptors: said as such
           continue;
         }
-        outcome = start_connect(upstream_->socket(), target, at_once);
+        // One plain-TCP broker (a host name): the queued CONNECT is the probe,
+        // as in start_upstream. TLS must not send it raw, and the failover
+        // greets each node itself (the queue is not the node's).
+        if (upstream_->immediate_io() && !environment_.upstream_nodes)
+          outcome = start_connect(upstream_->socket(), target, at_once, [this] { return send_while_connecting(); });
+        else
+          outcome = start_connect(upstream_->socket(), target, at_once);
       }
       if (!outcome) {
         auto [wait_error] = co_await upstream_->socket().async_wait(tcp_socket::wait_write, as_tuple_awaitable);

@@ -362,7 +362,8 @@ class OutOfDescriptors(unittest.TestCase):
 
     def lingering_then_newcomers(self, goodbye, prefix):
         """16 authenticated clients send `goodbye` and then neither read nor
-        close; 0.3 s later 16 newcomers try. Returns their outcomes and the log."""
+        close; 0.3 s later 16 newcomers try. Returns their outcomes."""
+        time.sleep(2.5)  # the connections of earlier tests are gone (closing ones linger up to 2 s)
         lingering = [authenticated_socket(self.system.port, f"{prefix}-{i}") for i in range(16)]
         for sock in lingering:
             sock.sendall(goodbye)  # the socket stays open and unread
@@ -403,7 +404,6 @@ class OutOfDescriptors(unittest.TestCase):
         [MQTT-3.14.4-1]: the proxy closes its socket at once instead of
         waiting (up to the linger) for the client's FIN, so 16 such clients
         that never close leave room for 16 newcomers right away."""
-        time.sleep(2.5)  # another test's lingering connections are gone
         outcomes = self.lingering_then_newcomers(b"\xe0\x00", "goodbye")
         self.assertEqual(outcomes, ["authenticated"] * 16)
 
