@@ -224,6 +224,14 @@ class Session:
         self.sock.close()
 
 
+def session_with_will(test, port, client_id, will_topic, will_payload, token):
+    """A client with a QoS 0 will, authenticated with `token`: (its Session, the auth answer's payload)."""
+    s = Session(port)
+    s.send(connect_with_will(client_id, will_topic, will_payload) + publish_packet("service/auth/" + token, b""))
+    _, answer = s.expect_connack_then_answer(test)
+    return s, answer
+
+
 class BrokerSubscriber:
     """A subscriber straight on Mosquitto (the proxy's account): what the
     broker publishes, unfiltered by the proxy."""
@@ -362,18 +370,12 @@ class WithMosquitto(unittest.TestCase):
 
     def test_6_disconnect_ends_the_broker_side_without_the_will(self):
         observer = BrokerSubscriber(self.broker_port, "private/alice/will")
-        s = Session(self.port)
-        s.send(connect_with_will("will-polite", "private/alice/will", b"gone") +
-               publish_packet("service/auth/alice-will", b""))
-        s.expect_connack_then_answer(self)
+        s, _ = session_with_will(self, self.port, "will-polite", "private/alice/will", b"gone", "alice-will")
         s.leave(self)
         self.assertEqual(observer.publishes_within(1.0), [])
         # The control: dropped without DISCONNECT, the will goes out (the
         # proxy's FIN to the broker is still sent when no DISCONNECT went).
-        s = Session(self.port)
-        s.send(connect_with_will("will-dropped", "private/alice/will", b"gone") +
-               publish_packet("service/auth/alice-will", b""))
-        s.expect_connack_then_answer(self)
+        s, _ = session_with_will(self, self.port, "will-dropped", "private/alice/will", b"gone", "alice-will")
         s.close()
         self.assertEqual(observer.publishes_within(LINGER - 0.5), [("private/alice/will", b"gone")])
         observer.close()
@@ -408,14 +410,10 @@ class WithMosquitto(unittest.TestCase):
         # broker must still get it whole and once, and publish it exactly.
         payload = bytes(range(256)) * 253 + b"end"
         observer = BrokerSubscriber(self.broker_port, "private/alice/bigwill")
-        s = Session(self.port)
-        s.send(connect_with_will("big-will", "private/alice/bigwill", payload) +
-               publish_packet("service/auth/alice-bigwill", b""))
-        s.expect_connack_then_answer(self)
+        s, _ = session_with_will(self, self.port, "big-will", "private/alice/bigwill", payload, "alice-bigwill")
         s.close()  # dropped without DISCONNECT: the will goes out
         self.assertEqual(observer.publishes_within(LINGER), [("private/alice/bigwill", payload)])
         observer.close()
-
 
     def test_8_bytes_after_disconnect_are_not_relayed_and_cost_no_will(self):
         # Hostile: DISCONNECT with a PUBLISH behind it in the same segment,
@@ -424,10 +422,7 @@ class WithMosquitto(unittest.TestCase):
         # an RST), relays nothing after the DISCONNECT and, since the broker
         # got the DISCONNECT, no will is published.
         observer = BrokerSubscriber(self.broker_port, "private/alice/#")
-        s = Session(self.port)
-        s.send(connect_with_will("after-goodbye", "private/alice/will", b"gone") +
-               publish_packet("service/auth/alice-after", b""))
-        s.expect_connack_then_answer(self)
+        s, _ = session_with_will(self, self.port, "after-goodbye", "private/alice/will", b"gone", "alice-after")
         s.send(DISCONNECT + publish_packet("private/alice/late", b"after the goodbye"))
         time.sleep(0.2)
         # Closed at once, not held for the client's FIN (which never comes) until the linger deadline.
@@ -469,10 +464,7 @@ class WithBrokerByName(unittest.TestCase):
         observer = BrokerSubscriber(broker_port, "private/alice/named")
         payload = b"named " * 5000
         for i in range(2):
-            s = Session(port)
-            s.send(connect_with_will(f"named-{i}", "private/alice/named", payload) +
-                   publish_packet("service/auth/alice-named", b""))
-            topic, answer = s.expect_connack_then_answer(self)
+            s, answer = session_with_will(self, port, f"named-{i}", "private/alice/named", payload, "alice-named")
             self.assertEqual(json.loads(answer), {"result": "ok", "user": "alice"})
             s.close()
             self.assertEqual(observer.publishes_within(LINGER), [("private/alice/named", payload)])
