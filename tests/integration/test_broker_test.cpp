@@ -1,6 +1,7 @@
 // test-broker behaviours that need byte-level control, with raw clients.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <optional>
 #include <thread>
 
@@ -159,13 +160,21 @@ TEST_CASE("a slow subscriber loses QoS 0 beyond its bound; the broker and others
   subscribe(slow, "flood", qos::at_most_once);  // and then never reads
   auto fast = connected(b, connect_packet(protocol_version::v3_1_1, "fast"));
   subscribe(fast, "flood", qos::at_most_once);
-  int received = 0;
+  std::atomic<int> received = 0;
   std::thread reader([&] {
     while (fast.receive(2s)) ++received;
   });
   auto pub = connected(b, connect_packet(protocol_version::v3_1_1, "flooder"));
   const std::string big(60'000, 'x');
-  for (int i = 0; i < 200; ++i) pub.send(mqtt::publish{"flood", big, qos::at_most_once, false, false, 0, {}});
+  for (int i = 0; i < 200; ++i) {
+    // At most 8 messages (480 KB) ahead of the fast subscriber, under the
+    // broker's 1 MiB bound per link: on a loaded machine (ctest -j) its
+    // reader thread may lag, and it must not lose messages for that. The
+    // slow one, which never reads, still passes the bound (12 MB in all).
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (received < i - 8 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    pub.send(mqtt::publish{"flood", big, qos::at_most_once, false, false, 0, {}});
+  }
   pub.send(mqtt::pingreq{});
   pub.expect<mqtt::pingresp>(10s);
   reader.join();
