@@ -51,15 +51,13 @@ void client_connection::finish_if_flushed() {
 void client_connection::on_closed() {
   disarm(deadline::flush);
   auto self = shared_from_this();
-  if (forced_) {
-    client_->close();
-  } else if (client_left_ && client_->immediate_io()) {
-    // The client sent DISCONNECT and closes its side itself: a FIN now and
-    // a read for its FIN would be two syscalls per session for nothing
-    // (issue 14). Everything queued for it went out (closing flushed), and
-    // close() sends that and our FIN in order; only bytes the client sent
-    // after its DISCONNECT, which it must not [MQTT-3.14.4-1], would make the
-    // kernel answer them with an RST.
+  // A plain-TCP client that sent DISCONNECT closes its side itself: a FIN
+  // now and a read for its FIN would be two syscalls per session for nothing
+  // (issue 14). Everything queued for it went out (closing flushed), and
+  // close() sends that and our FIN in order; only bytes the client sent
+  // after its DISCONNECT, which it must not [MQTT-3.14.4-1], would make the
+  // kernel answer them with an RST.
+  if (forced_ || (client_left_ && client_->immediate_io())) {
     client_->close();
   } else if (client_established_ && !client_->immediate_io()) {
     spawn(end_stream(self, *client_));  // close_notify, a close frame

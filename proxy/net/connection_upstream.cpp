@@ -83,7 +83,7 @@ void hold_handshake_ack(tcp_socket& socket) {
 // per dial. `at_once`: connected without a wait, so without a return to the
 // event loop.
 // `probe`: sees whether a connect() that said EINPROGRESS is done already
-// (connect_outcome_at_once, or the queued CONNECT's own send).
+// (client_connection::send_while_connecting).
 template <typename Probe>
 std::optional<boost::system::error_code> start_connect(tcp_socket& socket, const tcp::endpoint& target,
                                                        bool& at_once, Probe probe) {
@@ -102,11 +102,6 @@ std::optional<boost::system::error_code> start_connect(tcp_socket& socket, const
     return *outcome;
   }
   return std::nullopt;
-}
-
-std::optional<boost::system::error_code> start_connect(tcp_socket& socket, const tcp::endpoint& target,
-                                                       bool& at_once) {
-  return start_connect(socket, target, at_once, [&socket] { return connect_outcome_at_once(socket); });
 }
 
 // After the wait for writability: how the handshake ended.
@@ -157,9 +152,12 @@ void client_connection::start_upstream(mqtt::bytes connect_packet) {
 // Linux answers the same way: EAGAIN while the handshake goes on, the
 // connect's error if it failed): the dial and the CONNECT's write in one
 // syscall instead of two (issue 14). What the send took leaves the queue;
-// the writer sends any rest once the link is open.
+// the writer sends any rest once the link is open. Not where the CONNECT
+// must not go out raw (TLS) or the queue is not the node's (the failover
+// greets each node itself), nor with nothing queued: the zero-length send.
 std::optional<boost::system::error_code> client_connection::send_while_connecting() {
-  if (to_upstream_.empty()) return connect_outcome_at_once(upstream_->socket());
+  if (!upstream_->immediate_io() || environment_.upstream_nodes || to_upstream_.empty())
+    return connect_outcome_at_once(upstream_->socket());
   const auto [ec, n] = upstream_->try_write(to_upstream_.begin_write());
   to_upstream_.commit_written(ec ? 0 : n);
   if (ec == asio::error::would_block) return std::nullopt;
@@ -269,13 +267,7 @@ asio::awaitable<std::string> client_connection::dial_upstream(bool connecting) {
           last_error = ec;  // out of descriptors: said as such
           continue;
         }
-        // One plain-TCP broker (a host name): the queued CONNECT is the probe,
-        // as in start_upstream. TLS must not send it raw, and the failover
-        // greets each node itself (the queue is not the node's).
-        if (upstream_->immediate_io() && !environment_.upstream_nodes)
-          outcome = start_connect(upstream_->socket(), target, at_once, [this] { return send_while_connecting(); });
-        else
-          outcome = start_connect(upstream_->socket(), target, at_once);
+        outcome = start_connect(upstream_->socket(), target, at_once, [this] { return send_while_connecting(); });
       }
       if (!outcome) {
         auto [wait_error] = co_await upstream_->socket().async_wait(tcp_socket::wait_write, as_tuple_awaitable);
