@@ -48,6 +48,7 @@ struct worker {
   // Before io: connections still in io's handlers leave it as io is destroyed.
   proxy::connection_registry registry;  // this worker's live connections, touched on its thread only
   proxy::acl_pool acls;                 // one copy of each distinct ACL its sessions hold
+  support::block_recycler connection_blocks;  // its connections' memory, reused (touched on its thread only)
   // One thread runs it, and every socket and timer on it is used from that
   // thread only (other threads post to it: the scheduler keeps its lock), so
   // the reactor's per-descriptor mutex is dropped: ~13 lock/unlock pairs per
@@ -494,7 +495,8 @@ int main(int argc, char** argv) {
       w->auth = std::make_unique<proxy::http_auth_client>(w->io, auth_settings, &counters);
       w->environment = std::make_unique<proxy::connection_environment>(
           proxy::connection_environment{config.connection, counters, *w->auth, tls->upstream.get(), &w->registry,
-                                        upstream_nodes.get(), &w->acls});
+                                        upstream_nodes.get(), &w->acls,
+                                        &w->connection_blocks});
       for (const auto& l : config.listeners) {
         if (!l.enabled) continue;
         const auto kind = static_cast<std::size_t>(l.settings.kind);

@@ -38,6 +38,7 @@
 #include "net/proxy_context.hpp"
 #include "net/transport.hpp"
 #include "session/client_session.hpp"
+#include "support/block_recycler.hpp"
 #include "support/rare_string.hpp"
 
 namespace proxy {
@@ -54,6 +55,7 @@ struct connection_environment {
   // Several brokers: which to dial (shared by all workers); null: the one broker of settings.upstream.
   upstream_pool* upstream_nodes = nullptr;
   acl_pool* acls = nullptr;                             // the worker's shared ACLs (null: each session its own)
+  support::block_recycler* connection_blocks = nullptr;  // the worker's recycled connection memory (null: the heap)
 };
 
 // Its deadlines wait in the worker's deadline_service (private deadline_entry).
@@ -230,6 +232,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void log_closed();
   void note_to_upstream(std::uint8_t first_byte);
   bool ends_upstream_itself() const;
+  void reset_on_close_after_broker_left();
 
   // client_connection.cpp
   void apply(session_actions actions, const mqtt::frame* client_frame = nullptr,

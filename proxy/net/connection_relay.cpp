@@ -432,6 +432,7 @@ void client_connection::discard(side from) {
   auto& stream = from == side::client ? *client_ : *upstream_;
   if (!stream.socket().is_open()) return;  // closed already (a client that left, the linger deadline)
   const auto [ec, n] = stream.try_read_some(asio::buffer(discard_sink));
+  if (ec == asio::error::eof && from == side::upstream) reset_on_close_after_broker_left();
   if (ec && ec != asio::error::would_block) return;  // the EOF, or the socket failed
   static_assert(std::is_same_v<asio::associated_allocator_t<discard_wait>, side_wait::allocator_type>);
   stream.socket().async_wait(tcp_socket::wait_read, discard_wait{{shared_from_this(), from}});

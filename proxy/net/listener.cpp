@@ -199,6 +199,15 @@ struct wait_after_eagain {
 // accept4 until EAGAIN (accepted_socket.hpp: non-blocking from the start,
 // no FIONBIO per connection), then a wait that need not re-arm epoll, as
 // asio's speculative accept does (issue 14).
+// In the worker's recycled memory when it has some (main's workers), so a
+// new session does not take malloc's slow path for a block the last one
+// just freed (support/block_recycler.hpp).
+std::shared_ptr<client_connection> listener::make_connection(std::unique_ptr<transport> stream) {
+  if (!environment_.connection_blocks) return std::make_shared<client_connection>(std::move(stream), settings_, environment_);
+  return std::allocate_shared<client_connection>(support::recycled_allocator<client_connection>(*environment_.connection_blocks),
+                                                 std::move(stream), settings_, environment_);
+}
+
 asio::awaitable<void> listener::accept_loop() {
   constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
   while (listening_.is_open()) {
@@ -233,7 +242,7 @@ asio::awaitable<void> listener::accept_loop() {
       socket.close(ignored);  // now, not after the post below: the refusal is the client's answer
     } else {
       auto stream = make_client_transport(std::move(socket), settings_, tls_ ? tls_->current() : nullptr);
-      std::make_shared<client_connection>(std::move(stream), settings_, environment_)->start(peer, accepted_no_delay_);
+      make_connection(std::move(stream))->start(peer, accepted_no_delay_);
     }
     // One connection per
     // turn of the event loop, as asio's accept did: fair to the worker's

@@ -44,6 +44,7 @@ class listener {
 
  private:
   boost::asio::awaitable<void> accept_loop();
+  std::shared_ptr<client_connection> make_connection(std::unique_ptr<transport> stream);
   void refuse_without_descriptors(const boost::system::error_code& ec);
   bool at_connection_limit() const;
   std::size_t connection_limit() const;

@@ -16,6 +16,7 @@ import re
 import select
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -444,6 +445,29 @@ class WithMosquitto(unittest.TestCase):
         s.send(connect_packet("after-goodbye-next") + publish_packet("service/auth/alice-after", b""))
         s.expect_connack_then_answer(self)
         s.leave(self)
+
+
+    def test_10_a_clean_session_leaves_no_time_wait_at_the_broker(self):
+        # Mosquitto closes first after the DISCONNECT; the proxy, having read
+        # its EOF and with nothing more for it, closes with an RST, so the
+        # broker's end is freed at once instead of waiting 60 s in TIME_WAIT
+        # (a FIN there would leave one per session). The session is clean all
+        # the same: no will (test_6).
+        def time_wait_at_broker():
+            out = subprocess.run(["ss", "-tanH", "state", "time-wait", f"( sport = :{self.broker_port} )"],
+                                 capture_output=True, text=True, check=True).stdout
+            return {" ".join(line.split()[-2:]) for line in out.splitlines() if line.strip()}
+
+        before = time_wait_at_broker()
+        for n in range(5):
+            s = Session(self.port)
+            s.send(connect_packet(f"no-tw-{n}") + publish_packet("service/auth/alice-no-tw", b""))
+            s.expect_connack_then_answer(self)
+            s.leave(self)
+        for n in range(5):
+            self.assertIn("reason=\"client disconnected\"", self.closed_line_of(f"no-tw-{n}"))
+        time.sleep(0.5)  # the broker's FIN, and the proxy's answer to it
+        self.assertEqual(time_wait_at_broker() - before, set())
 
 
 class WithBrokerByName(unittest.TestCase):

@@ -25,6 +25,7 @@
 #include "net/tcp_transport.hpp"
 #include "net/tls_transport.hpp"
 #include "net/transport.hpp"
+#include "support/block_recycler.hpp"
 
 using namespace std::chrono_literals;
 using proxy::deadline_entry;
@@ -249,4 +250,31 @@ TEST_CASE("handler_memory: too large or too aligned a request goes to the heap")
   void* aligned = memory.allocate(8, 64);
   CHECK_FALSE(memory.in_use());
   memory.deallocate(aligned);
+}
+
+TEST_CASE("block_recycler: a freed block of its size goes to the next request, at most `keep` of them") {
+  support::block_recycler recycler(2);
+  struct alignas(16) object {
+    std::byte bytes[1240];
+  };
+  using allocator = support::recycled_allocator<object>;
+  auto first = std::allocate_shared<object>(allocator(recycler));
+  const void* first_block = first.get();
+  first.reset();
+  CHECK(recycler.kept() == 1);
+  auto second = std::allocate_shared<object>(allocator(recycler));
+  CHECK(static_cast<const void*>(second.get()) == first_block);  // the same block, not malloc's
+  CHECK(recycler.kept() == 0);
+
+  // Another size is the heap's, both ways.
+  void* other = recycler.allocate(64);
+  recycler.deallocate(other, 64);
+  CHECK(recycler.kept() == 0);
+
+  // Three freed at once: two kept, the third back to the heap.
+  std::vector<std::shared_ptr<object>> many;
+  for (int i = 0; i < 3; ++i) many.push_back(std::allocate_shared<object>(allocator(recycler)));
+  second.reset();
+  many.clear();
+  CHECK(recycler.kept() == 2);
 }
