@@ -165,7 +165,9 @@ void client_connection::begin(bool no_delay_inherited) {
     // A coroutine only if the reader must wait in one (unpark): no co_spawn
     // and no chain of frames per session for it (issue 14).
     enter(lifecycle::running);
+    client_unpolled_ = true;
     guarded([this] { unpark(side::client); });
+    client_unpolled_ = false;
     return;
   }
   spawn(read_client(shared_from_this()));

@@ -287,6 +287,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   // Two rare flags in one byte: a ninth bool here would cost 8 B per connection.
   bool forced_ : 1 = false;       // the flush deadline passed: cut, do not be polite
   bool client_left_ : 1 = false;  // the client sent DISCONNECT: its socket closes without waiting for its FIN
+  bool client_unpolled_ : 1 = false;  // begin()'s first read: no epoll_wait since accept registered the socket
   bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
   bool disconnect_to_upstream_ = false;  // the last packet queued to the broker was a DISCONNECT
   // The proxy's CONNACK waits in the queue for the auth answer (hold_connack_for_answer).

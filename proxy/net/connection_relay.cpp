@@ -319,7 +319,14 @@ struct client_connection::parked_wait : side_wait {
 // `drained`: the reader's last read found a plain TCP socket empty (EAGAIN) and nothing
 // has returned to the event loop since, so the wait need not re-arm epoll
 // (net/reactor_wait.hpp says why that is safe then, and only then).
+// The client's first park, in the accept's own turn of the event loop, needs
+// no re-arm either, whatever its read gave: no epoll_wait has run since the
+// socket was registered, so every edge it had (its CONNECT, a FIN behind it)
+// is still on epoll's ready list, and the next epoll_wait reports the
+// socket's readiness as it is then (one EPOLL_CTL_MOD less per session,
+// issue 14).
 bool client_connection::park(side from, bool drained) {
+  if (from == side::client && client_unpolled_) drained = true;
   const auto i = static_cast<std::size_t>(from);
   auto& stream = from == side::client ? *client_ : *upstream_;
   auto& framer = from == side::client ? client_framer_ : upstream_framer_;
