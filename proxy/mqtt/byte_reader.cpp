@@ -56,8 +56,13 @@ std::string byte_reader::binary() {
   return value;
 }
 
-std::string byte_reader::utf8_string() {
-  std::string value = binary();
+std::string byte_reader::utf8_string() { return std::string(utf8_view()); }
+
+std::string_view byte_reader::utf8_view() {
+  const std::uint16_t length = u16();
+  if (!need(length)) return {};
+  const std::string_view value(reinterpret_cast<const char*>(bytes_.data() + position_), length);
+  position_ += length;
   if (auto ec = check_utf8(value)) {
     fail(static_cast<error>(ec.value()));
     return {};

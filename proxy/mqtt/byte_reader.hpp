@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "mqtt/error.hpp"
 
@@ -22,6 +23,9 @@ class byte_reader {
   std::uint32_t u32();
   std::uint32_t variable_int();
   std::string utf8_string();  // checked against [MQTT-1.5.4]
+  // The same, as a view of the packet's bytes: for a string only compared,
+  // never kept (the protocol name), no copy.
+  std::string_view utf8_view();
   std::string binary();       // two-byte length, then bytes
   std::string rest();         // everything left (PUBLISH payload)
   // Restricts the reader to the next `length` bytes (a property block);

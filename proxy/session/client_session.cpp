@@ -1,6 +1,7 @@
 #include "session/client_session.hpp"
 
 #include <algorithm>
+#include <charconv>
 
 #include <nlohmann/json.hpp>
 
@@ -35,7 +36,12 @@ reason_code disconnect_reason(reason_code code) {
 }  // namespace
 
 std::string upstream_client_id(std::string_view user_id, std::string_view client_id) {
-  return std::to_string(user_id.size()) + ":" + std::string(user_id) + ":" + std::string(client_id);
+  char length[24];
+  const auto digits = std::to_chars(length, length + sizeof length, user_id.size()).ptr - length;
+  std::string id;  // built in one allocation: five temporaries were ~500 instructions per session (issue 14)
+  id.reserve(static_cast<std::size_t>(digits) + 2 + user_id.size() + client_id.size());
+  id.append(length, static_cast<std::size_t>(digits)).append(1, ':').append(user_id).append(1, ':').append(client_id);
+  return id;
 }
 
 upstream_limits limits_from_connack(const mqtt::connack& ack) {

@@ -52,7 +52,7 @@ std::optional<will_message> read_will(byte_reader& r, std::uint8_t flags, protoc
 }  // namespace
 
 std::optional<protocol_version> peek_version(byte_reader& r) {
-  const std::string name = r.utf8_string();
+  const std::string_view name = r.utf8_view();
   const std::uint8_t level = r.u8();
   if (r.failed()) return std::nullopt;
   if (level == 3 && name == "MQIsdp") return protocol_version::v3_1;
