@@ -16,6 +16,15 @@
 #include <cstddef>
 #include <new>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define SUPPORT_RECYCLER_POISON(block, size) ASAN_POISON_MEMORY_REGION(block, size)
+#define SUPPORT_RECYCLER_UNPOISON(block, size) ASAN_UNPOISON_MEMORY_REGION(block, size)
+#else
+#define SUPPORT_RECYCLER_POISON(block, size) ((void)(block), (void)(size))
+#define SUPPORT_RECYCLER_UNPOISON(block, size) ((void)(block), (void)(size))
+#endif
+
 namespace support {
 
 class block_recycler {
@@ -37,9 +46,12 @@ class block_recycler {
   }
 
   void deallocate(void* block, std::size_t size) noexcept {
-    if (size != size_ || kept_ == keep_) return ::operator delete(block);
+    if (size != size_ || size < sizeof(free_block) || kept_ == keep_) return ::operator delete(block);
     free_ = new (block) free_block{free_};
     ++kept_;
+    // Under ASan a kept block stays poisoned but for its link, so a use of a
+    // connection after its end is still caught.
+    SUPPORT_RECYCLER_POISON(static_cast<std::byte*>(block) + sizeof(free_block), size_ - sizeof(free_block));
   }
 
   std::size_t kept() const { return kept_; }
@@ -52,6 +64,7 @@ class block_recycler {
     free_block* block = free_;
     free_ = block->next;
     block->~free_block();
+    SUPPORT_RECYCLER_UNPOISON(block, size_);
     return block;
   }
   std::size_t keep_;
