@@ -11,10 +11,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for_port(port, timeout=10):
-    """Returns once something accepts connections on 127.0.0.1:port."""
+def wait_for_port(port, timeout=10, alive=None):
+    """Returns once something accepts connections on 127.0.0.1:port; raises
+    at once if `alive` (the program that should listen) says it has ended."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError(f"ended before it listened on {port}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return

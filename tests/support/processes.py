@@ -5,6 +5,7 @@ DIR/NAME.log, and stopped in the reverse order at the end.
 A test's System derives from ProcessGroup: spawn() what it needs, read a
 program's log with log_of(), close() once. KEEP_TEST_DIR=1 keeps the
 directory (configs and logs) to look at afterwards."""
+import atexit
 import json
 import os
 import shutil
@@ -28,6 +29,9 @@ class ProcessGroup:
         self.stop_timeout, self.must_stop = stop_timeout, must_stop
         self.processes = []  # (Popen, its log file), in start order
         self.cleanups = []  # what close() calls once the programs are stopped (a stub server's close)
+        # A setUpClass that fails never reaches its tearDownClass: what it
+        # started must not outlive the test program (a broker left running).
+        atexit.register(self._kill_leftovers)
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -47,8 +51,14 @@ class ProcessGroup:
         log = open(self.log_path(name), mode)
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **popen)
         self.processes.append((process, log))
-        for port in ports:
-            wait_for_port(port)
+        try:
+            for port in ports:
+                wait_for_port(port, alive=lambda: process.poll() is None)
+        except RuntimeError as e:  # say why: the end of its log (a port taken meanwhile, a bad flag...)
+            log.flush()
+            with open(self.log_path(name), errors="replace") as f:
+                tail = f.read()[-2000:]
+            raise RuntimeError(f"{name}: {e}; exit status {process.poll()}; its log ends:\n{tail}") from None
         return process
 
     def mosquitto(self, extra=(), **options):
@@ -76,6 +86,12 @@ class ProcessGroup:
                          self.must_stop if must_stop is None else must_stop)
         finally:
             log.close()
+
+    def _kill_leftovers(self):
+        for process, _ in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
     def close(self):
         failures = []
