@@ -20,8 +20,12 @@
 // only by epoll_wait, which runs only from the event loop of the (one)
 // thread: every byte whose edge an earlier epoll_wait took was taken by that
 // read, and a byte that arrives later raises an edge that the next epoll_wait
-// reports, when this operation is already queued. Never after a read that
-// filled its buffer, after any suspension, for a socket's first wait, nor for
+// reports, when this operation is already queued. Also right after a
+// socket's registration (EPOLL_CTL_ADD) with no epoll_wait since, whatever
+// the reads gave: its edges are all still on epoll's ready list (the
+// client's first park, connection_relay.cpp). Never after a read that
+// filled its buffer, after any suspension, for a socket's first wait after
+// an epoll_wait, nor for
 // streams that hold bytes of their own (TLS, WebSocket): use async_wait then.
 // A listening socket (held in a tcp::socket: the acceptor's implementation
 // is private) likewise: right after accept() said EAGAIN; it has no FIN to

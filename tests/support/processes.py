@@ -67,7 +67,7 @@ class ProcessGroup:
         log = open(self.log_path("mosquitto"), "w")
         process, port = start_mosquitto(self.dir, extra, log=log, **options)
         self.processes.append((process, log))
-        wait_for_port(port)
+        wait_for_port(port, alive=lambda: process.poll() is None)
         return process, port
 
     def at_close(self, cleanup):
