@@ -455,10 +455,16 @@ class WithMosquitto(unittest.TestCase):
         # broker's end is freed at once instead of waiting 60 s in TIME_WAIT
         # (a FIN there would leave one per session). The session is clean all
         # the same: no will (test_6).
-        def time_wait_at_broker():
-            out = subprocess.run(["ss", "-tanH", "state", "time-wait", f"( sport = :{self.broker_port} )"],
+        def sockets_at_broker():  # [state, recv-q, send-q, local, peer] of each
+            out = subprocess.run(["ss", "-tanH", "state", "all", f"( sport = :{self.broker_port} )"],
                                  capture_output=True, text=True, check=True).stdout
-            return {" ".join(line.split()[-2:]) for line in out.splitlines() if line.strip()}
+            return [line.split() for line in out.splitlines() if line.strip()]
+
+        def time_wait_at_broker():
+            return {" ".join(fields[-2:]) for fields in sockets_at_broker() if fields[0] == "TIME-WAIT"}
+
+        def open_at_broker():
+            return [fields for fields in sockets_at_broker() if fields[0] not in ("LISTEN", "TIME-WAIT")]
 
         before = time_wait_at_broker()
         for n in range(5):
@@ -470,11 +476,6 @@ class WithMosquitto(unittest.TestCase):
             self.assertIn("reason=\"client disconnected\"", self.closed_line_of(f"no-tw-{n}"))
         # Until no socket of these sessions is left at the broker's port but
         # in TIME_WAIT (a broker end still in FIN_WAIT2 would pass for nothing).
-        def open_at_broker():
-            out = subprocess.run(["ss", "-tanH", "state", "all", f"( sport = :{self.broker_port} )"],
-                                 capture_output=True, text=True, check=True).stdout
-            return [line for line in out.splitlines() if line.strip() and not line.startswith(("LISTEN", "TIME-WAIT"))]
-
         deadline = time.time() + 5
         while open_at_broker() and time.time() < deadline:
             time.sleep(0.05)

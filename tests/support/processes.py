@@ -51,15 +51,21 @@ class ProcessGroup:
         log = open(self.log_path(name), mode)
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **popen)
         self.processes.append((process, log))
+        self._wait_listening(name, process, log, ports)
+        return process
+
+    def _wait_listening(self, name, process, log, ports):
+        """Until each of `ports` accepts connections; a program that ends
+        first fails at once, with the end of its log (a port taken meanwhile,
+        a bad flag...)."""
         try:
             for port in ports:
                 wait_for_port(port, alive=lambda: process.poll() is None)
-        except RuntimeError as e:  # say why: the end of its log (a port taken meanwhile, a bad flag...)
+        except RuntimeError as e:
             log.flush()
             with open(self.log_path(name), errors="replace") as f:
                 tail = f.read()[-2000:]
             raise RuntimeError(f"{name}: {e}; exit status {process.poll()}; its log ends:\n{tail}") from None
-        return process
 
     def mosquitto(self, extra=(), **options):
         """Mosquitto as mosquitto.start_mosquitto makes it (options: file_mode,
@@ -67,7 +73,7 @@ class ProcessGroup:
         log = open(self.log_path("mosquitto"), "w")
         process, port = start_mosquitto(self.dir, extra, log=log, **options)
         self.processes.append((process, log))
-        wait_for_port(port, alive=lambda: process.poll() is None)
+        self._wait_listening("mosquitto", process, log, [port])
         return process, port
 
     def at_close(self, cleanup):
