@@ -137,6 +137,12 @@ void latency_histogram::observe(std::chrono::nanoseconds elapsed) {
   sum_ns_.fetch_add(ns, std::memory_order_relaxed);
 }
 
+std::uint64_t latency_histogram::count() const {
+  std::uint64_t total = 0;
+  for (const auto& bucket : buckets_) total += bucket.load(std::memory_order_relaxed);
+  return total;
+}
+
 void latency_histogram::render(std::string& out, const char* name, const char* help) const {
   const std::string base(name);
   out += "# HELP " + base + ' ' + help + "\n# TYPE " + base + " histogram\n";

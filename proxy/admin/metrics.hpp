@@ -23,6 +23,7 @@ class latency_histogram {
   static constexpr std::array<double, 12> bounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                  0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
   void observe(std::chrono::nanoseconds elapsed);
+  std::uint64_t count() const;  // observations so far
   // The HELP/TYPE lines and the samples of a histogram called `name`.
   void render(std::string& out, const char* name, const char* help) const;
 

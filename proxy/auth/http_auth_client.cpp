@@ -51,6 +51,10 @@ auth_result invalid(std::string detail) {
   return r;
 }
 
+auth_result unplausible() {
+  return invalid("the token cannot be a session (binary, control characters or over 4 KiB)");
+}
+
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -197,6 +201,7 @@ struct http_auth_client::waiter {
   std::uint64_t as_of = 0;  // events applied when the answer was known current
   int asks = 0;
   auth_result answer;  // on its way to `done` (deliver_later), empty otherwise
+  std::chrono::steady_clock::time_point started;  // for the latency histogram
   ~waiter() {
     if (client_alive.expired()) return;  // shutdown: the io_context is going away
     auto f = call.lock();
@@ -255,6 +260,7 @@ void http_auth_client::hand_over(const std::shared_ptr<waiter>& w, auth_result& 
     }
     if (verdict != overtaken::no) result = overtaken_answer(verdict);
   }
+  if (metrics_) metrics_->auth_latency.observe(clock::now() - w->started);
   auto done = std::move(w->done);
   w->done = nullptr;  // the caller's closure may own the caller: break the cycle
   done(result);
@@ -303,10 +309,11 @@ http_auth_client::overtaken http_auth_client::overtaken_by_events(std::uint64_t 
 auth_client::pending_call http_auth_client::validate(std::string token, const std::string& remote_address,
                                                      completion done) {
   auto w = std::make_shared<waiter>();
+  w->started = clock::now();
   w->done = std::move(done);
   w->client_alive = alive_;
   if (!plausible_token(token)) {
-    deliver_later(w, invalid("the token cannot be a session (binary, control characters or over 4 KiB)"));
+    deliver_later(w, unplausible());
     return w;
   }
   w->token = std::move(token);
@@ -315,19 +322,31 @@ auth_client::pending_call http_auth_client::validate(std::string token, const st
   return w;
 }
 
+// Answered now from what is cached, or a token that cannot be a session; a
+// miss is counted by the validate() that follows it.
+std::optional<auth_result> http_auth_client::answer_at_once(std::string_view token) {
+  if (!plausible_token(token)) return unplausible();
+  auto answer = cached(session_key_of(token), clock::now());
+  if (answer && metrics_) metrics_->auth_latency.observe(clock::duration::zero());
+  return answer;
+}
+
+// The cache's answer (kept or refusing), counted; nothing on a miss.
+std::optional<auth_result> http_auth_client::cached(const validation_cache::key& key, clock::time_point now) {
+  auto found = cache_.find(key, now);
+  if (found.what == validation_cache::found::kind::miss) return std::nullopt;
+  const bool hit = found.what == validation_cache::found::kind::hit;
+  if (metrics_) (hit ? metrics_->auth_cache_hit : metrics_->auth_cache_negative_hit)++;
+  found.result.detail = hit ? "cached answer" : "cached refusal";
+  return std::move(found.result);
+}
+
 // The cache, a call under way for the same session, or a new call.
 void http_auth_client::look_up(const std::shared_ptr<waiter>& w) {
   w->key = session_key_of(w->token);
   const auto& key = w->key;
   const auto now = clock::now();
-  auto found = cache_.find(key, now);
-  if (found.what != validation_cache::found::kind::miss) {
-    const bool hit = found.what == validation_cache::found::kind::hit;
-    if (metrics_) (hit ? metrics_->auth_cache_hit : metrics_->auth_cache_negative_hit)++;
-    found.result.detail = hit ? "cached answer" : "cached refusal";
-    deliver_later(w, std::move(found.result));
-    return;
-  }
+  if (auto answer = cached(key, now)) return deliver_later(w, std::move(*answer));
   if (metrics_) metrics_->auth_cache_miss++;
   const auto digest = hex_of(key);  // a miss: the call and the logs name the session by it
   if (auto it = in_flight_.find(digest); it != in_flight_.end() && !it->second->cancelled) {

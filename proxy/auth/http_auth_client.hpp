@@ -78,6 +78,7 @@ class http_auth_client final : public auth_client {
   ~http_auth_client() override;
 
   pending_call validate(std::string token, const std::string& remote_address, completion done) override;
+  std::optional<auth_result> answer_at_once(std::string_view token) override;
   void apply(const auth_event& event) override;
 
   std::size_t idle_connections() const { return idle_.size(); }
@@ -105,6 +106,7 @@ class http_auth_client final : public auth_client {
                                 const auth_result& result) const;
   auth_result overtaken_answer(overtaken verdict);
   void look_up(const std::shared_ptr<waiter>& w);
+  std::optional<auth_result> cached(const validation_cache::key& key, clock::time_point now);
   void hand_over(const std::shared_ptr<waiter>& w, auth_result& result);
   bool ask_again(const std::shared_ptr<flight>& f);
 

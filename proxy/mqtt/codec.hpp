@@ -30,6 +30,12 @@ result<packet> decode(std::span<const std::uint8_t> frame, protocol_version vers
 // Encodes a packet in the wire format of `version` (CONNECT uses its own
 // version field). Fails only for fields that cannot be represented.
 result<bytes> encode(const packet& p, protocol_version version);
+// The same, into `reuse`'s memory (its contents are dropped): a caller that
+// keeps the vectors of packets it has handed over encodes without allocating.
+result<bytes> encode(const packet& p, protocol_version version, bytes&& reuse);
+// The capacity up to which an encoded packet's vector is worth keeping for
+// reuse: what encode() reserves for a packet of the usual size.
+std::size_t reusable_capacity();
 
 // Whether a 5.0 packet of this type may carry this reason code (section 2.4).
 bool is_valid_reason(packet_type type, reason_code code);

@@ -238,33 +238,42 @@ void client_connection::apply(session_actions actions, const mqtt::frame* client
 }
 
 void client_connection::validate(std::string token) {
-  const auto started = std::chrono::steady_clock::now();
   // The arguments are built before spdlog looks at the level: only when logged.
   if (spdlog::should_log(spdlog::level::debug))
     spdlog::debug("validating session {} for {}", redact(token), remote_address_);
+  if (answer_at_hand_) {
+    if (auto answer = environment_.auth.answer_at_once(token)) {
+      pending_validation_.reset();  // an earlier question of this read is superseded, as below
+      *answer_at_hand_ = std::move(answer);
+      return;
+    }
+  }
   // The callback keeps the connection alive: once a client has sent all it
   // will (CONNECT, auth PUBLISH, held packets, DISCONNECT, FIN) nothing else
   // may hold it while the answer is awaited. The cycle (connection -> pending
   // call -> callback -> connection) ends when the call completes, which its
-  // deadline guarantees, or when closing drops the pending call.
+  // deadline guarantees, or when closing drops the pending call. It holds
+  // nothing else: within std::function's own 16 bytes, no allocation.
   pending_validation_ = environment_.auth.validate(
-      std::move(token), remote_address_, [self = shared_from_this(), started, &counters = metrics_](const auth_result& result) {
-        const auto elapsed = std::chrono::steady_clock::now() - started;
-        counters.auth_latency.observe(elapsed);
-        if (result.outcome != auth_result::verdict::valid)
-          spdlog::debug("session validation for {}: {}", self->remote_address_, result.detail);
+      std::move(token), remote_address_, [self = shared_from_this()](const auth_result& result) {
         // Never inline (auth_client's promise): the session is not in the
         // middle of emitting actions, so the answer applies here, without a
         // second post and a second copy of the result (issue 14).
-        if (self->state_ != lifecycle::running) return;
         self->pending_validation_.reset();
-        self->guarded([&self, &result] {
-          self->apply(self->session_.on_auth_result(result));
-          // A held CONNACK waits on for the broker's, unless no dial follows.
-          if (self->session_.current_state() != client_session::state::connecting_upstream)
-            self->release_client_writes();
-        });
+        self->on_answer(result);
       });
+}
+
+// The answer to the session's validation: admitted (the dial follows) or refused.
+void client_connection::on_answer(const auth_result& result) {
+  if (result.outcome != auth_result::verdict::valid)
+    spdlog::debug("session validation for {}: {}", remote_address_, result.detail);
+  if (state_ != lifecycle::running) return;
+  guarded([this, &result] {
+    apply(session_.on_auth_result(result));
+    // A held CONNACK waits on for the broker's, unless no dial follows.
+    if (session_.current_state() != client_session::state::connecting_upstream) release_client_writes();
+  });
 }
 
 void client_connection::on_auth_event(const auth_event& event) {

@@ -238,6 +238,7 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   void apply(session_actions actions, const mqtt::frame* client_frame = nullptr,
              const mqtt::frame* upstream_frame = nullptr);
   void validate(std::string token);
+  void on_answer(const auth_result& result);
   void count_handshake_failure();
   outbound_queue& queue_of(side s) { return s == side::client ? to_client_ : to_upstream_; }
   const connection_settings& settings() const { return environment_.settings; }
@@ -284,26 +285,31 @@ class client_connection : public std::enable_shared_from_this<client_connection>
   std::array<std::uint32_t, 2> read_chunk_{};
   bool first_byte_seen_ = false;
   bool client_established_ = false;  // PROXY header and TLS / WebSocket handshake done
-  // Two rare flags in one byte: a ninth bool here would cost 8 B per connection.
+  // Flags in one byte: each bool beside them would cost a byte of the
+  // connection, and the next pointer eight (issue 14).
   bool forced_ : 1 = false;       // the flush deadline passed: cut, do not be polite
   bool client_left_ : 1 = false;  // the client sent DISCONNECT: its socket closes without waiting for its FIN
   bool client_unpolled_ : 1 = false;  // begin()'s first read: no epoll_wait since accept registered the socket
-  bool dial_local_error_ = false;  // the last dial failed here (no descriptor), not at the broker
-  bool disconnect_to_upstream_ = false;  // the last packet queued to the broker was a DISCONNECT
+  bool dial_local_error_ : 1 = false;  // the last dial failed here (no descriptor), not at the broker
+  bool disconnect_to_upstream_ : 1 = false;  // the last packet queued to the broker was a DISCONNECT
   // The proxy's CONNACK waits in the queue for the auth answer (hold_connack_for_answer).
-  bool client_writes_held_ = false;
+  bool client_writes_held_ : 1 = false;
   // The broker socket connected at once (plain TCP) and the event loop has
   // not run since it was registered: its first wait need not re-arm epoll
   // (relay_from_upstream).
-  bool upstream_never_polled_ = false;
+  bool upstream_never_polled_ : 1 = false;
   // greet_node waits for a node's answer to the CONNECT: its deadline cancels
   // the wait instead of closing, so the node can still be sent a DISCONNECT.
-  bool greeting_node_ = false;
+  bool greeting_node_ : 1 = false;
   rare_string handshake_failure_;  // set by the transport handshake deadline
   rare_string dial_failure_;       // set by the upstream dial deadline
   const upstream_settings* dial_target_ = nullptr;  // the node dial_upstream() dials
 
   auth_client::pending_call pending_validation_;
+  // While a read's frames are processed: where validate() leaves an answer
+  // the auth client had at once, applied once the frames are done
+  // (process_client_frames). Null otherwise: the answer is waited for.
+  std::optional<auth_result>* answer_at_hand_ = nullptr;
   // Only while a host name is resolved (a literal address needs none): 80 B
   // per connection otherwise (issue 14).
   std::unique_ptr<boost::asio::ip::tcp::resolver> resolver_;

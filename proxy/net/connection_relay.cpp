@@ -64,12 +64,19 @@ asio::awaitable<void> client_connection::read_client(self_ptr self) {
 // Hands every complete frame in the framer to the session.
 // What the frames of one read make the proxy write goes out in one send per
 // peer, after the last of them (flush_writes).
+// A validation the auth client answers at once (its cache) is applied after
+// the read's last frame, where a posted answer would have come: the frames
+// behind the auth PUBLISH meet the same session state either way.
 void client_connection::process_client_frames() {
   release_client_writes();  // the client sent more: it may wait for an answer to that
   const auto before = session_.current_state();
   batching_writes_ = true;
+  std::optional<auth_result> answer;
+  answer_at_hand_ = &answer;
   process_client_frames_batched();
+  answer_at_hand_ = nullptr;
   hold_connack_for_answer(before);
+  if (answer) on_answer(*answer);
   flush_writes();
 }
 
@@ -141,7 +148,8 @@ asio::awaitable<bool> client_connection::relay_from_upstream() {
   // (EPOLL_CTL_ADD), so whatever readiness came since is still in epoll's
   // ready list, to be reported with this wait queued: as safe as after EAGAIN
   // (net/reactor_wait.hpp), one EPOLL_CTL_MOD less per session (issue 14).
-  bool drained = std::exchange(upstream_never_polled_, false);
+  bool drained = upstream_never_polled_;
+  upstream_never_polled_ = false;
   while (state_ == lifecycle::running) {
     if (park(side::upstream, drained)) co_return true;
     const auto in = co_await read_into(*upstream_, upstream_framer_, side::upstream);

@@ -106,9 +106,36 @@ std::chrono::milliseconds client_session::keep_alive_limit() const {
 
 namespace {
 thread_local session_actions spare_actions;  // client_session::recycle
+// The vectors of the proxy's own packets, once the connection has copied
+// them into its queues (small packets are appended, not moved): encoded
+// into again instead of allocating (a new session sends three, issue 14).
+constexpr std::size_t kept_wires = 4;
+thread_local std::vector<mqtt::bytes> spare_wires;
+
+void keep_wire(mqtt::bytes& wire) {
+  if (wire.capacity() == 0 || wire.capacity() > mqtt::reusable_capacity() || spare_wires.size() >= kept_wires) return;
+  if (spare_wires.capacity() == 0) spare_wires.reserve(kept_wires);
+  spare_wires.push_back(std::move(wire));
+}
+
+mqtt::bytes take_wire() {
+  if (spare_wires.empty()) return {};
+  auto wire = std::move(spare_wires.back());
+  spare_wires.pop_back();
+  return wire;
+}
+
+template <class Packet>
+mqtt::result<mqtt::bytes> encode_reusing(const Packet& p, mqtt::protocol_version version) {
+  return mqtt::encode(p, version, take_wire());
+}
 }  // namespace
 
 void client_session::recycle(actions&& done) {
+  for (auto& a : done) {
+    if (auto* to_client = std::get_if<action::send_to_client>(&a)) keep_wire(to_client->data);
+    else if (auto* to_upstream = std::get_if<action::send_to_upstream>(&a)) keep_wire(to_upstream->data);
+  }
   // A list grown by a burst (a replay of held packets) is not kept.
   if (done.capacity() > 16 || done.capacity() <= spare_actions.capacity()) return;
   done.clear();
@@ -1017,7 +1044,7 @@ void client_session::ack_locally(const mqtt::publish& p, reason_code reason) {
 }
 
 void client_session::send_to_client(const mqtt::packet& p) {
-  auto wire = mqtt::encode(p, version_);
+  auto wire = encode_reusing(p, version_);
   if (wire) emit(action::send_to_client{std::move(*wire)});
 }
 
@@ -1035,11 +1062,11 @@ void client_session::send_upstream(const mqtt::packet& p) {
     bridge::drop_counts drops{};
     auto translated = bridge::to_broker(p, drops);
     if (!translated) return;
-    auto wire = mqtt::encode(*translated, mqtt::protocol_version::v3_1_1);
+    auto wire = encode_reusing(*translated, mqtt::protocol_version::v3_1_1);
     if (wire) emit(action::send_to_upstream{std::move(*wire)});
     return;
   }
-  auto wire = mqtt::encode(p, version_);
+  auto wire = encode_reusing(p, version_);
   if (wire) emit(action::send_to_upstream{std::move(*wire)});
 }
 

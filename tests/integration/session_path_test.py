@@ -342,6 +342,27 @@ class WithMosquitto(unittest.TestCase):
             got = observer.publishes_within(1.0)
             self.assertEqual(got, [("private/alice/three", f"{token}-{i}".encode()) for i in range(3)])
         observer.close()
+        self.assertEqual(self.auth.calls.get("alice-three-miss"), 1)  # the second was the cache's answer
+
+    def test_3b_a_cached_answer_meets_the_subscribe_behind_it_in_the_same_segment(self):
+        # The cache answers within the read that brought the auth PUBLISH;
+        # the answer applies after that read's last packet, as a posted one
+        # did: the SUBSCRIBEs behind it are held, then checked against the
+        # ACL the answer brought (allowed: granted, relayed; not: 0x80), and
+        # the PUBLISH behind them comes back through the allowed one.
+        for attempt in ("miss", "hit"):
+            s = Session(self.port)
+            s.send(connect_packet("sub-" + attempt) + publish_packet("service/auth/alice-3b", b"") +
+                   subscribe_packet(1, "private/alice/3b", 1) + subscribe_packet(2, "private/bob/3b", 1) +
+                   publish_packet("private/alice/3b", attempt.encode()))
+            s.expect_connack_then_answer(self)
+            packets = [s.packet() for _ in range(3)]  # the proxy's own SUBACK may overtake the broker's
+            subacks = sorted(p for p in packets if p[0] == 0x90)
+            self.assertEqual(subacks, [b"\x90\x03\x00\x01\x01", b"\x90\x03\x00\x02\x80"], [p.hex() for p in packets])
+            echo = [p for p in packets if p[0] & 0xF0 == 0x30]
+            self.assertEqual([publish_fields(p) for p in echo], [("private/alice/3b", attempt.encode())])
+            s.leave(self)
+        self.assertEqual(self.auth.calls.get("alice-3b"), 1)
 
     def test_4_refused_session_in_one_segment(self):
         s = Session(self.port)

@@ -737,6 +737,56 @@ TEST_SUITE("auth client: over a socket") {
     CHECK(used.permissions->publish.front() == "b/#");
   }
 
+  // What a connection asks first for every new session: an answer that needs
+  // no wait, or nothing (then it validates). Its use comes within the same
+  // handler, so no event can come between: only the cache's state counts.
+  TEST_CASE("answer_at_once: the cache's answer now, counted; nothing on a miss or once an event forgot it") {
+    hand_answered h;
+    CHECK_FALSE(h.client.answer_at_once("at-once-token-1").has_value());
+    CHECK(h.counters.auth_cache_miss == 0);  // counted by the validate() that follows a miss
+    std::optional<auth_result> first;
+    auto warm = h.ask("at-once-token-1", first);
+    h.next_request();
+    h.answer("7", "a/#");
+    REQUIRE(h.wait(first).outcome == auth_result::verdict::valid);
+
+    const auto latency_before = h.counters.auth_latency.count();
+    const auto now = h.client.answer_at_once("at-once-token-1");
+    REQUIRE(now.has_value());
+    CHECK(now->outcome == auth_result::verdict::valid);
+    CHECK(now->user_id == "7");
+    CHECK(now->permissions->publish.front() == "a/#");
+    CHECK(now->detail == "cached answer");
+    CHECK(h.counters.auth_cache_hit == 1);
+    CHECK(h.counters.auth_latency.count() == latency_before + 1);
+    CHECK_FALSE(h.client.answer_at_once("at-once-token-2").has_value());  // another session: not this one's answer
+
+    // A logout forgets it at once: the next session of this token is asked for.
+    h.client.apply(event_about(auth_event::kind::session_revoked, "7", session_digest("at-once-token-1")));
+    CHECK_FALSE(h.client.answer_at_once("at-once-token-1").has_value());
+    // A user whose ACL changed: every cached answer of theirs goes.
+    std::optional<auth_result> second;
+    auto warm2 = h.ask("at-once-token-3", second);
+    h.next_request();
+    h.answer("7", "b/#");
+    REQUIRE(h.wait(second).outcome == auth_result::verdict::valid);
+    REQUIRE(h.client.answer_at_once("at-once-token-3").has_value());
+    h.client.apply(event_about(auth_event::kind::acl_changed, "7"));
+    CHECK_FALSE(h.client.answer_at_once("at-once-token-3").has_value());
+  }
+
+  TEST_CASE("answer_at_once: a token that cannot be a session is refused at once, without a connection") {
+    asio::io_context io;
+    silent_server server(io);
+    http_auth_client client(io, server.settings());
+    const auto refused = client.answer_at_once(std::string("\x00\xff\x01", 3));
+    REQUIRE(refused.has_value());
+    CHECK(refused->outcome == auth_result::verdict::invalid);
+    CHECK(client.answer_at_once(std::string(5000, 'a'))->outcome == auth_result::verdict::invalid);
+    io.run_for(50ms);
+    CHECK_FALSE(server.accepted);
+  }
+
   TEST_CASE("an implausible token is invalid without a connection; a live handle gets exactly one answer") {
     asio::io_context io;
     silent_server server(io);
