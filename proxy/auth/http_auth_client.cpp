@@ -325,8 +325,12 @@ auth_client::pending_call http_auth_client::validate(std::string token, const st
 // Answered now from what is cached, or a token that cannot be a session; a
 // miss is counted by the validate() that follows it.
 std::optional<auth_result> http_auth_client::answer_at_once(std::string_view token) {
-  if (!plausible_token(token)) return unplausible();
-  auto answer = cached(session_key_of(token), clock::now());
+  std::optional<auth_result> answer;
+  if (plausible_token(token)) {
+    answer = cached(session_key_of(token), clock::now());
+  } else {
+    answer = unplausible();
+  }
   if (answer && metrics_) metrics_->auth_latency.observe(clock::duration::zero());
   return answer;
 }

@@ -242,8 +242,12 @@ void client_connection::validate(std::string token) {
   if (spdlog::should_log(spdlog::level::debug))
     spdlog::debug("validating session {} for {}", redact(token), remote_address_);
   if (answer_at_hand_) {
-    if (auto answer = environment_.auth.answer_at_once(token)) {
-      pending_validation_.reset();  // an earlier question of this read is superseded, as below
+    auto answer = environment_.auth.answer_at_once(token);
+    // Either way it supersedes what an earlier question of this read had
+    // (as a new validate() drops the pending one): one answer applies.
+    answer_at_hand_->reset();
+    if (answer) {
+      pending_validation_.reset();
       *answer_at_hand_ = std::move(answer);
       return;
     }
@@ -252,8 +256,8 @@ void client_connection::validate(std::string token) {
   // will (CONNECT, auth PUBLISH, held packets, DISCONNECT, FIN) nothing else
   // may hold it while the answer is awaited. The cycle (connection -> pending
   // call -> callback -> connection) ends when the call completes, which its
-  // deadline guarantees, or when closing drops the pending call. It holds
-  // nothing else: within std::function's own 16 bytes, no allocation.
+  // deadline guarantees, or when closing drops the pending call. Only a miss
+  // of the cache comes here while a client's read is processed (above).
   pending_validation_ = environment_.auth.validate(
       std::move(token), remote_address_, [self = shared_from_this()](const auth_result& result) {
         // Never inline (auth_client's promise): the session is not in the

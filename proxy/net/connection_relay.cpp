@@ -72,9 +72,16 @@ void client_connection::process_client_frames() {
   const auto before = session_.current_state();
   batching_writes_ = true;
   std::optional<auth_result> answer;
-  answer_at_hand_ = &answer;
-  process_client_frames_batched();
-  answer_at_hand_ = nullptr;
+  {
+    // Cleared however the frames end (a throw included): nothing may keep
+    // pointing at this frame's `answer` (a timer's re-validation would write it).
+    answer_at_hand_ = &answer;
+    struct clear_slot {
+      std::optional<auth_result>*& slot;
+      ~clear_slot() { slot = nullptr; }
+    } cleared{answer_at_hand_};
+    process_client_frames_batched();
+  }
   hold_connack_for_answer(before);
   if (answer) on_answer(*answer);
   flush_writes();

@@ -113,7 +113,8 @@ constexpr std::size_t kept_wires = 4;
 thread_local std::vector<mqtt::bytes> spare_wires;
 
 void keep_wire(mqtt::bytes& wire) {
-  if (wire.capacity() == 0 || wire.capacity() > mqtt::reusable_capacity() || spare_wires.size() >= kept_wires) return;
+  // Only what encode() reserved: a smaller (exact) copy would be grown again.
+  if (wire.capacity() != mqtt::reusable_capacity() || spare_wires.size() >= kept_wires) return;
   if (spare_wires.capacity() == 0) spare_wires.reserve(kept_wires);
   spare_wires.push_back(std::move(wire));
 }

@@ -37,9 +37,17 @@ class fake_auth final : public auth_client {
     calls++;
     return call;
   }
+  // With `at_once`, every answer is had at once (as a cache's is): validate() is not called.
+  std::optional<auth_result> answer_at_once(std::string_view) override {
+    if (!at_once) return std::nullopt;
+    at_once_calls++;
+    return answer;
+  }
   auth_result answer{auth_result::verdict::valid, "alice", "7", acl{{"private/alice/#"}, {"private/alice/#"}},
                      std::chrono::seconds(3600), false, {}};
   int calls = 0;
+  bool at_once = false;
+  int at_once_calls = 0;
 
  private:
   asio::io_context& io_;
@@ -203,6 +211,68 @@ TEST_SUITE("client_connection") {
     // Unauthenticated: at most 64 KiB queued, plus what one read (64 KiB of PINGREQs) answers.
     CHECK(h.connection->queued_to_client() <= 64 * 1024 + 64 * 1024);
     CHECK(h.connection->state() == client_connection::lifecycle::running);
+  }
+
+  // A cached answer is applied after the read's last packet, where a posted
+  // one came: the CONNACK still waits for the broker's, and a PUBLISH read
+  // behind a re-authentication is judged by the ACL in force when it was read.
+  TEST_CASE("an answer the auth client has at once applies after the read, as a posted answer did") {
+    harness h;
+    h.auth.at_once = true;
+    h.settings.connack_hold = std::chrono::minutes(1);  // only the broker's CONNACK releases it
+    auto peer = h.connect_client();
+    auto hello = connect_packet("at-once");
+    const auto auth = auth_publish();
+    hello.insert(hello.end(), auth.begin(), auth.end());
+    asio::write(peer, asio::buffer(hello));
+
+    tcp::socket upstream(h.io);
+    bool accepted = false;
+    h.broker.async_accept(upstream, [&](boost::system::error_code ec) { accepted = !ec; });
+    REQUIRE(h.run_until([&] { return accepted; }));
+    mqtt::bytes from_proxy;
+    const auto connect = h.read_packet(upstream, from_proxy);
+    REQUIRE(connect);
+    CHECK((*connect)[0] == 0x10);
+    h.run_for(50ms);
+    peer.non_blocking(true);
+    std::array<std::uint8_t, 64> probe{};
+    boost::system::error_code nothing_yet;
+    peer.read_some(asio::buffer(probe), nothing_yet);
+    CHECK(nothing_yet == asio::error::would_block);  // the CONNACK waits for the broker's
+    asio::write(upstream, asio::buffer(wire_of(mqtt::connack{})));
+    mqtt::bytes to_client;
+    const auto connack = h.read_packet(peer, to_client);
+    REQUIRE(connack);
+    CHECK((*connack)[0] == 0x20);
+    const auto answer = h.read_packet(peer, to_client);
+    REQUIRE(answer);
+    CHECK(((*answer)[0] & 0xF0) == 0x30);
+    CHECK(h.auth.calls == 0);
+    CHECK(h.auth.at_once_calls == 1);
+
+    // Re-authentication narrowing the ACL, with a PUBLISH in the same read:
+    // that PUBLISH was read under the old ACL and goes to the broker; the
+    // next read's is refused under the new one, and the one after is allowed.
+    h.auth.answer.permissions = acl{{"other/#"}, {"other/#"}};
+    auto reauth = auth_publish();
+    const auto old_acl = wire_of(mqtt::publish{"private/alice/read-before", "a", mqtt::qos::at_most_once, false, false, 0, {}});
+    reauth.insert(reauth.end(), old_acl.begin(), old_acl.end());
+    asio::write(peer, asio::buffer(reauth));
+    const auto relayed = h.read_packet(upstream, from_proxy);
+    REQUIRE(relayed);
+    CHECK(std::get<mqtt::publish>(*mqtt::decode(*relayed, mqtt::protocol_version::v3_1_1)).topic ==
+          "private/alice/read-before");
+    const auto reanswer = h.read_packet(peer, to_client);
+    REQUIRE(reanswer);
+    CHECK(((*reanswer)[0] & 0xF0) == 0x30);
+    CHECK(h.auth.at_once_calls == 2);
+    asio::write(peer, asio::buffer(wire_of(mqtt::publish{"private/alice/read-after", "b", mqtt::qos::at_most_once, false, false, 0, {}})));
+    asio::write(peer, asio::buffer(wire_of(mqtt::publish{"other/allowed", "c", mqtt::qos::at_most_once, false, false, 0, {}})));
+    const auto next = h.read_packet(upstream, from_proxy);
+    REQUIRE(next);
+    CHECK(std::get<mqtt::publish>(*mqtt::decode(*next, mqtt::protocol_version::v3_1_1)).topic == "other/allowed");
+    CHECK(h.auth.calls == 0);
   }
 
   TEST_CASE("a paused client that reads again gets every answer and is unpaused") {
