@@ -125,11 +125,6 @@ mqtt::bytes take_wire() {
   spare_wires.pop_back();
   return wire;
 }
-
-template <class Packet>
-mqtt::result<mqtt::bytes> encode_reusing(const Packet& p, mqtt::protocol_version version) {
-  return mqtt::encode(p, version, take_wire());
-}
 }  // namespace
 
 void client_session::recycle(actions&& done) {
@@ -1045,7 +1040,7 @@ void client_session::ack_locally(const mqtt::publish& p, reason_code reason) {
 }
 
 void client_session::send_to_client(const mqtt::packet& p) {
-  auto wire = encode_reusing(p, version_);
+  auto wire = mqtt::encode(p, version_, take_wire());
   if (wire) emit(action::send_to_client{std::move(*wire)});
 }
 
@@ -1063,11 +1058,11 @@ void client_session::send_upstream(const mqtt::packet& p) {
     bridge::drop_counts drops{};
     auto translated = bridge::to_broker(p, drops);
     if (!translated) return;
-    auto wire = encode_reusing(*translated, mqtt::protocol_version::v3_1_1);
+    auto wire = mqtt::encode(*translated, mqtt::protocol_version::v3_1_1, take_wire());
     if (wire) emit(action::send_to_upstream{std::move(*wire)});
     return;
   }
-  auto wire = encode_reusing(p, version_);
+  auto wire = mqtt::encode(p, version_, take_wire());
   if (wire) emit(action::send_to_upstream{std::move(*wire)});
 }
 
