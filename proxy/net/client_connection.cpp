@@ -27,10 +27,15 @@ namespace {
 // only needs a bound so a broken broker cannot exhaust memory.
 constexpr std::size_t min_upstream_packet_limit = 16 * 1024 * 1024;
 
+// "address:port" for any address, through asio's own formatting.
+std::string text_of_any(const tcp::endpoint& endpoint) {
+  return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+}
+
 // "a.b.c.d:port" as inet_ntop writes it, without its sprintf: ~1.3k
 // instructions of every new session (issue 14). IPv6 as before.
 std::string text_of(const tcp::endpoint& endpoint) {
-  if (!endpoint.address().is_v4()) return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  if (!endpoint.address().is_v4()) return text_of_any(endpoint);
   char text[sizeof "255.255.255.255:65535"];
   char* const last = text + sizeof text;
   char* end = text;
@@ -40,7 +45,7 @@ std::string text_of(const tcp::endpoint& endpoint) {
   }
   // Never taken (15 characters at most so far): it tells the compiler, which
   // under LTO sees to_chars' error return, that ':' stays inside `text`.
-  if (end == last) return endpoint.address().to_string();
+  if (end == last) return text_of_any(endpoint);
   *end++ = ':';
   end = std::to_chars(end, last, static_cast<unsigned>(endpoint.port())).ptr;
   return std::string(text, end);
