@@ -167,6 +167,18 @@ class Stack:
             tokens.append(json.loads(body)["session"])
         return tokens
 
+    def token_files(self, count):
+        """`count` sessions (sessions()) written one per line for mqtt_load
+        --tokens: all of them, and user0's alone (every 100th), whose relay
+        clients share one topic tree. Returns (tokens, all_file, user0_file)."""
+        tokens = self.sessions(count)
+        all_file = os.path.join(self.dir, "tokens")
+        user0_file = os.path.join(self.dir, "tokens-user0")
+        for path, chosen in ((all_file, tokens), (user0_file, tokens[::100])):
+            with open(path, "w") as f:
+                f.write("\n".join(chosen) + "\n")
+        return tokens, all_file, user0_file
+
     def metrics(self):
         """{metric{labels}: value} from the proxy's /metrics."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:

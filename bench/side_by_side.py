@@ -44,13 +44,8 @@ class Paths:
                            proxy_args=proxy_args, broker_conf="max_queued_messages 0\nmax_inflight_messages 0\n",
                            broker_auth=getattr(args, "broker_auth", "password"))
         self.load = os.path.join(binary, "mqtt_load")
-        self.tokens = self.stack.sessions(1000)
-        self.token_file = os.path.join(self.stack.dir, "tokens")
-        with open(self.token_file, "w") as f:
-            f.write("\n".join(self.tokens) + "\n")
-        self.user0_file = os.path.join(self.stack.dir, "tokens-user0")  # relay: one user, one topic tree
-        with open(self.user0_file, "w") as f:
-            f.write("\n".join(self.tokens[::100]) + "\n")
+        # relay: user0's tokens, one user, one topic tree
+        self.tokens, self.token_file, self.user0_file = self.stack.token_files(1000)
         self.haproxy_port = free_port()
         cfg = os.path.join(self.stack.dir, "haproxy.cfg")
         with open(cfg, "w") as f:
