@@ -60,9 +60,7 @@ def main():
         os.chmod(launched, 0o755)
     stack = Stack(launched, os.path.join(binary, "auth-server"))
     try:
-        tokens = os.path.join(stack.dir, "tokens")
-        with open(tokens, "w") as f:
-            f.write("\n".join(stack.sessions(1000)) + "\n")
+        _, tokens, _ = stack.token_files(1000)
         pid = stack.processes["mqtt-proxy"][0].pid
         if args.heaptrack:
             time.sleep(1.0)

@@ -120,13 +120,14 @@ def whole_stack(cpu, own):
     return cpu["mosquitto"] + cpu["generator"] + cpu["auth-server"] + (cpu[own] if own != "mosquitto" else 0)
 
 
-def interleaved_sessions(paths, names, slices, seconds, inflight):
-    """Sessions through each path in short slices, taken in turn (the order
-    rotating each time) until each path had `slices`: a slow spell of a
-    shared host falls on all paths alike, where 4 s rounds one after another
-    let it fall on one. Sums over the slices: sessions/s, and the CPU
-    seconds of every process per session."""
-    totals = {n: {"sessions": 0, "seconds": 0.0, "cpu": {}} for n in names}
+def interleaved(paths, names, slices, mode, tokens=None):
+    """Runs of `mode` through each path in short slices, taken in turn (the
+    order rotating each time) until each path had `slices`: a slow spell of a
+    shared host falls on all paths alike, where rounds one after another let
+    it fall on one. Returns per path the sums over its slices (count: the
+    run's `sessions` or `messages`; seconds; CPU seconds of every process),
+    and per slice what each path's run printed."""
+    totals = {n: {"count": 0, "work": 0, "seconds": 0.0, "failed": 0, "cpu": {}} for n in names}
     pairs = []
     for i in range(slices):
         order = names[i % len(names):] + names[:i % len(names)]
@@ -134,30 +135,76 @@ def interleaved_sessions(paths, names, slices, seconds, inflight):
         for name in order:
             paths.settle(f"{name} slice")
             c0 = paths.cpu()
-            kv, _ = paths.run(name, ["sessions", seconds, inflight])
+            kv, _ = paths.run(name, mode, tokens=tokens)
             c1 = paths.cpu()
             t = totals[name]
-            t["sessions"] += int(kv.get("sessions", 0))
-            t["seconds"] += float(kv.get("seconds", seconds))
+            t["count"] += int(kv.get("sessions", kv.get("messages", 0)))
+            # What the CPU seconds paid for: every session, or every message published (warm-up included).
+            t["work"] += int(kv.get("sessions", kv.get("published", 0)))
+            t["seconds"] += float(kv.get("seconds", 0))
+            t["failed"] += int(kv.get("failed", 0))
+            for key in (k for k in kv if k.startswith("fail[")):  # which: fail[auth_unavailable]=N, ...
+                t.setdefault("kinds", {})[key] = t.get("kinds", {}).get(key, 0) + int(kv[key])
             for k in c0:
                 t["cpu"][k] = t["cpu"].get(k, 0.0) + c1[k] - c0[k]
-            rates[name] = float(kv.get("per_second", 0))
+            rates[name] = kv
         pairs.append(rates)
-    print(f"\n## new sessions, interleaved: {slices} slices of {seconds} s per path, {inflight} in flight\n")
+    return totals, pairs
+
+
+def print_interleaved(paths, names, totals, pairs, unit):
     others = [n for n in names if n != "haproxy"]
-    print("| path | sessions/s | ratio to HAProxy | slices above HAProxy's neighbour | CPU µs per session: path process "
-          "| Mosquitto | generator | whole stack |\n|---|---|---|---|---|---|---|---|")
-    h = totals["haproxy"]["sessions"] / totals["haproxy"]["seconds"]
+    print(f"| path | {unit}/s | ratio to HAProxy | slices above HAProxy's neighbour | CPU µs per {unit[:-1]}: "
+          "path process | Mosquitto | generator | whole stack | failed |\n|---|---|---|---|---|---|---|---|---|")
+    h = totals["haproxy"]["count"] / totals["haproxy"]["seconds"]
     for name in names:
         t = totals[name]
-        n = t["sessions"] or 1
+        n = t["work"] or 1
         own = paths.paths[name][1]
         per = {k: v / n * 1e6 for k, v in t["cpu"].items()}
         whole = whole_stack(per, own)
-        above = sum(1 for r in pairs if r.get(name, 0) > r["haproxy"]) if name in others else "-"
-        rate = t["sessions"] / t["seconds"]
-        print(f"| {name} | {rate:.0f} | {rate / h:.3f} | {above} of {slices} | {per[own]:.1f} | "
-              f"{per['mosquitto']:.1f} | {per['generator']:.1f} | {whole:.1f} |")
+        above = sum(1 for r in pairs if float(r[name].get("per_second", 0)) > float(r["haproxy"].get("per_second", 0))) \
+            if name in others else "-"
+        rate = t["count"] / t["seconds"]
+        print(f"| {name} | {rate:.0f} | {rate / h:.3f} | {above} of {len(pairs)} | {per[own]:.2f} | "
+              f"{per['mosquitto']:.2f} | {per['generator']:.2f} | {whole:.2f} | {t['failed']} |")
+    for name in names:
+        if totals[name].get("kinds"):
+            print(f"\n{name} failures: " + ", ".join(f"{k}={v}" for k, v in totals[name]["kinds"].items()))
+
+
+def interleaved_sessions(paths, names, slices, seconds, inflight):
+    totals, pairs = interleaved(paths, names, slices, ["sessions", seconds, inflight])
+    print(f"\n## new sessions, interleaved: {slices} slices of {seconds} s per path, {inflight} in flight\n")
+    print_interleaved(paths, names, totals, pairs, "sessions")
+
+
+def interleaved_relay(paths, names, slices, seconds):
+    """The relay measures in slices: each slice is a fresh run (set-up and a
+    1 s warm-up, then `seconds` measured), so the CPU per message counts
+    every message published in the run."""
+    for title, mode in (("QoS 0, 64 B, 4 -> 1", ["relay", seconds, 0, 64, 4]),
+                        ("QoS 1, 256 B, 2 -> 1", ["relay", seconds, 1, 256, 2])):
+        totals, pairs = interleaved(paths, names, slices, mode, tokens=paths.user0_file)
+        print(f"\n## relay {title}, interleaved: {slices} slices of {seconds} s per path, messages at the "
+              "subscriber\n")
+        print_interleaved(paths, names, totals, pairs, "messages")
+
+
+def interleaved_latency(paths, names, slices, seconds, rate):
+    """Paced QoS 1 in slices: the median over the slices of each slice's p50
+    and p99, and in how many slices the path was below HAProxy's neighbour."""
+    _, pairs = interleaved(paths, names, slices, ["latency", seconds, rate], tokens=paths.user0_file)
+    print(f"\n## paced QoS 1, 256 B, {rate}/s, interleaved: {slices} slices of {seconds} s per path\n")
+    print("| path | p50 µs (median of slices) | p99 µs | slices with p50 below HAProxy's | p99 below |\n"
+          "|---|---|---|---|---|")
+    for name in names:
+        def of(key, n=name):
+            return [float(r[n].get(key, 0)) for r in pairs]
+        below = (lambda key: sum(1 for a, b in zip(of(key), of(key, "haproxy")) if a < b)) \
+            if name != "haproxy" else (lambda key: "-")
+        print(f"| {name} | {statistics.median(of('p50_us')):.0f} | {statistics.median(of('p99_us')):.0f} | "
+              f"{below('p50_us')} of {slices} | {below('p99_us')} of {slices} |")
 
 
 def paths_of(bin_dir, proxy=None, proxy_args="", prefix="side_by_side.", broker_auth="password"):
@@ -185,6 +232,11 @@ def main():
     parser.add_argument("--slices", type=int, default=0,
                         help="also measure sessions interleaved: this many slices per path (see interleaved_sessions)")
     parser.add_argument("--slice-seconds", type=float, default=1.0)
+    parser.add_argument("--relay-slices", type=int, default=0,
+                        help="also measure relay interleaved: this many slices per path and QoS (see interleaved_relay)")
+    parser.add_argument("--relay-slice-seconds", type=float, default=2.0)
+    parser.add_argument("--latency-slices", type=int, default=0,
+                        help="also measure paced latency interleaved: this many slices of --seconds per path")
     parser.add_argument("--haproxy-option", action="append",
                         help="an `option` line for HAProxy's defaults (e.g. tcp-smart-connect); repeatable")
     parser.add_argument("--proxy-b", help="a second mqtt-proxy binary, measured beside the first as mqtt-proxy-b")
@@ -260,6 +312,10 @@ def main():
                   "single-threaded broker set the pace, not the path.")
         if args.slices:
             interleaved_sessions(paths, names, args.slices, args.slice_seconds, args.inflight)
+        if args.relay_slices:
+            interleaved_relay(paths, names, args.relay_slices, args.relay_slice_seconds)
+        if args.latency_slices:
+            interleaved_latency(paths, names, args.latency_slices, args.seconds, args.rate)
         if "relay" not in skip:
             print(f"\n## relay, messages/s at the subscriber (median of {args.rounds}; ratio: median of the "
                   "per-round ratios to HAProxy)\n")
