@@ -82,11 +82,30 @@ class child_process {
   pid_t pid_ = -1;
 };
 
-// A port nobody listens on right now (the kernel's choice for port 0).
+// A port nobody listens on right now, kept from everyone else for a minute:
+// the kernel's choice for port 0, left with one of its own connections in
+// TIME_WAIT. Until that ends no other bind(0) and no outgoing connection gets
+// the port (tests running in parallel used to), while a server that sets
+// SO_REUSEADDR or SO_REUSEPORT (cpp-httplib sets only the latter), as every
+// program the tests start does, can still listen on it.
 inline unsigned short free_port() {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-  return acceptor.local_endpoint().port();
+  namespace asio = boost::asio;
+  using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, asio::ip::tcp::v4());
+  // Both flags pass on to the connection left in TIME_WAIT, so a server that
+  // sets either may bind over it.
+  acceptor.set_option(asio::socket_base::reuse_address(true));
+  acceptor.set_option(reuse_port(true));
+  acceptor.bind({asio::ip::make_address("127.0.0.1"), 0});
+  acceptor.listen(1);
+  const auto port = acceptor.local_endpoint().port();
+  asio::ip::tcp::socket client(io);
+  client.connect(acceptor.local_endpoint());
+  auto accepted = acceptor.accept();
+  accepted.close();  // the side that closes first is the one left in TIME_WAIT
+  client.close();
+  return port;
 }
 
 inline bool wait_for_port(unsigned short port, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {

@@ -5,10 +5,25 @@ import time
 
 
 def free_port():
-    """A port nobody listens on right now (the kernel's choice for port 0)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on right now, kept from everyone else for a
+    minute: the kernel's choice for port 0, left with one of its own
+    connections in TIME_WAIT. Until that ends no other bind(0) and no outgoing
+    connection gets the port (tests running in parallel used to), while a
+    server that sets SO_REUSEADDR or SO_REUSEPORT (cpp-httplib sets only the
+    latter), as every program the tests start does, can still listen on it."""
+    with socket.socket() as listener:
+        # Both flags pass on to the connection left in TIME_WAIT, so a server
+        # that sets either may bind over it.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the side that closes first is the one left in TIME_WAIT
+        client.close()
+        return port
 
 
 def wait_for_port(port, timeout=10, alive=None):
