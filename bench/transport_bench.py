@@ -7,10 +7,15 @@ one does not hide the next), Mosquitto behind it, a stub API server. Prints
 a Markdown section.
 Usage: transport_bench.py PATH/TO/mqtt-proxy [CONNECTIONS] [--kinds tcp,tls,ws,wss,haproxy-tls]
                           [--no-relay] [--bytes] [--wrap 'heaptrack -o FILE'] [--hold SECONDS]
+                          [--warmup N]
 haproxy-tls: HAProxy 2.6 (`mode tcp`, TLS terminated with the same ECDSA certificate) in front of
 Mosquitto, clients sending CONNECT only, for comparison. --wrap runs each proxy under a profiler;
 --hold keeps the idle clients open that long before the proxy is stopped (for a profiler's snapshot);
---bytes prints memory in bytes, not tenths of KiB (changes of a few hundred bytes are below that rounding)."""
+--bytes prints memory in bytes, not tenths of KiB (changes of a few hundred bytes are below that rounding).
+--warmup N opens N clients (kept open, not counted) before the first memory reading, on every path alike:
+the first connections pay once for what every later one shares (OpenSSL's per-thread random generator and
+algorithm fetches, the validation cache's entry, the upstream pool), which a per-client figure from
+1000 clients would otherwise spread over them. Default 0, as in earlier rounds."""
 import os
 import shutil
 import signal
@@ -101,7 +106,7 @@ def open_client(kind, port, context, index):
     return sock
 
 
-def haproxy_row(work, server, broker_port, port, context, connections):
+def haproxy_row(work, server, broker_port, port, context, connections, warmup=0):
     """HAProxy terminating TLS in front of Mosquitto: its memory per idle client, as the issue compares."""
     pem = os.path.join(work, "haproxy.pem")
     with open(pem, "w") as out:
@@ -117,13 +122,15 @@ def haproxy_row(work, server, broker_port, port, context, connections):
     try:
         wait_for_port(port)
         time.sleep(0.3)
+        warm = [open_client("haproxy-tls", port, context, -1 - i) for i in range(warmup)]
+        time.sleep(0.3 if warm else 0)
         before, pss_before = rss_kib(haproxy.pid), pss_kib(haproxy.pid)
         started = time.time()
         opened = [open_client("haproxy-tls", port, context, i) for i in range(connections)]
         elapsed = time.time() - started
         time.sleep(0.5)
         after, pss_after = rss_kib(haproxy.pid), pss_kib(haproxy.pid)
-        for sock in opened:
+        for sock in opened + warm:
             sock.close()
     finally:
         haproxy.terminate()
@@ -134,7 +141,7 @@ def haproxy_row(work, server, broker_port, port, context, connections):
 
 def main():
     argv = sys.argv[1:]
-    options = {"--kinds": "tcp,tls,ws,wss", "--wrap": "", "--hold": "0"}
+    options = {"--kinds": "tcp,tls,ws,wss", "--wrap": "", "--hold": "0", "--warmup": "0"}
     flags = set()
     positional = []
     while argv:
@@ -148,6 +155,7 @@ def main():
     proxy_binary = positional[0]
     connections = int(positional[1]) if len(positional) > 1 else 1000
     kinds = options["--kinds"].split(",")
+    warmup = int(options["--warmup"])
     work = tempfile.mkdtemp(prefix="transport-bench-")
     os.chmod(work, 0o755)
     ca = make_ca(work, "bench-ca")
@@ -175,7 +183,7 @@ def main():
         for kind in kinds:
             port = free_port()
             if kind == "haproxy-tls":
-                rows.append(haproxy_row(work, server, broker_port, port, context, connections))
+                rows.append(haproxy_row(work, server, broker_port, port, context, connections, warmup))
                 continue
             flag = {"tcp": "--listen", "tls": "--tls-listen", "ws": "--ws-listen", "wss": "--wss-listen"}[kind]
             args = [proxy_binary, "--upstream", f"127.0.0.1:{broker_port}", "--auth-url",
@@ -186,6 +194,8 @@ def main():
             wait_for_port(port)
             time.sleep(0.3)
             pid = main_pid(proxy)
+            warm = [open_client(kind, port, context, -1 - i) for i in range(warmup)]
+            time.sleep(0.3 if warm else 0)
             before, pss_before = rss_kib(pid), pss_kib(pid)
             started = time.time()
             opened = [open_client(kind, port, context, i) for i in range(connections)]
@@ -195,7 +205,7 @@ def main():
             rows.append((kind, connections / elapsed, (after - before) * 1024 / connections,
                          (pss_after - pss_before) * 1024 / connections))
             time.sleep(float(options["--hold"]))
-            for sock in opened:
+            for sock in opened + warm:
                 sock.close()
             os.kill(pid, signal.SIGTERM)  # the proxy itself, so a --wrap profiler sees it exit and writes its data
             proxy.wait(timeout=120)
@@ -230,6 +240,8 @@ def main():
     print("A fresh mqtt-proxy (one thread) per transport, Mosquitto behind it, a stub API server. A Python client")
     print(f"opens {connections} connections one after another (TCP connect, TLS handshake with ECDSA P-256, WebSocket")
     print("upgrade, CONNECT, auth PUBLISH, answer) and keeps them open idle; the rate is bound by that client.")
+    if warmup:
+        print(f"{warmup} warm-up clients per path are opened first and kept open, outside the figures.")
     print()
     print("| transport | connections set up per second (sequential) | proxy memory per idle connection (RSS) "
           "| same, Pss |")
