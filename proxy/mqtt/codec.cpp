@@ -156,6 +156,16 @@ result<packet> decode_without_payload(std::uint8_t first_byte, std::span<const s
   return decode_frame(first_byte, body, version, false);
 }
 
+result<publish_header> decode_publish_header(std::uint8_t first_byte, std::span<const std::uint8_t> body,
+                                             protocol_version version) {
+  byte_reader r(body);
+  if (!is_publish(first_byte)) return error::reserved_packet_type;  // a caller's mistake, refused as a type
+  if (!valid_header(packet_type::publish, first_byte & 0x0F, r)) return r.error_code();
+  auto header = read_publish_header(r, first_byte & 0x0F, version);
+  if (r.failed()) return r.error_code();
+  return header;  // the payload is opaque: nothing after the header to check
+}
+
 result<packet> decode(std::span<const std::uint8_t> frame, protocol_version version) {
   if (frame.empty()) return error::truncated;
   byte_reader header(frame.subspan(1));

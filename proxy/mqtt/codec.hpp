@@ -24,6 +24,13 @@ result<packet> decode(std::uint8_t first_byte, std::span<const std::uint8_t> bod
 result<packet> decode_without_payload(std::uint8_t first_byte, std::span<const std::uint8_t> body,
                                       protocol_version version);
 
+// A PUBLISH's header read in place (publish_header): what a relay needs of
+// each message, without a copy or an allocation (issue 14). `first_byte`
+// must be a PUBLISH's (is_publish); the same frames fail as with decode().
+result<publish_header> decode_publish_header(std::uint8_t first_byte, std::span<const std::uint8_t> body,
+                                             protocol_version version);
+constexpr bool is_publish(std::uint8_t first_byte) { return first_byte >> 4 == 3; }
+
 // Decodes a buffer that holds exactly one packet, fixed header included.
 result<packet> decode(std::span<const std::uint8_t> frame, protocol_version version);
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -52,6 +53,24 @@ struct publish {
   properties props;
   bool operator==(const publish&) const = default;
 };
+
+// What a relay routes a PUBLISH on, read in place: the topic is a view into
+// the frame's bytes (valid while they are) and the payload is not read, so
+// relaying a message allocates nothing (issue 14). Checked as decode() checks
+// a PUBLISH: the same frames are rejected.
+struct publish_header {
+  std::string_view topic;
+  mqtt::qos qos = qos::at_most_once;
+  bool retain = false;
+  bool dup = false;
+  std::uint16_t packet_id = 0;  // only when qos > 0
+  properties props;             // 5.0; empty (and unallocated) without properties
+};
+
+// A decoded PUBLISH's header, its topic a view into `p`.
+inline publish_header header_of(const publish& p) {
+  return {p.topic, p.qos, p.retain, p.dup, p.packet_id, p.props};
+}
 
 // PUBACK, PUBREC, PUBREL and PUBCOMP share one layout; the template parameter
 // keeps them distinct types.

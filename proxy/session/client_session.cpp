@@ -148,8 +148,10 @@ void client_session::begin() {
 client_session::actions client_session::on_client_frame(const mqtt::frame& frame) {
   begin();
   if (state_ == state::closed) return take();
-  // Relaying, a PUBLISH goes on as its own bytes: its payload is not copied
-  // (handle_publish reads it again for a re-authentication).
+  if (state_ == state::relaying && mqtt::is_publish(frame.first_byte)) {
+    relay_client_publish(frame);
+    return take();
+  }
   auto decoded = state_ == state::relaying ? mqtt::decode_without_payload(frame.first_byte, frame.body, version_)
                                            : mqtt::decode(frame.first_byte, frame.body, version_);
   if (!decoded) {
@@ -311,7 +313,7 @@ void client_session::handle_before_relay(const mqtt::packet& p, const mqtt::fram
   std::visit(support::overloaded{
                  [&](const mqtt::publish& publish) {
                    if (!is_auth_topic(publish.topic) || direct_mode_) return hold(frame);
-                   ack_locally(publish, reason_code::success);
+                   ack_locally(publish.qos, publish.packet_id, reason_code::success);
                    // One validation at a time; a repeat while one runs is answered and dropped.
                    if (state_ != state::awaiting_auth) return;
                    auth_topic_used_ = publish.topic;
@@ -675,14 +677,16 @@ client_session::actions client_session::on_upstream_connect_failed(std::string_v
 client_session::actions client_session::on_upstream_frame(const mqtt::frame& frame) {
   begin();
   if (state_ != state::connecting_upstream && state_ != state::relaying) return take();
-  // A delivery is routed on its topic and flags; only the bridge re-encodes
-  // it, so only the bridge needs the payload copied.
+  if (state_ == state::relaying && !bridged_ && mqtt::is_publish(frame.first_byte)) {
+    relay_delivery(frame);
+    return take();
+  }
+  // Only the bridge re-encodes what it relays, so only the bridge needs the
+  // payload copied.
   auto decoded = bridged_ ? mqtt::decode(frame.first_byte, frame.body, upstream_version())
                           : mqtt::decode_without_payload(frame.first_byte, frame.body, upstream_version());
   if (!decoded) {
-    if (version_ == mqtt::protocol_version::v5 && connack_sent_)
-      send_to_client(mqtt::disconnect{reason_code::unspecified_error, {}});
-    close("broker sent a packet we reject: " + decoded.error().message());
+    reject_broker_packet(decoded.error());
     return take();
   }
   if (state_ == state::connecting_upstream) {
@@ -696,7 +700,7 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
   const std::size_t first_action = actions_.size();
   if (bridged_) bridge_from_upstream(*decoded);
   std::visit(support::overloaded{
-                 [&](const mqtt::publish& p) { handle_delivery(p); },
+                 [&](const mqtt::publish& p) { handle_delivery(mqtt::header_of(p)); },
                  [&](const mqtt::pubrel& rel) {
                    // The PUBREL of a delivery the proxy refused: it completes the flow itself.
                    if (extra().dropped_qos2_ids_.erase(rel.packet_id)) return send_upstream(mqtt::pubcomp{rel.packet_id});
@@ -742,12 +746,26 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
   return take();
 }
 
+// The relay's common case from the broker: a delivery, routed on its topic
+// and flags read in place, without a copy or an allocation (issue 14).
+void client_session::relay_delivery(const mqtt::frame& frame) {
+  const auto header = mqtt::decode_publish_header(frame.first_byte, frame.body, upstream_version());
+  if (!header) return reject_broker_packet(header.error());
+  handle_delivery(*header);
+}
+
+void client_session::reject_broker_packet(boost::system::error_code error) {
+  if (version_ == mqtt::protocol_version::v5 && connack_sent_)
+    send_to_client(mqtt::disconnect{reason_code::unspecified_error, {}});
+  close("broker sent a packet we reject: " + error.message());
+}
+
 // A PUBLISH from the broker reaches the client only if the client may
 // subscribe to its topic now: some allowed subscribe filter matches it. This
 // covers retained messages, subscriptions the broker kept in a resumed
 // session from a wider ACL, and an ACL that narrowed since the SUBSCRIBE.
-void client_session::handle_delivery(const mqtt::publish& p) {
-  if (p.props.number(mqtt::property_id::topic_alias))
+void client_session::handle_delivery(const mqtt::publish_header& p) {
+  if (!p.props.empty() && p.props.number(mqtt::property_id::topic_alias))
     return broker_error("broker used a topic alias, the proxy allowed none [MQTT-3.3.2-10]");
   if (only_own_subscriptions_ && !subscribed_here(p.topic)) {
     metrics_.bridge_unasked_dropped++;
@@ -860,7 +878,7 @@ client_session::actions client_session::on_upstream_closed() {
 
 void client_session::handle_relay(const mqtt::packet& p, const mqtt::frame& frame) {
   std::visit(support::overloaded{
-                 [&](const mqtt::publish& publish) { handle_publish(publish, frame); },
+                 [&](const mqtt::publish& publish) { handle_publish(mqtt::header_of(publish), frame); },
                  [&](const mqtt::subscribe& s) { handle_subscribe(s, frame); },
                  [&](const mqtt::unsubscribe& u) { handle_unsubscribe(u, frame); },
                  [&](const mqtt::pubrel& rel) {
@@ -891,10 +909,21 @@ void client_session::forward_upstream(const mqtt::frame& frame) {
   }
 }
 
-void client_session::handle_publish(const mqtt::publish& p, const mqtt::frame& frame) {
+// The relay's common case from the client: a PUBLISH read in place, its
+// topic a view into the frame, its payload not copied (handle_publish reads
+// the frame again for a re-authentication's token), nothing allocated (issue 14).
+void client_session::relay_client_publish(const mqtt::frame& frame) {
+  const auto header = mqtt::decode_publish_header(frame.first_byte, frame.body, version_);
+  if (!header) return protocol_error(header.error().message(), reason_code::malformed_packet);
+  current_client_frame_ = &frame;
+  handle_publish(*header, frame);
+  current_client_frame_ = nullptr;
+}
+
+void client_session::handle_publish(const mqtt::publish_header& p, const mqtt::frame& frame) {
   if (is_auth_topic(p.topic)) {
     // Re-authentication: never forwarded, one at a time.
-    ack_locally(p, reason_code::success);
+    ack_locally(p.qos, p.packet_id, reason_code::success);
     // One at a time; the client's own supersedes a re-validation the proxy
     // started (the driver withdraws the earlier call).
     if (reauth_pending_ && !silent_revalidation_) return;
@@ -908,11 +937,11 @@ void client_session::handle_publish(const mqtt::publish& p, const mqtt::frame& f
     emit(action::validate_session{pending_token_});
     return;
   }
-  if (p.props.number(mqtt::property_id::topic_alias)) {
+  if (!p.props.empty() && p.props.number(mqtt::property_id::topic_alias)) {
     // The proxy's CONNACK grants no aliases, so using one is an error [MQTT-3.3.2-9].
     return protocol_error("topic alias used, none was granted", reason_code::topic_alias_invalid);
   }
-  if (!p.props.numbers(mqtt::property_id::subscription_identifier).empty()) {
+  if (!p.props.empty() && !p.props.numbers(mqtt::property_id::subscription_identifier).empty()) {
     // [MQTT-3.3.4-6]: only a server puts Subscription Identifiers in a PUBLISH.
     return protocol_error("subscription identifier in a PUBLISH to " + escape_for_log(p.topic) + " [MQTT-3.3.4-6]",
                           reason_code::protocol_error);
@@ -920,7 +949,7 @@ void client_session::handle_publish(const mqtt::publish& p, const mqtt::frame& f
   if (!within_limits(p, frame)) return;
   if (!acl_allows(acl_action::publish, p.topic) || !broker_safe(p.topic)) {
     metrics_.acl_denied_publish++;
-    ack_locally(p, reason_code::not_authorized);
+    ack_locally(p.qos, p.packet_id, reason_code::not_authorized);
     return;
   }
   if (p.qos != mqtt::qos::at_most_once) extra().client_ids_in_use_.insert(p.packet_id);
@@ -933,7 +962,7 @@ void client_session::handle_publish(const mqtt::publish& p, const mqtt::frame& f
 // silently downgrading the QoS or dropping the retain flag would break the
 // client's delivery guarantee, so those clients are disconnected too (the
 // broker would do the same, with a will).
-bool client_session::within_limits(const mqtt::publish& p, const mqtt::frame& frame) {
+bool client_session::within_limits(const mqtt::publish_header& p, const mqtt::frame& frame) {
   const auto& broker = limits();
   if (broker.maximum_qos && p.qos > *broker.maximum_qos) {
     protocol_error("QoS " + std::to_string(static_cast<int>(p.qos)) + " PUBLISH to " + escape_for_log(p.topic) +
@@ -1028,14 +1057,14 @@ void client_session::handle_unsubscribe(const mqtt::unsubscribe& u, const mqtt::
 
 // -------------------------------------------------------------------- helpers
 
-void client_session::ack_locally(const mqtt::publish& p, reason_code reason) {
+void client_session::ack_locally(mqtt::qos qos, std::uint16_t packet_id, reason_code reason) {
   const bool v5 = version_ == mqtt::protocol_version::v5;
   const auto code = v5 ? reason : reason_code::success;
-  if (p.qos == mqtt::qos::at_least_once) send_to_client(mqtt::puback{p.packet_id, code, {}});
-  if (p.qos == mqtt::qos::exactly_once) {
-    send_to_client(mqtt::pubrec{p.packet_id, code, {}});
+  if (qos == mqtt::qos::at_least_once) send_to_client(mqtt::puback{packet_id, code, {}});
+  if (qos == mqtt::qos::exactly_once) {
+    send_to_client(mqtt::pubrec{packet_id, code, {}});
     // A failing 5.0 PUBREC ends the exchange; otherwise a PUBREL will follow.
-    if (!is_failure(code)) extra().local_qos2_ids_.insert(p.packet_id);
+    if (!is_failure(code)) extra().local_qos2_ids_.insert(packet_id);
   }
 }
 

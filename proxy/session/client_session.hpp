@@ -194,7 +194,8 @@ class client_session {
   void handle_connect(const mqtt::connect& c);
   void handle_before_relay(const mqtt::packet& p, const mqtt::frame& frame);
   void handle_relay(const mqtt::packet& p, const mqtt::frame& frame);
-  void handle_publish(const mqtt::publish& p, const mqtt::frame& frame);
+  void relay_client_publish(const mqtt::frame& frame);
+  void handle_publish(const mqtt::publish_header& p, const mqtt::frame& frame);
   void handle_subscribe(const mqtt::subscribe& s, const mqtt::frame& frame);
   void handle_unsubscribe(const mqtt::unsubscribe& u, const mqtt::frame& frame);
   // Authentication.
@@ -216,7 +217,9 @@ class client_session {
   void enter_relaying();
   // Upstream packets.
   void handle_upstream_suback(const mqtt::suback& ack);
-  void handle_delivery(const mqtt::publish& p);
+  void relay_delivery(const mqtt::frame& frame);
+  void reject_broker_packet(boost::system::error_code error);
+  void handle_delivery(const mqtt::publish_header& p);
   bool subscribed_here(std::string_view topic) const;
   void broker_error(std::string reason);
   void start_upstream_pings(std::uint16_t broker_keep_alive);
@@ -228,7 +231,7 @@ class client_session {
   }
   void advertise_limits(mqtt::connack& ack);
   std::optional<std::uint16_t> broker_keep_alive_cap() const;
-  bool within_limits(const mqtt::publish& p, const mqtt::frame& frame);
+  bool within_limits(const mqtt::publish_header& p, const mqtt::frame& frame);
   bool broker_safe(std::string_view topic) const;
   std::optional<mqtt::reason_code> unsupported_by_broker(std::string_view filter) const;
   // session_operator.cpp: the ACL's answer, carried out or (report mode) only reported.
@@ -237,7 +240,7 @@ class client_session {
   // Helpers.
   void hold(const mqtt::frame& frame);
   void forward_upstream(const mqtt::frame& frame);
-  void ack_locally(const mqtt::publish& p, mqtt::reason_code reason);
+  void ack_locally(mqtt::qos qos, std::uint16_t packet_id, mqtt::reason_code reason);
   void send_to_client(const mqtt::packet& p);
   void send_auth_message(std::string json);
   void protocol_error(std::string reason, mqtt::reason_code code);

@@ -47,6 +47,86 @@ TEST_SUITE("PUBLISH") {
     CHECK(light_error.error() == full_error.error());
   }
 
+  // The relay's in-place reading must accept and refuse exactly what decode()
+  // does, and read the same fields: a frame it let through that decode()
+  // refuses would reach the broker unchecked.
+  TEST_CASE("decode_publish_header: the fields decode() reads, and the same refusals") {
+    auto frame = [](std::uint8_t first, std::initializer_list<bytes> parts) {
+      bytes out{first, 0};
+      for (const auto& part : parts) out.insert(out.end(), part.begin(), part.end());
+      out[1] = static_cast<std::uint8_t>(out.size() - 2);
+      return out;
+    };
+    auto str = [](std::string_view text) {
+      bytes out{static_cast<std::uint8_t>(text.size() >> 8), static_cast<std::uint8_t>(text.size() & 0xFF)};
+      out.insert(out.end(), text.begin(), text.end());
+      return out;
+    };
+    struct sample {
+      bytes wire;
+      mqtt::protocol_version version;
+    };
+    const std::vector<sample> samples{
+        {frame(0x30, {str("a/b"), bytes{'h', 'i'}}), v3},                          // QoS 0
+        {frame(0x33, {str("private/user0/bench"), bytes{0x00, 0x07}, bytes{'x'}}), v3},  // QoS 1, retain
+        {frame(0x3C, {str("t"), bytes{0x12, 0x34}}), v3},                           // DUP, QoS 2, no payload
+        {frame(0x32, {str("req"), bytes{0x00, 0x01}, bytes{0x05, 0x01, 0x01, 0x23, 0x00, 0x04}, bytes{'p'}}),
+         v5},                                                                      // payload format, topic alias 4
+        {frame(0x30, {str(""), bytes{0x03, 0x23, 0x00, 0x04}}), v5},               // alias instead of a name
+        {frame(0x30, {str(""), bytes{'x'}}), v3},                                  // no topic name
+        {frame(0x30, {str(""), bytes{0x00}}), v5},                                 // neither name nor alias
+        {frame(0x30, {str("a/+"), bytes{'x'}}), v3},                               // wildcard in a name
+        {frame(0x30, {str("a/#")}), v5},
+        {frame(0x36, {str("t"), bytes{0x00, 0x01}}), v3},                          // QoS 3
+        {frame(0x38, {str("t")}), v3},                                             // DUP with QoS 0
+        {frame(0x32, {str("t"), bytes{0x00, 0x00}}), v3},                          // packet id 0
+        {frame(0x30, {bytes{0x00, 0x02, 0xC0, 0x80}}), v3},                        // overlong UTF-8
+        {frame(0x30, {bytes{0x00, 0x01, 0x00}}), v3},                              // U+0000 in a name
+        {frame(0x30, {str("t"), bytes{0x01, 0x7F}}), v5},                          // unknown property
+        {frame(0x30, {str("t"), bytes{0x02, 0x01, 0x01}, bytes{'x'}}), v5},        // property length past its end
+        {frame(0x30, {str("t"), bytes{0x04, 0x0B, 0x01, 0x0B, 0x02}}), v5},        // subscription ids (decode accepts)
+    };
+    int accepted = 0;
+    int refused = 0;
+    for (const auto& s : samples) {
+      // Every sample, and every cut of it (a remaining length that ends early).
+      for (std::size_t end = 2; end <= s.wire.size(); ++end) {
+        CAPTURE(end);
+        const std::span<const std::uint8_t> body(s.wire.data() + 2, end - 2);
+        const auto full = mqtt::decode(s.wire[0], body, s.version);
+        const auto header = mqtt::decode_publish_header(s.wire[0], body, s.version);
+        REQUIRE(full.has_value() == header.has_value());
+        if (!full) {
+          CHECK(full.error() == header.error());
+          ++refused;
+          continue;
+        }
+        ++accepted;
+        const auto& p = std::get<mqtt::publish>(*full);
+        CHECK(header->topic == p.topic);
+        CHECK(header->qos == p.qos);
+        CHECK(header->retain == p.retain);
+        CHECK(header->dup == p.dup);
+        CHECK(header->packet_id == p.packet_id);
+        CHECK((header->props == p.props));
+        // The topic is the frame's own bytes, not a copy.
+        if (!header->topic.empty()) {
+          CHECK(reinterpret_cast<const std::uint8_t*>(header->topic.data()) >= body.data());
+          CHECK(reinterpret_cast<const std::uint8_t*>(header->topic.data()) < body.data() + body.size());
+        }
+      }
+    }
+    CHECK(accepted >= 8);
+    CHECK(refused >= 20);
+    // Only a PUBLISH is read this way.
+    const bytes puback{0x40, 0x02, 0x00, 0x07};
+    CHECK_FALSE(mqtt::decode_publish_header(puback[0], std::span(puback).subspan(2), v3).has_value());
+    CHECK(mqtt::is_publish(0x30));
+    CHECK(mqtt::is_publish(0x3D));
+    CHECK_FALSE(mqtt::is_publish(0x40));
+    CHECK_FALSE(mqtt::is_publish(0x20));
+  }
+
   TEST_CASE("3.1.1 QoS 1 retained and QoS 2 duplicate") {
     byte_builder q1;
     q1({0x33, 0}).str("t")({0x00, 0x07})("x");  // QoS 1, retain

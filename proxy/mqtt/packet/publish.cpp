@@ -4,23 +4,36 @@
 
 namespace mqtt::detail {
 
-publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v, bool copy_payload) {
-  publish p;
-  p.dup = flags & 0x08;
-  p.qos = static_cast<qos>((flags >> 1) & 0x03);
-  p.retain = flags & 0x01;
-  p.topic = r.utf8_string();
-  if (p.qos != qos::at_most_once) p.packet_id = read_packet_id(r);
-  if (is_v5(v)) p.props = read_properties(r, property_scope::publish);
-  if (r.failed()) return p;
-  if (p.topic.empty()) {
+publish_header read_publish_header(byte_reader& r, std::uint8_t flags, protocol_version v) {
+  publish_header h;
+  h.dup = flags & 0x08;
+  h.qos = static_cast<qos>((flags >> 1) & 0x03);
+  h.retain = flags & 0x01;
+  h.topic = r.utf8_view();
+  if (h.qos != qos::at_most_once) h.packet_id = read_packet_id(r);
+  if (is_v5(v)) h.props = read_properties(r, property_scope::publish);
+  if (r.failed()) return h;
+  if (h.topic.empty()) {
     // 5.0 lets a topic alias stand in for the name [MQTT-3.3.2-1]; 3.1.1 never [MQTT-4.7.3-1].
-    if (!p.props.number(property_id::topic_alias)) r.fail(error::missing_topic_name);
-  } else if (topic::has_wildcard(p.topic)) {
-    // The rest of is_valid_name (UTF-8, length) utf8_string() has checked:
+    if (!h.props.number(property_id::topic_alias)) r.fail(error::missing_topic_name);
+  } else if (topic::has_wildcard(h.topic)) {
+    // The rest of is_valid_name (UTF-8, length) utf8_view() has checked:
     // not twice per relayed PUBLISH.
     r.fail(error::invalid_topic_name);
   }
+  return h;
+}
+
+publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v, bool copy_payload) {
+  auto h = read_publish_header(r, flags, v);
+  publish p;
+  p.dup = h.dup;
+  p.qos = h.qos;
+  p.retain = h.retain;
+  p.packet_id = h.packet_id;
+  if (r.failed()) return p;
+  p.topic = h.topic;
+  p.props = std::move(h.props);
   if (copy_payload) {
     p.payload = r.rest();
   } else {
