@@ -130,7 +130,7 @@ std::size_t value_size(wire_form form, const property_value& value) {
 
 }  // namespace
 
-std::optional<std::uint32_t> properties::number(property_id id) const {
+std::optional<std::uint32_t> properties::find_number(property_id id) const {
   for (const auto& p : items_)
     if (p.id == id)
       if (const auto* n = std::get_if<std::uint32_t>(&p.value)) return *n;
@@ -151,7 +151,7 @@ std::vector<string_pair> properties::user_properties() const {
   return pairs;
 }
 
-std::vector<std::uint32_t> properties::numbers(property_id id) const {
+std::vector<std::uint32_t> properties::find_numbers(property_id id) const {
   std::vector<std::uint32_t> values;
   for (const auto& p : items_)
     if (p.id == id)

@@ -80,10 +80,18 @@ class properties {
   properties() = default;
   properties(std::initializer_list<property> list) : items_(list) {}
 
-  std::optional<std::uint32_t> number(property_id id) const;
+  // Inline for the common case, a packet without properties (every 3.1.1
+  // one): a relayed PUBLISH asks three times per message (issue 14).
+  std::optional<std::uint32_t> number(property_id id) const {
+    if (items_.empty()) return std::nullopt;
+    return find_number(id);
+  }
   std::optional<std::string_view> text(property_id id) const;
   std::vector<string_pair> user_properties() const;
-  std::vector<std::uint32_t> numbers(property_id id) const;  // subscription identifiers
+  std::vector<std::uint32_t> numbers(property_id id) const {  // subscription identifiers
+    if (items_.empty()) return {};
+    return find_numbers(id);
+  }
 
   void add(property_id id, property_value value) { items_.push_back({id, std::move(value)}); }
   void set(property_id id, property_value value);  // replace or add
@@ -94,6 +102,9 @@ class properties {
   bool operator==(const properties&) const = default;
 
  private:
+  std::optional<std::uint32_t> find_number(property_id id) const;
+  std::vector<std::uint32_t> find_numbers(property_id id) const;
+
   std::vector<property> items_;
 };
 

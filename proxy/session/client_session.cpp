@@ -765,7 +765,7 @@ void client_session::reject_broker_packet(boost::system::error_code error) {
 // covers retained messages, subscriptions the broker kept in a resumed
 // session from a wider ACL, and an ACL that narrowed since the SUBSCRIBE.
 void client_session::handle_delivery(const mqtt::publish_header& p) {
-  if (!p.props.empty() && p.props.number(mqtt::property_id::topic_alias))
+  if (p.props.number(mqtt::property_id::topic_alias))
     return broker_error("broker used a topic alias, the proxy allowed none [MQTT-3.3.2-10]");
   if (only_own_subscriptions_ && !subscribed_here(p.topic)) {
     metrics_.bridge_unasked_dropped++;
@@ -937,11 +937,11 @@ void client_session::handle_publish(const mqtt::publish_header& p, const mqtt::f
     emit(action::validate_session{pending_token_});
     return;
   }
-  if (!p.props.empty() && p.props.number(mqtt::property_id::topic_alias)) {
+  if (p.props.number(mqtt::property_id::topic_alias)) {
     // The proxy's CONNACK grants no aliases, so using one is an error [MQTT-3.3.2-9].
     return protocol_error("topic alias used, none was granted", reason_code::topic_alias_invalid);
   }
-  if (!p.props.empty() && !p.props.numbers(mqtt::property_id::subscription_identifier).empty()) {
+  if (!p.props.numbers(mqtt::property_id::subscription_identifier).empty()) {
     // [MQTT-3.3.4-6]: only a server puts Subscription Identifiers in a PUBLISH.
     return protocol_error("subscription identifier in a PUBLISH to " + escape_for_log(p.topic) + " [MQTT-3.3.4-6]",
                           reason_code::protocol_error);
