@@ -65,6 +65,7 @@ struct publish_header {
   bool dup = false;
   std::uint16_t packet_id = 0;  // only when qos > 0
   properties props;             // 5.0; empty (and unallocated) without properties
+  bool operator==(const publish_header&) const = default;
 };
 
 // A decoded PUBLISH's header, its topic a view into `p`.

@@ -102,13 +102,7 @@ TEST_SUITE("PUBLISH") {
           continue;
         }
         ++accepted;
-        const auto& p = std::get<mqtt::publish>(*full);
-        CHECK(header->topic == p.topic);
-        CHECK(header->qos == p.qos);
-        CHECK(header->retain == p.retain);
-        CHECK(header->dup == p.dup);
-        CHECK(header->packet_id == p.packet_id);
-        CHECK((header->props == p.props));
+        CHECK((*header == mqtt::header_of(std::get<mqtt::publish>(*full))));
         // The topic is the frame's own bytes, not a copy.
         if (!header->topic.empty()) {
           CHECK(reinterpret_cast<const std::uint8_t*>(header->topic.data()) >= body.data());
