@@ -18,7 +18,7 @@ import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from side_by_side import Paths  # noqa: E402
+from side_by_side import Paths, interleaved  # noqa: E402
 
 
 def switches(pid):
@@ -37,12 +37,12 @@ def switches(pid):
     return vol, invol
 
 
-def snapshot(paths):
-    """Switches and CPU seconds of every process; the generator's from the runs waited for so far."""
+def switches_of_stack(paths):
+    """(voluntary, involuntary) switches of every process; the generator's from the runs waited for so far."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     sw = {name: switches(pid) for name, pid in paths.pid.items()}
     sw["generator"] = (children.ru_nvcsw, children.ru_nivcsw)
-    return sw, paths.cpu()
+    return sw
 
 
 def main():
@@ -60,32 +60,19 @@ def main():
                                         proxy_b=args.proxy_b, proxy_b_args=args.proxy_b_args))
     names = list(paths.paths)
     procs = [n for n in paths.pid if n != "auth-server"] + ["generator"]
-    totals = {n: {"messages": 0, "published": 0, "seconds": 0.0, "sw": {}, "cpu": {}} for n in names}
     try:
-        for i in range(args.slices):
-            for name in names[i % len(names):] + names[:i % len(names)]:
-                paths.settle(f"{name} slice")
-                s0, c0 = snapshot(paths)
-                kv, _ = paths.run(name, mode, tokens=paths.user0_file)
-                s1, c1 = snapshot(paths)
-                t = totals[name]
-                t["messages"] += int(kv.get("messages", 0))
-                t["published"] += int(kv.get("published", 0))
-                t["seconds"] += float(kv.get("seconds", 0))
-                for p in procs:
-                    v, n = t["sw"].get(p, (0, 0))
-                    t["sw"][p] = (v + s1[p][0] - s0[p][0], n + s1[p][1] - s0[p][1])
-                    t["cpu"][p] = t["cpu"].get(p, 0.0) + c1[p] - c0[p]
-                print(f"slice {i} {name}: {kv.get('per_second')}/s", file=sys.stderr, flush=True)
-        h = totals["haproxy"]["messages"] / totals["haproxy"]["seconds"]
+        totals, _ = interleaved(paths, names, args.slices, mode, tokens=paths.user0_file,
+                                probe=lambda: switches_of_stack(paths))
+        h = totals["haproxy"]["count"] / totals["haproxy"]["seconds"]
         print(f"\n## relay QoS {args.qos}, {args.slices} interleaved slices of {args.seconds} s per path; per 1000 "
               "messages published: voluntary / involuntary switches, CPU ms\n")
         print("| path | msgs/s | ratio | " + " | ".join(procs) + " |\n|---|---|---|" + "---|" * len(procs))
         for name in names:
             t = totals[name]
-            k = t["published"] / 1000 or 1
-            cells = [f"{t['sw'][p][0] / k:.1f} / {t['sw'][p][1] / k:.1f}, {t['cpu'][p] / k * 1000:.2f}" for p in procs]
-            rate = t["messages"] / t["seconds"]
+            k = t["work"] / 1000 or 1  # interleaved's "work" of a relay run: the messages published
+            cells = [f"{t['probe'][p][0] / k:.1f} / {t['probe'][p][1] / k:.1f}, {t['cpu'][p] / k * 1000:.2f}"
+                     for p in procs]
+            rate = t["count"] / t["seconds"]
             print(f"| {name} | {rate:.0f} | {rate / h:.3f} | " + " | ".join(cells) + " |")
     finally:
         paths.close()

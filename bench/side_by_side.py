@@ -120,13 +120,15 @@ def whole_stack(cpu, own):
     return cpu["mosquitto"] + cpu["generator"] + cpu["auth-server"] + (cpu[own] if own != "mosquitto" else 0)
 
 
-def interleaved(paths, names, slices, mode, tokens=None):
+def interleaved(paths, names, slices, mode, tokens=None, probe=None):
     """Runs of `mode` through each path in short slices, taken in turn (the
     order rotating each time) until each path had `slices`: a slow spell of a
     shared host falls on all paths alike, where rounds one after another let
     it fall on one. Returns per path the sums over its slices (count: the
     run's `sessions` or `messages`; seconds; CPU seconds of every process),
-    and per slice what each path's run printed."""
+    and per slice what each path's run printed. `probe`, if given, returns a
+    dict of counters (tuples of numbers) read before and after each run; their
+    growth is summed per path under "probe"."""
     totals = {n: {"count": 0, "work": 0, "seconds": 0.0, "failed": 0, "cpu": {}} for n in names}
     pairs = []
     for i in range(slices):
@@ -134,10 +136,15 @@ def interleaved(paths, names, slices, mode, tokens=None):
         rates = {}
         for name in order:
             paths.settle(f"{name} slice")
+            p0 = probe() if probe else {}
             c0 = paths.cpu()
             kv, _ = paths.run(name, mode, tokens=tokens)
             c1 = paths.cpu()
+            p1 = probe() if probe else {}
             t = totals[name]
+            for k in p0:
+                before = t.setdefault("probe", {}).get(k, (0,) * len(p0[k]))
+                t["probe"][k] = tuple(b + y - x for b, x, y in zip(before, p0[k], p1[k]))
             t["count"] += int(kv.get("sessions", kv.get("messages", 0)))
             # What the CPU seconds paid for: every session, or every message published (warm-up included).
             t["work"] += int(kv.get("sessions", kv.get("published", 0)))
