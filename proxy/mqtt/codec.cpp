@@ -78,11 +78,11 @@ bool valid_header(packet_type type, std::uint8_t flags, byte_reader& r) {
   return !r.failed();
 }
 
-packet decode_body(packet_type type, std::uint8_t flags, byte_reader& r, protocol_version v, bool copy_payload) {
+packet decode_body(packet_type type, std::uint8_t flags, byte_reader& r, protocol_version v) {
   switch (type) {
     case packet_type::connect: return decode_connect(r);
     case packet_type::connack: return decode_connack(r, v);
-    case packet_type::publish: return decode_publish(r, flags, v, copy_payload);
+    case packet_type::publish: return decode_publish(r, flags, v);
     case packet_type::puback: return decode_publish_response<packet_type::puback>(r, v);
     case packet_type::pubrec: return decode_publish_response<packet_type::pubrec>(r, v);
     case packet_type::pubrel: return decode_publish_response<packet_type::pubrel>(r, v);
@@ -132,28 +132,16 @@ packet_type type_of(const packet& p) {
   return static_cast<packet_type>(p.index() + 1);
 }
 
-namespace {
-result<packet> decode_frame(std::uint8_t first_byte, std::span<const std::uint8_t> body, protocol_version version,
-                            bool copy_payload) {
+result<packet> decode(std::uint8_t first_byte, std::span<const std::uint8_t> body, protocol_version version) {
   byte_reader r(body);
   const std::uint8_t type_bits = first_byte >> 4;
   if (type_bits == 0) return error::reserved_packet_type;
   const auto type = static_cast<packet_type>(type_bits);
   if (!valid_header(type, first_byte & 0x0F, r)) return r.error_code();
-  packet p = decode_body(type, first_byte & 0x0F, r, version, copy_payload);
+  packet p = decode_body(type, first_byte & 0x0F, r, version);
   if (!r.failed() && !r.empty()) r.fail(error::trailing_bytes);
   if (r.failed()) return r.error_code();
   return p;
-}
-}  // namespace
-
-result<packet> decode(std::uint8_t first_byte, std::span<const std::uint8_t> body, protocol_version version) {
-  return decode_frame(first_byte, body, version, true);
-}
-
-result<packet> decode_without_payload(std::uint8_t first_byte, std::span<const std::uint8_t> body,
-                                      protocol_version version) {
-  return decode_frame(first_byte, body, version, false);
 }
 
 result<publish_header> decode_publish_header(std::uint8_t first_byte, std::span<const std::uint8_t> body,

@@ -17,13 +17,6 @@ namespace mqtt {
 // `version` is the connection's protocol version; CONNECT carries its own.
 result<packet> decode(std::uint8_t first_byte, std::span<const std::uint8_t> body, protocol_version version);
 
-// As decode, but a PUBLISH's payload is skipped (left empty), not copied:
-// a relay that forwards the frame's own bytes reads only the topic, flags and
-// properties of each message (issue 14). The payload is opaque, so the same
-// packets are rejected.
-result<packet> decode_without_payload(std::uint8_t first_byte, std::span<const std::uint8_t> body,
-                                      protocol_version version);
-
 // A PUBLISH's header read in place (publish_header): what a relay needs of
 // each message, without a copy or an allocation (issue 14). `first_byte`
 // must be a PUBLISH's (is_publish); the same frames fail as with decode().

@@ -152,8 +152,7 @@ client_session::actions client_session::on_client_frame(const mqtt::frame& frame
     relay_client_publish(frame);
     return take();
   }
-  auto decoded = state_ == state::relaying ? mqtt::decode_without_payload(frame.first_byte, frame.body, version_)
-                                           : mqtt::decode(frame.first_byte, frame.body, version_);
+  auto decoded = mqtt::decode(frame.first_byte, frame.body, version_);
   if (!decoded) {
     if (state_ == state::awaiting_connect && decoded.error() == mqtt::error::unsupported_protocol_version) {
       // [MQTT-3.1.2-2]: answer in the 3.1.1 form, which every version can read.
@@ -681,10 +680,7 @@ client_session::actions client_session::on_upstream_frame(const mqtt::frame& fra
     relay_delivery(frame);
     return take();
   }
-  // Only the bridge re-encodes what it relays, so only the bridge needs the
-  // payload copied.
-  auto decoded = bridged_ ? mqtt::decode(frame.first_byte, frame.body, upstream_version())
-                          : mqtt::decode_without_payload(frame.first_byte, frame.body, upstream_version());
+  auto decoded = mqtt::decode(frame.first_byte, frame.body, upstream_version());
   if (!decoded) {
     reject_broker_packet(decoded.error());
     return take();

@@ -30,6 +30,7 @@
 #include "auth/auth_result.hpp"
 #include "mqtt/codec.hpp"
 #include "mqtt/framer.hpp"
+#include "mqtt/packet_id_set.hpp"
 #include "session/acl_pool.hpp"
 #include "session/session_actions.hpp"
 #include "session/version_bridge.hpp"
@@ -316,7 +317,7 @@ class client_session {
   // idle QoS 0 session (most of them) carries none of it, and nine empty
   // std::set/map would cost 432 B per connection (issue 14).
   struct extra_state {
-    std::set<std::uint16_t> local_qos2_ids_;  // PUBRECs the proxy sent itself: it owes the PUBCOMP
+    mqtt::packet_id_set local_qos2_ids_;  // PUBRECs the proxy sent itself: it owes the PUBCOMP
     // SUBSCRIBEs forwarded with some filters removed: the refusal codes by
     // position, so the broker's SUBACK can be widened back to the client's count.
     std::map<std::uint16_t, std::vector<std::optional<mqtt::reason_code>>> pending_subacks_;
@@ -324,17 +325,17 @@ class client_session {
     // Packet ids the client has in flight towards the broker (SUBSCRIBE and
     // UNSUBSCRIBE until their ack, QoS 1/2 PUBLISH until PUBACK/PUBCOMP): the
     // proxy's own UNSUBSCRIBE takes an id outside them.
-    std::set<std::uint16_t> client_ids_in_use_;
-    std::set<std::uint16_t> proxy_unsubscribes_;  // the proxy's UNSUBSCRIBEs: their UNSUBACK is swallowed
+    mqtt::packet_id_set client_ids_in_use_;
+    mqtt::packet_id_set proxy_unsubscribes_;  // the proxy's UNSUBSCRIBEs: their UNSUBACK is swallowed
     // QoS 2 deliveries the proxy refused (ACL) and answered PUBREC itself: it
     // owes the broker the PUBCOMP. At most 65536 entries (one per id).
-    std::set<std::uint16_t> dropped_qos2_ids_;
+    mqtt::packet_id_set dropped_qos2_ids_;
     // Report mode: what was reported on this connection (bounded by max_acl_reports).
     std::set<std::pair<acl_action, std::string>> acl_reported_;
     std::map<std::uint16_t, std::size_t> bridged_unsubscribes_;  // UNSUBSCRIBE id -> filters, for the 5.0 UNSUBACK
     // Client QoS 1/2 PUBLISHes the 3.1.1 broker has not completed: held to the
     // Receive Maximum the proxy advertised, which a 3.1.1 broker does not enforce.
-    std::set<std::uint16_t> bridged_in_flight_;
+    mqtt::packet_id_set bridged_in_flight_;
     // The other way: the 5.0 client's Receive Maximum, which the 3.1.1 broker
     // never heard of, held by the proxy [MQTT-3.3.4-9]. QoS 1/2 deliveries the
     // client has not completed, and the deliveries waiting behind them, in
@@ -342,10 +343,10 @@ class client_session {
     // broker's reader pauses while these and the client queue are over the
     // high-water mark (held_delivery_bytes).
     std::uint16_t client_receive_maximum_ = 0;  // 0: the client set none below 65535
-    std::set<std::uint16_t> deliveries_in_flight_;
+    mqtt::packet_id_set deliveries_in_flight_;
     // QoS 2 deliveries the client has PUBRECed: they complete only once the
     // broker's PUBREL has been read, so its side must not pause meanwhile.
-    std::set<std::uint16_t> awaiting_pubrel_;
+    mqtt::packet_id_set awaiting_pubrel_;
     struct held_delivery {
       mqtt::bytes wire;  // 5.0-encoded
       std::string topic;  // checked against the ACL again when it goes

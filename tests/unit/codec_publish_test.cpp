@@ -15,38 +15,6 @@ TEST_SUITE("PUBLISH") {
     CHECK(p.packet_id == 0);
   }
 
-  TEST_CASE("decode_without_payload: the same PUBLISH without its payload, the same refusals") {
-    byte_builder b;
-    b({0x33, 0}).str("a/b")({0x00, 0x07})("the payload");  // QoS 1, retain
-    b.out[1] = static_cast<std::uint8_t>(b.out.size() - 2);
-    auto full = decode_exact<mqtt::publish>(b.out, v3);
-    auto light = mqtt::decode_without_payload(b.out[0], std::span(b.out).subspan(2), v3);
-    REQUIRE(light.has_value());
-    REQUIRE(std::holds_alternative<mqtt::publish>(*light));
-    auto p = std::get<mqtt::publish>(*light);
-    CHECK(p.payload.empty());
-    full.payload.clear();
-    CHECK((p == full));
-    // Other packets decode as decode does.
-    const bytes puback{0x40, 0x02, 0x00, 0x07};
-    auto ack = mqtt::decode_without_payload(puback[0], std::span(puback).subspan(2), v3);
-    REQUIRE(ack.has_value());
-    CHECK((*ack == decode_ok(puback, v3)));
-    // A wildcard in the topic and a truncated packet id are refused alike.
-    byte_builder wild;
-    wild({0x30, 0}).str("a/+")("x");
-    wild.out[1] = static_cast<std::uint8_t>(wild.out.size() - 2);
-    CHECK(mqtt::decode_without_payload(wild.out[0], std::span(wild.out).subspan(2), v3).error() == error::invalid_topic_name);
-    byte_builder cut;
-    cut({0x32, 0}).str("t")({0x00});
-    cut.out[1] = static_cast<std::uint8_t>(cut.out.size() - 2);
-    const auto light_error = mqtt::decode_without_payload(cut.out[0], std::span(cut.out).subspan(2), v3);
-    const auto full_error = mqtt::decode(cut.out[0], std::span(cut.out).subspan(2), v3);
-    REQUIRE_FALSE(light_error.has_value());
-    REQUIRE_FALSE(full_error.has_value());
-    CHECK(light_error.error() == full_error.error());
-  }
-
   // The relay's in-place reading must accept and refuse exactly what decode()
   // does, and read the same fields: a frame it let through that decode()
   // refuses would reach the broker unchecked.

@@ -798,6 +798,30 @@ TEST_SUITE("session: auth events") {
     CHECK(std::get<mqtt::unsubscribe>(to_upstream(acts(h.session.on_auth_event(e)), h.v).at(0)).packet_id == 65535);
   }
 
+  // Past the id set's inline room (packet_id_set spills to a bitmap): the
+  // same bookkeeping, and a reused id in flight is still one id.
+  TEST_CASE("the proxy's UNSUBSCRIBE avoids every id of a client with many PUBLISHes in flight") {
+    harness h(protocol_version::v3_1_1);
+    h.establish();
+    subscribe(h, 3, {"public/+/news"});
+    constexpr std::uint16_t in_flight = 3 * mqtt::packet_id_set::inline_capacity;
+    for (std::uint16_t i = 0; i < in_flight; ++i)
+      REQUIRE(has<action::forward_to_upstream>(h.client(mqtt::publish{
+          "private/alice/x", "", mqtt::qos::at_least_once, false, false, static_cast<std::uint16_t>(65535 - i), {}})));
+    auto e = event(auth_event::kind::acl_changed);
+    e.permissions = {{"private/alice/#"}, {"private/alice/#"}};
+    auto out = acts(h.session.on_auth_event(e));
+    CHECK(std::get<mqtt::unsubscribe>(to_upstream(out, h.v).at(0)).packet_id == 65535 - in_flight);
+    CHECK_FALSE(has<action::forward_to_client>(
+        h.upstream(mqtt::unsuback{static_cast<std::uint16_t>(65535 - in_flight), {}, {reason_code::success}})));
+    // Every PUBACK frees its id; the top one, acknowledged last, is the first free again.
+    for (std::uint16_t i = in_flight; i-- > 0;)
+      REQUIRE(has<action::forward_to_client>(h.upstream(mqtt::puback{static_cast<std::uint16_t>(65535 - i)})));
+    subscribe(h, 4, {"private/alice/b"});
+    e.permissions = {{}, {"private/alice/a"}};
+    CHECK(std::get<mqtt::unsubscribe>(to_upstream(acts(h.session.on_auth_event(e)), h.v).at(0)).packet_id == 65535);
+  }
+
   TEST_CASE("re-authentication with a narrower ACL unsubscribes too; the new token is the one revocations name") {
     harness h(protocol_version::v5);
     h.establish();

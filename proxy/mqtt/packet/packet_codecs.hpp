@@ -28,8 +28,7 @@ void encode_connect(const connect& p, byte_writer& w);
 connack decode_connack(byte_reader& r, protocol_version v);
 void encode_connack(const connack& p, protocol_version v, byte_writer& w);
 
-// `copy_payload` false: the payload is skipped, left empty (decode_without_payload).
-publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v, bool copy_payload = true);
+publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v);
 // A PUBLISH's variable header, checked; the reader is left at the payload.
 publish_header read_publish_header(byte_reader& r, std::uint8_t flags, protocol_version v);
 void encode_publish(const publish& p, protocol_version v, byte_writer& w);

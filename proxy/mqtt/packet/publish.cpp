@@ -24,7 +24,7 @@ publish_header read_publish_header(byte_reader& r, std::uint8_t flags, protocol_
   return h;
 }
 
-publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v, bool copy_payload) {
+publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v) {
   auto h = read_publish_header(r, flags, v);
   publish p;
   p.dup = h.dup;
@@ -34,11 +34,7 @@ publish decode_publish(byte_reader& r, std::uint8_t flags, protocol_version v, b
   if (r.failed()) return p;
   p.topic = h.topic;
   p.props = std::move(h.props);
-  if (copy_payload) {
-    p.payload = r.rest();
-  } else {
-    (void)r.take(r.remaining());  // opaque bytes: nothing to check
-  }
+  p.payload = r.rest();
   return p;
 }
 
