@@ -95,6 +95,14 @@ class Stack:
         with open(self.token_file, "w") as f:
             f.write("events-secret-0123456789\n")
         self.processes = {}
+        self.auth_args = list(auth_args)
+        try:
+            self._start(proxy_args, broker_conf, broker_auth)
+        except BaseException:
+            self.close()  # a program that did not come up must not leave the others running
+            raise
+
+    def _start(self, proxy_args, broker_conf, broker_auth):
         self.broker_port = free_port()
         passwd = os.path.join(self.dir, "passwd")
         with open(passwd, "w") as f:
@@ -112,10 +120,9 @@ class Stack:
         self.spawn("mosquitto", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf])
         self.auth_port = free_port()
         self.auth_url = f"http://127.0.0.1:{self.auth_port}"
-        self.auth_args = list(auth_args)
         self.start_auth_server()
         wait_for_port(self.broker_port)
-        self.proxy_port, self.admin_port = self.spawn_proxy("mqtt-proxy", proxy, proxy_args)
+        self.proxy_port, self.admin_port = self.spawn_proxy("mqtt-proxy", self.proxy_bin, proxy_args)
         time.sleep(0.3)
 
     def spawn_proxy(self, name, binary, proxy_args=()):

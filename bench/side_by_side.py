@@ -37,6 +37,15 @@ from benchstack import TICK, Stack, cpu_seconds, free_port, pss_kib, settle, wai
 
 class Paths:
     def __init__(self, args):
+        self.stack = None
+        try:
+            self._start(args)
+        except BaseException:
+            if self.stack:
+                self.stack.close()  # nothing left running when a program did not come up
+            raise
+
+    def _start(self, args):
         binary = os.path.abspath(args.bin)
         proxy_args = shlex.split(args.proxy_args)
         # The broker must not drop QoS 0 messages queued for a busy subscriber.
