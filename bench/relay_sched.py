@@ -54,6 +54,7 @@ def main():
     parser.add_argument("--proxy-args", default="")
     parser.add_argument("--proxy-b")
     parser.add_argument("--proxy-b-args")
+    parser.add_argument("--haproxy-global", action="append", help="a line for HAProxy's global section; repeatable")
     args = parser.parse_args()
     mode = ["relay", args.seconds, 0, 64, 4] if args.qos == 0 else ["relay", args.seconds, 1, 256, 2]
     paths = Paths(types.SimpleNamespace(bin=args.bin, proxy_args=args.proxy_args, broker_auth="none",

@@ -59,6 +59,8 @@ class Paths:
         cfg = os.path.join(self.stack.dir, "haproxy.cfg")
         with open(cfg, "w") as f:
             f.write("global\n  maxconn 9900\n"
+                    + "".join(f"  {g}\n" for g in getattr(args, "haproxy_global", None) or [])
+                    +
                     "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
                     + "".join(f"  option {o}\n" for o in getattr(args, "haproxy_option", None) or [])
                     +
@@ -255,6 +257,8 @@ def main():
                         help="also measure paced latency interleaved: this many slices of --seconds per path")
     parser.add_argument("--haproxy-option", action="append",
                         help="an `option` line for HAProxy's defaults (e.g. tcp-smart-connect); repeatable")
+    parser.add_argument("--haproxy-global", action="append",
+                        help="a line for HAProxy's global section (e.g. 'nbthread 1'); repeatable")
     parser.add_argument("--proxy-b", help="a second mqtt-proxy binary, measured beside the first as mqtt-proxy-b")
     parser.add_argument("--proxy-b-args", help="mqtt-proxy-b's extra arguments (default: --proxy-args); with "
                         "--proxy-b naming the same binary, an A/B of a setting")
