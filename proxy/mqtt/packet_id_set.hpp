@@ -20,7 +20,7 @@ namespace mqtt {
 class packet_id_set {
  public:
   bool contains(std::uint16_t id) const noexcept {
-    if (bits_) return (*bits_)[id / 64] >> (id % 64) & 1;
+    if (bits_) return word_of(id) & bit_of(id);
     return std::find(few_.begin(), few_.begin() + size_, id) != few_.begin() + size_;
   }
 
@@ -34,10 +34,8 @@ class packet_id_set {
       }
       spill();
     }
-    auto& word = (*bits_)[id / 64];
-    const std::uint64_t bit = std::uint64_t{1} << (id % 64);
-    if (word & bit) return false;
-    word |= bit;
+    if (word_of(id) & bit_of(id)) return false;
+    word_of(id) |= bit_of(id);
     ++size_;
     return true;
   }
@@ -45,10 +43,8 @@ class packet_id_set {
   // False when the id was not held.
   bool erase(std::uint16_t id) noexcept {
     if (bits_) {
-      auto& word = (*bits_)[id / 64];
-      const std::uint64_t bit = std::uint64_t{1} << (id % 64);
-      if (!(word & bit)) return false;
-      word &= ~bit;
+      if (!(word_of(id) & bit_of(id))) return false;
+      word_of(id) &= ~bit_of(id);
       --size_;
       return true;
     }
@@ -61,16 +57,21 @@ class packet_id_set {
 
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
-  bool spilled() const noexcept { return bits_ != nullptr; }  // for tests and memory accounting
+  bool spilled() const noexcept { return bits_ != nullptr; }  // for tests
 
   static constexpr std::size_t inline_capacity = 16;
 
  private:
   using bitmap = std::array<std::uint64_t, 65536 / 64>;
 
+  // The word of the bitmap that holds id, and id's bit in it (spilled only).
+  std::uint64_t& word_of(std::uint16_t id) noexcept { return (*bits_)[id / 64]; }
+  std::uint64_t word_of(std::uint16_t id) const noexcept { return (*bits_)[id / 64]; }
+  static std::uint64_t bit_of(std::uint16_t id) noexcept { return std::uint64_t{1} << (id % 64); }
+
   void spill() {
     bits_ = std::make_unique<bitmap>();  // zeroed
-    for (std::uint32_t i = 0; i < size_; ++i) (*bits_)[few_[i] / 64] |= std::uint64_t{1} << (few_[i] % 64);
+    for (std::uint32_t i = 0; i < size_; ++i) word_of(few_[i]) |= bit_of(few_[i]);
   }
 
   std::array<std::uint16_t, inline_capacity> few_{};  // the first size_ are held, while not spilled

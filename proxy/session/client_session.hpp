@@ -314,8 +314,8 @@ class client_session {
   unsigned upstream_pings_outstanding_ = 0;
   acl_mode acl_mode_ = acl_mode::enforce;
   // The packet-id and subscription bookkeeping, allocated on first use: an
-  // idle QoS 0 session (most of them) carries none of it, and nine empty
-  // std::set/map would cost 432 B per connection (issue 14).
+  // idle QoS 0 session (most of them) carries none of it, and the sets and
+  // maps below, empty, would cost about 600 B per connection (issue 14).
   struct extra_state {
     mqtt::packet_id_set local_qos2_ids_;  // PUBRECs the proxy sent itself: it owes the PUBCOMP
     // SUBSCRIBEs forwarded with some filters removed: the refusal codes by

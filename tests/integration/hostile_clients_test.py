@@ -5,6 +5,7 @@ stays bounded and the flooding client is paused (its sends stall) or closed.
 Each hostile case sits beside the polite one it abuses.
 
 Usage: hostile_clients_test.py PATH/TO/mqtt-proxy   (MQTT_PROXY_BINARY overrides)"""
+import concurrent.futures
 import os
 import resource
 import socket
@@ -245,13 +246,8 @@ class HostileClients(OneSystemPerClass, unittest.TestCase):
             sender.join()
             return "ok"
 
-        outcomes = [None] * len(socks)
-        threads = [threading.Thread(target=lambda n=n: outcomes.__setitem__(n, exchange(socks[n], frames, 0x50)))
-                   for n in range(len(socks))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with concurrent.futures.ThreadPoolExecutor(len(socks)) as pool:
+            outcomes = list(pool.map(lambda sock: exchange(sock, frames, 0x50), socks))
         self.assertEqual(outcomes, ["ok"] * len(socks))  # a PUBREC for every id
         time.sleep(1)
         held = self.system.rss_kib()
